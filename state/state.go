@@ -1,0 +1,573 @@
+// Package state is gcingest's durable memory: a typed store of images and
+// their progress through the upload pipeline, kept in one bbolt file. It is
+// the only package that touches bbolt. Every change is one transaction,
+// committed (fsynced) before the caller performs the side effect that relies
+// on it.
+package state
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// State is where an image stands in the pipeline (DESIGN.md "State and
+// exactly-once").
+type State string
+
+// The states of an image.
+const (
+	Pending   State = "pending"   // recorded, not yet hashed or sent
+	Uploading State = "uploading" // hashed; files being sent as multipart uploads
+	Uploaded  State = "uploaded"  // every upload Completed
+	Item      State = "item"      // archive item pk known
+	Attaching State = "attaching" // PATCH with the uploads sent (or about to be)
+	Importing State = "importing" // the server is importing the image
+	Done      State = "done"      // the item holds the image; after-upload action pending
+	Finished  State = "finished"  // after-upload action done
+	Retrying  State = "retrying"  // transient error; tries again at NextAttempt
+	Failed    State = "failed"    // permanent error, see LastError
+	Duplicate State = "duplicate" // identical content already in the archive under the same title
+)
+
+// Terminal reports whether nothing more will happen to an image in state s
+// without a user asking for it (gcingest retry). Failed and Duplicate images
+// still count as unfinished until their file action is recorded (ActionDone).
+func (s State) Terminal() bool { return s == Finished || s == Failed || s == Duplicate }
+
+// File is one source file of an image as it was hashed.
+type File struct {
+	Rel     string    `json:"rel"`  // relative to the watch root, slash-separated
+	Path    string    `json:"path"` // absolute
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"mtime"`
+	SHA256  string    `json:"sha256,omitempty"` // hex; empty until hashed
+}
+
+// Part is one accepted part of a multipart upload.
+type Part struct {
+	Number int    `json:"n"`
+	ETag   string `json:"etag"`
+	Size   int64  `json:"size"`
+}
+
+// Upload is one multipart upload of an image: a source file (single, mhd)
+// or the spooled ZIP of all its files.
+type Upload struct {
+	Filename   string    `json:"filename"` // basename sent to the server
+	Path       string    `json:"path"`     // the bytes sent: a source file or the spool ZIP
+	Size       int64     `json:"size"`
+	PartSize   int64     `json:"part_size,omitempty"`
+	IntentAt   time.Time `json:"intent_at,omitzero"` // set before the create request
+	PK         string    `json:"pk,omitempty"`
+	S3UploadID string    `json:"s3_upload_id,omitempty"`
+	APIURL     string    `json:"api_url,omitempty"`
+	Created    time.Time `json:"created,omitzero"` // server's creation time (expiry after ~24 h)
+	Parts      []Part    `json:"parts,omitempty"`
+	Completed  bool      `json:"completed,omitempty"`
+}
+
+// Image is one image's durable record.
+type Image struct {
+	ID    uint64 `json:"id"`
+	Watch string `json:"watch"` // watch root path
+	Key   string `json:"key"`   // group key within the watch
+	Kind  string `json:"kind"`  // ingest.Kind
+	Files []File `json:"files"`
+	Title string `json:"title,omitempty"`
+
+	State       State     `json:"state"`
+	RetryFrom   State     `json:"retry_from,omitempty"` // the state a Retrying image resumes in
+	Attempts    int       `json:"attempts,omitempty"`   // consecutive failed attempts
+	LastError   string    `json:"last_error,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+
+	Uploads []Upload `json:"uploads,omitempty"`
+	Spool   string   `json:"spool,omitempty"` // ZIP spool file, KindZip only
+
+	ItemIntentAt time.Time `json:"item_intent_at,omitzero"` // set before the create-item request
+	ItemPK       string    `json:"item_pk,omitempty"`
+	PrevValue    string    `json:"prev_value,omitempty"` // the item's image URL for the interface before our PATCH
+	PatchSentAt  time.Time `json:"patch_sent_at,omitzero"`
+	SessionPK    string    `json:"session_pk,omitempty"`
+	ImageURL     string    `json:"image_url,omitempty"`
+	ImagePK      string    `json:"image_pk,omitempty"`
+
+	// ActionDone records that the after-upload action (done, duplicate) or
+	// the move to failed_dir (failed) was performed.
+	ActionDone bool   `json:"action_done,omitempty"`
+	MovedTo    string `json:"moved_to,omitempty"` // where the files went, if anywhere
+
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+// Unfinished reports whether the pipeline still has work to do on img.
+func (img *Image) Unfinished() bool { return !img.State.Terminal() || !img.ActionDone }
+
+// Options tune Open.
+type Options struct {
+	ReadOnly bool          // for gcingest status while no agent runs
+	Timeout  time.Duration // how long to wait for the file lock; default 1s
+}
+
+// ErrLocked is returned (wrapped) by Open when another process holds the file.
+var ErrLocked = errors.New("state file is locked")
+
+// ErrCorrupt is returned (wrapped) by Open when the file is not a readable
+// state file.
+var ErrCorrupt = errors.New("state file is damaged")
+
+// ErrNotFound is returned by Get and Update for an unknown image ID.
+var ErrNotFound = errors.New("no such image")
+
+// Store is an open state file.
+type Store struct {
+	db       *bolt.DB
+	path     string
+	readOnly bool
+	now      func() time.Time
+}
+
+// Bucket names and the schema version.
+var (
+	bucketMeta    = []byte("meta")
+	bucketImages  = []byte("images")
+	bucketByState = []byte("by_state") // state \x00 id(8) → nil
+	bucketByKey   = []byte("by_key")   // watch \x00 key \x00 id(8) → nil
+	keySchema     = []byte("schema")
+)
+
+// SchemaVersion is the version this build writes.
+const SchemaVersion = 1
+
+// migration upgrades a file from version From to From+1 inside one
+// transaction.
+type migration struct {
+	From int
+	Fn   func(tx *bolt.Tx) error
+}
+
+// migrations lists every upgrade step, oldest first. Add one entry per
+// schema change; never edit a released one.
+func migrations() []migration {
+	return nil // v1 is the first schema
+}
+
+// Open opens (creating if needed, unless read-only) the state file at path.
+// A file held by another process fails after opts.Timeout with an error
+// wrapping ErrLocked; a damaged file fails with one wrapping ErrCorrupt that
+// says how to move it aside.
+func Open(path string, opts Options) (*Store, error) {
+	return open(path, opts, SchemaVersion, migrations())
+}
+
+func open(path string, opts Options, version int, migs []migration) (s *Store, err error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	if opts.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("open state file %s: %w", path, err)
+		}
+	}
+	// bbolt panics on some kinds of damage; a damaged file must be an
+	// error the user can act on, not a crash.
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, corruptError(path, fmt.Errorf("%v", r))
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        opts.Timeout,
+		ReadOnly:       opts.ReadOnly,
+		NoFreelistSync: true, // smaller commits; the freelist is rebuilt on open
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		switch {
+		case errors.Is(err, berrors.ErrTimeout):
+			return nil, fmt.Errorf("another gcingest is using %s: %w", path, ErrLocked)
+		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum),
+			errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrInvalidMapping):
+			return nil, corruptError(path, err)
+		}
+		return nil, fmt.Errorf("open state file %s: %w", path, err)
+	}
+	// Several images commit at once when the pipeline runs concurrently;
+	// batching turns their fsyncs into one.
+	db.MaxBatchDelay = 2 * time.Millisecond
+	s = &Store{db: db, path: path, readOnly: opts.ReadOnly, now: time.Now}
+	if err := s.check(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.migrate(version, migs); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func corruptError(path string, cause error) error {
+	return fmt.Errorf("%w: %s cannot be read (%v); nothing was changed. Stop gcingest, move the file aside "+
+		"(e.g. mv %s %s.damaged) and start again: images already uploaded will be found again by their "+
+		"titles, not uploaded twice", ErrCorrupt, path, cause, path, path)
+}
+
+// check walks every page so that damage is found at open, not halfway
+// through a run.
+func (s *Store) check() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // drain: the checker goroutine must end before tx does
+			if first == nil {
+				first = err
+			}
+		}
+		if first != nil {
+			return corruptError(s.path, first)
+		}
+		return nil
+	})
+}
+
+func (s *Store) migrate(version int, migs []migration) error {
+	var have int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketMeta); b != nil {
+			if v := b.Get(keySchema); len(v) == 8 {
+				have = int(binary.BigEndian.Uint64(v))
+			} else if v != nil {
+				return corruptError(s.path, fmt.Errorf("schema version of %d bytes", len(v)))
+			}
+		} else if tx.Bucket(bucketImages) != nil {
+			return corruptError(s.path, errors.New("images without a schema version"))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case have > version:
+		return fmt.Errorf("state file %s has schema version %d; this gcingest knows up to %d: use a newer gcingest", s.path, have, version)
+	case have == version:
+		return nil
+	case s.readOnly:
+		if have == 0 {
+			return nil // an empty file: nothing to show
+		}
+		return fmt.Errorf("state file %s has schema version %d; start gcingest run once to upgrade it to %d", s.path, have, version)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if have == 0 {
+			for _, name := range [][]byte{bucketMeta, bucketImages, bucketByState, bucketByKey} {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return fmt.Errorf("create bucket %s in %s: %w", name, s.path, err)
+				}
+			}
+			have = 1
+		}
+		for have < version {
+			i := slices.IndexFunc(migs, func(m migration) bool { return m.From == have })
+			if i < 0 {
+				return fmt.Errorf("state file %s: no migration from schema version %d", s.path, have)
+			}
+			if err := migs[i].Fn(tx); err != nil {
+				return fmt.Errorf("migrate state file %s from version %d: %w", s.path, have, err)
+			}
+			have++
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, uint64(have)))
+	})
+}
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close state file %s: %w", s.path, err)
+	}
+	return nil
+}
+
+func idKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
+
+func stateKey(st State, id uint64) []byte {
+	return append(append([]byte(st), 0), idKey(id)...)
+}
+
+func keyPrefix(watch, key string) []byte {
+	b := append([]byte(watch), 0)
+	b = append(b, key...)
+	return append(b, 0)
+}
+
+func get(tx *bolt.Tx, id uint64) (*Image, error) {
+	b := tx.Bucket(bucketImages)
+	if b == nil {
+		return nil, ErrNotFound
+	}
+	v := b.Get(idKey(id))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var img Image
+	if err := json.Unmarshal(v, &img); err != nil {
+		return nil, fmt.Errorf("decode image %d: %w", id, err)
+	}
+	return &img, nil
+}
+
+func put(tx *bolt.Tx, img *Image, old *Image) error {
+	v, err := json.Marshal(img)
+	if err != nil {
+		return fmt.Errorf("encode image %d: %w", img.ID, err)
+	}
+	if err := tx.Bucket(bucketImages).Put(idKey(img.ID), v); err != nil {
+		return err
+	}
+	bs := tx.Bucket(bucketByState)
+	if old != nil && old.State != img.State {
+		if err := bs.Delete(stateKey(old.State, img.ID)); err != nil {
+			return err
+		}
+	}
+	if old == nil || old.State != img.State {
+		if err := bs.Put(stateKey(img.State, img.ID), nil); err != nil {
+			return err
+		}
+	}
+	if old == nil {
+		return tx.Bucket(bucketByKey).Put(append(keyPrefix(img.Watch, img.Key), idKey(img.ID)...), nil)
+	}
+	return nil
+}
+
+func (s *Store) write(fn func(tx *bolt.Tx) error) error {
+	if s.readOnly {
+		return fmt.Errorf("state file %s is open read-only", s.path)
+	}
+	// Batch may run fn more than once; every fn here re-reads what it
+	// changes from tx, so that is harmless.
+	return s.db.Batch(fn)
+}
+
+// Create records a new image, assigning its ID (monotonic) and timestamps.
+// A new image without a state is Pending.
+func (s *Store) Create(img *Image) error {
+	_, err := s.CreateUnless(img, nil)
+	return err
+}
+
+// CreateUnless records img unless skip, given every image already recorded
+// for the same (Watch, Key) in ID order, returns true; the check and the
+// write are one transaction. It reports whether img was created.
+func (s *Store) CreateUnless(img *Image, skip func(existing []Image) bool) (bool, error) {
+	var created bool
+	err := s.write(func(tx *bolt.Tx) error {
+		created = false
+		if skip != nil {
+			existing, err := byKey(tx, img.Watch, img.Key)
+			if err != nil {
+				return err
+			}
+			if skip(existing) {
+				return nil
+			}
+		}
+		id, err := tx.Bucket(bucketImages).NextSequence()
+		if err != nil {
+			return err
+		}
+		img.ID = id
+		if img.State == "" {
+			img.State = Pending
+		}
+		now := s.now().UTC()
+		img.Created, img.Updated = now, now
+		created = true
+		return put(tx, img, nil)
+	})
+	if err != nil {
+		return false, fmt.Errorf("record new image %s in %s: %w", img.Key, s.path, err)
+	}
+	return created, nil
+}
+
+// Get returns the image with that ID, or an error wrapping ErrNotFound.
+func (s *Store) Get(id uint64) (Image, error) {
+	var img *Image
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		img, err = get(tx, id)
+		return err
+	})
+	if err != nil {
+		return Image{}, fmt.Errorf("read image %d from %s: %w", id, s.path, err)
+	}
+	return *img, nil
+}
+
+// Update applies fn to the image with that ID and commits the result in one
+// transaction, keeping the indexes right. If fn returns an error nothing is
+// written. It returns the image as committed.
+func (s *Store) Update(id uint64, fn func(*Image) error) (Image, error) {
+	var out Image
+	err := s.write(func(tx *bolt.Tx) error {
+		old, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		img := *old
+		img.Files = slices.Clone(old.Files)
+		img.Uploads = cloneUploads(old.Uploads)
+		if err := fn(&img); err != nil {
+			return err
+		}
+		img.ID, img.Watch, img.Key = old.ID, old.Watch, old.Key // identity never changes
+		img.Updated = s.now().UTC()
+		if err := put(tx, &img, old); err != nil {
+			return err
+		}
+		out = img
+		return nil
+	})
+	if err != nil {
+		return Image{}, fmt.Errorf("update image %d in %s: %w", id, s.path, err)
+	}
+	return out, nil
+}
+
+func cloneUploads(in []Upload) []Upload {
+	out := slices.Clone(in)
+	for i := range out {
+		out[i].Parts = slices.Clone(out[i].Parts)
+	}
+	return out
+}
+
+// List returns the images in any of the given states, by ID; no states means
+// every image. It reads the state index, so listing the few unfinished images
+// of a large file is cheap.
+func (s *Store) List(states ...State) ([]Image, error) {
+	var out []Image
+	err := s.db.View(func(tx *bolt.Tx) error {
+		images := tx.Bucket(bucketImages)
+		if images == nil {
+			return nil
+		}
+		if len(states) == 0 {
+			return images.ForEach(func(k, v []byte) error {
+				var img Image
+				if err := json.Unmarshal(v, &img); err != nil {
+					return fmt.Errorf("decode image %x: %w", k, err)
+				}
+				out = append(out, img)
+				return nil
+			})
+		}
+		c := tx.Bucket(bucketByState).Cursor()
+		for _, st := range states {
+			prefix := append([]byte(st), 0)
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				img, err := get(tx, binary.BigEndian.Uint64(k[len(prefix):]))
+				if err != nil {
+					return err
+				}
+				out = append(out, *img)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list images in %s: %w", s.path, err)
+	}
+	slices.SortFunc(out, func(a, b Image) int { return cmpID(a.ID, b.ID) })
+	return out, nil
+}
+
+func cmpID(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Unfinished returns every image the pipeline still has work on, by ID.
+func (s *Store) Unfinished() ([]Image, error) {
+	imgs, err := s.List(Pending, Uploading, Uploaded, Item, Attaching, Importing, Done, Retrying, Failed, Duplicate)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(imgs, func(img Image) bool { return !img.Unfinished() }), nil
+}
+
+// Counts returns how many images are in each state.
+func (s *Store) Counts() (map[State]int, error) {
+	out := map[State]int{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketByState)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			if i := bytes.IndexByte(k, 0); i > 0 {
+				out[State(k[:i])]++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("count images in %s: %w", s.path, err)
+	}
+	return out, nil
+}
+
+// ByKey returns every image recorded for (watch, key), by ID.
+func (s *Store) ByKey(watch, key string) ([]Image, error) {
+	var out []Image
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		out, err = byKey(tx, watch, key)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list images of %s in %s: %w", key, s.path, err)
+	}
+	return out, nil
+}
+
+func byKey(tx *bolt.Tx, watch, key string) ([]Image, error) {
+	b := tx.Bucket(bucketByKey)
+	if b == nil {
+		return nil, nil
+	}
+	var out []Image
+	prefix := keyPrefix(watch, key)
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if len(k) != len(prefix)+8 {
+			continue // a longer key that shares the prefix cannot: keys hold no \x00
+		}
+		img, err := get(tx, binary.BigEndian.Uint64(k[len(prefix):]))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *img)
+	}
+	return out, nil
+}

@@ -1,0 +1,293 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func openTest(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path, Options{Timeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newImage(key string) *Image {
+	return &Image{Watch: "/drop", Key: key, Kind: "single",
+		Files: []File{{Rel: key, Path: "/drop/" + key, Size: 10, ModTime: time.Unix(100, 0).UTC()}}}
+}
+
+func TestCreateGetUpdate(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "state.db"))
+	a, b := newImage("a.mha"), newImage("b.mha")
+	for _, img := range []*Image{a, b} {
+		if err := s.Create(img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.ID == 0 || b.ID <= a.ID {
+		t.Fatalf("IDs = %d, %d; want increasing from 1", a.ID, b.ID)
+	}
+	got, err := s.Get(a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != Pending || got.Key != "a.mha" || len(got.Files) != 1 {
+		t.Errorf("Get = %+v; want a pending a.mha with one file", got)
+	}
+	upd, err := s.Update(a.ID, func(img *Image) error {
+		img.State = Uploading
+		img.Uploads = append(img.Uploads, Upload{Filename: "a.mha", PK: "u1", Parts: []Part{{Number: 1, ETag: `"x"`, Size: 10}}})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if upd.State != Uploading || upd.Uploads[0].Parts[0].ETag != `"x"` {
+		t.Errorf("Update returned %+v", upd)
+	}
+	// A failing fn writes nothing.
+	boom := errors.New("boom")
+	if _, err := s.Update(a.ID, func(img *Image) error { img.State = Failed; return boom }); !errors.Is(err, boom) {
+		t.Errorf("Update err = %v; want boom", err)
+	}
+	got, _ = s.Get(a.ID)
+	if got.State != Uploading {
+		t.Errorf("state after failed update = %s; want uploading", got.State)
+	}
+	if _, err := s.Get(999); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get(999) err = %v; want ErrNotFound", err)
+	}
+}
+
+func TestIndexes(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "state.db"))
+	var ids []uint64
+	for _, k := range []string{"x", "y", "x", "xy"} {
+		img := newImage(k)
+		if err := s.Create(img); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, img.ID)
+	}
+	if _, err := s.Update(ids[1], func(img *Image) error { img.State = Finished; img.ActionDone = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("by state", func(t *testing.T) {
+		pend, err := s.List(Pending)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(pend); got != 3 {
+			t.Errorf("pending = %d; want 3", got)
+		}
+		fin, _ := s.List(Finished)
+		if len(fin) != 1 || fin[0].ID != ids[1] {
+			t.Errorf("finished = %+v; want image %d", fin, ids[1])
+		}
+		unf, _ := s.Unfinished()
+		if len(unf) != 3 {
+			t.Errorf("unfinished = %d; want 3", len(unf))
+		}
+		counts, _ := s.Counts()
+		if counts[Pending] != 3 || counts[Finished] != 1 {
+			t.Errorf("counts = %v", counts)
+		}
+	})
+	t.Run("by key", func(t *testing.T) {
+		got, err := s.ByKey("/drop", "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[0].ID != ids[0] || got[1].ID != ids[2] {
+			t.Errorf("ByKey(x) = %d images; want %d and %d (not xy)", len(got), ids[0], ids[2])
+		}
+	})
+	t.Run("create unless", func(t *testing.T) {
+		created, err := s.CreateUnless(newImage("x"), func(ex []Image) bool { return len(ex) > 0 })
+		if err != nil || created {
+			t.Errorf("CreateUnless(existing) = %v, %v; want false, nil", created, err)
+		}
+		created, err = s.CreateUnless(newImage("z"), func(ex []Image) bool { return len(ex) > 0 })
+		if err != nil || !created {
+			t.Errorf("CreateUnless(new) = %v, %v; want true, nil", created, err)
+		}
+	})
+}
+
+func TestReopenKeepsRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := newImage("a")
+	if err := s.Create(img); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTest(t, path)
+	got, err := s.Get(img.ID)
+	if err != nil || got.Key != "a" {
+		t.Fatalf("after reopen Get = %+v, %v", got, err)
+	}
+	next := newImage("b")
+	if err := s.Create(next); err != nil {
+		t.Fatal(err)
+	}
+	if next.ID <= img.ID {
+		t.Errorf("ID after reopen = %d; want > %d", next.ID, img.ID)
+	}
+}
+
+func TestSecondOpenerFails(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	openTest(t, path)
+	for _, ro := range []bool{false, true} {
+		_, err := Open(path, Options{ReadOnly: ro, Timeout: 50 * time.Millisecond})
+		if !errors.Is(err, ErrLocked) {
+			t.Fatalf("second Open(readonly=%v) err = %v; want ErrLocked", ro, err)
+		}
+		if want := "another gcingest is using " + path; !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %q; want it to say %q", err, want)
+		}
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	if _, err := Open(path, Options{ReadOnly: true}); err == nil {
+		t.Fatal("read-only Open of a missing file succeeded; want an error")
+	}
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(newImage("a")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	r1, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	// Two status commands may read at once.
+	r2, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("second read-only Open: %v", err)
+	}
+	defer r2.Close()
+	imgs, err := r2.List()
+	if err != nil || len(imgs) != 1 {
+		t.Errorf("List = %d images, %v; want 1", len(imgs), err)
+	}
+	if err := r1.Create(newImage("b")); err == nil {
+		t.Error("Create on a read-only store succeeded")
+	}
+}
+
+func TestCorruptFile(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]func(path string) error{
+		"garbage": func(path string) error {
+			return os.WriteFile(path, []byte(strings.Repeat("not a bbolt file ", 1000)), 0o600)
+		},
+		"damaged meta": func(path string) error {
+			s, err := Open(path, Options{})
+			if err != nil {
+				return err
+			}
+			for i := range 20 {
+				if err := s.Create(newImage(string(rune('a' + i)))); err != nil {
+					return err
+				}
+			}
+			s.Close()
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for i := 16; i < 2*4096 && i < len(b); i++ { // both meta pages
+				b[i] ^= 0x5a
+			}
+			return os.WriteFile(path, b, 0o600)
+		},
+	}
+	for name, damage := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".db")
+			if err := damage(path); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(path)
+			_, err := Open(path, Options{})
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Open err = %v; want ErrCorrupt", err)
+			}
+			if !strings.Contains(err.Error(), "mv "+path) {
+				t.Errorf("err = %q; want it to say how to move the file aside", err)
+			}
+			after, _ := os.ReadFile(path)
+			if string(before) != string(after) {
+				t.Error("Open changed a damaged file; it must leave it as it was")
+			}
+		})
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := openTest(t, path)
+	if err := s.Create(newImage("a")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	t.Run("upgrade runs the table", func(t *testing.T) {
+		migs := []migration{{From: 1, Fn: func(tx *bolt.Tx) error {
+			_, err := tx.CreateBucket([]byte("v2-extra"))
+			return err
+		}}}
+		s, err := open(path, Options{}, 2, migs)
+		if err != nil {
+			t.Fatalf("open with v2: %v", err)
+		}
+		var version uint64
+		var extra bool
+		s.db.View(func(tx *bolt.Tx) error {
+			version = binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keySchema))
+			extra = tx.Bucket([]byte("v2-extra")) != nil
+			return nil
+		})
+		imgs, _ := s.List()
+		s.Close()
+		if version != 2 || !extra || len(imgs) != 1 {
+			t.Errorf("after migration: version %d, bucket %v, %d images; want 2, true, 1", version, extra, len(imgs))
+		}
+	})
+	t.Run("newer file refused", func(t *testing.T) {
+		_, err := Open(path, Options{}) // the file is v2 now; this build knows v1
+		if err == nil || !strings.Contains(err.Error(), "schema version 2") {
+			t.Errorf("Open of a newer file err = %v; want a schema version error", err)
+		}
+	})
+	t.Run("missing step refused", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "v1.db")
+		openTest(t, p).Close()
+		_, err := open(p, Options{}, 3, nil)
+		if err == nil || !strings.Contains(err.Error(), "no migration from schema version 1") {
+			t.Errorf("err = %v; want a missing migration error", err)
+		}
+	})
+}
