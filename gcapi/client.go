@@ -1,117 +1,446 @@
 // Package gcapi is a Go client for the parts of the Grand Challenge REST API
 // that gcingest uses: archives, sockets, archive items, multipart uploads,
 // upload sessions and images.
+//
+// Every method takes a context and retries transient failures according to
+// the client's RetryPolicy (see its doc for which requests are repeated and
+// when). Failures are returned as *Error when the server answered, and can
+// be classified with IsTransient, IsPermanent, IsNotFound and
+// IsTitleConflict.
+//
+// The token is sent only to the API host given to New: absolute URLs from
+// the server that point elsewhere are refused, presigned part URLs and
+// download redirect targets are fetched without it, and redirects of API
+// calls are never followed.
 package gcapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 )
 
-// SKELETON: the signatures below are the contract other packages build
-// against; the bodies are filled in by the gcapi work.
-var errNotImplemented = errors.New("gcapi: not implemented yet")
-
-// Client talks to one Grand Challenge server with one token.
+// Client talks to one Grand Challenge server with one token. It is safe for
+// concurrent use.
 type Client struct {
-	base  string // ends in /api/v1/
+	base  string   // ends in /api/v1/
+	baseU *url.URL // parsed base
 	token string
-	hc    *http.Client
+	hc    *http.Client // API calls: never follows redirects
+	bare  *http.Client // presigned URLs and redirect targets: no token, no redirects
 	log   *slog.Logger
+
+	userHC      *http.Client
+	userAgent   string
+	insecure    bool
+	retryPolicy RetryPolicy
+	limiter     Limiter
+	stall       time.Duration
 }
 
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient sets the HTTP client used for every request.
-func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+// WithHTTPClient sets the HTTP client used for every request. Its transport
+// is shared; the client's redirect policy is not used (gcapi never follows
+// redirects of API calls and follows download redirects itself), and its
+// cookie jar is not used for presigned URLs.
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.userHC = hc } }
 
-// WithLogger sets the logger for retries and other notable events.
+// WithLogger sets the logger for retries and other notable events. The
+// token and presigned URLs are never logged.
 func WithLogger(l *slog.Logger) Option { return func(c *Client) { c.log = l } }
 
-// WithUserAgent sets the User-Agent header (default "gcingest/<version>").
-func WithUserAgent(ua string) Option { return func(c *Client) {} }
+// WithUserAgent sets the User-Agent header (default "gcingest"); callers
+// add their version, e.g. "gcingest/1.2.0".
+func WithUserAgent(ua string) Option { return func(c *Client) { c.userAgent = ua } }
 
 // WithInsecureHTTP allows an http:// base URL for a host that is not loopback.
-func WithInsecureHTTP() Option { return func(c *Client) {} }
+func WithInsecureHTTP() Option { return func(c *Client) { c.insecure = true } }
 
 // WithRetry sets the retry policy for API requests and part PUTs.
-func WithRetry(p RetryPolicy) Option { return func(c *Client) {} }
+func WithRetry(p RetryPolicy) Option { return func(c *Client) { c.retryPolicy = p } }
 
-// WithRateLimit shares one byte-rate limiter across every part PUT of this client.
-func WithRateLimit(l Limiter) Option { return func(c *Client) {} }
+// WithRateLimit shares one byte-rate limiter across every part PUT of this
+// client. It is waited on for each chunk of at most 256 KiB sent (or the
+// limiter's Burst, if it has a Burst() int method and that is smaller).
+func WithRateLimit(l Limiter) Option { return func(c *Client) { c.limiter = l } }
+
+// WithStallTimeout sets how long a request may go without any byte moving
+// (request body sent, answer headers or body received) before the attempt
+// is cancelled and counted as a timeout (default 60s). It is not a limit on
+// the total time: a slow but moving transfer is never cut.
+func WithStallTimeout(d time.Duration) Option { return func(c *Client) { c.stall = d } }
 
 // Limiter limits bytes per second; *rate.Limiter from golang.org/x/time/rate fits.
 type Limiter interface {
 	WaitN(ctx context.Context, n int) error
 }
 
-// RetryPolicy says how transient failures are retried.
-type RetryPolicy struct {
-	MaxAttempts int           // attempts per request including the first; 0 means the default (8)
-	BaseDelay   time.Duration // first backoff (default 200ms), doubled each time, with jitter
-	MaxDelay    time.Duration // cap of one backoff (default 30s); Retry-After may exceed it up to MaxDelay*4
-	OnRetry     func(method, url string, attempt int, wait time.Duration, err error)
-}
+const defaultStallTimeout = 60 * time.Second
 
 // New returns a client for the server at baseURL ("https://grand-challenge.org"
 // or ".../api/v1/"). http:// is refused unless the host is loopback or
-// WithInsecureHTTP is given.
+// WithInsecureHTTP is given. The token may be given bare or as "Bearer <token>".
 func New(baseURL, token string, opts ...Option) (*Client, error) {
-	return nil, errNotImplemented
+	c := &Client{userAgent: "gcingest", stall: defaultStallTimeout}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.retryPolicy = c.retryPolicy.withDefaults()
+	if c.stall <= 0 {
+		c.stall = defaultStallTimeout
+	}
+
+	u, err := parseBase(baseURL, c.insecure)
+	if err != nil {
+		return nil, err
+	}
+	c.baseU = u
+	c.base = u.String()
+
+	// gcapi's rule: collapse the spaces and keep the last word, so that
+	// "Bearer xyz" and "xyz" both work.
+	f := strings.Fields(token)
+	if len(f) == 0 {
+		return nil, errors.New("gcapi: empty token")
+	}
+	c.token = f[len(f)-1]
+
+	src := c.userHC
+	if src == nil {
+		src = &http.Client{Transport: defaultTransport()}
+	}
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.hc = &http.Client{Transport: src.Transport, Jar: src.Jar, Timeout: src.Timeout, CheckRedirect: noRedirect}
+	c.bare = &http.Client{Transport: src.Transport, Timeout: src.Timeout, CheckRedirect: noRedirect}
+	return c, nil
+}
+
+func defaultTransport() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	// Several parts in flight to the same S3 host: keep their connections.
+	t.MaxIdleConnsPerHost = 32
+	return t
+}
+
+// parseBase normalises the base URL to scheme://host[/prefix]/api/v1/.
+func parseBase(raw string, insecure bool) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return nil, fmt.Errorf("gcapi: base URL %q: %w", raw, err)
+	}
+	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fmt.Errorf("gcapi: base URL %q: want https://host", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("gcapi: base URL %q: no user info, query or fragment allowed", raw)
+	}
+	if u.Scheme == "http" && !insecure && !isLoopback(u.Hostname()) {
+		return nil, fmt.Errorf("gcapi: base URL %q: https is required for a host that is not loopback", raw)
+	}
+	p := strings.TrimRight(u.Path, "/")
+	if !strings.HasSuffix(p, "/api/v1") {
+		p += "/api/v1"
+	}
+	u.Path = p + "/"
+	u.RawPath = ""
+	return u, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// BaseURL returns the API root the client talks to, ending in "/api/v1/".
+func (c *Client) BaseURL() string { return c.base }
+
+// resolve turns a path relative to the API root, or an absolute URL on the
+// API host, into an absolute URL with a trailing slash on its path and the
+// query q added. Absolute URLs on another host or scheme are refused: the
+// token must not travel there.
+func (c *Client) resolve(ref string, q url.Values) (*url.URL, error) {
+	var u *url.URL
+	if strings.Contains(ref, "://") {
+		p, err := url.Parse(ref)
+		if err != nil {
+			return nil, fmt.Errorf("gcapi: URL %q: %w", redact(ref), err)
+		}
+		if !c.sameOrigin(p) {
+			return nil, fmt.Errorf("gcapi: refusing URL %s: not on the API host %s", redact(ref), c.baseU.Host)
+		}
+		u = p
+	} else {
+		if strings.HasPrefix(ref, "/") || strings.Contains(ref, "..") {
+			return nil, fmt.Errorf("gcapi: bad API path %q", ref)
+		}
+		p, err := c.baseU.Parse(ref)
+		if err != nil {
+			return nil, fmt.Errorf("gcapi: API path %q: %w", ref, err)
+		}
+		u = p
+	}
+	if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+		u.RawPath = ""
+	}
+	if len(q) > 0 {
+		qq := u.Query()
+		for k, vs := range q {
+			qq[k] = vs
+		}
+		u.RawQuery = qq.Encode()
+	}
+	return u, nil
+}
+
+// sameOrigin reports whether u is on the API host with the base's scheme.
+func (c *Client) sameOrigin(u *url.URL) bool {
+	return u.User == nil && strings.EqualFold(u.Scheme, c.baseU.Scheme) && strings.EqualFold(u.Host, c.baseU.Host)
+}
+
+// redact drops the query and user info of a URL, where presigned URLs keep
+// their signatures, for errors and logs.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.IndexAny(raw, "?#"); i >= 0 {
+			return raw[:i]
+		}
+		return raw
+	}
+	u.User = nil
+	u.RawQuery = ""
+	u.Fragment = ""
+	return u.String()
+}
+
+// redactAPI keeps an API URL's query (filters and offsets, no secrets) but
+// drops user info.
+func redactAPI(u *url.URL) string {
+	v := *u
+	v.User = nil
+	v.Fragment = ""
+	return v.String()
+}
+
+// call does one API request with retries: JSON body in (if in != nil),
+// JSON answer decoded into out (if out != nil).
+func (c *Client) call(ctx context.Context, method, ref string, q url.Values, in, out any, kind reqKind) error {
+	u, err := c.resolve(ref, q)
+	if err != nil {
+		return err
+	}
+	var body []byte
+	if in != nil {
+		if body, err = json.Marshal(in); err != nil {
+			return fmt.Errorf("gcapi: encode %s %s: %w", method, redactAPI(u), err)
+		}
+	}
+	shown := redactAPI(u)
+	return c.retry(ctx, method, shown, kind, func(ctx context.Context) error {
+		return c.once(ctx, method, u.String(), shown, body, out)
+	})
+}
+
+// once does a single attempt of an API request.
+func (c *Client) once(ctx context.Context, method, u, shown string, body []byte, out any) error {
+	ctx, wd := newWatchdog(ctx, c.stall)
+	defer wd.stop()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("gcapi: %s %s: %w", method, shown, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	c.setAPIHeaders(req)
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, shown, wd.cause(err))
+	}
+	defer drainClose(resp.Body)
+	respBody := wd.reader(resp.Body)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		b, rerr := io.ReadAll(io.LimitReader(respBody, maxErrorBody))
+		if rerr != nil && len(b) == 0 {
+			// The error answer itself broke: report the status anyway.
+			c.log.Debug("reading error answer failed", "method", method, "url", shown, "err", rerr)
+		}
+		return newError(method, shown, resp, b)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(respBody).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, shown, wd.cause(err))
+	}
+	return nil
+}
+
+func (c *Client) setAPIHeaders(req *http.Request) {
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+}
+
+// drainClose reads a little of what is left (so the connection can be
+// reused) and closes the body.
+func drainClose(rc io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(rc, 256<<10))
+	_ = rc.Close()
 }
 
 // ArchiveBySlug returns the one archive with that slug; *Error with
 // StatusCode 404 (IsNotFound) when the account cannot see it.
 func (c *Client) ArchiveBySlug(ctx context.Context, slug string) (*Archive, error) {
-	return nil, errNotImplemented
+	all, err := listAll(ctx, c, "archives/", url.Values{"slug": {slug}}, func(a Archive) string { return a.PK })
+	if err != nil {
+		return nil, fmt.Errorf("find archive %q: %w", slug, err)
+	}
+	var found []Archive
+	for _, a := range all {
+		if a.Slug == "" || a.Slug == slug {
+			found = append(found, a)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return &found[0], nil
+	case 0:
+		return nil, &Error{Method: http.MethodGet, URL: c.base + "archives/?slug=" + url.QueryEscape(slug),
+			StatusCode: http.StatusNotFound, Message: fmt.Sprintf("no archive with slug %q is visible to this token", slug)}
+	default:
+		return nil, fmt.Errorf("find archive %q: the server lists %d archives with that slug", slug, len(found))
+	}
 }
 
-// InterfaceBySlug returns the socket with that slug.
+// InterfaceBySlug returns the socket with that slug; *Error with StatusCode
+// 404 when there is none.
 func (c *Client) InterfaceBySlug(ctx context.Context, slug string) (*Interface, error) {
-	return nil, errNotImplemented
+	all, err := listAll(ctx, c, "components/interfaces/", url.Values{"slug": {slug}}, func(i Interface) string { return fmt.Sprint(i.PK) })
+	if err != nil {
+		return nil, fmt.Errorf("find interface %q: %w", slug, err)
+	}
+	for i := range all {
+		if all[i].Slug == slug {
+			return &all[i], nil
+		}
+	}
+	return nil, &Error{Method: http.MethodGet, URL: c.base + "components/interfaces/?slug=" + url.QueryEscape(slug),
+		StatusCode: http.StatusNotFound, Message: fmt.Sprintf("no interface with slug %q", slug)}
 }
 
 // ArchiveItems lists every item of the archive (by archive pk), walking all
 // pages and de-duplicating by pk.
 func (c *Client) ArchiveItems(ctx context.Context, archivePK string) ([]ArchiveItem, error) {
-	return nil, errNotImplemented
+	items, err := listAll(ctx, c, "archives/items/", url.Values{"archive": {archivePK}}, func(it ArchiveItem) string { return it.PK })
+	if err != nil {
+		return nil, fmt.Errorf("list items of archive %s: %w", archivePK, err)
+	}
+	return items, nil
 }
 
 // ArchiveItemByTitle finds the item with that exact title in the archive;
-// (nil, nil) when there is none.
+// (nil, nil) when there is none. The API cannot filter by title, so this
+// lists the whole archive.
 func (c *Client) ArchiveItemByTitle(ctx context.Context, archivePK, title string) (*ArchiveItem, error) {
-	return nil, errNotImplemented
+	items, err := c.ArchiveItems(ctx, archivePK)
+	if err != nil {
+		return nil, err
+	}
+	for i := range items {
+		if items[i].Title == title {
+			return &items[i], nil
+		}
+	}
+	return nil, nil
 }
 
 // ArchiveItem gets one item by pk.
 func (c *Client) ArchiveItem(ctx context.Context, pk string) (*ArchiveItem, error) {
-	return nil, errNotImplemented
+	if err := checkPK(pk); err != nil {
+		return nil, err
+	}
+	var it ArchiveItem
+	if err := c.call(ctx, http.MethodGet, "archives/items/"+pk+"/", nil, nil, &it, kindSafe); err != nil {
+		return nil, err
+	}
+	return &it, nil
 }
 
 // CreateArchiveItem creates an item with a title in the archive (by its api_url).
 // A title conflict is reported as an error for which IsTitleConflict is true.
+// The create is not repeated after an ambiguous failure (a 500, a reset
+// after sending): look the title up with ArchiveItemByTitle then.
 func (c *Client) CreateArchiveItem(ctx context.Context, archiveAPIURL, title string) (*ArchiveItem, error) {
-	return nil, errNotImplemented
+	in := struct {
+		Archive string `json:"archive"`
+		Title   string `json:"title"`
+	}{archiveAPIURL, title}
+	var it ArchiveItem
+	if err := c.call(ctx, http.MethodPost, "archives/items/", nil, in, &it, kindCreate); err != nil {
+		return nil, err
+	}
+	return &it, nil
 }
 
-// UpdateArchiveItem PATCHes the given values onto the item.
+// UpdateArchiveItem PATCHes the given values onto the item. The answer
+// lists values with only their interface slug set (the server's PATCH
+// form). An ambiguous failure is not repeated; see gc-api.md decision 3.
 func (c *Client) UpdateArchiveItem(ctx context.Context, pk string, values []ValueUpdate) (*ArchiveItem, error) {
-	return nil, errNotImplemented
+	if err := checkPK(pk); err != nil {
+		return nil, err
+	}
+	in := struct {
+		Values []ValueUpdate `json:"values"`
+	}{values}
+	var it ArchiveItem
+	if err := c.call(ctx, http.MethodPatch, "archives/items/"+pk+"/", nil, in, &it, kindCreate); err != nil {
+		return nil, err
+	}
+	return &it, nil
 }
 
 // UploadSessions lists the caller's upload sessions.
 func (c *Client) UploadSessions(ctx context.Context) ([]UploadSession, error) {
-	return nil, errNotImplemented
+	s, err := listAll(ctx, c, "cases/upload-sessions/", nil, func(s UploadSession) string { return s.PK })
+	if err != nil {
+		return nil, fmt.Errorf("list upload sessions: %w", err)
+	}
+	return s, nil
 }
 
 // UploadSession gets one upload session by pk.
 func (c *Client) UploadSession(ctx context.Context, pk string) (*UploadSession, error) {
-	return nil, errNotImplemented
+	if err := checkPK(pk); err != nil {
+		return nil, err
+	}
+	var s UploadSession
+	if err := c.call(ctx, http.MethodGet, "cases/upload-sessions/"+pk+"/", nil, nil, &s, kindSafe); err != nil {
+		return nil, err
+	}
+	return &s, nil
 }
 
 // ImageFilter selects images; empty fields are not sent.
@@ -122,114 +451,40 @@ type ImageFilter struct {
 
 // Images lists images matching the filter, all pages, de-duplicated.
 func (c *Client) Images(ctx context.Context, f ImageFilter) ([]Image, error) {
-	return nil, errNotImplemented
+	q := url.Values{}
+	if f.Archive != "" {
+		q.Set("archive", f.Archive)
+	}
+	if f.Origin != "" {
+		q.Set("origin", f.Origin)
+	}
+	imgs, err := listAll(ctx, c, "cases/images/", q, func(i Image) string { return i.PK })
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	return imgs, nil
 }
 
-// Image gets one image by pk or api_url.
+// Image gets one image by pk or api_url (which must be on the API host).
 func (c *Client) Image(ctx context.Context, pkOrURL string) (*Image, error) {
-	return nil, errNotImplemented
+	ref := pkOrURL
+	if !strings.Contains(pkOrURL, "://") {
+		if err := checkPK(pkOrURL); err != nil {
+			return nil, err
+		}
+		ref = "cases/images/" + pkOrURL + "/"
+	}
+	var img Image
+	if err := c.call(ctx, http.MethodGet, ref, nil, nil, &img, kindSafe); err != nil {
+		return nil, err
+	}
+	return &img, nil
 }
 
-// Download GETs a file URL (image file or file value) with the token and
-// follows the redirect without it, writing the body to w.
-func (c *Client) Download(ctx context.Context, fileURL string, w io.Writer) (int64, error) {
-	return 0, errNotImplemented
+// checkPK refuses a pk that would change the URL's path.
+func checkPK(pk string) error {
+	if pk == "" || strings.ContainsAny(pk, "/?#%") || pk == "." || pk == ".." {
+		return fmt.Errorf("gcapi: bad pk %q", pk)
+	}
+	return nil
 }
-
-// CreateUpload starts a multipart upload for a file name (a basename).
-func (c *Client) CreateUpload(ctx context.Context, filename string) (*Upload, error) {
-	return nil, errNotImplemented
-}
-
-// Upload gets one upload by pk.
-func (c *Client) Upload(ctx context.Context, pk string) (*Upload, error) {
-	return nil, errNotImplemented
-}
-
-// Uploads lists the caller's uploads.
-func (c *Client) Uploads(ctx context.Context) ([]Upload, error) {
-	return nil, errNotImplemented
-}
-
-// PresignedURLs asks for part URLs of an Initialized upload.
-func (c *Client) PresignedURLs(ctx context.Context, u *Upload, partNumbers []int) (map[int]string, error) {
-	return nil, errNotImplemented
-}
-
-// ListParts lists the parts the server holds for an Initialized upload.
-func (c *Client) ListParts(ctx context.Context, u *Upload) ([]Part, error) {
-	return nil, errNotImplemented
-}
-
-// CompleteUpload completes an Initialized upload with its parts in order.
-func (c *Client) CompleteUpload(ctx context.Context, u *Upload, parts []Part) (*Upload, error) {
-	return nil, errNotImplemented
-}
-
-// AbortUpload aborts an Initialized upload.
-func (c *Client) AbortUpload(ctx context.Context, u *Upload) (*Upload, error) {
-	return nil, errNotImplemented
-}
-
-// FileUpload describes one file to send with UploadFile.
-type FileUpload struct {
-	Filename string      // basename sent to the server
-	Body     io.ReaderAt // the bytes; read by parts, never whole
-	Size     int64
-
-	PartSize        int64 // default 32 MiB; at least 5 MiB
-	PartConcurrency int   // parts in flight; default 4
-
-	// Resume, when set, is an upload this or an earlier process started for
-	// the same bytes: it is fetched first; Initialized resumes from the parts
-	// the server lists, Completed is returned as is, Aborted or gone starts
-	// a new upload.
-	Resume *Upload
-	// Done holds parts already accepted (ETags recorded earlier); parts the
-	// server lists with the same ETag and size are not sent again.
-	Done []Part
-
-	// OnCreated is called after a new upload is created and before any part
-	// is sent, so the caller can record pk and s3_upload_id durably. An
-	// error aborts the upload.
-	OnCreated func(*Upload) error
-	// OnPart is called once a part's PUT succeeded and its ETag was checked.
-	OnPart func(Part) error
-	// Progress is called with the number of bytes just sent.
-	Progress func(n int64)
-}
-
-// UploadFile sends one file as a multipart upload (create or resume, parts
-// in parallel with just-in-time presigned URLs, complete) and returns the
-// Completed upload.
-func (c *Client) UploadFile(ctx context.Context, f FileUpload) (*Upload, error) {
-	return nil, errNotImplemented
-}
-
-// Error is an HTTP error answer from the server or from a presigned URL.
-type Error struct {
-	Method     string
-	URL        string // without query secrets
-	StatusCode int
-	Message    string // the server's message, verbatim (object or list form flattened)
-	Body       []byte // raw body, capped
-	RetryAfter time.Duration
-}
-
-func (e *Error) Error() string {
-	return e.Method + " " + e.URL + ": " + http.StatusText(e.StatusCode) + ": " + e.Message
-}
-
-// IsNotFound reports whether err is a 404 from the server.
-func IsNotFound(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.StatusCode == http.StatusNotFound
-}
-
-// IsTransient reports whether err is worth retrying later: 429, 502, 503,
-// 504, 507, connection resets, timeouts.
-func IsTransient(err error) bool { return false }
-
-// IsTitleConflict reports whether a create failed because an item with that
-// title already exists in the archive.
-func IsTitleConflict(err error) bool { return false }
