@@ -1,0 +1,560 @@
+package gcapitest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b = []byte(`{"detail":"gcapitest: cannot encode response"}`)
+		status = 500
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func detail(w http.ResponseWriter, status int, msg string) {
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+	}
+	writeJSON(w, status, map[string]string{"detail": msg})
+}
+
+func notFound(w http.ResponseWriter) { detail(w, 404, "Not found.") }
+
+// serverError answers like Django does for an unhandled exception.
+func serverError(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html")
+	w.WriteHeader(500)
+	w.Write([]byte("<h1>Server Error (500)</h1>"))
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow ...string) {
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	detail(w, 405, fmt.Sprintf("Method %q not allowed.", r.Method))
+}
+
+func fieldErr(w http.ResponseWriter, field string, msgs ...string) {
+	writeJSON(w, 400, map[string][]string{field: msgs})
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/s3/"):
+		s.servePart(w, r)
+		return
+	case strings.HasPrefix(p, "/s3media/"):
+		s.serveSignedMedia(w, r)
+		return
+	case strings.HasPrefix(p, "/media/"):
+		s.serveMedia(w, r)
+		return
+	case !strings.HasPrefix(p, "/api/v1/") && p != "/api/v1":
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(404)
+		w.Write([]byte("<h1>Not Found</h1>"))
+		return
+	}
+	if !strings.HasSuffix(p, "/") {
+		// Django's APPEND_SLASH: a redirected POST or PATCH loses its body.
+		loc := p + "/"
+		if r.URL.RawQuery != "" {
+			loc += "?" + r.URL.RawQuery
+		}
+		http.Redirect(w, r, loc, http.StatusMovedPermanently)
+		return
+	}
+	s.mu.Lock()
+	s.expireLocked()
+	s.mu.Unlock()
+
+	user, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	safe := r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions
+	if !safe && user == 0 {
+		detail(w, 401, "Authentication credentials were not provided.")
+		return
+	}
+	seg := apiSegments(p)
+	a := &apiReq{s: s, w: w, r: r, user: user}
+	switch {
+	case len(seg) == 1 && seg[0] == "gcapi":
+		if r.Method != http.MethodGet {
+			methodNotAllowed(w, r, "GET")
+			return
+		}
+		writeJSON(w, 200, map[string]string{"latest_version": "0.15.1", "lowest_supported_version": "0.13.0"})
+	case len(seg) == 1 && seg[0] == "archives":
+		a.only("GET", a.listArchives)
+	case len(seg) == 2 && seg[0] == "archives" && seg[1] == "items":
+		switch r.Method {
+		case "GET":
+			a.listItems()
+		case "POST":
+			a.createItem()
+		default:
+			methodNotAllowed(w, r, "GET", "POST")
+		}
+	case len(seg) == 2 && seg[0] == "archives":
+		a.only("GET", func() { a.getArchive(seg[1]) })
+	case len(seg) == 3 && seg[0] == "archives" && seg[1] == "items":
+		switch r.Method {
+		case "GET":
+			a.getItem(seg[2])
+		case "PATCH":
+			a.updateItem(seg[2], true)
+		case "PUT":
+			a.updateItem(seg[2], false)
+		default:
+			methodNotAllowed(w, r, "GET", "PUT", "PATCH")
+		}
+	case len(seg) == 2 && seg[0] == "components" && seg[1] == "interfaces":
+		a.only("GET", a.listInterfaces)
+	case len(seg) == 3 && seg[0] == "components" && seg[1] == "interfaces":
+		a.only("GET", func() { a.getInterface(seg[2]) })
+	case len(seg) == 1 && seg[0] == "uploads":
+		switch r.Method {
+		case "GET":
+			a.listUploads()
+		case "POST":
+			a.createUpload()
+		default:
+			methodNotAllowed(w, r, "GET", "POST")
+		}
+	case len(seg) == 2 && seg[0] == "uploads":
+		a.only("GET", func() { a.getUpload(seg[1]) })
+	case len(seg) == 4 && seg[0] == "uploads":
+		switch seg[3] {
+		case "generate-presigned-urls":
+			a.only("PATCH", func() { a.presign(seg[1], seg[2]) })
+		case "complete-multipart-upload":
+			a.only("PATCH", func() { a.complete(seg[1], seg[2]) })
+		case "abort-multipart-upload":
+			a.only("PATCH", func() { a.abort(seg[1], seg[2]) })
+		case "list-parts":
+			a.only("GET", func() { a.listParts(seg[1], seg[2]) })
+		default:
+			notFound(w)
+		}
+	case len(seg) == 2 && seg[0] == "cases" && seg[1] == "upload-sessions":
+		a.only("GET", a.listSessions)
+	case len(seg) == 3 && seg[0] == "cases" && seg[1] == "upload-sessions":
+		a.only("GET", func() { a.getSession(seg[2]) })
+	case len(seg) == 2 && seg[0] == "cases" && seg[1] == "images":
+		a.only("GET", a.listImages)
+	case len(seg) == 3 && seg[0] == "cases" && seg[1] == "images":
+		a.only("GET", func() { a.getImage(seg[2]) })
+	default:
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(404)
+		w.Write([]byte("<h1>Not Found</h1>"))
+	}
+}
+
+// authenticate applies DRF's TokenAuthentication with keyword Bearer. It
+// returns the user pk (0 = anonymous) or writes a 401 and returns false.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (int, bool) {
+	h := r.Header.Get("Authorization")
+	parts := strings.Fields(h)
+	if len(parts) == 0 || !strings.EqualFold(parts[0], "Bearer") {
+		return 0, true // another scheme is ignored: anonymous
+	}
+	switch {
+	case len(parts) == 1:
+		detail(w, 401, "Invalid token header. No credentials provided.")
+		return 0, false
+	case len(parts) > 2:
+		detail(w, 401, "Invalid token header. Token string should not contain spaces.")
+		return 0, false
+	case parts[1] != s.opts.Token:
+		detail(w, 401, "Invalid token.")
+		return 0, false
+	}
+	return userPK, true
+}
+
+// apiReq is one API request being served.
+type apiReq struct {
+	s    *Server
+	w    http.ResponseWriter
+	r    *http.Request
+	user int
+}
+
+func (a *apiReq) only(method string, f func()) {
+	if a.r.Method != method {
+		methodNotAllowed(a.w, a.r, method)
+		return
+	}
+	f()
+}
+
+// decode reads a JSON object body the way DRF's JSONParser does.
+func (a *apiReq) decode(v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(a.w, a.r.Body, 16<<20))
+	if err := dec.Decode(v); err != nil {
+		detail(a.w, 400, "JSON parse error - "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (a *apiReq) abs(path string) string { return a.s.URL + path }
+
+// page answers a limit/offset paginated list. keys orders the results the
+// way the database would: no order the client may rely on.
+func (a *apiReq) page(results []any, keys []uint64) {
+	idx := make([]int, len(results))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(x, y int) int {
+		switch {
+		case keys[x] < keys[y]:
+			return -1
+		case keys[x] > keys[y]:
+			return 1
+		}
+		return 0
+	})
+	q := a.r.URL.Query()
+	limit := positiveInt(q.Get("limit"), 100)
+	if limit > 1000 {
+		limit = 1000
+	}
+	offset := 0
+	if n, err := strconv.Atoi(q.Get("offset")); err == nil && n > 0 {
+		offset = n
+	}
+	out := []any{}
+	for i := offset; i < len(idx) && i < offset+limit; i++ {
+		out = append(out, results[idx[i]])
+	}
+	link := func(off int) *string {
+		q2 := url.Values{}
+		for k, v := range q {
+			q2[k] = v
+		}
+		q2.Set("limit", strconv.Itoa(limit))
+		if off <= 0 {
+			q2.Del("offset")
+		} else {
+			q2.Set("offset", strconv.Itoa(off))
+		}
+		u := a.abs(a.r.URL.Path) + "?" + q2.Encode()
+		return &u
+	}
+	var next, prev *string
+	if offset+limit < len(idx) {
+		next = link(offset + limit)
+	}
+	if offset > 0 {
+		prev = link(offset - limit)
+	}
+	writeJSON(a.w, 200, map[string]any{"count": len(idx), "next": next, "previous": prev, "results": out})
+}
+
+func positiveInt(s string, def int) int {
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return def
+	}
+	return n
+}
+
+// hyperlink resolves an absolute or relative API URL to the pk of the
+// route with the given prefix (e.g. "/api/v1/uploads/"), like DRF's
+// HyperlinkedRelatedField: the host is ignored.
+func hyperlink(raw json.RawMessage, prefix string) (string, string) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", "Incorrect type. Expected URL string, received " + jsonType(raw) + "."
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", "Invalid hyperlink - No URL match."
+	}
+	p := u.Path
+	if !strings.HasPrefix(p, "/api/v1/") || !strings.HasSuffix(p, "/") {
+		return "", "Invalid hyperlink - No URL match."
+	}
+	rest, ok := strings.CutPrefix(p, prefix)
+	if !ok || rest == "/" || strings.Count(rest, "/") != 1 {
+		return "", "Invalid hyperlink - Incorrect URL match."
+	}
+	return strings.TrimSuffix(rest, "/"), ""
+}
+
+func jsonType(raw json.RawMessage) string {
+	t := strings.TrimSpace(string(raw))
+	switch {
+	case t == "null":
+		return "NoneType"
+	case t == "true" || t == "false":
+		return "bool"
+	case strings.HasPrefix(t, "{"):
+		return "dict"
+	case strings.HasPrefix(t, "["):
+		return "list"
+	case strings.HasPrefix(t, `"`):
+		return "str"
+	case strings.ContainsAny(t, ".eE"):
+		return "float"
+	}
+	return "int"
+}
+
+// ---- JSON shapes ----
+
+func (s *Server) archiveJSON(ar *archive) map[string]any {
+	return map[string]any{
+		"pk": ar.pk, "slug": ar.slug, "title": ar.title, "description": "", "logo": nil,
+		"api_url": s.URL + "/api/v1/archives/" + ar.pk + "/",
+		"url":     s.URL + "/archives/" + ar.slug + "/",
+	}
+}
+
+func (s *Server) ifaceJSON(f *iface) map[string]any {
+	return map[string]any{
+		"pk": f.pk, "title": f.title, "description": "", "slug": f.slug, "kind": f.kind,
+		"super_kind": f.superKind, "relative_path": f.relPath, "default_value": nil,
+		"overlay_segments": []any{}, "look_up_table": nil,
+	}
+}
+
+func (s *Server) uploadJSON(u *upload) map[string]any {
+	return map[string]any{
+		"pk": u.pk, "created": u.created.UTC().Format("2006-01-02T15:04:05.000000Z"),
+		"filename": u.filename, "key": fmt.Sprintf("uploads/%d/%s", userPK, u.pk),
+		"s3_upload_id": u.s3id, "status": u.status, "api_url": s.URL + "/api/v1/uploads/" + u.pk + "/",
+	}
+}
+
+func (s *Server) imageURL(pk string) string { return s.URL + "/api/v1/cases/images/" + pk + "/" }
+
+func (s *Server) imageJSON(im *image) map[string]any {
+	ext := ".mha"
+	if im.typ == "TIFF" {
+		ext = ".tif"
+	}
+	return map[string]any{
+		"pk": im.pk, "name": im.name, "api_url": s.imageURL(im.pk),
+		"files": []map[string]any{{
+			"pk": im.filePK, "image": s.imageURL(im.pk), "image_type": im.typ,
+			"file": s.URL + "/media/images/" + im.pk + "/" + im.pk + ext,
+		}},
+		"width": im.w, "height": im.h, "depth": im.d, "dicom_image_set": nil,
+		"color_space": "GRAY", "modality": nil,
+	}
+}
+
+func (s *Server) fileURL(v *civ) string {
+	return s.URL + "/media/components/" + strconv.Itoa(v.pk) + "/" + v.file.name
+}
+
+// civJSON renders a value; full=true gives the GET form (interface object),
+// false the PATCH-response form (interface slug, image_name).
+func (s *Server) civJSON(v *civ, full bool) map[string]any {
+	m := map[string]any{"pk": v.pk, "value": nil, "file": nil, "image": nil}
+	if v.value != nil {
+		m["value"] = v.value
+	}
+	if v.file != nil {
+		m["file"] = s.fileURL(v)
+	}
+	if v.image != "" {
+		m["image"] = s.imageURL(v.image)
+	}
+	if full {
+		m["interface"] = s.ifaceJSON(v.iface)
+	} else {
+		m["interface"] = v.iface.slug
+		m["image_name"] = nil
+	}
+	return m
+}
+
+func (s *Server) itemJSON(it *item, full bool) map[string]any {
+	vals := []any{}
+	for _, v := range it.values {
+		vals = append(vals, s.civJSON(v, full))
+	}
+	return map[string]any{
+		"pk": it.pk, "title": it.title, "archive": s.URL + "/api/v1/archives/" + it.archive + "/",
+		"values": vals, "hanging_protocol": nil, "optional_hanging_protocols": []any{}, "view_content": map[string]any{},
+	}
+}
+
+func (s *Server) sessionJSON(se *session) map[string]any {
+	imgs := []string{}
+	for _, pk := range se.imageSet {
+		imgs = append(imgs, s.imageURL(pk))
+	}
+	pks, urls := []string{}, []string{}
+	for _, pk := range se.uploads {
+		if _, ok := s.st.uploads[pk]; ok { // the relation empties as uploads are deleted
+			pks = append(pks, pk)
+			urls = append(urls, s.URL+"/api/v1/uploads/"+pk+"/")
+		}
+	}
+	return map[string]any{
+		"pk": se.pk, "creator": userPK, "status": se.status, "error_message": se.errMsg,
+		"image_set": imgs, "api_url": s.URL + "/api/v1/cases/upload-sessions/" + se.pk + "/",
+		"user_uploads": pks, "uploads": urls,
+	}
+}
+
+// ---- archives, interfaces, sessions, images ----
+
+func (a *apiReq) listArchives() {
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var res []any
+	var keys []uint64
+	slug := a.r.URL.Query().Get("slug")
+	if a.user != 0 {
+		for _, ar := range s.st.archives {
+			if slug == "" || ar.slug == slug {
+				res = append(res, s.archiveJSON(ar))
+				keys = append(keys, ar.key)
+			}
+		}
+	}
+	a.page(res, keys)
+}
+
+func (a *apiReq) getArchive(pk string) {
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ar, ok := s.st.archives[pk]
+	if !ok || a.user == 0 {
+		notFound(a.w)
+		return
+	}
+	writeJSON(a.w, 200, s.archiveJSON(ar))
+}
+
+// Sockets are public on the real server: the anonymous user sees them too.
+func (a *apiReq) listInterfaces() {
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var res []any
+	var keys []uint64
+	slug := a.r.URL.Query().Get("slug")
+	for _, f := range s.st.ifaces {
+		if slug == "" || f.slug == slug {
+			res = append(res, s.ifaceJSON(f))
+			keys = append(keys, uint64(f.pk))
+		}
+	}
+	a.page(res, keys)
+}
+
+func (a *apiReq) getInterface(pk string) {
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.st.ifaces {
+		if strconv.Itoa(f.pk) == pk {
+			writeJSON(a.w, 200, s.ifaceJSON(f))
+			return
+		}
+	}
+	notFound(a.w)
+}
+
+func (a *apiReq) listSessions() {
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var res []any
+	var keys []uint64
+	if a.user != 0 {
+		for _, se := range s.st.sessions {
+			res = append(res, s.sessionJSON(se))
+			keys = append(keys, se.key)
+		}
+	}
+	a.page(res, keys)
+}
+
+func (a *apiReq) getSession(pk string) {
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	se, ok := s.st.sessions[pk]
+	if !ok || a.user == 0 {
+		notFound(a.w)
+		return
+	}
+	writeJSON(a.w, 200, s.sessionJSON(se))
+}
+
+func (a *apiReq) listImages() {
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := a.r.URL.Query()
+	var inArchive map[string]bool
+	if arcs := q["archive"]; len(arcs) > 0 {
+		inArchive = map[string]bool{}
+		for _, ap := range arcs {
+			if _, ok := s.st.archives[ap]; !ok {
+				fieldErr(a.w, "archive", "Select a valid choice. "+ap+" is not one of the available choices.")
+				return
+			}
+			for _, it := range s.st.items {
+				if it.archive == ap {
+					for _, v := range it.values {
+						if v.image != "" {
+							inArchive[v.image] = true
+						}
+					}
+				}
+			}
+		}
+	}
+	origin := q.Get("origin")
+	var res []any
+	var keys []uint64
+	if a.user != 0 {
+		for _, im := range s.st.images {
+			if inArchive != nil && !inArchive[im.pk] {
+				continue
+			}
+			if origin != "" && im.origin != origin {
+				continue
+			}
+			res = append(res, s.imageJSON(im))
+			keys = append(keys, im.key)
+		}
+	}
+	a.page(res, keys)
+}
+
+func (a *apiReq) getImage(pk string) {
+	s := a.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	im, ok := s.st.images[pk]
+	if !ok || a.user == 0 {
+		notFound(a.w)
+		return
+	}
+	writeJSON(a.w, 200, s.imageJSON(im))
+}

@@ -1,0 +1,107 @@
+package gcapitest
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// serveMedia is the protected media view: it authenticates the Bearer
+// token itself and redirects to a short-lived signed URL.
+func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "Method Not Allowed", 405)
+		return
+	}
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/media/"), "/")
+	if len(parts) != 3 {
+		http.NotFound(w, r)
+		return
+	}
+	f := strings.Fields(r.Header.Get("Authorization"))
+	authed := len(f) == 2 && strings.EqualFold(f[0], "Bearer") && f[1] == s.opts.Token
+	s.mu.Lock()
+	b := s.mediaBlobLocked(parts)
+	now := s.nowLocked()
+	s.mu.Unlock()
+	if b == nil {
+		http.NotFound(w, r)
+		return
+	}
+	if !authed {
+		http.Error(w, "403 Forbidden", http.StatusForbidden)
+		return
+	}
+	p := "/s3media/" + strings.Join(parts, "/")
+	exp := strconv.FormatInt(now.Add(MediaURLExpiry).Unix(), 10)
+	q := url.Values{}
+	q.Set("Expires", exp)
+	q.Set("Signature", s.sign("GET", p, exp))
+	http.Redirect(w, r, s.URL+p+"?"+q.Encode(), http.StatusFound)
+}
+
+// mediaBlobLocked finds the bytes behind /media/{images|components}/<pk>/<name>.
+func (s *Server) mediaBlobLocked(parts []string) *blob {
+	switch parts[0] {
+	case "images":
+		im := s.st.images[parts[1]]
+		if im == nil || !strings.HasPrefix(parts[2], im.pk+".") {
+			return nil
+		}
+		return im.content
+	case "components":
+		n, err := strconv.Atoi(parts[1])
+		if err != nil {
+			return nil
+		}
+		v := s.st.civs[n]
+		if v == nil || v.file == nil || v.file.name != parts[2] {
+			return nil
+		}
+		return v.file
+	}
+	return nil
+}
+
+// serveSignedMedia is the redirect target, like a CloudFront or S3 signed
+// URL: a second auth mechanism (an Authorization header) is refused.
+func (s *Server) serveSignedMedia(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "" {
+		s3Error(w, 400, "InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified")
+		return
+	}
+	q := r.URL.Query()
+	exp := q.Get("Expires")
+	want := s.sign("GET", r.URL.Path, exp)
+	if q.Get("Signature") != want {
+		s3Error(w, 403, "AccessDenied", "Access denied")
+		return
+	}
+	e, _ := strconv.ParseInt(exp, 10, 64)
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/s3media/"), "/")
+	s.mu.Lock()
+	now := s.nowLocked()
+	var b *blob
+	if len(parts) == 3 {
+		b = s.mediaBlobLocked(parts)
+	}
+	s.mu.Unlock()
+	if now.After(time.Unix(e, 0)) {
+		s3Error(w, 403, "AccessDenied", "Request has expired")
+		return
+	}
+	if b == nil {
+		s3Error(w, 404, "NoSuchKey", "The specified key does not exist.")
+		return
+	}
+	rc := b.reader()
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(b.size, 10))
+	w.WriteHeader(200)
+	if r.Method != http.MethodHead {
+		copyTo(w, rc)
+	}
+}

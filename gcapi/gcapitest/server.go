@@ -1,0 +1,228 @@
+// Package gcapitest is an in-process fake Grand Challenge server in the
+// style of net/http/httptest. It is strict like the real server on the parts
+// of the API that gcingest uses (status codes, error bodies, unique item
+// titles, one value per interface, multipart upload rules, quotas, expiry),
+// serves presigned part URLs and media downloads itself, runs image imports
+// asynchronously, and injects faults deterministically from a seed.
+//
+// It does not import "testing" so that the gcingest binary can embed it for
+// `gcingest demo`.
+package gcapitest
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	Token         string        // the one valid bearer token; default "test-token"
+	Seed          int64         // seeds every random choice (faults, list order); same seed, same choices
+	ImportDelay   time.Duration // time an import (image build or file copy) takes on the fake clock; 0 = at once
+	PresignExpiry time.Duration // presigned part URL lifetime; default 1h
+	QuotaBytes    int64         // per-user byte quota checked at generate-presigned-urls; default 2 GiB
+	MaxUploads    int           // create refused (400) when the user already has more than this; default 2000
+	StoreDir      string        // where uploaded bytes are kept on disk; default a temp dir removed by Close
+	Logger        *slog.Logger  // optional
+}
+
+// Defaults of Options.
+const (
+	DefaultToken         = "test-token"
+	DefaultPresignExpiry = time.Hour
+	DefaultQuotaBytes    = 2 << 30
+	DefaultMaxUploads    = 2000
+	// UploadLifetime is how long an upload exists before the server's
+	// cleanup deletes it, whatever its status.
+	UploadLifetime = 24 * time.Hour
+	// MediaURLExpiry is the lifetime of the signed URLs media downloads redirect to.
+	MediaURLExpiry = 300 * time.Second
+	// MinPartSize is S3's minimum size of every part but the last.
+	MinPartSize = 5 << 20
+	// MaxPartSize is S3's maximum part size.
+	MaxPartSize = 5 << 30
+	// userPK is the pk of the one user the valid token belongs to.
+	userPK = 2
+)
+
+// Server is a fake Grand Challenge server.
+type Server struct {
+	// URL is the base URL, "http://127.0.0.1:port", without /api/v1.
+	URL string
+
+	opts     Options
+	log      *slog.Logger
+	listener net.Listener
+	hs       *http.Server
+	handler  http.Handler
+	ownStore bool
+	signKey  []byte
+
+	closing   chan struct{} // closed by Close: stops the worker and stalls
+	wake      chan struct{} // pokes the worker
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	startOnce sync.Once
+
+	// rmu guards the random sources; faults and list order use separate
+	// sources so that the fault sequence depends only on the requests the
+	// faults apply to.
+	rmu       sync.Mutex
+	faultRand *mrand.Rand
+	orderRand *mrand.Rand
+	faults    Faults
+	faultsSet bool
+
+	mu    sync.Mutex // guards everything below
+	st    state
+	reqs  []Request
+	stats Stats
+}
+
+// NewServer starts a fake server listening on 127.0.0.1 on a random port.
+func NewServer(opts Options) *Server {
+	s := NewUnstartedServer(opts)
+	s.Start()
+	return s
+}
+
+// NewUnstartedServer returns a server that listens but does not serve until
+// Start. Its URL is already set, so setup can build api_urls.
+func NewUnstartedServer(opts Options) *Server {
+	if opts.Token == "" {
+		opts.Token = DefaultToken
+	}
+	if opts.PresignExpiry <= 0 {
+		opts.PresignExpiry = DefaultPresignExpiry
+	}
+	if opts.QuotaBytes <= 0 {
+		opts.QuotaBytes = DefaultQuotaBytes
+	}
+	if opts.MaxUploads <= 0 {
+		opts.MaxUploads = DefaultMaxUploads
+	}
+	s := &Server{
+		opts:    opts,
+		log:     opts.Logger,
+		closing: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		signKey: make([]byte, 32),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	rand.Read(s.signKey)
+	seed := uint64(opts.Seed)
+	s.faultRand = mrand.New(mrand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	s.orderRand = mrand.New(mrand.NewPCG(seed, 0x632be59bd9b4e019))
+	if opts.StoreDir == "" {
+		dir, err := os.MkdirTemp("", "gcapitest-")
+		if err != nil {
+			panic(fmt.Sprintf("gcapitest: create store dir: %v", err))
+		}
+		s.opts.StoreDir = dir
+		s.ownStore = true
+	}
+	for _, d := range []string{"uploads", "images", "files", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(s.opts.StoreDir, d), 0o755); err != nil {
+			panic(fmt.Sprintf("gcapitest: create store dir: %v", err))
+		}
+	}
+	s.st = newState(s.orderRand)
+	s.handler = http.HandlerFunc(s.serveHTTP)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("gcapitest: listen on 127.0.0.1: %v", err))
+	}
+	s.listener = l
+	s.URL = "http://" + l.Addr().String()
+	s.hs = &http.Server{Handler: s.handler, ReadHeaderTimeout: 30 * time.Second}
+	return s
+}
+
+// Start starts serving and the background worker (imports, expiry).
+func (s *Server) Start() {
+	s.startOnce.Do(func() {
+		s.wg.Add(2)
+		go func() {
+			defer s.wg.Done()
+			s.hs.Serve(s.listener)
+		}()
+		go func() {
+			defer s.wg.Done()
+			s.worker()
+		}()
+	})
+}
+
+// Close stops serving, stops the worker, waits for both, and removes the
+// store directory if the server made it.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.hs.Close()
+		// Start may never have been called; then the listener is still ours.
+		s.listener.Close()
+		s.wg.Wait()
+		if s.ownStore {
+			os.RemoveAll(s.opts.StoreDir)
+		}
+	})
+}
+
+// Client returns an HTTP client for the server. It does not follow
+// redirects on its own any differently from http.DefaultClient.
+func (s *Server) Client() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:               nil,
+		MaxIdleConnsPerHost: 64,
+	}}
+}
+
+// Token returns the one valid bearer token.
+func (s *Server) Token() string { return s.opts.Token }
+
+// Handler returns the server's handler, so it can be served on another
+// listener (gcingest demo). api_urls keep naming s.URL.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Advance moves the fake clock forward: upload expiry, presigned URL expiry
+// and import delays all read it.
+func (s *Server) Advance(d time.Duration) {
+	s.mu.Lock()
+	s.st.offset += d
+	s.expireLocked()
+	s.mu.Unlock()
+	s.poke()
+}
+
+// Now returns the fake clock's time.
+func (s *Server) Now() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nowLocked()
+}
+
+func (s *Server) nowLocked() time.Time { return time.Now().Add(s.st.offset) }
+
+func (s *Server) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// copyTo is io.CopyBuffer with a modest buffer, so big bodies stream.
+func copyTo(w io.Writer, r io.Reader) (int64, error) {
+	buf := make([]byte, 256<<10)
+	return io.CopyBuffer(w, r, buf)
+}
