@@ -29,17 +29,17 @@ type run struct {
 	links    onceSet // symbolic links already logged
 	unusable onceSet // folders already logged as unreadable or unwatchable
 
-	gone     bool        // Root could not be read at the last try
+	gone     bool // Root could not be read at the last try
 	backoff  time.Duration
 	rootInfo fs.FileInfo // Root at the last full scan, to notice it was replaced
 	realRoot string      // Root with symbolic links resolved, to judge link targets
 	lastN    int         // files in the last full scan, to size the next one
 
-	flushT   *time.Timer
-	flushOn  bool
-	scanT    *time.Timer
-	scanAt   time.Time
-	slab     []fileInfo // file infos are carved from chunks, not allocated one by one
+	flushT  *time.Timer
+	flushOn bool
+	scanT   *time.Timer
+	scanAt  time.Time
+	slab    []fileInfo // file infos are carved from chunks, not allocated one by one
 }
 
 func newRun(w *Watcher, out chan<- Batch) *run {
