@@ -1,0 +1,300 @@
+// Package status serves what a running agent is doing on a loopback-only
+// HTTP listener: /healthz, /status (JSON) and /metrics (Prometheus text
+// format), and reads it back for `gcingest status` and `gcingest retry`.
+package status
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Image states as the pipeline records them (DESIGN.md "State and exactly-once").
+const (
+	StatePending   = "pending"
+	StateUploading = "uploading"
+	StateUploaded  = "uploaded"
+	StateItem      = "item"
+	StateAttaching = "attaching"
+	StateImporting = "importing"
+	StateDone      = "done"
+	StateFinished  = "finished"
+	StateRetrying  = "retrying"
+	StateFailed    = "failed"
+	StateDuplicate = "duplicate"
+)
+
+// States lists every state in pipeline order, for stable output.
+var States = []string{StatePending, StateUploading, StateUploaded, StateItem, StateAttaching,
+	StateImporting, StateDone, StateFinished, StateRetrying, StateFailed, StateDuplicate}
+
+// Image is one image as /status shows it.
+type Image struct {
+	ID          string    `json:"id"`
+	Watch       string    `json:"watch"`
+	Key         string    `json:"key"`
+	Title       string    `json:"title,omitempty"`
+	State       string    `json:"state"`
+	Files       []string  `json:"files"`
+	BytesSent   int64     `json:"bytes_sent"`
+	BytesTotal  int64     `json:"bytes_total"`
+	ItemPK      string    `json:"item_pk,omitempty"`
+	ImagePK     string    `json:"image_pk,omitempty"`
+	Attempts    int       `json:"attempts"`
+	LastError   string    `json:"last_error,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	Updated     time.Time `json:"updated,omitzero"`
+}
+
+// Report is the /status document.
+type Report struct {
+	Version string         `json:"version"`
+	Started time.Time      `json:"started,omitzero"` // zero when read from the state file
+	Images  []Image        `json:"images"`
+	Counts  map[string]int `json:"counts"` // images by state
+}
+
+// CountStates fills Counts from Images.
+func (r *Report) CountStates() {
+	r.Counts = make(map[string]int)
+	for _, im := range r.Images {
+		r.Counts[im.State]++
+	}
+}
+
+// Source gives the current report; the agent implements it.
+type Source interface {
+	Report(ctx context.Context) (*Report, error)
+}
+
+// Retrier sends images through the pipeline again: those with the given
+// ids, or every failed one when failed is true. It returns the ids it
+// queued. A Source that also implements Retrier gets POST /retry.
+type Retrier interface {
+	Retry(ctx context.Context, ids []string, failed bool) ([]string, error)
+}
+
+// RetryRequest is the body of POST /retry.
+type RetryRequest struct {
+	IDs    []string `json:"ids,omitempty"`
+	Failed bool     `json:"failed,omitempty"`
+}
+
+// RetryResponse is the answer of POST /retry.
+type RetryResponse struct {
+	Queued []string `json:"queued"`
+}
+
+// ErrNotLoopback is returned for a listen address that is not loopback.
+var ErrNotLoopback = errors.New("not a loopback address")
+
+// Listen opens the status listener. It refuses an address that is not
+// loopback (the status shows file names, which may hold patient data) and
+// says clearly when the port is taken.
+func Listen(listen string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("status listener %q: %w", listen, err)
+	}
+	if !isLoopback(host) {
+		return nil, fmt.Errorf("status listener %s: %w; use 127.0.0.1 or [::1]", listen, ErrNotLoopback)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("status listener %s: port already in use (another gcingest running? set [status] listen to a free port): %w", listen, err)
+		}
+		return nil, fmt.Errorf("status listener %s: %w", listen, err)
+	}
+	return ln, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Serve listens on listen and serves until ctx is done; then it shuts the
+// server down and returns nil.
+func Serve(ctx context.Context, listen string, src Source, metrics *Metrics, log *slog.Logger) error {
+	ln, err := Listen(listen)
+	if err != nil {
+		return err
+	}
+	return ServeListener(ctx, ln, src, metrics, log)
+}
+
+// ServeListener serves on ln (closed on return) until ctx is done.
+func ServeListener(ctx context.Context, ln net.Listener, src Source, metrics *Metrics, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           Handler(src, metrics, log),
+		ReadHeaderTimeout: 5 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("status listener up", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("status listener %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// Handler serves /healthz, /status, /metrics and, when src is a Retrier,
+// POST /retry. metrics may be nil.
+func Handler(src Source, metrics *Metrics, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := src.Report(r.Context())
+		if err != nil {
+			log.Warn("status report", "err", err)
+			http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if rep.Counts == nil {
+			rep.CountStates()
+		}
+		writeJSON(w, rep)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := src.Report(r.Context())
+		if err != nil {
+			http.Error(w, "metrics: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if rep.Counts == nil {
+			rep.CountStates()
+		}
+		var buf bytes.Buffer
+		metrics.write(&buf, rep.Counts)
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		w.Write(buf.Bytes())
+	})
+	mux.HandleFunc("POST /retry", func(w http.ResponseWriter, r *http.Request) {
+		rt, ok := src.(Retrier)
+		if !ok {
+			http.Error(w, "retry is not supported by this agent", http.StatusNotImplemented)
+			return
+		}
+		var req RetryRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "retry: bad request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		queued, err := rt.Retry(r.Context(), req.IDs, req.Failed)
+		if err != nil {
+			http.Error(w, "retry: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		log.Info("retry requested", "ids", len(req.IDs), "failed", req.Failed, "queued", len(queued))
+		writeJSON(w, RetryResponse{Queued: queued})
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(append(b, '\n'))
+}
+
+// ErrNotRunning means nothing answers on the status address: the agent is
+// not running (or runs with another [status] listen).
+var ErrNotRunning = errors.New("no agent answers on the status address")
+
+// client is short-timed: the status endpoint is local, and a hung agent
+// must not hang `gcingest status`.
+func client() *http.Client { return &http.Client{Timeout: 10 * time.Second} }
+
+// Fetch gets the report from a running agent at listen ("127.0.0.1:9187").
+// It returns an error wrapping ErrNotRunning when nothing listens there.
+func Fetch(ctx context.Context, listen string) (*Report, error) {
+	var rep Report
+	if err := call(ctx, http.MethodGet, listen, "/status", nil, &rep); err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
+
+// PostRetry asks a running agent at listen to retry images.
+func PostRetry(ctx context.Context, listen string, req RetryRequest) ([]string, error) {
+	var resp RetryResponse
+	if err := call(ctx, http.MethodPost, listen, "/retry", req, &resp); err != nil {
+		return nil, err
+	}
+	return resp.Queued, nil
+}
+
+func call(ctx context.Context, method, listen, path string, body, out any) error {
+	u := "http://" + listen + path
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	resp, err := client().Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%s %s: %w", method, u, ErrNotRunning)
+		}
+		return fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, u, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, u, err)
+	}
+	return nil
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
