@@ -1,0 +1,225 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gcingest/gcingest/state"
+)
+
+// stepAfter performs the after-upload action of a done (or duplicate)
+// image once, and records it.
+func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
+	w, err := p.watchOf(img)
+	if err != nil {
+		return err
+	}
+	movedTo := ""
+	switch w.AfterUpload {
+	case "", "keep":
+	case "move":
+		if w.DoneDir == "" {
+			return inputErrorf("after_upload = move but watch %s has no done_dir", w.Path)
+		}
+		if movedTo, err = moveFiles(img, w.DoneDir); err != nil {
+			return err
+		}
+	case "delete":
+		for _, f := range img.Files {
+			if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("delete uploaded %s: %w", f.Path, err)
+			}
+			removeEmptyParents(filepath.Dir(f.Path), img.Watch)
+		}
+	default:
+		return inputErrorf("unknown after_upload %q for watch %s", w.AfterUpload, w.Path)
+	}
+	if img.Spool != "" {
+		os.Remove(img.Spool)
+	}
+	return p.save(img, func(r *state.Image) {
+		r.ActionDone, r.MovedTo = true, movedTo
+		if r.State == state.Done {
+			r.State, r.Finished = state.Finished, p.cfg.Now().UTC()
+		}
+	})
+}
+
+// stepFailedFiles aborts the failed image's open uploads and moves its
+// files to failed_dir with the reason beside them (or leaves them in place
+// when there is no failed_dir), once.
+func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error {
+	if err := p.abortOpen(ctx, img); err != nil {
+		// Keep the image failed; try the abort again later.
+		if ctx.Err() != nil {
+			return err
+		}
+		next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
+		p.log.Warn("could not abort the uploads of a failed image; trying again later", "id", img.ID, "err", err)
+		_ = p.save(img, func(r *state.Image) { r.Attempts++ })
+		return &waitError{at: next}
+	}
+	if img.Spool != "" {
+		os.Remove(img.Spool)
+	}
+	w, _ := p.watchOf(img)
+	movedTo := ""
+	if w.FailedDir != "" {
+		var err error
+		movedTo, err = moveFiles(img, w.FailedDir)
+		if err != nil {
+			p.log.Error("could not move the files of a failed image; left in place", "id", img.ID, "err", err)
+			movedTo = ""
+		} else {
+			for _, f := range img.Files {
+				note := filepath.Join(movedTo, filepath.FromSlash(f.Rel)) + ".error.txt"
+				text := fmt.Sprintf("gcingest could not upload %s (image %d, %s):\n%s\n", f.Rel, img.ID, time.Now().UTC().Format(time.RFC3339), img.LastError)
+				if err := writeFileSync(note, []byte(text)); err != nil {
+					p.log.Error("could not write the error note", "file", note, "err", err)
+				}
+			}
+		}
+	}
+	return p.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo = true, movedTo })
+}
+
+// restoreFailed moves a failed image's files back from failed_dir to where
+// they were found, for gcingest retry.
+func (p *Pipeline) restoreFailed(img *state.Image) error {
+	for _, f := range img.Files {
+		from := filepath.Join(img.MovedTo, filepath.FromSlash(f.Rel))
+		if _, err := os.Stat(f.Path); err == nil {
+			continue // already back
+		}
+		if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+			return fmt.Errorf("make folder for %s: %w", f.Path, err)
+		}
+		if err := moveFile(from, f.Path); err != nil {
+			return err
+		}
+		os.Remove(from + ".error.txt")
+	}
+	return nil
+}
+
+// moveFiles moves the image's files to dir/<rel>, making folders. A file
+// already moved (absent at its source, present at the target) counts as
+// moved, so a repeated call after a crash finishes the job. When a target
+// name is taken by another file, the image goes to dir/<id>/<rel> instead:
+// nothing is overwritten. It returns the folder the files went to.
+func moveFiles(img *state.Image, dir string) (string, error) {
+	base := dir
+	for _, f := range img.Files {
+		to := filepath.Join(base, filepath.FromSlash(f.Rel))
+		if _, err := os.Stat(to); err == nil {
+			if _, serr := os.Stat(f.Path); serr == nil {
+				base = filepath.Join(dir, fmt.Sprintf("%06d", img.ID))
+				break
+			}
+		}
+	}
+	for _, f := range img.Files {
+		to := filepath.Join(base, filepath.FromSlash(f.Rel))
+		if _, err := os.Stat(f.Path); errors.Is(err, os.ErrNotExist) {
+			continue // moved by an earlier attempt, or deleted by someone
+		}
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			return "", fmt.Errorf("make folder for %s: %w", to, err)
+		}
+		if err := moveFile(f.Path, to); err != nil {
+			return "", err
+		}
+		removeEmptyParents(filepath.Dir(f.Path), img.Watch)
+	}
+	return base, nil
+}
+
+// moveFile renames from to to; across file systems it copies to a temporary
+// name beside the target, syncs, renames into place and removes the source.
+func moveFile(from, to string) error {
+	err := os.Rename(from, to)
+	if err == nil || !errors.Is(err, syscall.EXDEV) {
+		if err != nil {
+			return fmt.Errorf("move %s to %s: %w", from, to, err)
+		}
+		return nil
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return fmt.Errorf("move %s: %w", from, err)
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return fmt.Errorf("move %s: %w", from, err)
+	}
+	tmp := to + ".gcingest-tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("move %s to %s: %w", from, to, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("copy %s to %s: %w", from, tmp, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := out.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	os.Chtimes(tmp, fi.ModTime(), fi.ModTime())
+	if err := os.Rename(tmp, to); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("move %s to %s: %w", tmp, to, err)
+	}
+	if err := os.Remove(from); err != nil {
+		return fmt.Errorf("remove %s after copying it to %s: %w", from, to, err)
+	}
+	return nil
+}
+
+func writeFileSync(name string, data []byte) error {
+	tmp := name + ".gcingest-tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, name)
+}
+
+// removeEmptyParents removes dir and its parents while they are empty,
+// stopping at root, so that a drop folder empties as its images go.
+func removeEmptyParents(dir, root string) {
+	root = filepath.Clean(root)
+	for dir = filepath.Clean(dir); dir != root && strings.HasPrefix(dir, root+string(filepath.Separator)); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil {
+			return
+		}
+	}
+}

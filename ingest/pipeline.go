@@ -1,0 +1,521 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/state"
+)
+
+// Store is what the pipeline needs from the state file; *state.Store has it.
+type Store interface {
+	CreateUnless(img *state.Image, skip func(existing []state.Image) bool) (bool, error)
+	Get(id uint64) (state.Image, error)
+	Update(id uint64, fn func(*state.Image) error) (state.Image, error)
+	List(states ...state.State) ([]state.Image, error)
+	Unfinished() ([]state.Image, error)
+}
+
+// API is what the pipeline needs from the Grand Challenge client;
+// *gcapi.Client has it.
+type API interface {
+	ArchiveBySlug(ctx context.Context, slug string) (*gcapi.Archive, error)
+	ArchiveItemByTitle(ctx context.Context, archivePK, title string) (*gcapi.ArchiveItem, error)
+	ArchiveItem(ctx context.Context, pk string) (*gcapi.ArchiveItem, error)
+	CreateArchiveItem(ctx context.Context, archiveAPIURL, title string) (*gcapi.ArchiveItem, error)
+	UpdateArchiveItem(ctx context.Context, pk string, values []gcapi.ValueUpdate) (*gcapi.ArchiveItem, error)
+	UploadSessions(ctx context.Context) ([]gcapi.UploadSession, error)
+	UploadSession(ctx context.Context, pk string) (*gcapi.UploadSession, error)
+	Upload(ctx context.Context, pk string) (*gcapi.Upload, error)
+	Uploads(ctx context.Context) ([]gcapi.Upload, error)
+	AbortUpload(ctx context.Context, u *gcapi.Upload) (*gcapi.Upload, error)
+	UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcapi.Upload, error)
+}
+
+// PipelineConfig tunes a Pipeline. Zero values take the defaults noted.
+type PipelineConfig struct {
+	Watches         []Watch // by Path; Archive, Interface, Title, AfterUpload, DoneDir, FailedDir are used
+	SpoolDir        string  // where ZIPs of multi-file images are built, e.g. <state dir>/spool
+	Concurrency     int     // images in flight; default 4
+	PartConcurrency int     // parts of one file in flight; default 4
+	PartSize        int64   // default 0: the client's default (32 MiB)
+
+	PollInterval  time.Duration // first wait before polling an import; default 1s
+	PollMax       time.Duration // longest wait between import polls; default 30s
+	ImportTimeout time.Duration // after this, a still-running import is reported in LastError; default 3h
+	RetryBase     time.Duration // first backoff after a transient error; default 5s
+	RetryMax      time.Duration // longest backoff; default 10m
+
+	Now func() time.Time // the clock; default time.Now
+
+	// BeforeStep, if set, is called before each step of an image with the
+	// state it is in. A non-nil error stops that image's worker on the spot
+	// without writing anything, as if the process died there: tests use it
+	// to simulate crashes.
+	BeforeStep func(id uint64, st state.State) error
+}
+
+func (c *PipelineConfig) applyDefaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 4
+	}
+	if c.PartConcurrency <= 0 {
+		c.PartConcurrency = 4
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = time.Second
+	}
+	if c.PollMax <= 0 {
+		c.PollMax = 30 * time.Second
+	}
+	if c.PollMax < c.PollInterval {
+		c.PollMax = c.PollInterval
+	}
+	if c.ImportTimeout <= 0 {
+		c.ImportTimeout = 3 * time.Hour
+	}
+	if c.RetryBase <= 0 {
+		c.RetryBase = 5 * time.Second
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 10 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Pipeline drives recorded images through their states to archive items.
+// Submit records work; Run does it. One Pipeline per state file.
+type Pipeline struct {
+	cfg     PipelineConfig
+	store   Store
+	api     API
+	log     *slog.Logger
+	watches map[string]Watch
+
+	mu       sync.Mutex
+	ready    []uint64             // due now, FIFO
+	waiting  map[uint64]time.Time // due later (retries, import polls)
+	active   map[uint64]*progress // being worked on
+	polls    map[uint64]int       // import polls so far, for the backoff
+	running  bool
+	started  time.Time // when Run began: uploads created before it may be ours and unrecorded
+	stopErr  error     // a state write failed: no new work is taken
+	archives map[string]*gcapi.Archive
+	wake     chan struct{}
+}
+
+// progress is what Snapshot shows of an image being worked on.
+type progress struct {
+	sent, total int64
+}
+
+// NewPipeline returns a pipeline over the store and the API. log may be nil.
+func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pipeline {
+	cfg.applyDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Pipeline{
+		cfg: cfg, store: store, api: api, log: log,
+		watches:  map[string]Watch{},
+		waiting:  map[uint64]time.Time{},
+		active:   map[uint64]*progress{},
+		polls:    map[uint64]int{},
+		archives: map[string]*gcapi.Archive{},
+		wake:     make(chan struct{}, 1),
+	}
+	for _, w := range cfg.Watches {
+		p.watches[w.Path] = w
+	}
+	return p
+}
+
+// ErrStopped is returned (wrapped) by Submit once a state write has failed
+// (a full disk, say): the pipeline takes no new work until restarted.
+var ErrStopped = errors.New("pipeline stopped taking new work")
+
+// Submit records g as a pending image and queues it. The record is
+// committed before Submit returns, so the image survives a crash from then
+// on. A group already recorded with the same files (sizes and modification
+// times) is not recorded again, nor is one whose latest record has not yet
+// reached the archive item: that record re-checks its files itself. Changed
+// content of an image already attached makes a new record.
+func (p *Pipeline) Submit(ctx context.Context, g Group) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := p.stopped(); err != nil {
+		return fmt.Errorf("submit %s: %w", g.Key, err)
+	}
+	if _, ok := p.watches[g.Watch]; !ok {
+		return fmt.Errorf("submit %s: no watch configured for %s", g.Key, g.Watch)
+	}
+	if len(g.Files) == 0 {
+		return fmt.Errorf("submit %s: group has no files", g.Key)
+	}
+	switch g.Kind {
+	case KindSingle, KindMHD, KindZip:
+	default:
+		return fmt.Errorf("submit %s: groups of kind %q are not handled by the pipeline yet", g.Key, g.Kind)
+	}
+	img := &state.Image{Watch: g.Watch, Key: g.Key, Kind: string(g.Kind), State: state.Pending}
+	for _, f := range g.Files {
+		img.Files = append(img.Files, state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime.UTC()})
+	}
+	fp := fingerprint(img.Files)
+	created, err := p.store.CreateUnless(img, func(existing []state.Image) bool {
+		for i := range existing {
+			if fingerprint(existing[i].Files) == fp {
+				return true
+			}
+		}
+		if n := len(existing); n > 0 && beforeItem(&existing[n-1]) {
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		p.stop(err)
+		return fmt.Errorf("submit %s: %w", g.Key, err)
+	}
+	if created {
+		p.log.Info("image recorded", "id", img.ID, "watch", g.Watch, "key", g.Key, "files", len(g.Files))
+		p.enqueue(img.ID, time.Time{})
+	}
+	return nil
+}
+
+// beforeItem reports whether img has not yet touched an archive item, so
+// that its files may still change under it without a new record.
+func beforeItem(img *state.Image) bool {
+	st := img.State
+	if st == state.Retrying {
+		st = img.RetryFrom
+	}
+	return st == state.Pending || st == state.Uploading || st == state.Uploaded
+}
+
+// fingerprint identifies a group's files without reading them.
+func fingerprint(files []state.File) string {
+	var b []byte
+	for _, f := range files {
+		b = fmt.Appendf(b, "%s\x00%d\x00%d\x00", f.Rel, f.Size, f.ModTime.UnixNano())
+	}
+	return string(b)
+}
+
+func (p *Pipeline) stopped() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopErr
+}
+
+// stop records that a state write failed; no new work is taken.
+func (p *Pipeline) stop(err error) {
+	p.mu.Lock()
+	first := p.stopErr == nil
+	if first {
+		p.stopErr = fmt.Errorf("%w: the state file cannot be written (%v); images already done are kept; "+
+			"free disk space or fix the file and restart gcingest", ErrStopped, err)
+	}
+	p.mu.Unlock()
+	if first {
+		p.log.Error("state file write failed; taking no new work", "err", err)
+	}
+}
+
+// Err returns why the pipeline stopped taking work, or nil.
+func (p *Pipeline) Err() error { return p.stopped() }
+
+// enqueue makes id due at at (zero: now).
+func (p *Pipeline) enqueue(id uint64, at time.Time) {
+	p.mu.Lock()
+	if at.IsZero() || !at.After(p.cfg.Now()) {
+		delete(p.waiting, id)
+		if !slices.Contains(p.ready, id) {
+			p.ready = append(p.ready, id)
+		}
+	} else if !slices.Contains(p.ready, id) {
+		p.waiting[id] = at
+	}
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next blocks until an image is due and not being worked on, and marks it
+// active. It returns false when ctx is done or the pipeline stopped.
+func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
+	for {
+		p.mu.Lock()
+		if p.stopErr != nil {
+			p.mu.Unlock()
+			return 0, false
+		}
+		now := p.cfg.Now()
+		var soonest time.Time
+		for id, at := range p.waiting {
+			if !at.After(now) {
+				delete(p.waiting, id)
+				p.ready = append(p.ready, id)
+			} else if soonest.IsZero() || at.Before(soonest) {
+				soonest = at
+			}
+		}
+		for i, id := range p.ready {
+			if _, busy := p.active[id]; busy {
+				continue
+			}
+			p.ready = slices.Delete(p.ready, i, i+1)
+			p.active[id] = &progress{}
+			p.mu.Unlock()
+			return id, true
+		}
+		p.mu.Unlock()
+
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if !soonest.IsZero() {
+			timer = time.NewTimer(soonest.Sub(now))
+			fire = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-p.wake:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+	}
+}
+
+func (p *Pipeline) release(id uint64) {
+	p.mu.Lock()
+	delete(p.active, id)
+	requeue := slices.Contains(p.ready, id)
+	p.mu.Unlock()
+	if requeue {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run queues every unfinished image (reconciling each with the server
+// before anything new is created for it), then works until ctx is done. It
+// returns after every goroutine it started has ended: nil when ctx was
+// cancelled, or the reason work stopped (a state file that cannot be
+// written).
+func (p *Pipeline) Run(ctx context.Context) error {
+	p.mu.Lock()
+	if p.running {
+		p.mu.Unlock()
+		return errors.New("pipeline is already running")
+	}
+	p.running = true
+	p.started = p.cfg.Now()
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.running = false
+		p.mu.Unlock()
+	}()
+
+	imgs, err := p.store.Unfinished()
+	if err != nil {
+		return fmt.Errorf("list unfinished images: %w", err)
+	}
+	// Unfinished work goes first, in the order it was recorded; anything
+	// Submit queued before Run stays behind it.
+	p.mu.Lock()
+	var ids []uint64
+	for _, img := range imgs {
+		if img.State == state.Retrying && img.NextAttempt.After(p.cfg.Now()) {
+			p.waiting[img.ID] = img.NextAttempt
+			continue
+		}
+		ids = append(ids, img.ID)
+	}
+	for _, id := range p.ready {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	p.ready = ids
+	p.mu.Unlock()
+	if len(imgs) > 0 {
+		p.log.Info("resuming unfinished images", "count", len(imgs))
+	}
+
+	var wg sync.WaitGroup
+	for range p.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				id, ok := p.next(ctx)
+				if !ok {
+					return
+				}
+				p.process(ctx, id)
+				p.release(id)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := p.stopped(); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// Retry sends the given failed (or retrying) images through the pipeline
+// again: files moved to failed_dir go back where they were found, and the
+// image starts over from pending (keeping its item pk, if any). It works
+// whether or not Run is running.
+func (p *Pipeline) Retry(ctx context.Context, ids []uint64) error {
+	var errs []error
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := p.retryOne(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RetryFailed retries every failed image.
+func (p *Pipeline) RetryFailed(ctx context.Context) ([]uint64, error) {
+	imgs, err := p.store.List(state.Failed)
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint64
+	for _, img := range imgs {
+		ids = append(ids, img.ID)
+	}
+	return ids, p.Retry(ctx, ids)
+}
+
+func (p *Pipeline) retryOne(id uint64) error {
+	img, err := p.store.Get(id)
+	if err != nil {
+		return err
+	}
+	if img.State != state.Failed && img.State != state.Retrying {
+		return fmt.Errorf("retry image %d: it is %s, not failed", id, img.State)
+	}
+	p.mu.Lock()
+	_, busy := p.active[id]
+	p.mu.Unlock()
+	if busy {
+		return fmt.Errorf("retry image %d: it is being worked on", id)
+	}
+	if img.State == state.Failed && img.MovedTo != "" {
+		if err := p.restoreFailed(&img); err != nil {
+			return fmt.Errorf("retry image %d: %w", id, err)
+		}
+	}
+	_, err = p.store.Update(id, func(r *state.Image) error {
+		r.State, r.RetryFrom = state.Pending, ""
+		r.Attempts, r.LastError, r.NextAttempt = 0, "", time.Time{}
+		r.ActionDone, r.MovedTo = false, ""
+		r.Uploads, r.Spool = nil, ""
+		r.PatchSentAt, r.SessionPK, r.PrevValue = time.Time{}, "", ""
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p.log.Info("image queued again", "id", id, "key", img.Key)
+	p.enqueue(id, time.Time{})
+	return nil
+}
+
+// ImageStatus is one image as the status endpoint shows it.
+type ImageStatus struct {
+	state.Image
+	BytesSent  int64 `json:"bytes_sent,omitempty"`  // of the uploads in flight
+	BytesTotal int64 `json:"bytes_total,omitempty"` // of the uploads in flight
+	Active     bool  `json:"active,omitempty"`      // a worker is on it now
+}
+
+// Snapshot returns every image recorded, with upload progress for those in
+// flight. With unfinishedOnly, finished ones are left out.
+func (p *Pipeline) Snapshot(unfinishedOnly bool) ([]ImageStatus, error) {
+	var imgs []state.Image
+	var err error
+	if unfinishedOnly {
+		imgs, err = p.store.Unfinished()
+	} else {
+		imgs, err = p.store.List()
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ImageStatus, len(imgs))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, img := range imgs {
+		out[i].Image = img
+		if pr, ok := p.active[img.ID]; ok {
+			out[i].Active = true
+			out[i].BytesSent, out[i].BytesTotal = pr.sent, pr.total
+		}
+	}
+	return out, nil
+}
+
+func (p *Pipeline) setProgress(id uint64, sent, total int64) {
+	p.mu.Lock()
+	if pr, ok := p.active[id]; ok {
+		pr.sent, pr.total = sent, total
+	}
+	p.mu.Unlock()
+}
+
+func (p *Pipeline) addProgress(id uint64, n int64) {
+	p.mu.Lock()
+	if pr, ok := p.active[id]; ok {
+		pr.sent += n
+	}
+	p.mu.Unlock()
+}
+
+// backoff returns the wait before attempt n (1-based) of a transient
+// failure: exponential, capped, with ±25 % jitter.
+func (p *Pipeline) backoff(n int) time.Duration {
+	d := p.cfg.RetryBase
+	for i := 1; i < n && d < p.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, p.cfg.RetryMax)
+	return d - d/4 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// pollWait returns the wait before import poll n (0-based).
+func (p *Pipeline) pollWait(n int) time.Duration {
+	d := p.cfg.PollInterval
+	for i := 0; i < n && d < p.cfg.PollMax; i++ {
+		d = d * 3 / 2
+	}
+	return min(d, p.cfg.PollMax)
+}

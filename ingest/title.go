@@ -1,0 +1,118 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gcingest/gcingest/state"
+)
+
+// DefaultTitle is the item title template when a watch sets none.
+const DefaultTitle = "{path} [{hash}]"
+
+// maxTitle is the server's limit on an item title.
+const maxTitle = 255
+
+// renderTitle fills in an item title template: {path} is the image's path
+// relative to the watch (its key, or for keys that are not paths the folder
+// holding its files), {name} the last element of that path, {hash} 12 hex
+// digits of a hash over the files' relative paths and contents.
+func renderTitle(tmpl, key string, files []state.File) string {
+	if tmpl == "" {
+		tmpl = DefaultTitle
+	}
+	p := titlePath(key, files)
+	hash := titleHash(files)
+	render := func(p string) string {
+		return strings.NewReplacer("{path}", p, "{name}", path.Base(p), "{hash}", hash).Replace(tmpl)
+	}
+	t := render(p)
+	if over := len(t) - maxTitle; over > 0 && over+1 < len(p) {
+		// Too long for the server: drop the start of the path, keep its
+		// end and the hash, which is what tells items apart.
+		cut := over + len("…")
+		for cut < len(p) && !utf8.RuneStart(p[cut]) {
+			cut++
+		}
+		t = render("…" + p[cut:])
+	}
+	for len(t) > maxTitle || !utf8.ValidString(t) {
+		t = t[:len(t)-1]
+	}
+	return t
+}
+
+func titlePath(key string, files []state.File) string {
+	if !strings.Contains(key, ":") || len(files) == 0 {
+		return key
+	}
+	// A synthetic key (dicom:<uids>): the folder that holds the files.
+	dir := path.Dir(files[0].Rel)
+	for _, f := range files[1:] {
+		for dir != "." && !strings.HasPrefix(f.Rel, dir+"/") {
+			dir = path.Dir(dir)
+		}
+	}
+	if dir == "." {
+		return path.Base(files[0].Rel)
+	}
+	return dir
+}
+
+// titleHash is 12 hex digits of a SHA-256 over the sorted relative paths
+// and content hashes of the files.
+func titleHash(files []state.File) string {
+	lines := make([]string, len(files))
+	for i, f := range files {
+		lines[i] = f.Rel + "\x00" + f.SHA256 + "\n"
+	}
+	sort.Strings(lines)
+	h := sha256.New()
+	for _, l := range lines {
+		io.WriteString(h, l)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// hashFile returns the hex SHA-256 of a file, read in a stream that stops
+// when ctx is done.
+func hashFile(ctx context.Context, name string) (string, error) {
+	f, err := os.Open(name)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", inputErrorf("%s was deleted before upload", name)
+	case errors.Is(err, os.ErrPermission):
+		return "", inputErrorf("cannot read %s: permission denied", name)
+	case err != nil:
+		return "", fmt.Errorf("open %s: %w", name, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n, err := f.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				return "", inputErrorf("cannot read %s: permission denied", name)
+			}
+			return "", fmt.Errorf("read %s: %w", name, err)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -1,0 +1,139 @@
+package ingest
+
+import (
+	"archive/zip"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gcingest/gcingest/state"
+)
+
+// zipTime is the modification time of every ZIP entry, so that the same
+// files always make the same bytes.
+var zipTime = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// ensureSpool makes sure the image's ZIP exists in the spool folder with
+// the size recorded for its upload, building it (and recording its size)
+// when it does not. A resumed upload thus sends the bytes it started with;
+// a rebuilt one is the same bytes anyway, as the ZIP is deterministic.
+func (p *Pipeline) ensureSpool(ctx context.Context, img *state.Image) error {
+	u := img.Uploads[0]
+	if fi, err := os.Stat(img.Spool); err == nil && u.Size > 0 && fi.Size() == u.Size {
+		return nil
+	}
+	changed, err := changedFile(img, "before it was zipped")
+	if err != nil {
+		return err
+	}
+	if changed != "" {
+		return p.backToPending(ctx, img, changed)
+	}
+	size, err := writeZip(ctx, img.Spool, img.Files)
+	if err != nil {
+		return err
+	}
+	if changed, err := changedFile(img, "while it was zipped"); err != nil || changed != "" {
+		os.Remove(img.Spool)
+		if err != nil {
+			return err
+		}
+		return p.backToPending(ctx, img, changed)
+	}
+	if u.PK != "" && u.Size != size {
+		// Cannot happen with a deterministic ZIP of unchanged files; if it
+		// does, the started upload is for other bytes: start over.
+		return p.backToPending(ctx, img, img.Spool)
+	}
+	return p.save(img, func(r *state.Image) { r.Uploads[0].Size = size })
+}
+
+// writeZip writes the files, sorted by relative path and stored relative
+// to their common folder, into a ZIP at name (temp file, fsync, rename).
+func writeZip(ctx context.Context, name string, files []state.File) (int64, error) {
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		return 0, fmt.Errorf("make spool folder for %s: %w", name, err)
+	}
+	tmp := name + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("create spool %s: %w", tmp, err)
+	}
+	fail := func(err error) (int64, error) {
+		f.Close()
+		os.Remove(tmp)
+		return 0, err
+	}
+	sorted := slices.Clone(files)
+	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
+	prefix := commonDir(sorted)
+	zw := zip.NewWriter(f)
+	for _, sf := range sorted {
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
+		hdr := &zip.FileHeader{Name: strings.TrimPrefix(sf.Rel, prefix), Method: zip.Store, Modified: zipTime}
+		hdr.SetMode(0o644)
+		w, err := zw.CreateHeader(hdr)
+		if err != nil {
+			return fail(fmt.Errorf("zip %s: %w", sf.Path, err))
+		}
+		src, err := os.Open(sf.Path)
+		if err != nil {
+			if os.IsNotExist(err) {
+				return fail(inputErrorf("%s was deleted before upload", sf.Path))
+			}
+			if os.IsPermission(err) {
+				return fail(inputErrorf("cannot read %s: permission denied", sf.Path))
+			}
+			return fail(fmt.Errorf("zip %s: %w", sf.Path, err))
+		}
+		_, err = io.Copy(w, src)
+		src.Close()
+		if err != nil {
+			return fail(fmt.Errorf("zip %s into %s: %w", sf.Path, tmp, err))
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return fail(fmt.Errorf("finish zip %s: %w", tmp, err))
+	}
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Errorf("sync %s: %w", tmp, err))
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(fmt.Errorf("stat %s: %w", tmp, err))
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
+		return 0, fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	return fi.Size(), nil
+}
+
+// commonDir is the folder prefix ("a/b/") all files share, or "".
+func commonDir(files []state.File) string {
+	if len(files) == 0 {
+		return ""
+	}
+	dir := path.Dir(files[0].Rel)
+	for _, f := range files[1:] {
+		for dir != "." && !strings.HasPrefix(f.Rel, dir+"/") {
+			dir = path.Dir(dir)
+		}
+	}
+	if dir == "." {
+		return ""
+	}
+	return dir + "/"
+}
