@@ -282,6 +282,41 @@ func TestFilesInNewFoldersAreFound(t *testing.T) {
 	h.waitFor("late file in a new folder", h.has(late, 2))
 }
 
+func TestFolderMovedInIsScanned(t *testing.T) {
+	base := t.TempDir()
+	root := filepath.Join(base, "drop")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, eventOpts(root), nil)
+	h.waitScans(1)
+	// A tree built beside the root and moved in sends one event, for its
+	// top folder: everything inside is found only by scanning it.
+	staging := filepath.Join(base, "staging")
+	for _, rel := range []string{"series/1.dcm", "series/2.dcm", "series/sub/3.dcm"} {
+		writeFile(t, filepath.Join(staging, filepath.FromSlash(rel)), "d")
+	}
+	if err := os.Rename(staging, filepath.Join(root, "case 1")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		filepath.Join(root, "case 1", "series", "1.dcm"),
+		filepath.Join(root, "case 1", "series", "2.dcm"),
+		filepath.Join(root, "case 1", "series", "sub", "3.dcm"),
+	}
+	h.waitFor("every file of the moved-in tree", func() bool {
+		for _, p := range want {
+			if !h.has(p, 1)() {
+				return false
+			}
+		}
+		return true
+	})
+	if h.scans != 1 {
+		t.Errorf("full scans = %d, want 1: the moved-in tree should be found by scanning it alone", h.scans)
+	}
+}
+
 func TestRenameFromTemporaryName(t *testing.T) {
 	root := t.TempDir()
 	h := start(t, eventOpts(root), nil)
