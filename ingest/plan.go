@@ -1,0 +1,163 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Plan states.
+const (
+	PlanReady   = "ready"
+	PlanWaiting = "waiting"
+	PlanIgnored = "ignored"
+)
+
+// PlanReport is how one watch folder would be grouped right now.
+type PlanReport struct {
+	Watch   string
+	Group   string // auto | file | folder
+	Entries []PlanEntry
+}
+
+// PlanEntry is one group (ready or waiting) or one ignored file.
+type PlanEntry struct {
+	State  string // PlanReady | PlanWaiting | PlanIgnored
+	Key    string
+	Kind   Kind   // empty for ignored files and files not identified yet
+	Files  []File // sorted by Rel
+	Reason string // why it waits or is ignored
+}
+
+// Plan scans w's folder once, without a watcher and without uploading, and
+// reports how its files group and which groups are ready. A file whose
+// modification time is at least Settle old counts as settled (it is observed
+// at its mtime and again now), so the report shows what the daemon would do
+// once it has watched the folder for Settle.
+func Plan(ctx context.Context, w Watch, log *slog.Logger) (PlanReport, error) {
+	g := NewGrouper(w, log)
+	now := time.Now()
+	rep := PlanReport{Watch: w.Path, Group: g.mode}
+	err := filepath.WalkDir(g.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == g.root {
+				return err
+			}
+			g.log.Warn("plan: cannot read, skipped", "path", p, "err", err)
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == g.root {
+			return nil
+		}
+		if d.IsDir() {
+			if rel, ok := g.relPath(p); ok && g.excludedDir(rel+"/") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil // symlinks are not followed, as the watcher does not follow them out
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil // gone meanwhile
+		}
+		first := info.ModTime()
+		if first.After(now) {
+			first = now
+		}
+		g.Observe(p, info, first)
+		g.Observe(p, info, now)
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("plan: scan %s: %w", w.Path, err)
+	}
+	ev := g.evaluate(now, false)
+	add := func(state string, bs []*build) {
+		for _, b := range bs {
+			rep.Entries = append(rep.Entries, PlanEntry{State: state, Key: b.key, Kind: b.kind, Files: g.group(b).Files, Reason: b.reason})
+		}
+	}
+	add(PlanReady, ev.ready)
+	add(PlanReady, ev.returned) // nothing is returned in a fresh grouper; kept for completeness
+	add(PlanWaiting, ev.waiting)
+	for _, ig := range ev.ignored {
+		f := g.files[ig.rel]
+		rep.Entries = append(rep.Entries, PlanEntry{State: PlanIgnored, Key: ig.rel, Reason: ig.reason,
+			Files: []File{{Path: filepath.Join(g.root, filepath.FromSlash(ig.rel)), Rel: ig.rel, Size: f.cur.size, ModTime: time.Unix(0, f.cur.mtime)}}})
+	}
+	return rep, nil
+}
+
+// Counts returns how many entries are ready, waiting and ignored.
+func (r PlanReport) Counts() (ready, waiting, ignored int) {
+	for _, e := range r.Entries {
+		switch e.State {
+		case PlanReady:
+			ready++
+		case PlanWaiting:
+			waiting++
+		case PlanIgnored:
+			ignored++
+		}
+	}
+	return ready, waiting, ignored
+}
+
+// WriteText prints the report as a table: state, kind, number of files, total
+// size, key, and the reason for what waits or is ignored.
+func (r PlanReport) WriteText(w io.Writer) error {
+	ready, waiting, ignored := r.Counts()
+	if _, err := fmt.Fprintf(w, "%s (group = %s): %d ready, %d waiting, %d ignored\n", r.Watch, r.Group, ready, waiting, ignored); err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	if len(r.Entries) == 0 {
+		_, err := fmt.Fprintln(w, "  (no files)")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STATE\tKIND\tFILES\tSIZE\tIMAGE\tWHY")
+	for _, e := range r.Entries {
+		var size int64
+		for _, f := range e.Files {
+			size += f.Size
+		}
+		kind := string(e.Kind)
+		if kind == "" {
+			kind = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", e.State, kind, len(e.Files), humanSize(size), oneLine(e.Key), oneLine(e.Reason))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	return nil
+}
+
+// oneLine keeps a name with a tab or newline from breaking the table.
+func oneLine(s string) string {
+	return strings.NewReplacer("\t", `\t`, "\n", `\n`, "\r", `\r`).Replace(s)
+}
+
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
