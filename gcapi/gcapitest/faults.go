@@ -218,12 +218,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reset(w, cw)
 	case faultStall:
 		t := time.NewTimer(fd.stall)
+		s.stalling.Add(1)
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
 		case <-s.closing:
 		}
 		t.Stop()
+		s.stalling.Add(-1)
 		fallthrough
 	default:
 		s.route(sw, r)

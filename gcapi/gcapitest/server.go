@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -82,6 +83,14 @@ type Server struct {
 	faults    Faults
 	faultsSet bool
 
+	stalling atomic.Int32 // requests stalled by a fault right now
+
+	// hmu guards closed and the Add side of handlers, so that Close can
+	// wait for every handler (http.Server.Close does not).
+	hmu      sync.Mutex
+	closed   bool
+	handlers sync.WaitGroup
+
 	mu    sync.Mutex // guards everything below
 	st    state
 	reqs  []Request
@@ -138,7 +147,7 @@ func NewUnstartedServer(opts Options) *Server {
 		}
 	}
 	s.st = newState(s.orderRand)
-	s.handler = http.HandlerFunc(s.serveHTTP)
+	s.handler = http.HandlerFunc(s.serveTracked)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(fmt.Sprintf("gcapitest: listen on 127.0.0.1: %v", err))
@@ -168,8 +177,12 @@ func (s *Server) Start() {
 // store directory if the server made it.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
+		s.hmu.Lock()
+		s.closed = true
+		s.hmu.Unlock()
 		close(s.closing)
 		s.hs.Close()
+		s.handlers.Wait()
 		// Start may never have been called; then the listener is still ours.
 		s.listener.Close()
 		s.wg.Wait()
@@ -225,4 +238,18 @@ func (s *Server) poke() {
 func copyTo(w io.Writer, r io.Reader) (int64, error) {
 	buf := make([]byte, 256<<10)
 	return io.CopyBuffer(w, r, buf)
+}
+
+// serveTracked counts the handler in, so Close can wait for it.
+func (s *Server) serveTracked(w http.ResponseWriter, r *http.Request) {
+	s.hmu.Lock()
+	if s.closed {
+		s.hmu.Unlock()
+		http.Error(w, "server closed", http.StatusServiceUnavailable)
+		return
+	}
+	s.handlers.Add(1)
+	s.hmu.Unlock()
+	defer s.handlers.Done()
+	s.serveHTTP(w, r)
 }
