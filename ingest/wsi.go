@@ -43,7 +43,7 @@ func parseVMS(r io.Reader) ([]string, error) {
 func parseSlidedat(r io.Reader) ([]string, error) {
 	var names []string
 	err := scanINI(r, func(section, key, value string) error {
-		if !strings.EqualFold(section, "DATAFILE") || !strings.HasPrefix(strings.ToUpper(key), "FILE_") || value == "" {
+		if !strings.EqualFold(section, "DATAFILE") || !isFileN(key) || value == "" {
 			return nil
 		}
 		if value == "." || value == ".." || strings.ContainsAny(value, `/\`) {
@@ -85,4 +85,18 @@ func scanINI(r io.Reader, fn func(section, key, value string) error) error {
 		return fmt.Errorf("read INI: %w", err)
 	}
 	return nil
+}
+
+// isFileN reports a FILE_<n> key (not FILE_COUNT).
+func isFileN(key string) bool {
+	n, ok := strings.CutPrefix(strings.ToUpper(key), "FILE_")
+	if !ok || n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
