@@ -574,21 +574,14 @@ const (
 	retryMax  = 5 * time.Second
 )
 
-// retryable reports whether another attempt at a download may succeed:
-// everything but a cancelled ctx, a local write error and a permanent
-// (4xx other than 408/429) answer.
+// retryable reports whether another attempt at a download may succeed. The
+// client already retries a download that failed before its first byte; what
+// is left here is mostly a connection lost halfway, which the client cannot
+// repeat because the bytes already went to the file.
 func retryable(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
 	var le *localError
 	if errors.As(err, &le) {
 		return false
 	}
-	var ae *gcapi.Error
-	if errors.As(err, &ae) {
-		s := ae.StatusCode
-		return s == 408 || s == 429 || s >= 500
-	}
-	return true
+	return gcapi.IsTransient(err)
 }
