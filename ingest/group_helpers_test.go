@@ -152,4 +152,3 @@ func newTestLogger() (*slog.Logger, *logBuffer) {
 func mhdText(dims string, elemType string, dataFile string, extra string) []byte {
 	return []byte("ObjectType = Image\nNDims = 3\nDimSize = " + dims + "\nElementType = " + elemType + "\n" + extra + "ElementDataFile = " + dataFile + "\n")
 }
-
