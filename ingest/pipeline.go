@@ -111,6 +111,7 @@ type Pipeline struct {
 	stopErr  error     // a state write failed: no new work is taken
 	archives map[string]*gcapi.Archive
 	wake     chan struct{}
+	halt     chan struct{} // closed by stop: every worker ends
 }
 
 // progress is what Snapshot shows of an image being worked on.
@@ -132,6 +133,7 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		polls:    map[uint64]int{},
 		archives: map[string]*gcapi.Archive{},
 		wake:     make(chan struct{}, 1),
+		halt:     make(chan struct{}),
 	}
 	for _, w := range cfg.Watches {
 		p.watches[w.Path] = w
@@ -226,6 +228,7 @@ func (p *Pipeline) stop(err error) {
 	if first {
 		p.stopErr = fmt.Errorf("%w: the state file cannot be written (%v); images already done are kept; "+
 			"free disk space or fix the file and restart gcingest", ErrStopped, err)
+		close(p.halt)
 	}
 	p.mu.Unlock()
 	if first {
@@ -292,6 +295,7 @@ func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
 		}
 		select {
 		case <-ctx.Done():
+		case <-p.halt:
 		case <-p.wake:
 		case <-fire:
 		}
