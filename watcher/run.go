@@ -369,6 +369,13 @@ func (r *run) watchDir(dir string) {
 			"root", r.root, "folder", dir, "poll_every", r.pollEvery)
 		r.closeWatch()
 		r.polling = true
+	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
+		// kqueue (macOS, BSD) holds a file descriptor per watched file.
+		r.log.Error("out of file descriptors for watches: falling back to rescanning every poll interval; "+
+			"on macOS and BSD every file costs one, so set poll = true for large drop folders or raise the open-file limit",
+			"root", r.root, "folder", dir, "poll_every", r.pollEvery)
+		r.closeWatch()
+		r.polling = true
 	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
 		// Gone already; its parent's event or the next scan tells.
 	default:
