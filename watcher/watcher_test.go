@@ -549,31 +549,43 @@ func TestRootMissingAtStart(t *testing.T) {
 }
 
 func TestOutOfWatchesFallsBackToPolling(t *testing.T) {
-	root := t.TempDir()
-	writeFile(t, filepath.Join(root, "sub", "x.mha"), "x")
-	var adds int
-	h := start(t, Options{Root: root, Rescan: time.Hour, PollEvery: 20 * time.Millisecond}, func(w *Watcher) {
-		add := w.addWatch
-		w.addWatch = func(fw *fsnotify.Watcher, dir string) error {
-			adds++ // only the Run goroutine calls it
-			if adds > 1 {
-				return fmt.Errorf("add watch %s: %w", dir, syscall.ENOSPC)
+	tests := []struct {
+		name    string
+		errno   syscall.Errno
+		wantLog string
+	}{
+		{"inotify watches", syscall.ENOSPC, "fs.inotify.max_user_watches"},
+		{"kqueue descriptors", syscall.EMFILE, "poll = true"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeFile(t, filepath.Join(root, "sub", "x.mha"), "x")
+			var adds int
+			h := start(t, Options{Root: root, Rescan: time.Hour, PollEvery: 20 * time.Millisecond}, func(w *Watcher) {
+				add := w.addWatch
+				w.addWatch = func(fw *fsnotify.Watcher, dir string) error {
+					adds++ // only the Run goroutine calls it
+					if adds > 1 {
+						return fmt.Errorf("add watch %s: %w", dir, tt.errno)
+					}
+					return add(fw, dir)
+				}
+			})
+			h.waitScans(1)
+			if got := h.logs.count(tt.wantLog); got != 1 {
+				t.Errorf("%q in the log %d times, want 1:\n%s", tt.wantLog, got, h.logs)
 			}
-			return add(fw, dir)
-		}
-	})
-	h.waitScans(1)
-	if got := h.logs.count("fs.inotify.max_user_watches"); got != 1 {
-		t.Errorf("sysctl named %d times in the log, want 1:\n%s", got, h.logs)
-	}
-	if len(h.files) != 1 {
-		t.Errorf("first scan listed %v, want sub/x.mha despite running out of watches", h.paths())
-	}
-	p := filepath.Join(root, "sub", "later.mha")
-	writeFile(t, p, "ll")
-	h.waitFor("later.mha by polling", h.has(p, 2))
-	if !h.byScan[p] {
-		t.Errorf("later.mha came from an event batch after the fall back to polling")
+			if len(h.files) != 1 {
+				t.Errorf("first scan listed %v, want sub/x.mha despite running out of watches", h.paths())
+			}
+			p := filepath.Join(root, "sub", "later.mha")
+			writeFile(t, p, "ll")
+			h.waitFor("later.mha by polling", h.has(p, 2))
+			if !h.byScan[p] {
+				t.Errorf("later.mha came from an event batch after the fall back to polling")
+			}
+		})
 	}
 }
 
