@@ -449,7 +449,9 @@ func (g *Grouper) evaluate(now time.Time, confirm bool) evaluation {
 		builds = g.buildAuto(&ev, nowNs)
 	}
 	for _, b := range builds {
-		sort.Slice(b.files, func(i, j int) bool { return b.files[i].rel < b.files[j].rel })
+		if len(b.files) > 1 {
+			sort.Slice(b.files, func(i, j int) bool { return b.files[i].rel < b.files[j].rel })
+		}
 		if b.reason == "" {
 			b.reason = g.settleReason(b, nowNs)
 		}
