@@ -14,7 +14,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"runtime"
 	"sync"
 )
 
@@ -33,26 +32,10 @@ func mkdirAll(dir string) error { return os.MkdirAll(dir, dirPerm) }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 
-// SyncDir fsyncs a folder so a rename into it survives a crash. Windows
-// cannot sync a directory handle and does not need to.
-func (r *root) SyncDir(name string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := r.Open(name)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // writeAtomic replaces name with data: temp file in the same folder,
-// fsync, rename, fsync the folder. A reader sees the old or the new file,
-// never a part of one.
+// fsync, rename. A reader, and the next pull after a crash, sees the old or
+// the new file, never a part of one. The folder is not synced: a rename
+// lost in a crash only means the file is written again next time.
 func (r *root) writeAtomic(name string, data []byte) error {
 	tmp := name + "." + rand.Text()[:8] + ".tmp"
 	f, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
@@ -72,9 +55,6 @@ func (r *root) writeAtomic(name string, data []byte) error {
 	if err != nil {
 		_ = r.Remove(tmp)
 		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := r.SyncDir(path.Dir(name)); err != nil {
-		return fmt.Errorf("sync folder of %s: %w", name, err)
 	}
 	return nil
 }

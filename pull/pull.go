@@ -34,6 +34,8 @@ type Client interface {
 	Download(ctx context.Context, fileURL string, w io.Writer) (int64, error)
 }
 
+var _ Client = (*gcapi.Client)(nil)
+
 // Options say what to pull and where.
 type Options struct {
 	Archive     string    // archive slug
@@ -515,7 +517,9 @@ feed:
 
 // fetch makes one job's final file complete: it skips a file already
 // complete, and otherwise downloads to "<name>.part", syncs and renames it,
-// retrying transient failures.
+// retrying transient failures. The file is synced before the rename so that
+// a crash cannot leave a final name over missing data; the folder is not
+// synced, since a lost rename only costs a download on the next pull.
 func (p *puller) fetch(ctx context.Context, j *fileJob, prog *progress) (skipped bool, n int64, err error) {
 	final := j.rel()
 	part := final + partSuffix
@@ -537,9 +541,6 @@ func (p *puller) fetch(ctx context.Context, j *fileJob, prog *progress) (skipped
 			if err := p.root.Rename(part, final); err != nil {
 				_ = p.root.Remove(part)
 				return false, 0, fmt.Errorf("%s: rename %s to %s: %w", j.where(), part, final, err)
-			}
-			if err := p.root.SyncDir(j.item.folder); err != nil {
-				return false, 0, fmt.Errorf("%s: sync folder %s: %w", j.where(), j.item.folder, err)
 			}
 			if err := p.record(j, n, sum); err != nil {
 				return false, 0, fmt.Errorf("%s: %w", j.where(), err)

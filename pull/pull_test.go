@@ -689,7 +689,7 @@ func TestRenderBar(t *testing.T) {
 	}
 }
 
-func TestProgressOnTerminal(t *testing.T) {
+func TestProgressPlainLines(t *testing.T) {
 	// A pipe is not a terminal: plain lines, no carriage returns.
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -720,4 +720,63 @@ func TestProgressOnTerminal(t *testing.T) {
 	if strings.Join(gotLines, "|") != strings.Join(wantLines, "|") {
 		t.Errorf("progress = %q, want lines %q", gotLines, wantLines)
 	}
+}
+
+func TestPullJSONStoredAsFile(t *testing.T) {
+	// A JSON socket not stored in the database has its value as a file:
+	// it is downloaded as <slug>.json, not merged into values.json.
+	srv := newServer(t)
+	srv.AddJSONFileInterface("annotations", "Anything")
+	it := srv.AddItem(testArchive, "case00")
+	body := []byte(`{"points": [[1, 2, 3]]}`)
+	if err := srv.AddFileValue(it.PK, "annotations", "annotations.json", body); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	res, err := Pull(context.Background(), newClient(t, srv), Options{Archive: testArchive, Out: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Downloaded != 1 || res.Values != 0 {
+		t.Errorf("got %+v, want one download and no values", res)
+	}
+	checkTree(t, dir, &archiveFixture{files: map[string][]byte{"case00/annotations.json": body}})
+}
+
+// BenchmarkPull pulls an archive of 40 items with a 256 KiB image each from
+// the fake server on loopback. Run with:
+//
+//	go test -run '^$' -bench Pull -benchmem ./pull/
+func BenchmarkPull(b *testing.B) {
+	const items, size = 40, 256 << 10
+	srv := gcapitest.NewServer(gcapitest.Options{Seed: 1})
+	defer srv.Close()
+	srv.AddArchive(testArchive, "Lungs")
+	srv.AddInterface("ct", "Image")
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range items {
+		it := srv.AddItem(testArchive, fmt.Sprintf("case%02d", i))
+		if err := srv.AddImageValue(it.PK, "ct", "scan.mha", randomBytes(rng, size)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c, err := gcapi.New(srv.URL, srv.Token(), gcapi.WithHTTPClient(&http.Client{Transport: tr}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		dir := b.TempDir()
+		b.StartTimer()
+		res, err := Pull(context.Background(), c, Options{Archive: testArchive, Out: dir}, nil)
+		if err != nil || res.Downloaded != items {
+			b.Fatalf("Pull: %+v, %v", res, err)
+		}
+	}
+	elapsed := b.Elapsed().Seconds()
+	b.ReportMetric(float64(items*size*b.N)/elapsed/(1<<20), "MiB/s")
+	b.ReportMetric(float64(items*b.N)/elapsed, "files/s")
 }
