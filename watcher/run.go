@@ -24,7 +24,6 @@ type run struct {
 	polling bool                // Poll, or fell back after watches ran out
 	dirs    map[string]struct{} // folders with a watch, to tell folder events from file events
 	pending map[string]struct{} // paths noticed since the last flush
-	dropped map[string]struct{} // folders dropped since the last flush: their own events are noise
 
 	links    onceSet // symbolic links already logged
 	unusable onceSet // folders already logged as unreadable or unwatchable
@@ -49,7 +48,6 @@ func newRun(w *Watcher, out chan<- Batch) *run {
 		polling: w.poll,
 		dirs:    map[string]struct{}{},
 		pending: map[string]struct{}{},
-		dropped: map[string]struct{}{},
 	}
 }
 
@@ -142,17 +140,11 @@ func (r *run) handle(ctx context.Context, ev fsnotify.Event) {
 		return
 	}
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-		if _, ok := r.dirs[p]; ok {
-			// A folder went away with everything in it. Events name only
-			// the folder, so a full scan tells the consumer which files
-			// went with it.
-			r.dropDir(p)
-			r.scanIn(r.debounce)
-			return
-		}
-		if _, ok := r.dropped[p]; ok {
-			return // the folder's own delete or move event, after its parent's
-		}
+		// A folder that went away took everything in it, and the event
+		// names only the folder: noting its path tells the consumer so
+		// (see Event.Path) without a full scan, which matters when every
+		// uploaded folder is moved away.
+		r.dropDir(p)
 	}
 	if ev.Has(fsnotify.Create) {
 		if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
@@ -186,9 +178,13 @@ func (r *run) addTree(ctx context.Context, dir string) {
 	}
 }
 
-// dropDir forgets the watches on dir and below. A watch follows its folder
-// when it is renamed, and would keep reporting the old path.
+// dropDir forgets the watches on dir and below, if dir was a watched
+// folder. A watch follows its folder when it is renamed, and would keep
+// reporting the old path.
 func (r *run) dropDir(dir string) {
+	if _, ok := r.dirs[dir]; !ok {
+		return
+	}
 	prefix := dir + string(filepath.Separator)
 	for d := range r.dirs {
 		if d == dir || strings.HasPrefix(d, prefix) {
@@ -196,7 +192,6 @@ func (r *run) dropDir(dir string) {
 				_ = r.fsw.Remove(d) // fails when inotify already dropped it; either way it is gone
 			}
 			delete(r.dirs, d)
-			r.dropped[d] = struct{}{}
 		}
 	}
 }
@@ -224,7 +219,6 @@ func (r *run) flush(ctx context.Context) bool {
 		paths = append(paths, p)
 	}
 	clear(r.pending)
-	clear(r.dropped)
 	slices.Sort(paths)
 	events := make([]Event, 0, len(paths))
 	for _, p := range paths {
@@ -248,7 +242,6 @@ func (r *run) flush(ctx context.Context) bool {
 func (r *run) fullScan(ctx context.Context) bool {
 	// The scan supersedes whatever was pending.
 	clear(r.pending)
-	clear(r.dropped)
 	r.flushT.Stop()
 	r.flushOn = false
 

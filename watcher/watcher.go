@@ -7,7 +7,8 @@
 //
 // A consumer can keep a simple map from path to file info: a Batch with
 // FullScan set replaces the map (a file not listed is gone), and every other
-// Batch updates it (an Event with a nil Info deletes its path).
+// Batch updates it (an Event with a nil Info deletes its path and, when that
+// path was a folder, every path below it).
 //
 // Symbolic links are never followed and never reported. A link whose target
 // is inside the root adds nothing: the target is reported under its own path.
@@ -65,9 +66,10 @@ type Options struct {
 // gone.
 type Event struct {
 	// Path is the absolute path of the file: Root joined with the file's
-	// path relative to Root. It is never a directory that exists; outside a
-	// full scan it may name a path that was a directory a moment ago, with
-	// Info nil.
+	// path relative to Root. Outside full scans it may also name a folder
+	// that was removed or renamed away, with Info nil: every file below
+	// that path is gone too (the only notice of them that the file system
+	// gives). It never names a folder that exists.
 	Path string
 	// Info is the Lstat result when the notice was made (Sys returns nil).
 	// It is nil when no regular file is at Path any more: removed, renamed
@@ -81,9 +83,8 @@ type Batch struct {
 	// scans.
 	Events []Event
 	// FullScan is true when Events lists every regular file under Root
-	// (sent at start, every rescan, after an event-queue overflow, a watch
-	// error or a folder disappearing, and when Root comes back): files not
-	// listed are gone.
+	// (sent at start, every rescan, after an event-queue overflow or a
+	// watch error, and when Root comes back): files not listed are gone.
 	FullScan bool
 	// Gone is true, with FullScan and no Events, when Root itself cannot be
 	// read (removed, unmounted). The watcher keeps retrying and sends a full

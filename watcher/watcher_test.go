@@ -112,6 +112,11 @@ func (h *harness) apply(b Batch) {
 	for _, ev := range b.Events {
 		if ev.Info == nil {
 			delete(h.files, ev.Path)
+			for p := range h.files { // a gone folder takes its files along
+				if strings.HasPrefix(p, ev.Path+string(filepath.Separator)) {
+					delete(h.files, p)
+				}
+			}
 			if !b.FullScan {
 				h.goneEvent[ev.Path] = true
 			}
@@ -371,6 +376,20 @@ func TestFolderRenamedOrRemoved(t *testing.T) {
 		t.Errorf("a file in the renamed folder was reported under the old folder name")
 	}
 
+	// Moved out of the root: the folder's own notice is all there is.
+	if err := os.Rename(filepath.Join(root, "z"), filepath.Join(t.TempDir(), "done")); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("files of the folder moved away gone", func() bool { return len(h.files) == 0 })
+	if h.scans != 1 {
+		t.Errorf("full scans = %d, want 1: a folder going away is told by an event", h.scans)
+	}
+	if !h.goneEvent[filepath.Join(root, "z")] {
+		t.Errorf("no event with nil Info for the folder moved away")
+	}
+
+	writeFile(t, z1, "1")
+	h.waitFor("z/1.mha again", h.has(z1, 1))
 	if err := os.RemoveAll(filepath.Join(root, "z")); err != nil {
 		t.Fatal(err)
 	}
