@@ -467,7 +467,8 @@ func (g *Grouper) evaluate(now time.Time, confirm bool) evaluation {
 			ev.ready = append(ev.ready, b)
 		}
 	}
-	for _, list := range [][]*build{ev.ready, ev.waiting, ev.returned} {
+	// Returned groups (most of a big folder that is kept) need no order.
+	for _, list := range [][]*build{ev.ready, ev.waiting} {
 		sort.Slice(list, func(i, j int) bool { return list[i].key < list[j].key })
 	}
 	sort.Slice(ev.ignored, func(i, j int) bool { return ev.ignored[i].rel < ev.ignored[j].rel })
