@@ -183,7 +183,7 @@ func Pull(ctx context.Context, c Client, opts Options, log *slog.Logger) (Result
 	log.Info("pulled archive", "downloaded", res.Downloaded, "skipped", res.Skipped,
 		"failed", res.Failed, "bytes", res.Bytes, "values", res.Values)
 	if len(errs) > 0 {
-		return res, joinCapped(fmt.Sprintf("pull archive %q: %d of %d files failed", opts.Archive, res.Failed, res.Files), errs)
+		return res, joinCapped(fmt.Sprintf("pull archive %q: %d errors, %d of %d files failed", opts.Archive, len(errs), res.Failed, res.Files), errs)
 	}
 	return res, nil
 }
@@ -474,6 +474,9 @@ func (p *puller) run(ctx context.Context, jobs []*fileJob, prog *progress, res *
 		go func() {
 			defer wg.Done()
 			for j := range ch {
+				if ctx.Err() != nil {
+					continue // drain without starting anything new
+				}
 				skip, n, err := p.fetch(ctx, j, prog)
 				switch {
 				case err != nil:
@@ -500,6 +503,9 @@ func (p *puller) run(ctx context.Context, jobs []*fileJob, prog *progress, res *
 	}
 feed:
 	for _, j := range jobs {
+		if ctx.Err() != nil {
+			break // select would pick at random between a ready send and Done
+		}
 		select {
 		case ch <- j:
 		case <-ctx.Done():

@@ -309,6 +309,11 @@ func TestPullInterruptedResumes(t *testing.T) {
 	if res.Downloaded >= len(fx.files) {
 		t.Fatalf("interrupted pull downloaded all %d files; the test interrupted nothing", res.Downloaded)
 	}
+	// Cancelling stops the pull: no download starts after the cut one
+	// beyond those already handed to the other worker.
+	if got, limit := ic.calls.Load(), ic.k+1; got > limit {
+		t.Errorf("%d downloads started, want at most %d after cancelling at the %dth", got, limit, ic.k)
+	}
 
 	// Whatever is under a final name is complete; nothing half-written is.
 	complete := 0
