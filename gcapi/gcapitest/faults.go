@@ -168,7 +168,8 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 type capWriter struct {
 	h      http.Header
 	status int
-	body   bytes.Buffer
+	body   bytes.Buffer // the first 4 KiB of the body
+	n      int64        // the whole body's length
 }
 
 func (w *capWriter) Header() http.Header { return w.h }
@@ -181,6 +182,7 @@ func (w *capWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = 200
 	}
+	w.n += int64(len(b))
 	if room := 4096 - w.body.Len(); room > 0 {
 		w.body.Write(b[:min(room, len(b))])
 	}
@@ -256,8 +258,11 @@ func (s *Server) reset(w http.ResponseWriter, cw *capWriter) {
 		code = 200
 	}
 	fmt.Fprintf(&full, "HTTP/1.1 %d %s\r\n", code, http.StatusText(code))
+	// The handler may have set its own Content-Length: announce the whole
+	// body's length once, so the client sees a cut body, not a bad header.
+	cw.h.Del("Content-Length")
 	cw.h.Write(&full)
-	fmt.Fprintf(&full, "Content-Length: %d\r\n\r\n", cw.body.Len())
+	fmt.Fprintf(&full, "Content-Length: %d\r\n\r\n", cw.n)
 	full.Write(cw.body.Bytes())
 	b := full.Bytes()
 	// Cut somewhere in the headers or in the body, never at the very end.
