@@ -21,25 +21,9 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
-	movedTo := ""
-	switch w.AfterUpload {
-	case "", "keep":
-	case "move":
-		if w.DoneDir == "" {
-			return inputErrorf("after_upload = move but watch %s has no done_dir", w.Path)
-		}
-		if movedTo, err = moveFiles(img, w.DoneDir); err != nil {
-			return err
-		}
-	case "delete":
-		for _, f := range img.Files {
-			if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("delete uploaded %s: %w", f.Path, err)
-			}
-			removeEmptyParents(filepath.Dir(f.Path), img.Watch)
-		}
-	default:
-		return inputErrorf("unknown after_upload %q for watch %s", w.AfterUpload, w.Path)
+	movedTo, err := afterAction(img, w)
+	if err != nil {
+		return err
 	}
 	if img.Spool != "" {
 		os.Remove(img.Spool)
@@ -50,6 +34,29 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 			r.State, r.Finished = state.Finished, p.cfg.Now().UTC()
 		}
 	})
+}
+
+// afterAction keeps, moves or deletes the image's files as the watch says.
+// Doing it twice is harmless. It returns where the files went, if moved.
+func afterAction(img *state.Image, w Watch) (string, error) {
+	switch w.AfterUpload {
+	case "", "keep":
+		return "", nil
+	case "move":
+		if w.DoneDir == "" {
+			return "", inputErrorf("after_upload = move but watch %s has no done_dir", w.Path)
+		}
+		return moveFiles(img, w.DoneDir)
+	case "delete":
+		for _, f := range img.Files {
+			if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return "", fmt.Errorf("delete uploaded %s: %w", f.Path, err)
+			}
+			removeEmptyParents(filepath.Dir(f.Path), img.Watch)
+		}
+		return "", nil
+	}
+	return "", inputErrorf("unknown after_upload %q for watch %s", w.AfterUpload, w.Path)
 }
 
 // stepFailedFiles aborts the failed image's open uploads and moves its

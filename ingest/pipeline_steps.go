@@ -138,6 +138,20 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		return
 	}
 	log := p.log.With("id", img.ID, "key", img.Key, "state", img.State)
+	from := img.State
+	if from == state.Retrying {
+		from = img.RetryFrom
+	}
+	if from == state.Failed || from == state.Done || from == state.Duplicate {
+		// The image's fate is known; only its file action (or the abort
+		// of its uploads) failed. Try that again later, never changing
+		// the state: an imported image is never marked failed.
+		next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
+		log.Error("after-upload action failed; will try again", "err", err, "at", next.Format(time.RFC3339))
+		_ = p.save(img, func(r *state.Image) { r.Attempts++; r.LastError = err.Error() })
+		p.enqueue(img.ID, next)
+		return
+	}
 	if permanent(err) {
 		log.Error("image failed", "err", err)
 		if serr := p.save(img, func(r *state.Image) {
@@ -149,19 +163,6 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		if cerr := p.stepFailedFiles(ctx, img); cerr != nil {
 			p.handle(ctx, img, cerr)
 		}
-		return
-	}
-	from := img.State
-	if from == state.Retrying {
-		from = img.RetryFrom
-	}
-	if from == state.Failed || from == state.Done || from == state.Duplicate {
-		// A file action that hit a transient error: try it again later
-		// without leaving the state.
-		next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
-		log.Warn("will try again", "err", err, "at", next)
-		_ = p.save(img, func(r *state.Image) { r.Attempts++; r.LastError = err.Error() })
-		p.enqueue(img.ID, next)
 		return
 	}
 	next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
@@ -361,11 +362,21 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 		return fmt.Errorf("open %s: %w", u.Path, err)
 	}
 	defer f.Close()
+	partSize := u.PartSize
+	if partSize <= 0 {
+		partSize = gcapi.DefaultPartSize
+	}
+	singlePart := u.Size <= max(partSize, gcapi.MinPartSize)
+	if u.Size <= gcapi.MinPartSize && u.PK == "" {
+		// One part either way; the client sizes its part buffers by the
+		// part size, so ask for the smallest.
+		partSize = gcapi.MinPartSize
+	}
 	fu := gcapi.FileUpload{
 		Filename:        u.Filename,
 		Body:            f,
 		Size:            u.Size,
-		PartSize:        u.PartSize,
+		PartSize:        partSize,
 		PartConcurrency: p.cfg.PartConcurrency,
 		OnCreated: func(up *gcapi.Upload) error {
 			return p.save(img, func(r *state.Image) {
@@ -375,6 +386,11 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 			})
 		},
 		OnPart: func(part gcapi.Part) error {
+			if singlePart {
+				// Completion follows at once, and after a crash list-parts
+				// shows the part with its size: a commit here buys nothing.
+				return nil
+			}
 			return p.save(img, func(r *state.Image) {
 				ru := &r.Uploads[i]
 				ru.Parts = slices.DeleteFunc(ru.Parts, func(q state.Part) bool { return q.Number == part.PartNumber })
@@ -599,6 +615,15 @@ func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) err
 	p.mu.Lock()
 	p.polls[img.ID] = 0
 	p.mu.Unlock()
+	// A quick import is done before we could record "importing": look once
+	// first and save a commit. Until then the record says "attaching",
+	// which a restart reconciles without sending the PATCH again.
+	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+	if err == nil {
+		if cur := imageURL(it, w.Interface); cur != img.PrevValue {
+			return p.markDone(img, w, cur)
+		}
+	}
 	return p.save(img, func(r *state.Image) { r.State = state.Importing })
 }
 
@@ -719,25 +744,29 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	return &waitError{at: now.Add(p.pollWait(n))}
 }
 
-// markDone records the imported image; with after_upload = keep there is
-// nothing more to do, so it is finished in the same transaction.
+// markDone records the imported image. The after-upload action comes
+// first and is idempotent (a moved file is found at its target, a deleted
+// one is gone), so done, the action and finished are one commit; if the
+// process dies between the action and the commit, the next run finds the
+// value on the item again and finishes the job.
 func (p *Pipeline) markDone(img *state.Image, w Watch, imageURL string) error {
 	p.mu.Lock()
 	delete(p.polls, img.ID)
 	p.mu.Unlock()
-	keep := w.AfterUpload == "" || w.AfterUpload == "keep"
-	if keep && img.Spool != "" {
+	movedTo, actErr := afterAction(img, w)
+	if actErr == nil && img.Spool != "" {
 		os.Remove(img.Spool)
 	}
 	err := p.save(img, func(r *state.Image) {
 		r.State, r.ImageURL, r.ImagePK = state.Done, imageURL, lastSegment(imageURL)
 		r.LastError, r.Attempts = "", 0
-		if keep {
-			r.State, r.ActionDone, r.Finished = state.Finished, true, p.cfg.Now().UTC()
+		if actErr == nil {
+			r.State, r.ActionDone, r.MovedTo, r.Finished = state.Finished, true, movedTo, p.cfg.Now().UTC()
 		}
 	})
-	if err == nil {
-		p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK)
+	if err != nil {
+		return err
 	}
-	return err
+	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK)
+	return actErr
 }
