@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Multipart limits (S3's, which the server enforces through its URLs).
@@ -343,7 +344,12 @@ func (s *partSender) release(b []byte) {
 func (s *partSender) sendPart(ctx context.Context, n int) error {
 	off, size := s.lay.offset(n), s.lay.length(n)
 	buf := s.buffer()
-	defer s.release(buf)
+	reuse := true
+	defer func() {
+		if reuse {
+			s.release(buf)
+		}
+	}()
 	data := buf[:size]
 	if m, err := s.f.Body.ReadAt(data, off); int64(m) != size {
 		if err == nil || err == io.EOF {
@@ -361,7 +367,9 @@ func (s *partSender) sendPart(ctx context.Context, n int) error {
 			if u, err = s.url(ctx, n); err != nil {
 				return err
 			}
-			etag, err = s.put(ctx, n, u, data)
+			var freed bool
+			etag, freed, err = s.put(ctx, n, u, data)
+			reuse = reuse && freed
 			var he *Error
 			if errors.As(err, &he) && he.StatusCode == http.StatusForbidden && refresh < urlRefreshes {
 				// Most likely the URL expired: get a fresh one and try again now.
@@ -430,41 +438,76 @@ func (s *partSender) dropURL(n int, old string) {
 }
 
 // put PUTs one part to its presigned URL, without the token, and returns
-// the ETag the store answered.
-func (s *partSender) put(ctx context.Context, n int, u string, data []byte) (string, error) {
+// the ETag the store answered. freed is false when the transport may still
+// read data (it did not close the body in time), so the buffer must not be
+// reused.
+func (s *partSender) put(ctx context.Context, n int, u string, data []byte) (etag string, freed bool, err error) {
 	shown := redact(u)
 	ctx, wd := newWatchdog(ctx, s.c.stall)
-	defer wd.stop()
-	body := &partBody{ctx: ctx, s: s, n: n, r: bytes.NewReader(data), wd: wd}
+	// The transport may go on reading a request body after Do returned
+	// (an early answer, an error); it closes the body when it is done.
+	// Cancel the attempt, then wait for every body to be closed before
+	// the buffer goes back to the pool.
+	var open sync.WaitGroup
+	newBody := func() *partBody {
+		open.Add(1)
+		return &partBody{ctx: ctx, s: s, n: n, r: bytes.NewReader(data), wd: wd, closed: open.Done}
+	}
+	defer func() {
+		wd.stop()
+		freed = waitTimeout(&open, s.c.stall)
+	}()
+	var body io.ReadCloser = http.NoBody
+	if len(data) > 0 {
+		body = newBody()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, body)
 	if err != nil {
-		return "", fmt.Errorf("PUT %s: %w", shown, permanent(err))
+		if body != http.NoBody {
+			body.Close()
+		}
+		return "", false, fmt.Errorf("PUT %s: %w", shown, permanent(err))
 	}
 	req.ContentLength = int64(len(data))
-	req.GetBody = func() (io.ReadCloser, error) {
-		return &partBody{ctx: ctx, s: s, n: n, r: bytes.NewReader(data), wd: wd}, nil
-	}
-	if len(data) == 0 {
-		req.Body = http.NoBody
+	if len(data) > 0 {
+		req.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
 	}
 	req.Header.Set("User-Agent", s.c.userAgent)
 	// No Authorization header: the signature in the URL is the credential,
 	// and the token must never reach the store.
 	resp, err := s.c.bare.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("PUT %s: %w", shown, wd.cause(err))
+		return "", false, fmt.Errorf("PUT %s: %w", shown, wd.cause(err))
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(wd.reader(resp.Body), maxErrorBody))
-		return "", newError(http.MethodPut, shown, resp, b)
+		return "", false, newError(http.MethodPut, shown, resp, b)
 	}
-	etag := resp.Header.Get("ETag")
+	etag = resp.Header.Get("ETag")
 	if etag == "" {
 		// S3 always sends one; without it the part cannot be completed.
-		return "", fmt.Errorf("PUT %s: answer 200 without an ETag", shown)
+		return "", false, fmt.Errorf("PUT %s: answer 200 without an ETag", shown)
 	}
-	return etag, nil
+	return etag, false, nil
+}
+
+// waitTimeout waits for wg, at most d; it reports whether wg finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		// The goroutine ends when the transport closes the body at last.
+		return false
+	}
 }
 
 // partBody is a part's request body: it kicks the stall watchdog, waits on
@@ -477,6 +520,9 @@ type partBody struct {
 	r    *bytes.Reader
 	wd   *watchdog
 	read int64
+
+	closed    func() // called once, on the first Close
+	closeOnce sync.Once
 }
 
 func (b *partBody) Read(p []byte) (int, error) {
@@ -506,7 +552,10 @@ func (b *partBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *partBody) Close() error { return nil }
+func (b *partBody) Close() error {
+	b.closeOnce.Do(b.closed)
+	return nil
+}
 
 // progress reports the bytes of part n beyond its high-water mark.
 func (s *partSender) progress(n int, sent int64) {
