@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gcingest/gcingest/config"
+	"github.com/gcingest/gcingest/gcapi"
+)
+
+const helpCheck = `Checks the config, then the server and the folders, and prints one line
+per check ("ok", "WARN" or "FAIL"):
+
+  - the config parses and every key is valid; config and token files are
+    not readable by others
+  - the token works (the first archive is found with it)
+  - each archive exists and this account can see it
+  - each interface exists and fits: an image interface for the watch's
+    images; for [watch.values], an image interface for image files and a
+    file or value interface for others
+  - each drop folder exists and is readable; done_dir and failed_dir exist,
+    are writable and are on the same file system as the drop folder
+
+It creates nothing on the server. Exit code 0 when every check passed,
+1 when one failed, 3 when the server refused the token.
+`
+
+// checker prints one line per check and counts failures.
+type checker struct {
+	w     io.Writer
+	fails int
+}
+
+func (k *checker) ok(format string, a ...any) { fmt.Fprintf(k.w, "ok    "+format+"\n", a...) }
+func (k *checker) warn(format string, a ...any) {
+	fmt.Fprintf(k.w, "WARN  "+format+"\n", a...)
+}
+func (k *checker) fail(format string, a ...any) {
+	k.fails++
+	fmt.Fprintf(k.w, "FAIL  "+format+"\n", a...)
+}
+
+func (c *cli) cmdCheck(ctx context.Context, args []string) error {
+	fs := newFlagSet("check")
+	cfgPath := configFlag(fs)
+	pos, err := c.parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return &usageError{cmd: "check", msg: "check takes no arguments"}
+	}
+	cfg, err := c.loadConfig("check", *cfgPath)
+	if err != nil {
+		return err
+	}
+	k := &checker{w: c.stdout}
+	k.ok("config %s (%d watches)", cfg.Path, len(cfg.Watch))
+	for _, w := range cfg.Warnings() {
+		k.warn("%s", w)
+	}
+	tok, src, err := cfg.Token(c.getenv)
+	if err != nil {
+		k.fail("token: %v", err)
+		return &configError{err}
+	}
+	k.ok("token from %s", src)
+	log := newLogger(cfg, c.stderr, tok)
+	// Few quick retries: check answers a person waiting at a terminal.
+	cl, err := newAPIClient(cfg, tok, log, nil, gcapi.WithRetry(gcapi.RetryPolicy{MaxAttempts: 3, MaxDelay: 2 * time.Second}))
+	if err != nil {
+		k.fail("grand_challenge.url: %v", err)
+		return err
+	}
+	if err := checkServer(ctx, k, cl, cfg); err != nil {
+		return err
+	}
+	for i, w := range cfg.Watch {
+		checkFolders(k, i, w)
+	}
+	if k.fails > 0 {
+		return fmt.Errorf("check: %d of the checks above failed", k.fails)
+	}
+	fmt.Fprintln(c.stdout, "all checks passed")
+	return nil
+}
+
+// checkServer checks the token, archives and interfaces. It returns an
+// error only when going on makes no sense (the token is refused).
+func checkServer(ctx context.Context, k *checker, cl *gcapi.Client, cfg *config.Config) error {
+	archives := map[string]error{}
+	ifaces := map[string]*gcapi.Interface{}
+	ifaceErr := map[string]error{}
+	getIface := func(slug string) (*gcapi.Interface, error) {
+		if _, seen := ifaces[slug]; !seen {
+			ifaces[slug], ifaceErr[slug] = cl.InterfaceBySlug(ctx, slug)
+		}
+		return ifaces[slug], ifaceErr[slug]
+	}
+	for i, w := range cfg.Watch {
+		key := fmt.Sprintf("watch[%d]", i)
+		if _, seen := archives[w.Archive]; !seen {
+			a, err := cl.ArchiveBySlug(ctx, w.Archive)
+			archives[w.Archive] = err
+			switch {
+			case isAuth(err):
+				k.fail("token: the server at %s refused it", cfg.GrandChallenge.URL)
+				return fmt.Errorf("token refused by %s: %w", cfg.GrandChallenge.URL, errAuth)
+			case gcapi.IsNotFound(err):
+				k.fail("%s.archive %q: not found; check the slug (the last part of the archive's URL) and that this account is an editor or uploader of it (with a wrong token every archive looks missing)", key, w.Archive)
+			case err != nil:
+				k.fail("%s.archive %q: %v", key, w.Archive, err)
+			default:
+				k.ok("%s.archive %q: %q", key, w.Archive, a.Title)
+			}
+		} else if archives[w.Archive] == nil {
+			k.ok("%s.archive %q: as above", key, w.Archive)
+		}
+		it, err := getIface(w.Interface)
+		switch {
+		case err != nil:
+			k.fail("%s.interface %q: %s", key, w.Interface, ifaceProblem(err))
+		case it.SuperKind != gcapi.SuperKindImage:
+			k.fail("%s.interface %q: is a %q interface (%s); images need an image interface such as \"generic-medical-image\"", key, w.Interface, it.Kind, it.SuperKind)
+		default:
+			k.ok("%s.interface %q: %s", key, w.Interface, it.Kind)
+		}
+		pats := make([]string, 0, len(w.Values))
+		for p := range w.Values {
+			pats = append(pats, p)
+		}
+		sort.Strings(pats)
+		for _, p := range pats {
+			slug := w.Values[p]
+			it, err := getIface(slug)
+			wantImage := isImagePattern(p)
+			switch {
+			case err != nil:
+				k.fail("%s.values %q = %q: %s", key, p, slug, ifaceProblem(err))
+			case wantImage && it.SuperKind != gcapi.SuperKindImage:
+				k.fail("%s.values %q = %q: image files need an image interface, this one is %q (%s)", key, p, slug, it.Kind, it.SuperKind)
+			case !wantImage && it.SuperKind == gcapi.SuperKindImage:
+				k.fail("%s.values %q = %q: is an image interface, but %q matches files that are not images; use a file or value interface", key, p, slug, p)
+			default:
+				k.ok("%s.values %q = %q: %s", key, p, slug, it.Kind)
+			}
+		}
+	}
+	return nil
+}
+
+func ifaceProblem(err error) string {
+	if gcapi.IsNotFound(err) {
+		return "no such interface; the slugs are listed at https://grand-challenge.org/components/interfaces/"
+	}
+	return err.Error()
+}
+
+// imageExts are the file name endings the server imports as images.
+var imageExts = []string{".mha", ".mhd", ".raw", ".zraw", ".nii", ".nii.gz", ".nrrd", ".tif", ".tiff",
+	".svs", ".ndpi", ".mrxs", ".vms", ".scn", ".bif", ".dcm", ".png", ".jpg", ".jpeg"}
+
+// isImagePattern reports whether the pattern's files are images, judged by
+// the pattern's ending ("overlay*.mha" yes, "*.pdf" no).
+func isImagePattern(p string) bool {
+	p = strings.ToLower(p)
+	for _, e := range imageExts {
+		if strings.HasSuffix(p, e) || strings.HasSuffix(p, e+"*") {
+			return true
+		}
+	}
+	return false
+}
+
+// checkFolders checks the drop folder and where files are moved.
+func checkFolders(k *checker, i int, w config.Watch) {
+	key := fmt.Sprintf("watch[%d]", i)
+	if err := readableDir(w.Path); err != nil {
+		k.fail("%s.path: %v", key, err)
+	} else {
+		k.ok("%s.path %s: readable", key, w.Path)
+	}
+	dirs := []struct{ name, path string }{}
+	if w.AfterUpload == "move" {
+		dirs = append(dirs, struct{ name, path string }{"done_dir", w.DoneDir})
+	}
+	if w.FailedDir != "" {
+		dirs = append(dirs, struct{ name, path string }{"failed_dir", w.FailedDir})
+	}
+	for _, d := range dirs {
+		if err := writableDir(d.path); err != nil {
+			k.fail("%s.%s: %v", key, d.name, err)
+			continue
+		}
+		same, err := sameFileSystem(w.Path, d.path)
+		switch {
+		case err != nil:
+			k.fail("%s.%s %s: %v", key, d.name, d.path, err)
+		case !same:
+			k.fail("%s.%s %s: not on the same file system as %s; files are moved with a rename, which cannot cross file systems: pick a folder on the same disk or share", key, d.name, d.path, w.Path)
+		default:
+			k.ok("%s.%s %s: writable, same file system", key, d.name, d.path)
+		}
+	}
+}
+
+func readableDir(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s does not exist; create it or fix the path", p)
+		}
+		return fmt.Errorf("%s cannot be opened: %w", p, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", p, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a folder", p)
+	}
+	if _, err := f.Readdirnames(1); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s cannot be listed: %w (does the gcingest user have read permission?)", p, err)
+	}
+	return nil
+}
+
+// writableDir proves a folder writable by creating and removing a file in
+// it: permission bits, ACLs and read-only mounts all show up that way.
+func writableDir(p string) error {
+	if err := readableDir(p); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(p, ".gcingest-check-*")
+	if err != nil {
+		return fmt.Errorf("%s is not writable: %w", p, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("remove test file %s: %w", path.Base(name), err)
+	}
+	return nil
+}

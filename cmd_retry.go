@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/gcingest/gcingest/status"
+)
+
+const helpRetry = `Sends failed images through the pipeline again: the images with the given
+IDs (the first column of gcingest status), or every failed image with
+--failed. Fix the cause first (the last error in gcingest status says what
+the server or gcingest found). Images still retrying on their own need no
+retry.
+
+The running agent takes the request through its status endpoint.
+`
+
+func (c *cli) cmdRetry(ctx context.Context, args []string) error {
+	fs := newFlagSet("retry")
+	cfgPath := configFlag(fs)
+	failed := fs.Bool("failed", false, "retry every failed image")
+	ids, err := c.parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 && !*failed {
+		return &usageError{cmd: "retry", msg: "retry needs image IDs or --failed"}
+	}
+	if len(ids) > 0 && *failed {
+		return &usageError{cmd: "retry", msg: "give image IDs or --failed, not both"}
+	}
+	cfg, err := c.loadConfig("retry", *cfgPath)
+	if err != nil {
+		return err
+	}
+	var queued []string
+	err = status.ErrNotRunning
+	if cfg.Status.Listen != "" {
+		queued, err = status.PostRetry(ctx, cfg.Status.Listen, status.RetryRequest{IDs: ids, Failed: *failed})
+	}
+	if errors.Is(err, status.ErrNotRunning) {
+		queued, err = retryInState(ctx, cfg.State.Path, ids, *failed)
+	}
+	if err != nil {
+		return fmt.Errorf("retry: %w", err)
+	}
+	if len(queued) == 0 {
+		fmt.Fprintln(c.stdout, "nothing to retry")
+		return nil
+	}
+	fmt.Fprintf(c.stdout, "queued %d for retry: %s\n", len(queued), strings.Join(queued, " "))
+	return nil
+}

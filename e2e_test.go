@@ -1,0 +1,377 @@
+package main
+
+// End-to-end tests: the real gcingest binary, started as a process against
+// the fake server, SIGKILLed at random moments and restarted. What they
+// assert is what a user would check in the archive afterwards.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/gcapi/gcapitest"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// gcingestBinary builds the binary once per test process.
+func gcingestBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gcingest-e2e-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "gcingest")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// e2eEnv is one fake server, one drop folder and one config file.
+type e2eEnv struct {
+	t       *testing.T
+	srv     *gcapitest.Server
+	dir     string
+	drop    string
+	done    string
+	failed  string
+	config  string
+	logs    *bytes.Buffer
+	logsMu  sync.Mutex
+	archive string
+}
+
+const e2eInterface = "generic-medical-image"
+
+func newE2E(t *testing.T, opts gcapitest.Options, extraUpload string) *e2eEnv {
+	t.Helper()
+	srv := gcapitest.NewServer(opts)
+	t.Cleanup(srv.Close)
+	srv.AddArchive("e2e", "End to end")
+	srv.AddInterface(e2eInterface, "Image")
+
+	dir := t.TempDir()
+	e := &e2eEnv{t: t, srv: srv, dir: dir, archive: "e2e", logs: new(bytes.Buffer),
+		drop: filepath.Join(dir, "drop"), done: filepath.Join(dir, "done"), failed: filepath.Join(dir, "failed")}
+	for _, d := range []string{e.drop, e.done, e.failed} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.config = filepath.Join(dir, "config.toml")
+	cfg := fmt.Sprintf(`[grand_challenge]
+url = %q
+token = %q
+
+[state]
+path = %q
+
+[upload]
+concurrency = 4
+part_concurrency = 4
+%s
+
+[status]
+listen = ""
+
+[log]
+level = "debug"
+
+[[watch]]
+path = %q
+archive = "e2e"
+interface = %q
+settle = "200ms"
+rescan = "1s"
+after_upload = "move"
+done_dir = %q
+failed_dir = %q
+`, srv.URL, srv.Token(), filepath.Join(dir, "state", "state.db"), extraUpload, e.drop, e2eInterface, e.done, e.failed)
+	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// start runs `gcingest run --config` in the background.
+func (e *e2eEnv) start() *exec.Cmd {
+	e.t.Helper()
+	cmd := exec.Command(gcingestBinary(e.t), "run", "--config", e.config)
+	w := &lockedWriter{mu: &e.logsMu, buf: e.logs}
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.Env = append(os.Environ(), "GRAND_CHALLENGE_TOKEN=")
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	return cmd
+}
+
+func (e *e2eEnv) kill(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+}
+
+// stop sends SIGTERM and requires a clean exit within 15 seconds.
+func (e *e2eEnv) stop(cmd *exec.Cmd) {
+	e.t.Helper()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			e.t.Errorf("gcingest run exited with %v after SIGTERM", err)
+		}
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		e.t.Errorf("gcingest run did not stop within 15s of SIGTERM")
+	}
+}
+
+func (e *e2eEnv) logTail() string {
+	e.logsMu.Lock()
+	defer e.logsMu.Unlock()
+	s := e.logs.String()
+	if len(s) > 6000 {
+		s = "…" + s[len(s)-6000:]
+	}
+	return s
+}
+
+type lockedWriter struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, onFail func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s\n%s", d, what, onFail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// countFiles counts regular files under root, ignoring nothing.
+func countFiles(root string) int {
+	n := 0
+	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+// writeImages drops n small .mha images into subfolders of the drop folder.
+func (e *e2eEnv) writeImages(n int) map[string]bool {
+	e.t.Helper()
+	names := make(map[string]bool)
+	for i := range n {
+		rel := filepath.Join(fmt.Sprintf("case%03d", i/10), fmt.Sprintf("img%03d.mha", i))
+		p := filepath.Join(e.drop, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			e.t.Fatal(err)
+		}
+		if err := os.WriteFile(p, gcapitest.SampleMHA(int64(i), 8+i%13, 8, 2+i%3), 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+		names[filepath.ToSlash(rel)] = true
+	}
+	return names
+}
+
+// assertExactlyOnce checks what a user would check in the archive: every
+// image is there once, none replaced, no multipart upload left open.
+func (e *e2eEnv) assertExactlyOnce(want map[string]bool) {
+	t := e.t
+	t.Helper()
+	items := e.srv.Items(e.archive)
+	seen := make(map[string]int)
+	for _, it := range items {
+		v := it.Value(e2eInterface)
+		if v == nil || v.Image == nil {
+			t.Errorf("item %s (%q) has no image value for %s", it.PK, it.Title, e2eInterface)
+		}
+		for rel := range want {
+			if strings.HasPrefix(it.Title, rel+" [") {
+				seen[rel]++
+			}
+		}
+	}
+	if len(items) != len(want) {
+		t.Errorf("archive holds %d items, want %d (one per image)", len(items), len(want))
+	}
+	for rel := range want {
+		if seen[rel] != 1 {
+			t.Errorf("image %s is in the archive %d times, want exactly once", rel, seen[rel])
+		}
+	}
+	// Every image the server built belongs to exactly one item: an extra
+	// image would be a value that was replaced (or a duplicate import).
+	if got := len(e.srv.Images()); got != len(want) {
+		t.Errorf("server built %d images, want %d (a value was replaced or imported twice)", got, len(want))
+	}
+	for _, u := range e.srv.Uploads() {
+		if u.Status == gcapi.UploadInitialized {
+			t.Errorf("multipart upload %s (%s) left Initialized", u.PK, u.Filename)
+		}
+	}
+	if n := countFiles(e.drop); n != 0 {
+		t.Errorf("drop folder still holds %d files", n)
+	}
+	if n := countFiles(e.done); n != len(want) {
+		t.Errorf("done_dir holds %d files, want %d", n, len(want))
+	}
+	for rel := range want {
+		if _, err := os.Stat(filepath.Join(e.done, filepath.FromSlash(rel))); err != nil {
+			t.Errorf("done_dir lacks %s: %v", rel, err)
+		}
+	}
+	if s := e.srv.Stats(); s.TokenLeaks != 0 {
+		t.Errorf("%d requests sent the token to a presigned or redirect URL", s.TokenLeaks)
+	}
+}
+
+func TestE2EKilledAtRandomMomentsLandsEveryImageOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end process test; runs without -short")
+	}
+	for _, tc := range []struct {
+		name   string
+		faults gcapitest.Faults
+	}{
+		{name: "clean network"},
+		{name: "20% of requests failing", faults: gcapitest.Faults{
+			Rate5xx: 0.08, Rate429: 0.04, RetryAfter: 100 * time.Millisecond, RateReset: 0.04, Rate500: 0.04}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newE2E(t, gcapitest.Options{Seed: 7, ImportDelay: 150 * time.Millisecond}, "")
+			e.srv.SetFaults(tc.faults)
+			want := e.writeImages(300)
+			rng := rand.New(rand.NewPCG(42, uint64(len(tc.name))))
+			for range 20 {
+				cmd := e.start()
+				time.Sleep(time.Duration(100+rng.IntN(1400)) * time.Millisecond) // a random moment, not a wait
+				e.kill(cmd)
+			}
+			cmd := e.start()
+			waitFor(t, 4*time.Minute, "every image moved to done_dir", func() bool {
+				return countFiles(e.done) == len(want) && countFiles(e.drop) == 0
+			}, e.logTail)
+			e.stop(cmd)
+			e.srv.SetFaults(gcapitest.Faults{})
+			e.assertExactlyOnce(want)
+
+			// A restart with nothing new creates nothing.
+			before := e.srv.Stats()
+			cmd = e.start()
+			waitFor(t, time.Minute, "the restarted agent to make its first requests and rescan", func() bool {
+				return e.srv.Stats().Requests > before.Requests && strings.Count(e.logTail(), "rescan") >= 0
+			}, e.logTail)
+			time.Sleep(1500 * time.Millisecond) // let at least one rescan pass; there is nothing to wait for
+			e.stop(cmd)
+			if after := e.srv.Stats(); after.Creates != before.Creates || after.UploadCreates != before.UploadCreates {
+				t.Errorf("restart with nothing new created %d things on the server", after.Creates-before.Creates)
+			}
+		})
+	}
+}
+
+func TestE2EHalfSentUploadResumesAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end process test; runs without -short")
+	}
+	e := newE2E(t, gcapitest.Options{Seed: 3}, `part_size = "5MiB"`)
+	const size = 300 << 20
+	p := filepath.Join(e.drop, "big.mha")
+	writeBigMHA(t, p, size)
+
+	cmd := e.start()
+	waitFor(t, 3*time.Minute, "half of the file to reach the server", func() bool {
+		return e.srv.Stats().PartBytes >= size/2
+	}, e.logTail)
+	e.kill(cmd)
+	sentBefore := e.srv.Stats().PartBytes
+
+	cmd = e.start()
+	waitFor(t, 3*time.Minute, "the file to be moved to done_dir", func() bool {
+		return countFiles(e.done) == 1
+	}, e.logTail)
+	e.stop(cmd)
+
+	total := e.srv.Stats().PartBytes
+	t.Logf("sent %d MiB before the kill, %d MiB in total for a %d MiB file", sentBefore>>20, total>>20, size>>20)
+	if float64(total) >= 1.5*size {
+		t.Errorf("sent %d bytes in total for a %d-byte file; the resume started over instead of using the parts the server held", total, size)
+	}
+	e.assertExactlyOnce(map[string]bool{"big.mha": true})
+}
+
+// writeBigMHA writes a valid MetaIO image of about size bytes without
+// holding it in memory.
+func writeBigMHA(t *testing.T, path string, size int64) {
+	t.Helper()
+	const w, h = 1024, 1024
+	d := size / (w * h)
+	header := fmt.Sprintf("ObjectType = Image\nNDims = 3\nDimSize = %d %d %d\nElementType = MET_UCHAR\nElementDataFile = LOCAL\n", w, h, d)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(header); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 1<<20)
+	for range d {
+		for i := 0; i < len(buf); i += 8 {
+			v := rng.Uint64()
+			for j := 0; j < 8; j++ {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var _ = context.Background

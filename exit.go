@@ -1,0 +1,71 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/state"
+)
+
+// Exit codes, documented in the README.
+const (
+	exitOK     = 0 // done
+	exitError  = 1 // a runtime error: the server, the network, a file
+	exitUsage  = 2 // the command line or the config is wrong
+	exitAuth   = 3 // the server refused the token
+	exitLocked = 4 // another gcingest holds the state file
+)
+
+// usageError is a mistake on the command line; hint says what to do.
+type usageError struct {
+	cmd  string // the command, for the default hint
+	msg  string
+	hint string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+// configError is a config that cannot be used (missing, unreadable,
+// invalid, no token).
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// exitCode prints err (if any) to stderr and maps it to the exit code. It
+// is the one place that decides exit codes.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, errHelp) {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "gcingest:", err)
+	var ue *usageError
+	var ce *configError
+	var ge *gcapi.Error
+	switch {
+	case errors.As(err, &ue):
+		hint := ue.hint
+		if hint == "" && ue.cmd != "" {
+			hint = fmt.Sprintf("run 'gcingest %s --help' for usage", ue.cmd)
+		}
+		if hint != "" {
+			fmt.Fprintln(stderr, hint)
+		}
+		return exitUsage
+	case errors.As(err, &ce):
+		return exitUsage
+	case errors.As(err, &ge) && ge.StatusCode == http.StatusUnauthorized, errors.Is(err, errAuth):
+		fmt.Fprintln(stderr, "check the token: GRAND_CHALLENGE_TOKEN, grand_challenge.token or token_file (a new one at https://grand-challenge.org/settings/api-tokens/)")
+		return exitAuth
+	case errors.Is(err, state.ErrLocked):
+		fmt.Fprintln(stderr, "stop the other gcingest (or the service: gcingest service stop) or use another state.path")
+		return exitLocked
+	}
+	return exitError
+}
+
+// errAuth marks an authentication failure already explained to the user.
+var errAuth = errors.New("authentication failed")

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/status"
+)
+
+// statusFromState builds the status report from the state file, opened
+// read-only, for `gcingest status` while no agent runs. A file held by a
+// running agent fails with state.ErrLocked.
+func statusFromState(path string) (*status.Report, error) {
+	st, err := state.Open(path, state.Options{ReadOnly: true, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	imgs, err := st.List()
+	if err != nil {
+		return nil, fmt.Errorf("read state file %s: %w", path, err)
+	}
+	rep := &status.Report{Version: versionString(), Images: make([]status.Image, 0, len(imgs))}
+	for _, img := range imgs {
+		rep.Images = append(rep.Images, statusImage(img))
+	}
+	rep.CountStates()
+	return rep, nil
+}
+
+// statusImage converts one state record for the status report. Bytes sent
+// are those of the parts already accepted: all the state file knows.
+func statusImage(img state.Image) status.Image {
+	si := status.Image{
+		ID:          strconv.FormatUint(img.ID, 10),
+		Watch:       img.Watch,
+		Key:         img.Key,
+		Title:       img.Title,
+		State:       string(img.State),
+		ItemPK:      img.ItemPK,
+		ImagePK:     img.ImagePK,
+		Attempts:    img.Attempts,
+		LastError:   img.LastError,
+		NextAttempt: img.NextAttempt,
+		Updated:     img.Updated,
+	}
+	for _, f := range img.Files {
+		si.Files = append(si.Files, f.Rel)
+	}
+	for _, u := range img.Uploads {
+		si.BytesTotal += u.Size
+		if u.Completed {
+			si.BytesSent += u.Size
+			continue
+		}
+		for _, p := range u.Parts {
+			si.BytesSent += p.Size
+		}
+	}
+	if si.BytesTotal == 0 {
+		for _, f := range img.Files {
+			si.BytesTotal += f.Size
+		}
+	}
+	return si
+}
+
+// errNoAgentRetry: retrying needs the pipeline, which only a running agent has.
+var errNoAgentRetry = errors.New("no agent is running")
+
+// retryInState marks images for retry in the state file while no agent
+// runs. STUB for the lead: the pipeline owns what "retry" resets.
+func retryInState(ctx context.Context, path string, ids []string, failed bool) ([]string, error) {
+	return nil, fmt.Errorf("%w: start it (gcingest run, or gcingest service start) and retry again; retrying with the agent stopped is not wired yet", errNoAgentRetry)
+}
