@@ -115,6 +115,7 @@ func runContract(t *testing.T, tg *target) {
 	t.Run("resume after the client is discarded", func(t *testing.T) { contractResume(t, tg) })
 	t.Run("expired presigned URLs", func(t *testing.T) { contractExpiredURLs(t, tg) })
 	t.Run("lost complete answer", func(t *testing.T) { contractLostComplete(t, tg) })
+	t.Run("permanent failure aborts the upload", func(t *testing.T) { contractQuotaAborts(t, tg) })
 	t.Run("retry classes", func(t *testing.T) { contractRetryClasses(t, tg) })
 	t.Run("download without leaking the token", func(t *testing.T) { contractDownload(t, tg) })
 	if tg.fake != nil {
@@ -697,4 +698,30 @@ func mustArchivePK(t *testing.T, c *gcapi.Client, slug string) string {
 		t.Fatal(err)
 	}
 	return a.PK
+}
+
+func contractQuotaAborts(t *testing.T, tg *target) {
+	tg.needFake(t)
+	// A server of its own, with a quota that the second batch of part
+	// URLs exceeds (the quota is checked when URLs are asked for).
+	s := gcapitest.NewServer(gcapitest.Options{QuotaBytes: 10 << 20})
+	defer s.Close()
+	c, err := gcapi.New(s.URL, s.Token(), gcapi.WithRetry(gcapi.RetryPolicy{BaseDelay: time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := seqBytes(8, 7*gcapi.MinPartSize)
+	_, err = c.UploadFile(context.Background(), gcapi.FileUpload{Filename: "big.mha", Body: bytes.NewReader(data),
+		Size: int64(len(data)), PartSize: gcapi.MinPartSize, PartConcurrency: 2})
+	var e *gcapi.Error
+	if !errors.As(err, &e) || e.StatusCode != http.StatusForbidden || !gcapi.IsPermanent(err) {
+		t.Fatalf("err = %v, want the server's permanent 403", err)
+	}
+	if !strings.Contains(e.Message, "Upload limit reached") {
+		t.Errorf("message %q, want the server's words", e.Message)
+	}
+	ups := s.Uploads()
+	if len(ups) != 1 || ups[0].Status != gcapi.UploadAborted {
+		t.Errorf("uploads on the server = %+v, want one Aborted", ups)
+	}
 }

@@ -283,8 +283,14 @@ func (s *partSender) run(ctx context.Context) ([]Part, error) {
 	conc = min(conc, len(s.todo))
 	s.bufs = make(chan []byte, conc)
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	// The first failure stops the others. It is kept aside rather than
+	// given as the context's cause: the transport reports a cancelled
+	// request with its context's cause, and the other parts must not see
+	// this part's error as their own.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var firstErr error
+	var errOnce sync.Once
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	for range conc {
@@ -293,7 +299,8 @@ func (s *partSender) run(ctx context.Context) ([]Part, error) {
 			defer wg.Done()
 			for n := range jobs {
 				if err := s.sendPart(ctx, n); err != nil {
-					cancel(err)
+					errOnce.Do(func() { firstErr = err })
+					cancel()
 					return
 				}
 			}
@@ -309,7 +316,10 @@ feed:
 	}
 	close(jobs)
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 
@@ -411,13 +421,19 @@ func (s *partSender) url(ctx context.Context, n int) (string, error) {
 	if u := s.urls[n]; u != "" {
 		return u, nil
 	}
+	// The batch is n and the lowest other part numbers still without a
+	// URL: workers take parts in ascending order, so these are the parts
+	// sent next, whichever worker happens to ask first.
 	batch := []int{n}
-	i := sort.SearchInts(s.todo, n)
-	for j := i + 1; j < len(s.todo) && len(batch) < urlBatch; j++ {
-		if s.urls[s.todo[j]] == "" {
-			batch = append(batch, s.todo[j])
+	for _, m := range s.todo {
+		if len(batch) >= urlBatch {
+			break
+		}
+		if m != n && s.urls[m] == "" {
+			batch = append(batch, m)
 		}
 	}
+	sort.Ints(batch)
 	got, err := s.c.PresignedURLs(ctx, s.u, batch)
 	if err != nil {
 		return "", err

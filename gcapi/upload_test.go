@@ -269,3 +269,79 @@ func TestDownloadRedirectWithoutToken(t *testing.T) {
 		t.Errorf("redirect target got Authorization %q", targetAuth)
 	}
 }
+
+// countingLimiter records every WaitN.
+type countingLimiter struct {
+	mu    sync.Mutex
+	waits []int
+	burst int
+}
+
+func (l *countingLimiter) WaitN(ctx context.Context, n int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.waits = append(l.waits, n)
+	return ctx.Err()
+}
+
+func (l *countingLimiter) Burst() int { return l.burst }
+
+func TestUploadFileRateLimit(t *testing.T) {
+	for _, burst := range []int{0, 100 << 10} {
+		t.Run(fmt.Sprintf("burst %d", burst), func(t *testing.T) {
+			fs := newFakeStore(t)
+			lim := &countingLimiter{burst: burst}
+			c, err := New(fs.api.URL, "secret-token", WithRateLimit(lim))
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := testBytes(MinPartSize + 12345)
+			if _, err := c.UploadFile(context.Background(), FileUpload{Filename: "ct.mha", Body: bytes.NewReader(data),
+				Size: int64(len(data)), PartSize: MinPartSize}); err != nil {
+				t.Fatal(err)
+			}
+			limit := limitChunk
+			if burst > 0 {
+				limit = burst
+			}
+			var sum int
+			for _, n := range lim.waits {
+				if n <= 0 || n > limit {
+					t.Errorf("WaitN(%d), want 1..%d", n, limit)
+				}
+				sum += n
+			}
+			if sum != len(data) {
+				t.Errorf("waited for %d bytes in all, want %d (each byte sent once)", sum, len(data))
+			}
+		})
+	}
+}
+
+func TestUploadFileOnCreatedErrorAborts(t *testing.T) {
+	fs := newFakeStore(t)
+	var aborted bool
+	api := fs.api.Config.Handler
+	fs.api.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/abort-multipart-upload/") {
+			aborted = true
+		}
+		api.ServeHTTP(w, r)
+	})
+	c, err := New(fs.api.URL, "secret-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := testBytes(100)
+	_, err = c.UploadFile(context.Background(), FileUpload{Filename: "ct.mha", Body: bytes.NewReader(data), Size: 100,
+		OnCreated: func(*Upload) error { return fmt.Errorf("disk full") }})
+	if err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("err = %v, want the OnCreated error", err)
+	}
+	if !aborted {
+		t.Error("the upload was not aborted")
+	}
+	if len(fs.puts) != 0 {
+		t.Errorf("parts sent after OnCreated failed: %v", fs.puts)
+	}
+}
