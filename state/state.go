@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -136,7 +137,27 @@ type Store struct {
 	path     string
 	readOnly bool
 	now      func() time.Time
+
+	// Group commit: writers queue their change; whoever finds no commit
+	// running commits everything queued in one transaction (one fsync
+	// for many images) and repeats while more arrived meanwhile.
+	wmu        sync.Mutex
+	pending    []*writeOp
+	committing bool
 }
+
+type writeOp struct {
+	fn   func(tx *bolt.Tx) error
+	err  error
+	done chan struct{}
+}
+
+// dirtyError marks a failure after an op began writing: its transaction
+// must not commit.
+type dirtyError struct{ err error }
+
+func (e *dirtyError) Error() string { return e.err.Error() }
+func (e *dirtyError) Unwrap() error { return e.err }
 
 // Bucket names and the schema version.
 var (
@@ -203,9 +224,6 @@ func open(path string, opts Options, version int, migs []migration) (s *Store, e
 		}
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
-	// Several images commit at once when the pipeline runs concurrently;
-	// batching turns their fsyncs into one.
-	db.MaxBatchDelay = 2 * time.Millisecond
 	s = &Store{db: db, path: path, readOnly: opts.ReadOnly, now: time.Now}
 	if err := s.check(); err != nil {
 		db.Close()
@@ -360,9 +378,54 @@ func (s *Store) write(fn func(tx *bolt.Tx) error) error {
 	if s.readOnly {
 		return fmt.Errorf("state file %s is open read-only", s.path)
 	}
-	// Batch may run fn more than once; every fn here re-reads what it
-	// changes from tx, so that is harmless.
-	return s.db.Batch(fn)
+	op := &writeOp{fn: fn, done: make(chan struct{})}
+	s.wmu.Lock()
+	s.pending = append(s.pending, op)
+	if s.committing {
+		s.wmu.Unlock()
+		<-op.done
+		return op.err
+	}
+	s.committing = true
+	for len(s.pending) > 0 {
+		batch := s.pending
+		s.pending = nil
+		s.wmu.Unlock()
+		s.commit(batch)
+		s.wmu.Lock()
+	}
+	s.committing = false
+	s.wmu.Unlock()
+	return op.err
+}
+
+// commit runs the ops in one transaction. An op that fails before writing
+// (its fn refused) just reports its error; one that fails while writing
+// spoils the transaction, so then every op runs again in its own.
+func (s *Store) commit(batch []*writeOp) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, op := range batch {
+			op.err = op.fn(tx)
+			var d *dirtyError
+			if errors.As(op.err, &d) {
+				return op.err
+			}
+		}
+		return nil
+	})
+	switch {
+	case err == nil:
+	case len(batch) == 1:
+		batch[0].err = err
+	default:
+		for _, op := range batch {
+			s.commit([]*writeOp{op})
+		}
+		return
+	}
+	for _, op := range batch {
+		close(op.done)
+	}
 }
 
 // Create records a new image, assigning its ID (monotonic) and timestamps.
@@ -390,7 +453,7 @@ func (s *Store) CreateUnless(img *Image, skip func(existing []Image) bool) (bool
 		}
 		id, err := tx.Bucket(bucketImages).NextSequence()
 		if err != nil {
-			return err
+			return &dirtyError{err}
 		}
 		img.ID = id
 		if img.State == "" {
@@ -399,7 +462,10 @@ func (s *Store) CreateUnless(img *Image, skip func(existing []Image) bool) (bool
 		now := s.now().UTC()
 		img.Created, img.Updated = now, now
 		created = true
-		return put(tx, img, nil)
+		if err := put(tx, img, nil); err != nil {
+			return &dirtyError{err}
+		}
+		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("record new image %s in %s: %w", img.Key, s.path, err)
@@ -439,7 +505,7 @@ func (s *Store) Update(id uint64, fn func(*Image) error) (Image, error) {
 		img.ID, img.Watch, img.Key = old.ID, old.Watch, old.Key // identity never changes
 		img.Updated = s.now().UTC()
 		if err := put(tx, &img, old); err != nil {
-			return err
+			return &dirtyError{err}
 		}
 		out = img
 		return nil
