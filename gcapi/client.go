@@ -53,7 +53,9 @@ type Option func(*Client)
 // WithHTTPClient sets the HTTP client used for every request. Its transport
 // is shared; the client's redirect policy is not used (gcapi never follows
 // redirects of API calls and follows download redirects itself), and its
-// cookie jar is not used for presigned URLs.
+// cookie jar is not used for presigned URLs. Its Timeout, if any, limits
+// each attempt, part PUTs included: leave it 0 and rely on
+// WithStallTimeout, which cuts stalled transfers but not slow ones.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.userHC = hc } }
 
 // WithLogger sets the logger for retries and other notable events. The

@@ -113,6 +113,15 @@ func runContract(t *testing.T, tg *target) {
 	t.Run("title conflict resolves to the existing item", func(t *testing.T) { contractTitleConflict(t, tg) })
 	t.Run("patch each value kind", func(t *testing.T) { contractValues(t, tg) })
 	t.Run("resume after the client is discarded", func(t *testing.T) { contractResume(t, tg) })
+	t.Run("empty file", func(t *testing.T) {
+		u := uploadBytes(t, tg.client(t), "empty.mha", nil)
+		if tg.fake != nil {
+			got, err := tg.fake.UploadContent(u.PK)
+			if err != nil || len(got) != 0 {
+				t.Errorf("content = %d bytes, %v; want none", len(got), err)
+			}
+		}
+	})
 	t.Run("expired presigned URLs", func(t *testing.T) { contractExpiredURLs(t, tg) })
 	t.Run("lost complete answer", func(t *testing.T) { contractLostComplete(t, tg) })
 	t.Run("permanent failure aborts the upload", func(t *testing.T) { contractQuotaAborts(t, tg) })

@@ -45,10 +45,11 @@ func (c *Client) Download(ctx context.Context, fileURL string, w io.Writer) (int
 }
 
 // partialError stops the retries of a download that already wrote bytes.
+// It deliberately does not unwrap, so the retry layer does not see the
+// transient error inside; Download returns that error itself.
 type partialError struct{ err error }
 
 func (e *partialError) Error() string { return e.err.Error() }
-func (e *partialError) Unwrap() error { return e.err }
 
 func (c *Client) downloadOnce(ctx context.Context, u *url.URL, w io.Writer) (int64, error) {
 	ctx, wd := newWatchdog(ctx, c.stall)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -343,5 +344,31 @@ func TestUploadFileOnCreatedErrorAborts(t *testing.T) {
 	}
 	if len(fs.puts) != 0 {
 		t.Errorf("parts sent after OnCreated failed: %v", fs.puts)
+	}
+}
+
+func TestDownloadCutMidBodyNotRepeated(t *testing.T) {
+	var n atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(200)
+		fmt.Fprint(w, "only part of it") // then the handler ends: the body is cut
+	}))
+	defer api.Close()
+	c, err := New(api.URL, "secret-token", WithRetry(RetryPolicy{BaseDelay: time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	got, err := c.Download(context.Background(), api.URL+"/media/x/ct.mha", &buf)
+	if err == nil || !IsTransient(err) {
+		t.Fatalf("err = %v, want a transient error", err)
+	}
+	if got != int64(buf.Len()) || buf.String() != "only part of it" {
+		t.Errorf("wrote %d bytes %q, want the part received once", got, buf.String())
+	}
+	if n.Load() != 1 {
+		t.Errorf("%d requests; a download that wrote bytes must not be repeated into the same writer", n.Load())
 	}
 }
