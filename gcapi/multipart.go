@@ -12,12 +12,16 @@ import (
 	"time"
 )
 
-// Multipart limits (S3's, which the server enforces through its URLs).
+// Part sizes and concurrency of UploadFile.
 const (
-	DefaultPartSize        = 32 << 20
-	MinPartSize            = 5 << 20
+	// DefaultPartSize is the part size when FileUpload.PartSize is 0 (gcapi's).
+	DefaultPartSize = 32 << 20
+	// MinPartSize is S3's minimum for every part but the last.
+	MinPartSize = 5 << 20
+	// DefaultPartConcurrency is the parts in flight when FileUpload.PartConcurrency is 0.
 	DefaultPartConcurrency = 4
-	maxParts               = 10000
+	// maxParts is S3's (and the server's) highest part number.
+	maxParts = 10000
 	// urlBatch is how many presigned URLs are asked for at once, at most:
 	// few, so none sits long enough to expire.
 	urlBatch = 5
