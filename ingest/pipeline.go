@@ -110,6 +110,8 @@ type Pipeline struct {
 	started  time.Time // when Run began: uploads created before it may be ours and unrecorded
 	stopErr  error     // a state write failed: no new work is taken
 	archives map[string]*gcapi.Archive
+	created  map[uint64][]string  // upload pks this process created, by image, until it settles
+	names    map[string]*nameLock // upload filenames being created or scanned for orphans
 	wake     chan struct{}
 	halt     chan struct{} // closed by stop: every worker ends
 }
@@ -132,6 +134,8 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		active:   map[uint64]*progress{},
 		polls:    map[uint64]int{},
 		archives: map[string]*gcapi.Archive{},
+		created:  map[uint64][]string{},
+		names:    map[string]*nameLock{},
 		wake:     make(chan struct{}, 1),
 		halt:     make(chan struct{}),
 	}
@@ -522,4 +526,38 @@ func (p *Pipeline) pollWait(n int) time.Duration {
 		d = d * 3 / 2
 	}
 	return min(d, p.cfg.PollMax)
+}
+
+// nameLock serialises creating uploads of one filename with scanning for
+// orphans of that filename.
+type nameLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lockName locks filename and returns its unlock.
+func (p *Pipeline) lockName(filename string) (unlock func()) {
+	p.mu.Lock()
+	l := p.names[filename]
+	if l == nil {
+		l = &nameLock{}
+		p.names[filename] = l
+	}
+	l.refs++
+	p.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		p.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(p.names, filename)
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *Pipeline) addCreated(id uint64, pk string) {
+	p.mu.Lock()
+	p.created[id] = append(p.created[id], pk)
+	p.mu.Unlock()
 }

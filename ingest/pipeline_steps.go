@@ -138,6 +138,9 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		return
 	}
 	log := p.log.With("id", img.ID, "key", img.Key, "state", img.State)
+	// img may know more than the state file (upload pks and completions
+	// not committed yet): keep them.
+	uploads := cloneUploads(img.Uploads)
 	from := img.State
 	if from == state.Retrying {
 		from = img.RetryFrom
@@ -155,6 +158,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 	if permanent(err) {
 		log.Error("image failed", "err", err)
 		if serr := p.save(img, func(r *state.Image) {
+			r.Uploads = uploads
 			r.State, r.RetryFrom, r.LastError, r.NextAttempt = state.Failed, "", err.Error(), time.Time{}
 		}); serr != nil {
 			p.handle(ctx, img, serr)
@@ -167,6 +171,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 	}
 	next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
 	if serr := p.save(img, func(r *state.Image) {
+		r.Uploads = uploads
 		r.State, r.RetryFrom = state.Retrying, from
 		r.Attempts++
 		r.LastError, r.NextAttempt = err.Error(), next
@@ -340,8 +345,15 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 	return nil
 }
 
-// uploadOne sends upload i of img, creating or resuming it, and records
-// every step: pk before parts, each part as accepted, completion.
+// uploadOne sends upload i of img, creating or resuming it.
+//
+// A file larger than one part has its pk recorded before any part is sent
+// and each part as it is accepted, so a restart resumes it. A file of one
+// part is cheaper to send again than to record: its pk stays in memory
+// until the "attaching" commit, and after a crash the upload is found by
+// the orphan scan (Initialized: aborted) or simply left to expire
+// (Completed). The last upload's completion is not committed either: the
+// server's upload status is the truth a restart asks for.
 func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error {
 	u := img.Uploads[i]
 	if u.PK == "" && (u.IntentAt.Before(p.started) || img.Attempts > 0) {
@@ -367,11 +379,18 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 		partSize = gcapi.DefaultPartSize
 	}
 	singlePart := u.Size <= max(partSize, gcapi.MinPartSize)
-	if u.Size <= gcapi.MinPartSize && u.PK == "" {
+	if singlePart && u.PK == "" {
 		// One part either way; the client sizes its part buffers by the
 		// part size, so ask for the smallest.
 		partSize = gcapi.MinPartSize
 	}
+	// No orphan scan for this name may run while our create is in flight:
+	// it would take our new upload for an orphan.
+	unlock := func() {}
+	if u.PK == "" {
+		unlock = p.lockName(u.Filename)
+	}
+	defer func() { unlock() }()
 	fu := gcapi.FileUpload{
 		Filename:        u.Filename,
 		Body:            f,
@@ -379,6 +398,14 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 		PartSize:        partSize,
 		PartConcurrency: p.cfg.PartConcurrency,
 		OnCreated: func(up *gcapi.Upload) error {
+			p.addCreated(img.ID, up.PK)
+			unlock()
+			unlock = func() {}
+			ru := &img.Uploads[i]
+			ru.PK, ru.S3UploadID, ru.APIURL, ru.Created, ru.Parts = up.PK, up.S3UploadID, up.APIURL, up.Created, nil
+			if singlePart {
+				return nil
+			}
 			return p.save(img, func(r *state.Image) {
 				ru := &r.Uploads[i]
 				ru.PK, ru.S3UploadID, ru.APIURL, ru.Created = up.PK, up.S3UploadID, up.APIURL, up.Created
@@ -387,8 +414,6 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 		},
 		OnPart: func(part gcapi.Part) error {
 			if singlePart {
-				// Completion follows at once, and after a crash list-parts
-				// shows the part with its size: a commit here buys nothing.
 				return nil
 			}
 			return p.save(img, func(r *state.Image) {
@@ -409,21 +434,32 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", u.Path, err)
 	}
-	last := i == len(img.Uploads)-1
-	return p.save(img, func(r *state.Image) {
-		ru := &r.Uploads[i]
-		ru.PK, ru.S3UploadID, ru.APIURL, ru.Completed = done.PK, done.S3UploadID, done.APIURL, true
-		if last {
-			r.State = state.Uploaded
-			r.ItemIntentAt = p.cfg.Now().UTC() // the item is created next
-		}
-	})
+	if done.PK != u.PK {
+		p.addCreated(img.ID, done.PK)
+	}
+	ru := &img.Uploads[i]
+	ru.PK, ru.S3UploadID, ru.APIURL, ru.Completed = done.PK, done.S3UploadID, done.APIURL, true
+	if i == len(img.Uploads)-1 {
+		img.State = state.Uploaded // committed with the item pk
+		return nil
+	}
+	uploads := cloneUploads(img.Uploads)
+	return p.save(img, func(r *state.Image) { r.Uploads = uploads })
+}
+
+func cloneUploads(in []state.Upload) []state.Upload {
+	out := slices.Clone(in)
+	for i := range out {
+		out[i].Parts = slices.Clone(out[i].Parts)
+	}
+	return out
 }
 
 // abortOrphans aborts Initialized uploads named filename that no image
 // records: uploads whose create reached the server but whose pk never
 // reached the state file.
 func (p *Pipeline) abortOrphans(ctx context.Context, filename string) error {
+	defer p.lockName(filename)()
 	ups, err := p.api.Uploads(ctx)
 	if err != nil {
 		return fmt.Errorf("list uploads to find unrecorded %s: %w", filename, err)
@@ -461,6 +497,13 @@ func (p *Pipeline) recordedUploads() (map[string]bool, error) {
 		return nil, &storeError{err}
 	}
 	known := map[string]bool{}
+	p.mu.Lock()
+	for _, pks := range p.created {
+		for _, pk := range pks {
+			known[pk] = true
+		}
+	}
+	p.mu.Unlock()
 	for _, img := range imgs {
 		for _, u := range img.Uploads {
 			if u.PK != "" {
@@ -579,17 +622,20 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 			return fmt.Errorf("create archive item %q: %w", img.Title, err)
 		}
 	}
+	uploads := cloneUploads(img.Uploads) // completions known only in memory so far
 	if cur := imageURL(it, w.Interface); cur != "" {
 		// Same title means same path and same content hash: this image is
 		// in the archive already. No second item, no replaced value.
 		p.log.Info("identical image already in the archive; not sending it again", "id", img.ID, "item", it.PK, "title", img.Title)
 		return p.save(img, func(r *state.Image) {
+			r.Uploads = uploads
 			r.ItemPK, r.ImageURL, r.ImagePK = it.PK, cur, lastSegment(cur)
 			r.State = state.Duplicate
 			r.LastError = fmt.Sprintf("item %s with title %q already holds an image for %s", it.PK, img.Title, w.Interface)
 		})
 	}
 	if err := p.save(img, func(r *state.Image) {
+		r.Uploads = uploads
 		r.ItemPK, r.PrevValue = it.PK, ""
 		r.PatchSentAt = p.cfg.Now().UTC()
 		r.State = state.Attaching
@@ -752,6 +798,7 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 func (p *Pipeline) markDone(img *state.Image, w Watch, imageURL string) error {
 	p.mu.Lock()
 	delete(p.polls, img.ID)
+	delete(p.created, img.ID)
 	p.mu.Unlock()
 	movedTo, actErr := afterAction(img, w)
 	if actErr == nil && img.Spool != "" {

@@ -1,0 +1,108 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/gcapi/gcapitest"
+	"github.com/gcingest/gcingest/state"
+)
+
+// BenchmarkPipeline sends GCINGEST_BENCH_IMAGES (default 1000) images of
+// 1 MB each through the fake server with no import delay, after_upload =
+// move, and reports images per second. Run with
+//
+//	go test -run '^$' -bench Pipeline -benchmem -benchtime 1x ./ingest/
+func BenchmarkPipeline(b *testing.B) {
+	n := 1000
+	if s := os.Getenv("GCINGEST_BENCH_IMAGES"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	conc := 4
+	if s := os.Getenv("GCINGEST_BENCH_CONCURRENCY"); s != "" {
+		conc, _ = strconv.Atoi(s)
+	}
+	const size = 1 << 20
+	var total time.Duration
+	for range b.N {
+		b.StopTimer()
+		dir := b.TempDir()
+		// The fake keeps uploaded bytes in memory-backed storage when it
+		// can: a real server's disk is not ours, and its writes would
+		// slow the state file's fsyncs on a shared disk.
+		fakeDir := filepath.Join(dir, "fake")
+		if d, err := os.MkdirTemp("/dev/shm", "gcingest-bench-"); err == nil {
+			fakeDir = d
+			defer os.RemoveAll(d)
+		}
+		srv := gcapitest.NewServer(gcapitest.Options{StoreDir: fakeDir, QuotaBytes: 1 << 40})
+		srv.AddArchive(testArchive, "Scans")
+		srv.AddInterface(testIface, "Image")
+		api, err := gcapi.New(srv.URL, srv.Token(), gcapi.WithHTTPClient(srv.Client()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		w := Watch{Path: filepath.Join(dir, "drop"), Archive: testArchive, Interface: testIface,
+			AfterUpload: os.Getenv("GCINGEST_BENCH_AFTER"), DoneDir: filepath.Join(dir, "done")}
+		hdr := string(gcapitest.SampleMHA(1, 4, 4, 2)) // a valid header; the fake checks it
+		var groups []Group
+		for i := range n {
+			rel := fmt.Sprintf("d%03d/img%04d.mha", i%100, i)
+			p := filepath.Join(w.Path, rel)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			content := make([]byte, size)
+			copy(content, hdr)
+			copy(content[len(hdr):], fmt.Sprintf("%d", i))
+			if err := os.WriteFile(p, content, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			fi, _ := os.Stat(p)
+			groups = append(groups, Group{Watch: w.Path, Key: rel, Kind: KindSingle,
+				Files: []File{{Path: p, Rel: rel, Size: fi.Size(), ModTime: fi.ModTime()}}})
+		}
+		syscall.Sync() // the dropped files were on disk before the agent saw them
+		p := NewPipeline(PipelineConfig{Watches: []Watch{w}, SpoolDir: filepath.Join(dir, "spool"), Concurrency: conc,
+			PollInterval: 2 * time.Millisecond, PollMax: 20 * time.Millisecond}, store, api, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		b.StartTimer()
+		t0 := time.Now()
+		errc := make(chan error, 1)
+		go func() { errc <- p.Run(ctx) }()
+		for _, g := range groups {
+			if err := p.Submit(ctx, g); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for {
+			c, err := store.Counts()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if c[state.Finished]+c[state.Failed] >= n {
+				if c[state.Failed] > 0 {
+					b.Fatalf("%d images failed", c[state.Failed])
+				}
+				break
+			}
+			time.Sleep(2 * time.Millisecond) // polling a condition
+		}
+		total += time.Since(t0)
+		b.StopTimer()
+		cancel()
+		<-errc
+		store.Close()
+		srv.Close()
+	}
+	b.ReportMetric(float64(n*b.N)/total.Seconds(), "images/s")
+}
