@@ -336,14 +336,16 @@ feed:
 	return all, nil
 }
 
-// buffer takes a part buffer from the pool, or makes one; there are never
-// more than the workers.
+// buffer takes a part buffer from the upload's free list, or makes one.
+// Each worker holds at most one, so an upload holds at most
+// PartConcurrency buffers, each no larger than the largest part, and drops
+// them when it returns.
 func (s *partSender) buffer() []byte {
 	select {
 	case b := <-s.bufs:
 		return b
 	default:
-		return make([]byte, s.lay.partSize)
+		return make([]byte, min(s.lay.partSize, s.lay.size))
 	}
 }
 
