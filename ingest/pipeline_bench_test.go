@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -54,7 +55,7 @@ func BenchmarkPipeline(b *testing.B) {
 			b.Fatal(err)
 		}
 		w := Watch{Path: filepath.Join(dir, "drop"), Archive: testArchive, Interface: testIface,
-			AfterUpload: os.Getenv("GCINGEST_BENCH_AFTER"), DoneDir: filepath.Join(dir, "done")}
+			AfterUpload: cmp.Or(os.Getenv("GCINGEST_BENCH_AFTER"), "move"), DoneDir: filepath.Join(dir, "done")}
 		hdr := string(gcapitest.SampleMHA(1, 4, 4, 2)) // a valid header; the fake checks it
 		var groups []Group
 		for i := range n {

@@ -440,7 +440,9 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 	ru := &img.Uploads[i]
 	ru.PK, ru.S3UploadID, ru.APIURL, ru.Completed = done.PK, done.S3UploadID, done.APIURL, true
 	if i == len(img.Uploads)-1 {
-		img.State = state.Uploaded // committed with the item pk
+		// Committed with the item pk. A restart before that commit finds
+		// no item intent after its start and looks the title up first.
+		img.State, img.ItemIntentAt = state.Uploaded, p.cfg.Now().UTC()
 		return nil
 	}
 	uploads := cloneUploads(img.Uploads)
@@ -634,8 +636,9 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 			r.LastError = fmt.Sprintf("item %s with title %q already holds an image for %s", it.PK, img.Title, w.Interface)
 		})
 	}
+	intent := img.ItemIntentAt
 	if err := p.save(img, func(r *state.Image) {
-		r.Uploads = uploads
+		r.Uploads, r.ItemIntentAt = uploads, intent
 		r.ItemPK, r.PrevValue = it.PK, ""
 		r.PatchSentAt = p.cfg.Now().UTC()
 		r.State = state.Attaching

@@ -708,3 +708,60 @@ func (s *failingStore) CreateUnless(img *state.Image, skip func([]state.Image) b
 	}
 	return s.Store.CreateUnless(img, skip)
 }
+
+// duringUpload runs a function on the file just before the client starts
+// sending it, i.e. after the pipeline's own last check.
+type duringUpload struct {
+	API
+	do func(path string)
+}
+
+func (a duringUpload) UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcapi.Upload, error) {
+	if o, ok := f.Body.(*os.File); ok {
+		a.do(o.Name())
+	}
+	return a.API.UploadFile(ctx, f)
+}
+
+func TestFileTouchedDuringUpload(t *testing.T) {
+	t.Run("deleted", func(t *testing.T) {
+		h := newHarness(t, gcapitest.Options{}, "move")
+		api := duringUpload{API: h.api, do: func(path string) { os.Remove(path) }}
+		p := NewPipeline(h.config(), h.store, api, nil)
+		p.Submit(context.Background(), h.group(KindSingle, "del.mha", h.write("del.mha", gcapitest.SampleMHA(1, 4, 4, 2))))
+		stop := start(p)
+		imgs := h.waitSettled(1)
+		stop()
+		if imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "del.mha was deleted during upload") {
+			t.Errorf("got %s %q; want failed, deleted during upload", imgs[0].State, imgs[0].LastError)
+		}
+		if len(h.srv.Items(testArchive)) != 0 {
+			t.Error("an item was made for a file deleted during its upload")
+		}
+		h.checkArchive(0)
+	})
+	t.Run("changed", func(t *testing.T) {
+		h := newHarness(t, gcapitest.Options{}, "keep")
+		newer := gcapitest.SampleMHA(3, 4, 4, 3)
+		var once sync.Once
+		api := duringUpload{API: h.api, do: func(path string) {
+			once.Do(func() {
+				os.WriteFile(path, newer, 0o644)
+				os.Chtimes(path, time.Now(), time.Now().Add(time.Hour))
+			})
+		}}
+		p := NewPipeline(h.config(), h.store, api, nil)
+		p.Submit(context.Background(), h.group(KindSingle, "ch.mha", h.write("ch.mha", gcapitest.SampleMHA(1, 4, 4, 2))))
+		stop := start(p)
+		imgs := h.waitSettled(1)
+		stop()
+		if imgs[0].State != state.Finished {
+			t.Fatalf("got %s %q; want finished", imgs[0].State, imgs[0].LastError)
+		}
+		got, err := h.srv.ImageContent(imgs[0].ImagePK)
+		if err != nil || !bytes.Equal(got, newer) {
+			t.Errorf("stored %d bytes (%v); want the changed file's %d", len(got), err, len(newer))
+		}
+		h.checkArchive(1)
+	})
+}

@@ -591,12 +591,28 @@ func (s *Store) Counts() (map[State]int, error) {
 		if b == nil {
 			return nil
 		}
-		return b.ForEach(func(k, _ []byte) error {
-			if i := bytes.IndexByte(k, 0); i > 0 {
-				out[State(k[:i])]++
+		// Keys are sorted by state: count runs, making one string per
+		// state rather than one per image.
+		var cur []byte
+		n := 0
+		err := b.ForEach(func(k, _ []byte) error {
+			i := bytes.IndexByte(k, 0)
+			if i <= 0 {
+				return nil
 			}
+			if !bytes.Equal(k[:i], cur) {
+				if n > 0 {
+					out[State(cur)] += n
+				}
+				cur, n = bytes.Clone(k[:i]), 0
+			}
+			n++
 			return nil
 		})
+		if n > 0 {
+			out[State(cur)] += n
+		}
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("count images in %s: %w", s.path, err)
