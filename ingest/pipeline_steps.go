@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +32,13 @@ func inputErrorf(format string, args ...any) error {
 type importError struct{ msg string }
 
 func (e *importError) Error() string { return e.msg }
+
+// configError is a problem of the configuration or the account (an
+// archive that cannot be found): never the image's fault, so retried.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
 
 // storeError is a failed state write: the pipeline stops taking work.
 type storeError struct{ err error }
@@ -157,6 +165,10 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 	}
 	if permanent(err) {
 		log.Error("image failed", "err", err)
+		p.mu.Lock()
+		delete(p.polls, img.ID)
+		delete(p.created, img.ID)
+		p.mu.Unlock()
 		if serr := p.save(img, func(r *state.Image) {
 			r.Uploads = uploads
 			r.State, r.RetryFrom, r.LastError, r.NextAttempt = state.Failed, "", err.Error(), time.Time{}
@@ -187,8 +199,12 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 func permanent(err error) bool {
 	var ie *inputError
 	var me *importError
-	if errors.As(err, &ie) || errors.As(err, &me) {
+	var ce *configError
+	switch {
+	case errors.As(err, &ie) || errors.As(err, &me):
 		return true
+	case errors.As(err, &ce):
+		return false
 	}
 	var ge *gcapi.Error
 	if !errors.As(err, &ge) {
@@ -574,7 +590,9 @@ func (p *Pipeline) archive(ctx context.Context, slug string) (*gcapi.Archive, er
 	}
 	a, err := p.api.ArchiveBySlug(ctx, slug)
 	if err != nil {
-		return nil, fmt.Errorf("find archive %s: %w", slug, err)
+		// The configuration's problem, not the image's: keep retrying
+		// (visible in status) rather than failing every image.
+		return nil, &configError{fmt.Errorf("find archive %s: %w", slug, err)}
 	}
 	p.mu.Lock()
 	p.archives[slug] = a
@@ -625,6 +643,12 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		}
 	}
 	uploads := cloneUploads(img.Uploads) // completions known only in memory so far
+	if cur := imageURL(it, w.Interface); cur != "" && !strings.Contains(cmp.Or(w.Title, DefaultTitle), "{hash}") {
+		// Without {hash} in the title, the same title says nothing about
+		// the content: never replace what the item holds.
+		return inputErrorf("archive item %s titled %q already holds an image for %s; not replacing it "+
+			"(put {hash} in the watch's title template to keep changed content apart)", it.PK, img.Title, w.Interface)
+	}
 	if cur := imageURL(it, w.Interface); cur != "" {
 		// Same title means same path and same content hash: this image is
 		// in the archive already. No second item, no replaced value.

@@ -1,0 +1,47 @@
+package ingest
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/gcingest/gcingest/state"
+)
+
+func TestRenderTitle(t *testing.T) {
+	files := []state.File{{Rel: "case042/ct.mha", SHA256: "aa"}}
+	hash := titleHash(files)
+	tests := []struct {
+		name, tmpl, key string
+		files           []state.File
+		want            string
+	}{
+		{"default", "", "case042/ct.mha", files, "case042/ct.mha [" + hash + "]"},
+		{"name only", "{name}", "case042/ct.mha", files, "ct.mha"},
+		{"hash only", "scan {hash}", "case042/ct.mha", files, "scan " + hash},
+		{"dicom key uses the folder", "{path}", "dicom:1.2/3.4/5",
+			[]state.File{{Rel: "p1/series/a.dcm"}, {Rel: "p1/series/b.dcm"}}, "p1/series"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := renderTitle(tt.tmpl, tt.key, tt.files); got != tt.want {
+				t.Errorf("renderTitle(%q, %q) = %q; want %q", tt.tmpl, tt.key, got, tt.want)
+			}
+		})
+	}
+	t.Run("too long keeps the hash", func(t *testing.T) {
+		key := strings.Repeat("ü/", 200) + "ct.mha"
+		got := renderTitle("", key, files)
+		if len(got) > maxTitle || !utf8.ValidString(got) || !strings.HasSuffix(got, "ct.mha ["+hash+"]") {
+			t.Errorf("title = %q (%d bytes); want ≤ %d valid bytes ending in the name and hash", got, len(got), maxTitle)
+		}
+	})
+	t.Run("hash follows content and paths", func(t *testing.T) {
+		a := titleHash([]state.File{{Rel: "x", SHA256: "1"}, {Rel: "y", SHA256: "2"}})
+		b := titleHash([]state.File{{Rel: "y", SHA256: "2"}, {Rel: "x", SHA256: "1"}})
+		c := titleHash([]state.File{{Rel: "x", SHA256: "1"}, {Rel: "y", SHA256: "3"}})
+		if a != b || a == c || len(a) != 12 {
+			t.Errorf("hashes %s %s %s; want order-independent, content-dependent, 12 hex", a, b, c)
+		}
+	})
+}
