@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -123,12 +124,17 @@ func TestCrashAnywhere(t *testing.T) {
 				dcm = append(dcm, h.write("z/"+name, b))
 			}
 			groups = append(groups, h.group(KindZip, "dicom:z", sortFiles(dcm)...))
+			// Two parts: its pk and first part are recorded, so crashes
+			// inside it resume the upload.
+			big := append(gcapitest.SampleMHA(4, 4, 4, 2), make([]byte, 6<<20)...)
+			groups = append(groups, h.group(KindSingle, "big.mha", h.write("big.mha", big)))
 
 			crashes := 0
 			for n := 1; ; n++ {
 				ctx, cancel := context.WithCancel(context.Background())
 				c := &crasher{n: n, cancel: cancel}
 				cfg := h.config()
+				cfg.PartSize = 5 << 20
 				cfg.BeforeStep = func(uint64, state.State) error { return c.tick() }
 				p := NewPipeline(cfg, h.store, crashAPI{API: h.api, c: c}, nil)
 				errc := make(chan error, 1)
@@ -177,4 +183,74 @@ func sortFiles(fs []File) []File {
 		}
 	}
 	return fs
+}
+
+// TestCrashAtEveryEvent starts from scratch for each crash point n: one
+// run killed at its n-th event, then one clean run on the reopened state
+// file, then the exactly-once assertions. Every event of the run is a
+// crash point with GCINGEST_SOAK=1; otherwise every fifth.
+func TestCrashAtEveryEvent(t *testing.T) {
+	stride := 5
+	if os.Getenv("GCINGEST_SOAK") != "" {
+		stride = 1
+	}
+	setup := func(t *testing.T) (*harness, []Group) {
+		h := newHarness(t, gcapitest.Options{Seed: 5}, "move")
+		var groups []Group
+		for i := range 3 {
+			rel := fmt.Sprintf("d%d/img.mha", i)
+			groups = append(groups, h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(i), 4, 4, 2))))
+		}
+		hdr, raw := gcapitest.SampleMHDPair(9, 4, 4, 2, "p.raw")
+		groups = append(groups, h.group(KindMHD, "m/p.mhd", h.write("m/p.mhd", hdr), h.write("m/p.raw", raw)))
+		big := append(gcapitest.SampleMHA(4, 4, 4, 2), make([]byte, 6<<20)...)
+		groups = append(groups, h.group(KindSingle, "big.mha", h.write("big.mha", big)))
+		return h, groups
+	}
+	run := func(t *testing.T, h *harness, groups []Group, c *crasher) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		cfg := h.config()
+		cfg.PartSize = 5 << 20
+		cfg.Concurrency = 2
+		var api API = h.api
+		if c != nil {
+			c.cancel = cancel
+			cfg.BeforeStep = func(uint64, state.State) error { return c.tick() }
+			api = crashAPI{API: h.api, c: c}
+		}
+		p := NewPipeline(cfg, h.store, api, nil)
+		errc := make(chan error, 1)
+		go func() { errc <- p.Run(ctx) }()
+		for _, g := range groups {
+			if err := p.Submit(ctx, g); err != nil && ctx.Err() == nil {
+				t.Fatal(err)
+			}
+		}
+		waitDone(ctx, h.store, len(groups))
+		cancel()
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Count the events of an uninterrupted run.
+	h, groups := setup(t)
+	counter := &crasher{n: 1 << 30}
+	run(t, h, groups, counter)
+	total := counter.seen
+	for n := 1; n <= total; n += stride {
+		t.Run(fmt.Sprintf("event %d of %d", n, total), func(t *testing.T) {
+			h, groups := setup(t)
+			run(t, h, groups, &crasher{n: n})
+			h.reopen()
+			run(t, h, groups, nil)
+			imgs := h.waitSettled(len(groups))
+			for _, img := range imgs {
+				if img.State != state.Finished {
+					t.Errorf("image %d (%s) is %s (%s); want finished", img.ID, img.Key, img.State, img.LastError)
+				}
+			}
+			h.checkArchive(len(groups))
+		})
+	}
 }
