@@ -487,6 +487,13 @@ func TestResumeHalfSentUpload(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond) // polling a condition
 	}
+	snap, err := p.Snapshot(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap) != 1 || !snap[0].Active || snap[0].BytesTotal != size || snap[0].BytesSent <= 0 || snap[0].BytesSent > size {
+		t.Errorf("Snapshot during upload = %+v; want one active image with 0 < sent ≤ %d of %d", snap, size, size)
+	}
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
@@ -764,4 +771,20 @@ func TestFileTouchedDuringUpload(t *testing.T) {
 		}
 		h.checkArchive(1)
 	})
+}
+
+func TestBackoff(t *testing.T) {
+	p := NewPipeline(PipelineConfig{RetryBase: time.Second, RetryMax: time.Minute}, nil, nil, nil)
+	tests := []struct {
+		attempt int
+		base    time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {4, 8 * time.Second}, {7, time.Minute}, {1000, time.Minute}}
+	for _, tt := range tests {
+		for range 50 {
+			got := p.backoff(tt.attempt)
+			if got < tt.base*3/4 || got > tt.base*5/4 {
+				t.Fatalf("backoff(%d) = %v; want %v ± 25%%", tt.attempt, got, tt.base)
+			}
+		}
+	}
 }
