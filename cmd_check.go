@@ -62,7 +62,7 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 		return err
 	}
 	k := &checker{w: c.stdout}
-	k.ok("config %s (%d watches)", cfg.Path, len(cfg.Watch))
+	k.ok("config %s (%s)", cfg.Path, plural(len(cfg.Watch), "watch", "watches"))
 	for _, w := range cfg.Warnings() {
 		k.warn("%s", w)
 	}
@@ -79,10 +79,12 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 		k.fail("grand_challenge.url: %v", err)
 		return err
 	}
-	if err := checkServer(ctx, k, cl, cfg); err != nil {
-		return err
-	}
+	sc := &serverChecks{cl: cl, url: cfg.GrandChallenge.URL, archives: map[string]error{},
+		ifaces: map[string]*gcapi.Interface{}, ifaceErr: map[string]error{}}
 	for i, w := range cfg.Watch {
+		if err := sc.check(ctx, k, i, w); err != nil {
+			return err
+		}
 		checkFolders(k, i, w)
 	}
 	if k.fails > 0 {
@@ -92,68 +94,82 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 	return nil
 }
 
-// checkServer checks the token, archives and interfaces. It returns an
-// error only when going on makes no sense (the token is refused).
-func checkServer(ctx context.Context, k *checker, cl *gcapi.Client, cfg *config.Config) error {
-	archives := map[string]error{}
-	ifaces := map[string]*gcapi.Interface{}
-	ifaceErr := map[string]error{}
-	getIface := func(slug string) (*gcapi.Interface, error) {
-		if _, seen := ifaces[slug]; !seen {
-			ifaces[slug], ifaceErr[slug] = cl.InterfaceBySlug(ctx, slug)
-		}
-		return ifaces[slug], ifaceErr[slug]
+// serverChecks checks archives and interfaces, each slug once.
+type serverChecks struct {
+	cl       *gcapi.Client
+	url      string
+	archives map[string]error
+	ifaces   map[string]*gcapi.Interface
+	ifaceErr map[string]error
+}
+
+func (sc *serverChecks) iface(ctx context.Context, slug string) (*gcapi.Interface, error) {
+	if _, seen := sc.ifaces[slug]; !seen {
+		sc.ifaces[slug], sc.ifaceErr[slug] = sc.cl.InterfaceBySlug(ctx, slug)
 	}
-	for i, w := range cfg.Watch {
-		key := fmt.Sprintf("watch[%d]", i)
-		if _, seen := archives[w.Archive]; !seen {
-			a, err := cl.ArchiveBySlug(ctx, w.Archive)
-			archives[w.Archive] = err
-			switch {
-			case isAuth(err):
-				k.fail("token: the server at %s refused it", cfg.GrandChallenge.URL)
-				return fmt.Errorf("token refused by %s: %w", cfg.GrandChallenge.URL, errAuth)
-			case gcapi.IsNotFound(err):
-				k.fail("%s.archive %q: not found; check the slug (the last part of the archive's URL) and that this account is an editor or uploader of it (with a wrong token every archive looks missing)", key, w.Archive)
-			case err != nil:
-				k.fail("%s.archive %q: %v", key, w.Archive, err)
-			default:
-				k.ok("%s.archive %q: %q", key, w.Archive, a.Title)
-			}
-		} else if archives[w.Archive] == nil {
+	return sc.ifaces[slug], sc.ifaceErr[slug]
+}
+
+// check checks watch i's archive and interfaces. It returns an error only
+// when going on makes no sense: the server refused the token.
+func (sc *serverChecks) check(ctx context.Context, k *checker, i int, w config.Watch) error {
+	key := fmt.Sprintf("watch[%d]", i)
+	if err, seen := sc.archives[w.Archive]; seen {
+		if err == nil {
 			k.ok("%s.archive %q: as above", key, w.Archive)
 		}
-		it, err := getIface(w.Interface)
+	} else {
+		a, err := sc.cl.ArchiveBySlug(ctx, w.Archive)
+		sc.archives[w.Archive] = err
+		switch {
+		case isAuth(err):
+			k.fail("token: the server at %s refused it", sc.url)
+			return fmt.Errorf("token refused by %s: %w", sc.url, errAuth)
+		case gcapi.IsNotFound(err):
+			k.fail("%s.archive %q: not found; check the slug (the last part of the archive's URL) and that this account is an editor or uploader of it (with a wrong token every archive looks missing)", key, w.Archive)
+		case err != nil:
+			k.fail("%s.archive %q: %v", key, w.Archive, err)
+		default:
+			k.ok("%s.archive %q: %q", key, w.Archive, a.Title)
+		}
+	}
+	it, err := sc.iface(ctx, w.Interface)
+	switch {
+	case err != nil:
+		k.fail("%s.interface %q: %s", key, w.Interface, ifaceProblem(err))
+	case it.SuperKind != gcapi.SuperKindImage:
+		k.fail("%s.interface %q: is a %q interface (%s); images need an image interface such as \"generic-medical-image\"", key, w.Interface, it.Kind, it.SuperKind)
+	default:
+		k.ok("%s.interface %q: %s", key, w.Interface, it.Kind)
+	}
+	pats := make([]string, 0, len(w.Values))
+	for p := range w.Values {
+		pats = append(pats, p)
+	}
+	sort.Strings(pats)
+	for _, p := range pats {
+		slug := w.Values[p]
+		it, err := sc.iface(ctx, slug)
+		wantImage := isImagePattern(p)
 		switch {
 		case err != nil:
-			k.fail("%s.interface %q: %s", key, w.Interface, ifaceProblem(err))
-		case it.SuperKind != gcapi.SuperKindImage:
-			k.fail("%s.interface %q: is a %q interface (%s); images need an image interface such as \"generic-medical-image\"", key, w.Interface, it.Kind, it.SuperKind)
+			k.fail("%s.values %q = %q: %s", key, p, slug, ifaceProblem(err))
+		case wantImage && it.SuperKind != gcapi.SuperKindImage:
+			k.fail("%s.values %q = %q: image files need an image interface, this one is %q (%s)", key, p, slug, it.Kind, it.SuperKind)
+		case !wantImage && it.SuperKind == gcapi.SuperKindImage:
+			k.fail("%s.values %q = %q: is an image interface, but %q matches files that are not images; use a file or value interface", key, p, slug, p)
 		default:
-			k.ok("%s.interface %q: %s", key, w.Interface, it.Kind)
-		}
-		pats := make([]string, 0, len(w.Values))
-		for p := range w.Values {
-			pats = append(pats, p)
-		}
-		sort.Strings(pats)
-		for _, p := range pats {
-			slug := w.Values[p]
-			it, err := getIface(slug)
-			wantImage := isImagePattern(p)
-			switch {
-			case err != nil:
-				k.fail("%s.values %q = %q: %s", key, p, slug, ifaceProblem(err))
-			case wantImage && it.SuperKind != gcapi.SuperKindImage:
-				k.fail("%s.values %q = %q: image files need an image interface, this one is %q (%s)", key, p, slug, it.Kind, it.SuperKind)
-			case !wantImage && it.SuperKind == gcapi.SuperKindImage:
-				k.fail("%s.values %q = %q: is an image interface, but %q matches files that are not images; use a file or value interface", key, p, slug, p)
-			default:
-				k.ok("%s.values %q = %q: %s", key, p, slug, it.Kind)
-			}
+			k.ok("%s.values %q = %q: %s", key, p, slug, it.Kind)
 		}
 	}
 	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func ifaceProblem(err error) string {

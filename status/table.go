@@ -83,13 +83,22 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
+// roundDur shows a wait as a person would say it: "45s", "2m30s", "12m", "3h".
 func roundDur(d time.Duration) string {
 	switch {
 	case d < 10*time.Minute:
-		return d.Round(time.Second).String()
+		d = d.Round(time.Second)
 	case d < time.Hour:
-		return d.Round(time.Minute).String()
+		d = d.Round(time.Minute)
 	default:
-		return d.Round(time.Hour).String()
+		d = d.Round(time.Hour)
 	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
