@@ -112,8 +112,13 @@ type Pipeline struct {
 	archives map[string]*gcapi.Archive
 	created  map[uint64][]string  // upload pks this process created, by image, until it settles
 	names    map[string]*nameLock // upload filenames being created or scanned for orphans
-	wake     chan struct{}
-	halt     chan struct{} // closed by stop: every worker ends
+	// recovering holds the unfinished images found at start that have not
+	// had their first step yet; new work waits until they have, so that
+	// everything from an earlier run is reconciled before anything new is
+	// created.
+	recovering map[uint64]bool
+	wake       chan struct{}
+	halt       chan struct{} // closed by stop: every worker ends
 }
 
 // progress is what Snapshot shows of an image being worked on.
@@ -129,15 +134,16 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 	}
 	p := &Pipeline{
 		cfg: cfg, store: store, api: api, log: log,
-		watches:  map[string]Watch{},
-		waiting:  map[uint64]time.Time{},
-		active:   map[uint64]*progress{},
-		polls:    map[uint64]int{},
-		archives: map[string]*gcapi.Archive{},
-		created:  map[uint64][]string{},
-		names:    map[string]*nameLock{},
-		wake:     make(chan struct{}, 1),
-		halt:     make(chan struct{}),
+		watches:    map[string]Watch{},
+		waiting:    map[uint64]time.Time{},
+		active:     map[uint64]*progress{},
+		polls:      map[uint64]int{},
+		archives:   map[string]*gcapi.Archive{},
+		created:    map[uint64][]string{},
+		recovering: map[uint64]bool{},
+		names:      map[string]*nameLock{},
+		wake:       make(chan struct{}, 1),
+		halt:       make(chan struct{}),
 	}
 	for _, w := range cfg.Watches {
 		p.watches[w.Path] = w
@@ -284,9 +290,16 @@ func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
 			if _, busy := p.active[id]; busy {
 				continue
 			}
+			if len(p.recovering) > 0 && !p.recovering[id] {
+				continue
+			}
 			p.ready = slices.Delete(p.ready, i, i+1)
 			p.active[id] = &progress{}
+			more := len(p.ready) > 0
 			p.mu.Unlock()
+			if more {
+				p.poke() // let an idle worker take the next one
+			}
 			return id, true
 		}
 		p.mu.Unlock()
@@ -315,13 +328,22 @@ func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
 func (p *Pipeline) release(id uint64) {
 	p.mu.Lock()
 	delete(p.active, id)
-	requeue := slices.Contains(p.ready, id)
+	poke := slices.Contains(p.ready, id)
+	if p.recovering[id] {
+		delete(p.recovering, id)
+		poke = poke || len(p.recovering) == 0
+	}
 	p.mu.Unlock()
-	if requeue {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+	if poke {
+		p.poke()
+	}
+}
+
+// poke wakes one idle worker.
+func (p *Pipeline) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -359,6 +381,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			continue
 		}
 		ids = append(ids, img.ID)
+		p.recovering[img.ID] = true
 	}
 	for _, id := range p.ready {
 		if !slices.Contains(ids, id) {
@@ -419,6 +442,7 @@ func (p *Pipeline) RetryFailed(ctx context.Context) ([]uint64, error) {
 	var ids []uint64
 	for _, img := range imgs {
 		ids = append(ids, img.ID)
+		p.recovering[img.ID] = true
 	}
 	return ids, p.Retry(ctx, ids)
 }

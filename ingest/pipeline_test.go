@@ -788,3 +788,52 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestUnfinishedWorkGoesFirst(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	old := h.pipeline(h.config())
+	for i := range 2 {
+		rel := fmt.Sprintf("old%d.mha", i)
+		if err := old.Submit(context.Background(), h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(i), 4, 4, 2)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A new process: two images recorded before, two new ones.
+	h.reopen()
+	var mu sync.Mutex
+	var order []uint64
+	var newGroups []Group
+	for i := range 2 {
+		rel := fmt.Sprintf("new%d.mha", i)
+		newGroups = append(newGroups, h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(10+i), 4, 4, 2))))
+	}
+	var p *Pipeline
+	var once sync.Once
+	cfg := h.config()
+	cfg.BeforeStep = func(id uint64, _ state.State) error {
+		// New work arrives once the run is under way.
+		once.Do(func() {
+			for _, g := range newGroups {
+				if err := p.Submit(context.Background(), g); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Contains(order, id) {
+			order = append(order, id)
+		}
+		return nil
+	}
+	p = h.pipeline(cfg)
+	stop := start(p)
+	h.waitSettled(4)
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(order) != 4 || order[0] > 2 || order[1] > 2 {
+		t.Errorf("first steps in order of image IDs %v; want the two earlier images (1, 2) before the new ones", order)
+	}
+	h.checkArchive(4)
+}
