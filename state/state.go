@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -201,18 +202,21 @@ func open(path string, opts Options, version int, migs []migration) (s *Store, e
 			return nil, fmt.Errorf("open state file %s: %w", path, err)
 		}
 	}
-	// bbolt panics on some kinds of damage; a damaged file must be an
+	// bbolt panics on some kinds of damage, and reading a mapped page
+	// past the end of a truncated file faults; a damaged file must be an
 	// error the user can act on, not a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			s, err = nil, corruptError(path, fmt.Errorf("%v", r))
 		}
 	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        opts.Timeout,
-		ReadOnly:       opts.ReadOnly,
-		NoFreelistSync: true, // smaller commits; the freelist is rebuilt on open
-		FreelistType:   bolt.FreelistMapType,
+		Timeout:  opts.Timeout,
+		ReadOnly: opts.ReadOnly,
+		// The freelist is kept in the file: rebuilding it on open walks
+		// every page in a goroutine that panics, uncatchably, on damage.
+		FreelistType: bolt.FreelistMapType,
 	})
 	if err != nil {
 		switch {
@@ -246,6 +250,13 @@ func corruptError(path string, cause error) error {
 // through a run.
 func (s *Store) check() error {
 	return s.db.View(func(tx *bolt.Tx) error {
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			return fmt.Errorf("stat state file %s: %w", s.path, err)
+		}
+		if tx.Size() > fi.Size() {
+			return corruptError(s.path, fmt.Errorf("the file is %d bytes but its pages need %d: truncated", fi.Size(), tx.Size()))
+		}
 		var first error
 		for err := range tx.Check() { // drain: the checker goroutine must end before tx does
 			if first == nil {

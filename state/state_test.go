@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -224,9 +225,48 @@ func TestCorruptFile(t *testing.T) {
 			return os.WriteFile(path, b, 0o600)
 		},
 	}
+	for _, frac := range []int64{2, 3} {
+		cases[fmt.Sprintf("truncated to 1/%d", frac)] = func(path string) error {
+			s, err := Open(path, Options{})
+			if err != nil {
+				return err
+			}
+			for i := range 400 {
+				if err := s.Create(newImage(fmt.Sprintf("img%03d", i))); err != nil {
+					return err
+				}
+			}
+			s.Close()
+			fi, err := os.Stat(path)
+			if err != nil {
+				return err
+			}
+			return os.Truncate(path, fi.Size()/frac/4096*4096)
+		}
+	}
+	cases["damaged data pages"] = func(path string) error {
+		s, err := Open(path, Options{})
+		if err != nil {
+			return err
+		}
+		for i := range 400 {
+			if err := s.Create(newImage(fmt.Sprintf("img%03d", i))); err != nil {
+				return err
+			}
+		}
+		s.Close()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i := 4 * 4096; i < len(b); i += 4096 {
+			copy(b[i:], "garbage header!!")
+		}
+		return os.WriteFile(path, b, 0o600)
+	}
 	for name, damage := range cases {
 		t.Run(name, func(t *testing.T) {
-			path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".db")
+			path := filepath.Join(dir, strings.NewReplacer(" ", "_", "/", "-").Replace(name)+".db")
 			if err := damage(path); err != nil {
 				t.Fatal(err)
 			}
