@@ -17,8 +17,11 @@ import (
 )
 
 // BenchmarkPipeline sends GCINGEST_BENCH_IMAGES (default 1000) images of
-// 1 MB each through the fake server with no import delay, after_upload =
-// move, and reports images per second. Run with
+// 1 MB each through the fake server with no import delay and reports
+// images per second, from the first Submit to the last image finished.
+// GCINGEST_BENCH_CONCURRENCY sets images in flight (default 4, the config
+// default), GCINGEST_BENCH_AFTER the after-upload action (default move).
+// Run with
 //
 //	go test -run '^$' -bench Pipeline -benchmem -benchtime 1x ./ingest/
 func BenchmarkPipeline(b *testing.B) {
