@@ -479,6 +479,7 @@ func TestResumeHalfSentUpload(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
+	before := goleak.IgnoreCurrent()
 	go func() { errc <- p.Run(ctx) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for h.srv.Stats().PartBytes < size/2 {
@@ -498,6 +499,11 @@ func TestResumeHalfSentUpload(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
+	// Cancelled mid-upload: Run left nothing running behind it.
+	goleak.VerifyNone(t, before,
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
 	img, _ := h.store.List()
 	if img[0].State != state.Uploading || img[0].Uploads[0].PK == "" || len(img[0].Uploads[0].Parts) == 0 {
 		t.Fatalf("after stop: state %s, upload %+v; want uploading with a pk and parts", img[0].State, img[0].Uploads[0].PK)
