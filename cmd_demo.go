@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -146,6 +147,7 @@ func watchDemo(ctx context.Context, srv *gcapitest.Server, listen string, want i
 			return fmt.Errorf("not every image arrived within %s; the fake server holds %d of %d", demoTimeout, imagesIn(srv), want)
 		case <-tick.C:
 		}
+		settled := true // every image the agent knows has reached the end of its road
 		if rep, err := status.Fetch(ctx, listen); err == nil {
 			for _, im := range rep.Images {
 				line := im.State
@@ -157,15 +159,33 @@ func watchDemo(ctx context.Context, srv *gcapitest.Server, listen string, want i
 				}
 				if last[im.ID] != line {
 					last[im.ID] = line
-					fmt.Fprintf(w, "  %5.1fs  %-28s %s\n", time.Since(start).Seconds(), im.Key, line)
+					fmt.Fprintf(w, "  %5.1fs  %-32s %s\n", time.Since(start).Seconds(), demoName(im), line)
+				}
+				switch im.State {
+				case status.StateFinished, status.StateFailed, status.StateDuplicate:
+				default:
+					settled = false
 				}
 			}
 		}
-		if imagesIn(srv) >= want {
+		if settled && imagesIn(srv) >= want {
 			fmt.Fprintf(w, "  %5.1fs  all %d images are in the archive\n", time.Since(start).Seconds(), want)
 			return nil
 		}
 	}
+}
+
+// demoName is how an image is shown in the progress lines: its title once
+// known, else its key, with a DICOM series named by its folder rather than
+// its UIDs.
+func demoName(im status.Image) string {
+	if i := strings.LastIndex(im.Title, " ["); i > 0 {
+		return im.Title[:i]
+	}
+	if strings.HasPrefix(im.Key, "dicom:") && len(im.Files) > 0 {
+		return path.Dir(im.Files[0]) + " (DICOM)"
+	}
+	return im.Key
 }
 
 // imagesIn counts the demo archive's items that hold an image.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gcingest/gcingest/ingest"
 	"github.com/gcingest/gcingest/state"
 	"github.com/gcingest/gcingest/status"
 )
@@ -76,4 +77,53 @@ var errNoAgentRetry = errors.New("no agent is running")
 // runs. STUB for the lead: the pipeline owns what "retry" resets.
 func retryInState(ctx context.Context, path string, ids []string, failed bool) ([]string, error) {
 	return nil, fmt.Errorf("%w: start it (gcingest run, or gcingest service start) and retry again; retrying with the agent stopped is not wired yet", errNoAgentRetry)
+}
+
+// pipelineSource serves the status endpoint (and POST /retry) from a
+// running pipeline; the agent passes it to status.Serve.
+type pipelineSource struct {
+	p       *ingest.Pipeline
+	started time.Time
+}
+
+// Report lists every image with the progress of uploads in flight.
+func (s *pipelineSource) Report(ctx context.Context) (*status.Report, error) {
+	snap, err := s.p.Snapshot(false)
+	if err != nil {
+		return nil, err
+	}
+	rep := &status.Report{Version: versionString(), Started: s.started, Images: make([]status.Image, 0, len(snap))}
+	for _, is := range snap {
+		si := statusImage(is.Image)
+		if is.Active && is.BytesTotal > 0 {
+			si.BytesSent, si.BytesTotal = is.BytesSent, is.BytesTotal
+		}
+		rep.Images = append(rep.Images, si)
+	}
+	rep.CountStates()
+	return rep, nil
+}
+
+// Retry queues the images with ids, or every failed one.
+func (s *pipelineSource) Retry(ctx context.Context, ids []string, failed bool) ([]string, error) {
+	if failed {
+		done, err := s.p.RetryFailed(ctx)
+		out := make([]string, len(done))
+		for i, id := range done {
+			out[i] = strconv.FormatUint(id, 10)
+		}
+		return out, err
+	}
+	nums := make([]uint64, 0, len(ids))
+	for _, id := range ids {
+		n, err := strconv.ParseUint(id, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("image ID %q is not a number; the IDs are in the first column of gcingest status", id)
+		}
+		nums = append(nums, n)
+	}
+	if err := s.p.Retry(ctx, nums); err != nil {
+		return nil, err
+	}
+	return ids, nil
 }
