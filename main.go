@@ -50,7 +50,7 @@ func commands() []command {
 		{"retry", "--config FILE (ID... | --failed)", "send failed images through the pipeline again", helpRetry, (*cli).cmdRetry},
 		{"service", "install|uninstall|start|stop|restart|status --config FILE", "manage the system service", helpService, (*cli).cmdService},
 		{"pull", "--config FILE --archive SLUG --out DIR [--interface SLUG]...", "download an archive's images; resumable", helpPull, (*cli).cmdPull},
-		{"demo", "", "the whole flow against a built-in fake server; no account needed", helpDemo, (*cli).cmdDemo},
+		{"demo", "[--keep]", "the whole flow against a built-in fake server; no account needed", helpDemo, (*cli).cmdDemo},
 		{"version", "", "print the version", "Prints the version of this binary.\n", (*cli).cmdVersion},
 	}
 }
@@ -123,7 +123,7 @@ func (c *cli) parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				cmd, _ := findCommand(fs.Name())
-				fmt.Fprintf(c.stdout, "Usage: gcingest %s %s\n\n%s", cmd.name, cmd.synopsis, cmd.help)
+				fmt.Fprintf(c.stdout, "Usage: %s\n\n%s", strings.TrimSpace("gcingest "+cmd.name+" "+cmd.synopsis), cmd.help)
 				writeFlags(c.stdout, fs)
 				return nil, errHelp
 			}
