@@ -97,7 +97,7 @@ func hashFile(ctx context.Context, name string) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, 128<<10)
 	for {
 		if err := ctx.Err(); err != nil {
 			return "", err
