@@ -84,6 +84,7 @@ func retryInState(ctx context.Context, path string, ids []string, failed bool) (
 type pipelineSource struct {
 	p       *ingest.Pipeline
 	started time.Time
+	metrics *status.Metrics // may be nil; queue depth and last success are set from each report
 }
 
 // Report lists every image with the progress of uploads in flight.
@@ -93,13 +94,21 @@ func (s *pipelineSource) Report(ctx context.Context) (*status.Report, error) {
 		return nil, err
 	}
 	rep := &status.Report{Version: versionString(), Started: s.started, Images: make([]status.Image, 0, len(snap))}
+	queued := 0
 	for _, is := range snap {
+		if !is.Active && (is.State == state.Pending || is.State == state.Retrying) {
+			queued++
+		}
+		if !is.Finished.IsZero() && (is.State == state.Finished || is.State == state.Done) {
+			s.metrics.UploadSucceeded(is.Finished)
+		}
 		si := statusImage(is.Image)
 		if is.Active && is.BytesTotal > 0 {
 			si.BytesSent, si.BytesTotal = is.BytesSent, is.BytesTotal
 		}
 		rep.Images = append(rep.Images, si)
 	}
+	s.metrics.SetQueueDepth(queued)
 	rep.CountStates()
 	return rep, nil
 }

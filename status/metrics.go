@@ -109,7 +109,8 @@ func (m *Metrics) ObserveRequest(method, path string, d time.Duration, status in
 }
 
 // InstrumentTransport wraps rt (nil: http.DefaultTransport) so that every
-// request's latency and failure is recorded by method and normalised path.
+// request's latency and failure is recorded by method and normalised path,
+// and the bytes of every accepted part PUT count as uploaded.
 func (m *Metrics) InstrumentTransport(rt http.RoundTripper) http.RoundTripper {
 	if rt == nil {
 		rt = http.DefaultTransport
@@ -134,6 +135,10 @@ func (t *instrumented) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	t.m.ObserveRequest(req.Method, req.URL.Path, time.Since(start), status, err)
+	// A part PUT to storage that was accepted: its bytes are uploaded.
+	if err == nil && status/100 == 2 && req.Method == http.MethodPut && !strings.HasPrefix(req.URL.Path, "/api/") && req.ContentLength > 0 {
+		t.m.AddBytesUploaded(req.ContentLength)
+	}
 	return resp, err
 }
 

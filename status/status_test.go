@@ -167,6 +167,7 @@ func TestNormalizePath(t *testing.T) {
 
 func TestInstrumentTransport(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
 		if strings.Contains(r.URL.Path, "missing") {
 			http.NotFound(w, r)
 			return
@@ -183,10 +184,19 @@ func TestInstrumentTransport(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+	req, _ := http.NewRequest(http.MethodPut, backend.URL+"/s3/uploads/2/abc?partNumber=1", strings.NewReader(strings.Repeat("x", 5000)))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	var buf bytes.Buffer
 	m.write(&buf, nil)
 	if !strings.Contains(buf.String(), `gcingest_http_request_duration_seconds_count{method="GET",endpoint="/api/v1/archives/"} 1`) {
 		t.Errorf("request not recorded:\n%s", buf.String())
+	}
+	if !strings.Contains(buf.String(), "gcingest_uploaded_bytes_total 5000\n") {
+		t.Errorf("part PUT bytes not counted:\n%s", buf.String())
 	}
 	if !strings.Contains(buf.String(), `code="404"} 1`) {
 		t.Errorf("404 not counted as an error:\n%s", buf.String())
