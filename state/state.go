@@ -75,6 +75,34 @@ type Upload struct {
 	Created    time.Time `json:"created,omitzero"` // server's creation time (expiry after ~24 h)
 	Parts      []Part    `json:"parts,omitempty"`
 	Completed  bool      `json:"completed,omitempty"`
+	// ZipOf lists the source files (relative paths) zipped into Path, a
+	// spool file rebuilt when missing: a multi-file value of a folder item.
+	// (A KindZip image keeps its ZIP in Image.Spool instead.)
+	ZipOf []string `json:"zip_of,omitempty"`
+}
+
+// How a value of a folder item is sent (gc-api.md §4, "Value entry shapes").
+const (
+	ValueImage = "image" // files → uploads → user_uploads; the server imports an image
+	ValueFile  = "file"  // one file (or a JSON value as a file) → user_upload
+	ValueJSON  = "json"  // a JSON value → value, applied in the request
+)
+
+// Value is one value of a folder-mode archive item (DESIGN.md "One archive
+// item, several values"): which interface it goes to, how, from what, and
+// whether the server shows it yet.
+type Value struct {
+	Interface  string          `json:"interface"`             // socket slug
+	Kind       string          `json:"kind"`                  // ValueImage | ValueFile | ValueJSON
+	SocketKind string          `json:"socket_kind,omitempty"` // the socket's kind label, e.g. "Float"
+	Files      []string        `json:"files,omitempty"`       // source files, relative to the watch root
+	Uploads    []int           `json:"uploads,omitempty"`     // indexes into Image.Uploads (their pks are there)
+	JSON       json.RawMessage `json:"json,omitempty"`        // ValueJSON, and a JSON value sent as a file
+	// Prev is what the item showed for the interface before our PATCH (an
+	// image URL, a file URL, or "json:" and the value): the value counts as
+	// arrived only when the item shows something else (or, for JSON, ours).
+	Prev      string `json:"prev,omitempty"`
+	Confirmed bool   `json:"confirmed,omitempty"` // the server shows the value
 }
 
 // Image is one image's durable record.
@@ -94,6 +122,14 @@ type Image struct {
 
 	Uploads []Upload `json:"uploads,omitempty"`
 	Spool   string   `json:"spool,omitempty"` // ZIP spool file, KindZip only
+
+	// Values are the values of a folder-mode item (Kind "folder"), planned
+	// when its files are hashed; empty for every other kind, whose one
+	// value is its image under the watch's interface.
+	Values []Value `json:"values,omitempty"`
+	// TargetItem says ItemPK came from the folder's item.txt: values are
+	// added to that existing item, none is created.
+	TargetItem bool `json:"target_item,omitempty"`
 
 	ItemIntentAt time.Time `json:"item_intent_at,omitzero"` // set before the create-item request
 	ItemPK       string    `json:"item_pk,omitempty"`
@@ -170,7 +206,14 @@ var (
 )
 
 // SchemaVersion is the version this build writes.
-const SchemaVersion = 1
+//
+// Version 2 added folder items (Image.Values, Image.TargetItem,
+// Upload.ZipOf). The change is additive JSON, so a version 1 record reads
+// as it always did (no Values: one image under the watch's interface) and
+// the migration changes no data. The version still goes up so that an
+// older gcingest refuses the file instead of misreading a folder item
+// (it would fail it and move its files to failed_dir).
+const SchemaVersion = 2
 
 // migration upgrades a file from version From to From+1 inside one
 // transaction.
@@ -182,7 +225,9 @@ type migration struct {
 // migrations lists every upgrade step, oldest first. Add one entry per
 // schema change; never edit a released one.
 func migrations() []migration {
-	return nil // v1 is the first schema
+	return []migration{
+		{From: 1, Fn: func(*bolt.Tx) error { return nil }}, // folder items: new optional fields only
+	}
 }
 
 // Open opens (creating if needed, unless read-only) the state file at path.
@@ -510,6 +555,7 @@ func (s *Store) Update(id uint64, fn func(*Image) error) (Image, error) {
 		img := *old
 		img.Files = slices.Clone(old.Files)
 		img.Uploads = cloneUploads(old.Uploads)
+		img.Values = CloneValues(old.Values)
 		if err := fn(&img); err != nil {
 			return err
 		}
@@ -531,6 +577,18 @@ func cloneUploads(in []Upload) []Upload {
 	out := slices.Clone(in)
 	for i := range out {
 		out[i].Parts = slices.Clone(out[i].Parts)
+		out[i].ZipOf = slices.Clone(out[i].ZipOf)
+	}
+	return out
+}
+
+// CloneValues returns a deep copy of vs.
+func CloneValues(vs []Value) []Value {
+	out := slices.Clone(vs)
+	for i := range out {
+		out[i].Files = slices.Clone(out[i].Files)
+		out[i].Uploads = slices.Clone(out[i].Uploads)
+		out[i].JSON = slices.Clone(out[i].JSON)
 	}
 	return out
 }

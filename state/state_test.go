@@ -293,41 +293,75 @@ func TestMigrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
+	next := SchemaVersion + 1
 
 	t.Run("upgrade runs the table", func(t *testing.T) {
-		migs := []migration{{From: 1, Fn: func(tx *bolt.Tx) error {
-			_, err := tx.CreateBucket([]byte("v2-extra"))
+		migs := append(migrations(), migration{From: SchemaVersion, Fn: func(tx *bolt.Tx) error {
+			_, err := tx.CreateBucket([]byte("next-extra"))
 			return err
-		}}}
-		s, err := open(path, Options{}, 2, migs)
+		}})
+		s, err := open(path, Options{}, next, migs)
 		if err != nil {
-			t.Fatalf("open with v2: %v", err)
+			t.Fatalf("open with v%d: %v", next, err)
 		}
 		var version uint64
 		var extra bool
 		s.db.View(func(tx *bolt.Tx) error {
 			version = binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keySchema))
-			extra = tx.Bucket([]byte("v2-extra")) != nil
+			extra = tx.Bucket([]byte("next-extra")) != nil
 			return nil
 		})
 		imgs, _ := s.List()
 		s.Close()
-		if version != 2 || !extra || len(imgs) != 1 {
-			t.Errorf("after migration: version %d, bucket %v, %d images; want 2, true, 1", version, extra, len(imgs))
+		if int(version) != next || !extra || len(imgs) != 1 {
+			t.Errorf("after migration: version %d, bucket %v, %d images; want %d, true, 1", version, extra, len(imgs), next)
 		}
 	})
 	t.Run("newer file refused", func(t *testing.T) {
-		_, err := Open(path, Options{}) // the file is v2 now; this build knows v1
-		if err == nil || !strings.Contains(err.Error(), "schema version 2") {
+		_, err := Open(path, Options{}) // the file is newer now than this build
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("schema version %d", next)) {
 			t.Errorf("Open of a newer file err = %v; want a schema version error", err)
 		}
 	})
 	t.Run("missing step refused", func(t *testing.T) {
-		p := filepath.Join(t.TempDir(), "v1.db")
+		p := filepath.Join(t.TempDir(), "old.db")
 		openTest(t, p).Close()
-		_, err := open(p, Options{}, 3, nil)
-		if err == nil || !strings.Contains(err.Error(), "no migration from schema version 1") {
+		_, err := open(p, Options{}, SchemaVersion+2, nil)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("no migration from schema version %d", SchemaVersion)) {
 			t.Errorf("err = %v; want a missing migration error", err)
+		}
+	})
+	t.Run("version 1 file keeps its images", func(t *testing.T) {
+		// A file written before folder items: its records read the same,
+		// with no values (one image under the watch's interface).
+		p := filepath.Join(t.TempDir(), "v1.db")
+		s, err := open(p, Options{}, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := newImage("old")
+		img.Uploads = []Upload{{Filename: "a.mha", PK: "u1", Completed: true}}
+		if err := s.Create(img); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		s = openTest(t, p)
+		got, err := s.Get(img.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Key != "old" || len(got.Uploads) != 1 || got.Uploads[0].PK != "u1" || got.Values != nil || got.TargetItem {
+			t.Errorf("v1 image after upgrade = %+v; want it unchanged, without values", got)
+		}
+		updated, err := s.Update(img.ID, func(r *Image) error {
+			r.Values = []Value{{Interface: "report", Kind: ValueFile, Files: []string{"x/r.pdf"}, Uploads: []int{0}}}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(updated.Values) != 1 || updated.Values[0].Uploads[0] != 0 {
+			t.Errorf("values after update = %+v", updated.Values)
 		}
 	})
 }
