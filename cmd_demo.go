@@ -112,7 +112,7 @@ rescan = "2s"
 	agentDone := make(chan struct{})
 	go func() {
 		defer close(agentDone)
-		agentErr = runAgent(actx, cfg, log, nil)
+		agentErr = runAgent(actx, cfg, log, nil, nil)
 	}()
 
 	err = watchDemo(ctx, srv, listen, len(names), stdout, agentDone)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"github.com/gcingest/gcingest/pull"
 	"path/filepath"
 	"strings"
 )
@@ -56,5 +58,18 @@ func (c *cli) cmdPull(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return runPull(ctx, cfg, opts, c.stdout, newLogger(cfg, c.stderr, tok))
+	log := newLogger(cfg, c.stderr, tok)
+	client, err := newAPIClient(cfg, tok, log, nil)
+	if err != nil {
+		return err
+	}
+	res, err := pull.Pull(ctx, client, pull.Options{
+		Archive:    opts.Archive,
+		Out:        opts.Out,
+		Interfaces: opts.Interfaces,
+		Progress:   c.stderr,
+	}, log)
+	fmt.Fprintf(c.stdout, "%d items: %d files downloaded (%s), %d already complete, %d failed; %d JSON values\n",
+		res.Items, res.Downloaded, fmt.Sprintf("%.1f MiB", float64(res.Bytes)/(1<<20)), res.Skipped, res.Failed, res.Values)
+	return err
 }

@@ -58,19 +58,7 @@ func runForeground(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 		defer close(done)
 		reloadOnSIGHUP(ctx, cfg.Path, log, reload)
 	}()
-	// TODO(lead): pass reload to runAgent so that SIGHUP applies the new
-	// watch list; until then a reload is validated and logged only.
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case nc := <-reload:
-				log.Warn("config re-read, but this agent cannot apply a new watch list yet; restart to apply it", "watches", len(nc.Watch))
-			}
-		}
-	}()
-	err := runAgent(ctx, cfg, log, func(*agentInfo) { log.Info("agent up") })
+	err := runAgent(ctx, cfg, log, reload, func(*agentInfo) { log.Info("agent up") })
 	cancel()
 	<-done
 	if err != nil {

@@ -6,7 +6,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
+	"github.com/gcingest/gcingest/state"
 )
 
 var (
@@ -60,6 +60,7 @@ type e2eEnv struct {
 	config  string
 	logs    *bytes.Buffer
 	logsMu  sync.Mutex
+	started int // log offset of the last start
 	archive string
 }
 
@@ -118,6 +119,7 @@ failed_dir = %q
 // start runs `gcingest run --config` in the background.
 func (e *e2eEnv) start() *exec.Cmd {
 	e.t.Helper()
+	e.started = e.logLen()
 	cmd := exec.Command(gcingestBinary(e.t), "run", "--config", e.config)
 	w := &lockedWriter{mu: &e.logsMu, buf: e.logs}
 	cmd.Stdout, cmd.Stderr = w, w
@@ -133,9 +135,13 @@ func (e *e2eEnv) kill(cmd *exec.Cmd) {
 	_ = cmd.Wait()
 }
 
-// stop sends SIGTERM and requires a clean exit within 15 seconds.
+// stop sends SIGTERM, once the agent says it is up, and requires a clean
+// exit within 15 seconds.
 func (e *e2eEnv) stop(cmd *exec.Cmd) {
 	e.t.Helper()
+	waitFor(e.t, 30*time.Second, "the agent to be up", func() bool {
+		return strings.Contains(e.logSince(e.started), "agent up")
+	}, e.logTail)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -149,6 +155,18 @@ func (e *e2eEnv) stop(cmd *exec.Cmd) {
 		<-exited
 		e.t.Errorf("gcingest run did not stop within 15s of SIGTERM")
 	}
+}
+
+func (e *e2eEnv) logLen() int {
+	e.logsMu.Lock()
+	defer e.logsMu.Unlock()
+	return e.logs.Len()
+}
+
+func (e *e2eEnv) logSince(n int) string {
+	e.logsMu.Lock()
+	defer e.logsMu.Unlock()
+	return e.logs.String()[n:]
 }
 
 func (e *e2eEnv) logTail() string {
@@ -194,6 +212,22 @@ func countFiles(root string) int {
 		return nil
 	})
 	return n
+}
+
+// noteStates counts, from the state file, the states images were left in.
+func (e *e2eEnv) noteStates(into map[state.State]int) {
+	st, err := state.Open(filepath.Join(e.dir, "state", "state.db"), state.Options{ReadOnly: true})
+	if err != nil {
+		return // killed before the file was made
+	}
+	defer st.Close()
+	imgs, err := st.Unfinished()
+	if err != nil {
+		e.t.Fatalf("read the state file after a kill: %v", err)
+	}
+	for _, im := range imgs {
+		into[im.State]++
+	}
 }
 
 // writeImages drops n small .mha images into subfolders of the drop folder.
@@ -283,11 +317,14 @@ func TestE2EKilledAtRandomMomentsLandsEveryImageOnce(t *testing.T) {
 			e.srv.SetFaults(tc.faults)
 			want := e.writeImages(300)
 			rng := rand.New(rand.NewPCG(42, uint64(len(tc.name))))
+			atKill := map[state.State]int{}
 			for range 20 {
 				cmd := e.start()
 				time.Sleep(time.Duration(100+rng.IntN(1400)) * time.Millisecond) // a random moment, not a wait
 				e.kill(cmd)
+				e.noteStates(atKill)
 			}
+			t.Logf("states of images caught in flight by the kills: %v", atKill)
 			cmd := e.start()
 			waitFor(t, 4*time.Minute, "every image moved to done_dir", func() bool {
 				return countFiles(e.done) == len(want) && countFiles(e.drop) == 0
@@ -298,11 +335,11 @@ func TestE2EKilledAtRandomMomentsLandsEveryImageOnce(t *testing.T) {
 
 			// A restart with nothing new creates nothing.
 			before := e.srv.Stats()
+			logStart := e.logLen()
 			cmd = e.start()
-			waitFor(t, time.Minute, "the restarted agent to make its first requests and rescan", func() bool {
-				return e.srv.Stats().Requests > before.Requests && strings.Count(e.logTail(), "rescan") >= 0
+			waitFor(t, time.Minute, "the restarted agent to finish its first scan and one periodic rescan", func() bool {
+				return strings.Count(e.logSince(logStart), "rescan done") >= 2
 			}, e.logTail)
-			time.Sleep(1500 * time.Millisecond) // let at least one rescan pass; there is nothing to wait for
 			e.stop(cmd)
 			if after := e.srv.Stats(); after.Creates != before.Creates || after.UploadCreates != before.UploadCreates {
 				t.Errorf("restart with nothing new created %d things on the server", after.Creates-before.Creates)
@@ -373,5 +410,3 @@ func writeBigMHA(t *testing.T, path string, size int64) {
 		t.Fatal(err)
 	}
 }
-
-var _ = context.Background

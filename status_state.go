@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gcingest/gcingest/ingest"
@@ -82,14 +83,31 @@ func retryInState(ctx context.Context, path string, ids []string, failed bool) (
 // pipelineSource serves the status endpoint (and POST /retry) from a
 // running pipeline; the agent passes it to status.Serve.
 type pipelineSource struct {
-	p       *ingest.Pipeline
+	mu      sync.Mutex
+	p       *ingest.Pipeline // replaced when SIGHUP restarts the pipeline
 	started time.Time
 	metrics *status.Metrics // may be nil; queue depth and last success are set from each report
 }
 
+func (s *pipelineSource) setPipeline(p *ingest.Pipeline) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.p = p
+}
+
+func (s *pipelineSource) pipeline() *ingest.Pipeline {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
+}
+
 // Report lists every image with the progress of uploads in flight.
 func (s *pipelineSource) Report(ctx context.Context) (*status.Report, error) {
-	snap, err := s.p.Snapshot(false)
+	p := s.pipeline()
+	if p == nil {
+		return nil, errors.New("the agent is starting")
+	}
+	snap, err := p.Snapshot(false)
 	if err != nil {
 		return nil, err
 	}
@@ -115,8 +133,12 @@ func (s *pipelineSource) Report(ctx context.Context) (*status.Report, error) {
 
 // Retry queues the images with ids, or every failed one.
 func (s *pipelineSource) Retry(ctx context.Context, ids []string, failed bool) ([]string, error) {
+	p := s.pipeline()
+	if p == nil {
+		return nil, errors.New("the agent is starting; try again in a moment")
+	}
 	if failed {
-		done, err := s.p.RetryFailed(ctx)
+		done, err := p.RetryFailed(ctx)
 		out := make([]string, len(done))
 		for i, id := range done {
 			out[i] = strconv.FormatUint(id, 10)
@@ -131,7 +153,7 @@ func (s *pipelineSource) Retry(ctx context.Context, ids []string, failed bool) (
 		}
 		nums = append(nums, n)
 	}
-	if err := s.p.Retry(ctx, nums); err != nil {
+	if err := p.Retry(ctx, nums); err != nil {
 		return nil, err
 	}
 	return ids, nil

@@ -25,9 +25,7 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
-	if img.Spool != "" {
-		os.Remove(img.Spool)
-	}
+	p.removeSpools(img)
 	return p.save(img, func(r *state.Image) {
 		r.ActionDone, r.MovedTo = true, movedTo
 		if r.State == state.Done {
@@ -73,9 +71,7 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		_ = p.save(img, func(r *state.Image) { r.Attempts++ })
 		return &waitError{at: next}
 	}
-	if img.Spool != "" {
-		os.Remove(img.Spool)
-	}
+	p.removeSpools(img)
 	w, _ := p.watchOf(img)
 	movedTo := ""
 	if w.FailedDir != "" {
@@ -84,6 +80,14 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		if err != nil {
 			p.log.Error("could not move the files of a failed image; left in place", "id", img.ID, "err", err)
 			movedTo = ""
+		} else if Kind(img.Kind) == KindFolder {
+			// One note for the folder, beside it: failed_dir/<folder>.error.txt.
+			note := filepath.Join(movedTo, filepath.FromSlash(img.Key)) + ".error.txt"
+			text := fmt.Sprintf("gcingest could not upload the folder %s (item %d, %s); nothing of it was attached unless said below:\n%s\n",
+				img.Key, img.ID, time.Now().UTC().Format(time.RFC3339), img.LastError)
+			if err := writeFileSync(note, []byte(text)); err != nil {
+				p.log.Error("could not write the error note", "file", note, "err", err)
+			}
 		} else {
 			for _, f := range img.Files {
 				note := filepath.Join(movedTo, filepath.FromSlash(f.Rel)) + ".error.txt"
@@ -112,6 +116,9 @@ func (p *Pipeline) restoreFailed(img *state.Image) error {
 			return err
 		}
 		os.Remove(from + ".error.txt")
+	}
+	if Kind(img.Kind) == KindFolder {
+		os.Remove(filepath.Join(img.MovedTo, filepath.FromSlash(img.Key)) + ".error.txt")
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ type Store interface {
 // *gcapi.Client has it.
 type API interface {
 	ArchiveBySlug(ctx context.Context, slug string) (*gcapi.Archive, error)
+	InterfaceBySlug(ctx context.Context, slug string) (*gcapi.Interface, error)
 	ArchiveItemByTitle(ctx context.Context, archivePK, title string) (*gcapi.ArchiveItem, error)
 	ArchiveItem(ctx context.Context, pk string) (*gcapi.ArchiveItem, error)
 	CreateArchiveItem(ctx context.Context, archiveAPIURL, title string) (*gcapi.ArchiveItem, error)
@@ -110,6 +111,7 @@ type Pipeline struct {
 	started  time.Time // when Run began: uploads created before it may be ours and unrecorded
 	stopErr  error     // a state write failed: no new work is taken
 	archives map[string]*gcapi.Archive
+	sockets  map[string]*gcapi.Interface // by slug, asked once per run
 	created  map[uint64][]string  // upload pks this process created, by image, until it settles
 	names    map[string]*nameLock // upload filenames being created or scanned for orphans
 	// recovering holds the unfinished images found at start that have not
@@ -139,6 +141,7 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		active:     map[uint64]*progress{},
 		polls:      map[uint64]int{},
 		archives:   map[string]*gcapi.Archive{},
+		sockets:    map[string]*gcapi.Interface{},
 		created:    map[uint64][]string{},
 		recovering: map[uint64]bool{},
 		names:      map[string]*nameLock{},
@@ -175,7 +178,7 @@ func (p *Pipeline) Submit(ctx context.Context, g Group) error {
 		return fmt.Errorf("submit %s: group has no files", g.Key)
 	}
 	switch g.Kind {
-	case KindSingle, KindMHD, KindZip:
+	case KindSingle, KindMHD, KindZip, KindFolder:
 	default:
 		return fmt.Errorf("submit %s: groups of kind %q are not handled by the pipeline yet", g.Key, g.Kind)
 	}
@@ -470,7 +473,7 @@ func (p *Pipeline) retryOne(id uint64) error {
 		r.State, r.RetryFrom = state.Pending, ""
 		r.Attempts, r.LastError, r.NextAttempt = 0, "", time.Time{}
 		r.ActionDone, r.MovedTo = false, ""
-		r.Uploads, r.Spool = nil, ""
+		r.Uploads, r.Spool, r.Values = nil, "", nil
 		r.PatchSentAt, r.SessionPK, r.PrevValue = time.Time{}, "", ""
 		return nil
 	})

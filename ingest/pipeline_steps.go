@@ -281,6 +281,28 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	case KindZip:
 		spool = filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d.zip", img.ID))
 		uploads = []state.Upload{{Filename: "image-" + titleHash(files) + ".zip", Path: spool, PartSize: p.cfg.PartSize, IntentAt: now}}
+	case KindFolder:
+		values, ups, itemPK, err := p.planFolder(ctx, img, w, files)
+		var ce *changedError
+		if errors.As(err, &ce) {
+			p.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", ce.file)
+			return &waitError{at: p.cfg.Now().Add(2 * time.Second)}
+		}
+		if err != nil {
+			return err
+		}
+		return p.save(img, func(r *state.Image) {
+			r.Files, r.Title, r.Uploads, r.Spool, r.Values = files, title, ups, "", values
+			if itemPK != "" || r.TargetItem {
+				r.ItemPK = itemPK
+			}
+			r.TargetItem = itemPK != ""
+			r.State = state.Uploading
+			if len(ups) == 0 {
+				// JSON values only: nothing to upload.
+				r.State, r.ItemIntentAt = state.Uploaded, now
+			}
+		})
 	default:
 		return inputErrorf("%s: groups of kind %q are not handled by the pipeline", img.Key, img.Kind)
 	}
@@ -325,6 +347,17 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 	if Kind(img.Kind) == KindZip && !img.Uploads[0].Completed {
 		if err := p.ensureSpool(ctx, img); err != nil {
 			return err
+		}
+	}
+	if Kind(img.Kind) == KindFolder {
+		if err := p.ensureFolderSpools(ctx, img); err != nil {
+			return err
+		}
+		if img.State != state.Uploading {
+			return nil // went back to pending
+		}
+		if len(img.Uploads) == 0 {
+			return p.save(img, func(r *state.Image) { r.State, r.ItemIntentAt = state.Uploaded, p.cfg.Now().UTC() })
 		}
 	}
 	var total, sent int64
@@ -539,11 +572,9 @@ func (p *Pipeline) backToPending(ctx context.Context, img *state.Image, changed 
 	if err := p.abortOpen(ctx, img); err != nil {
 		return err
 	}
-	if img.Spool != "" {
-		os.Remove(img.Spool)
-	}
+	p.removeSpools(img)
 	return p.save(img, func(r *state.Image) {
-		r.State, r.Uploads, r.Spool = state.Pending, nil, ""
+		r.State, r.Uploads, r.Spool, r.Values = state.Pending, nil, "", nil
 	})
 }
 
@@ -617,6 +648,9 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 	ar, err := p.archive(ctx, w.Archive)
 	if err != nil {
 		return err
+	}
+	if Kind(img.Kind) == KindFolder {
+		return p.stepFolderItem(ctx, img, w, ar)
 	}
 	var it *gcapi.ArchiveItem
 	switch {
@@ -707,6 +741,9 @@ func (p *Pipeline) stepReattach(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
+	if Kind(img.Kind) == KindFolder {
+		return p.stepFolderReattach(ctx, img, w)
+	}
 	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
 	if err != nil {
 		return fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
@@ -777,6 +814,9 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
+	if Kind(img.Kind) == KindFolder {
+		return p.stepFolderPoll(ctx, img, w)
+	}
 	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
 	if err != nil {
 		return fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
@@ -784,6 +824,12 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	if cur := imageURL(it, w.Interface); cur != img.PrevValue {
 		return p.markDone(img, w, cur)
 	}
+	return p.pollMore(ctx, img)
+}
+
+// pollMore checks, now and then, whether an import of the image's uploads
+// failed, notes an import that takes very long, and schedules the next look.
+func (p *Pipeline) pollMore(ctx context.Context, img *state.Image) error {
 	p.mu.Lock()
 	n := p.polls[img.ID]
 	p.polls[img.ID] = n + 1
@@ -828,8 +874,8 @@ func (p *Pipeline) markDone(img *state.Image, w Watch, imageURL string) error {
 	delete(p.created, img.ID)
 	p.mu.Unlock()
 	movedTo, actErr := afterAction(img, w)
-	if actErr == nil && img.Spool != "" {
-		os.Remove(img.Spool)
+	if actErr == nil {
+		p.removeSpools(img)
 	}
 	err := p.save(img, func(r *state.Image) {
 		r.State, r.ImageURL, r.ImagePK = state.Done, imageURL, lastSegment(imageURL)

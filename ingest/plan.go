@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/gcingest/gcingest/state"
 )
 
 // Plan states.
@@ -32,7 +34,21 @@ type PlanEntry struct {
 	Key    string
 	Kind   Kind   // empty for ignored files and files not identified yet
 	Files  []File // sorted by Rel
-	Reason string // why it waits or is ignored
+	Reason string // why it waits or is ignored; for a folder item, why it would fail
+	// Values (folder mode) says which file goes to which interface. The
+	// server is not asked: whether each interface takes what it is given
+	// is checked by gcingest check and, for each folder, before upload.
+	Values []PlanValue
+	Item   string // folder mode: the existing item item.txt names, if any
+}
+
+// PlanValue is one value of a folder item.
+type PlanValue struct {
+	Interface string
+	Source    string   // "main image", the [watch.values] pattern, or "values.json"
+	Kind      Kind     // how image files go (single, mhd, zip); empty otherwise
+	Files     []string // relative to the watch
+	JSON      string   // a values.json value
 }
 
 // Plan scans w's folder once, without a watcher and without uploading, and
@@ -85,7 +101,11 @@ func Plan(ctx context.Context, w Watch, log *slog.Logger) (PlanReport, error) {
 	ev := g.evaluate(now, false)
 	add := func(state string, bs []*build) {
 		for _, b := range bs {
-			rep.Entries = append(rep.Entries, PlanEntry{State: state, Key: b.key, Kind: b.kind, Files: g.group(b).Files, Reason: b.reason})
+			e := PlanEntry{State: state, Key: b.key, Kind: b.kind, Files: g.group(b).Files, Reason: b.reason}
+			if b.kind == KindFolder && e.Reason == "" {
+				planFolderEntry(w, &e)
+			}
+			rep.Entries = append(rep.Entries, e)
 		}
 	}
 	add(PlanReady, ev.ready)
@@ -97,6 +117,48 @@ func Plan(ctx context.Context, w Watch, log *slog.Logger) (PlanReport, error) {
 			Files: []File{{Path: filepath.Join(g.root, filepath.FromSlash(ig.rel)), Rel: ig.rel, Size: f.cur.size, ModTime: time.Unix(0, f.cur.mtime)}}})
 	}
 	return rep, nil
+}
+
+// planFolderEntry fills in a ready folder item's values, or the reason it
+// would fail that can be told without the server.
+func planFolderEntry(w Watch, e *PlanEntry) {
+	files := make([]state.File, len(e.Files))
+	for i, f := range e.Files {
+		files[i] = state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime}
+	}
+	l, err := layoutFolder(w, e.Key, files, readChecked)
+	if err != nil {
+		e.Reason = "will fail: " + err.Error()
+		return
+	}
+	e.Item = l.itemPK
+	rels := func(fs []state.File) []string {
+		out := make([]string, len(fs))
+		for i, f := range fs {
+			out[i] = f.Rel
+		}
+		return out
+	}
+	if len(l.main) > 0 {
+		kind, err := imageKind(w, "main image for "+w.Interface, l.main)
+		if err != nil {
+			e.Reason = "will fail: " + err.Error()
+		}
+		e.Values = append(e.Values, PlanValue{Interface: w.Interface, Source: "main image", Kind: kind, Files: rels(l.main)})
+	}
+	for _, slug := range l.slugs() {
+		if raw, ok := l.json[slug]; ok {
+			e.Values = append(e.Values, PlanValue{Interface: slug, Source: ValuesFile, JSON: string(raw), Files: []string{l.jsonFile.Rel}})
+			continue
+		}
+		v := PlanValue{Interface: slug, Source: l.sources[slug], Files: rels(l.byIface[slug])}
+		if len(v.Files) > 1 {
+			// Only an image interface takes several files; show how they
+			// would group.
+			v.Kind, _ = imageKind(w, slug, l.byIface[slug])
+		}
+		e.Values = append(e.Values, v)
+	}
 }
 
 // Counts returns how many entries are ready, waiting and ignored.
@@ -137,6 +199,19 @@ func (r PlanReport) WriteText(w io.Writer) error {
 			kind = "-"
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", e.State, kind, len(e.Files), humanSize(size), oneLine(e.Key), oneLine(e.Reason))
+		if e.Item != "" {
+			fmt.Fprintf(tw, "  \t\t\t\t  adds to item %s (%s)\t\n", oneLine(e.Item), ItemFile)
+		}
+		for _, v := range e.Values {
+			what := strings.Join(v.Files, ", ")
+			if v.JSON != "" {
+				what = v.JSON + " from " + what
+			}
+			if v.Kind != "" {
+				what += " (" + string(v.Kind) + ")"
+			}
+			fmt.Fprintf(tw, "  \t\t\t\t  %s ← %s\t\n", oneLine(v.Interface), oneLine(what))
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write plan: %w", err)

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gcingest/gcingest/config"
+	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/ingest"
+	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/status"
+	"github.com/gcingest/gcingest/watcher"
+)
+
+// agentInfo describes a running agent to whoever asked to be told when it is
+// up (demo, the service adapter, tests).
+type agentInfo struct {
+	Pipeline *ingest.Pipeline
+	Client   *gcapi.Client
+}
+
+// runAgent runs the watchers and pipeline until ctx is done. A config
+// received on reload (SIGHUP) replaces the watch list: the watchers and the
+// pipeline are stopped (in-flight steps park as on any stop) and started
+// again with the new list, while the state file and the status listener stay
+// open. ready, if non-nil, is called each time the agent is up.
+func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, reload <-chan *config.Config, ready func(a *agentInfo)) error {
+	token, _, err := cfg.Token(os.Getenv)
+	if err != nil {
+		return &configError{err}
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.State.Path), 0o750); err != nil {
+		return fmt.Errorf("create the state folder for %s: %w", cfg.State.Path, err)
+	}
+	st, err := state.Open(cfg.State.Path, state.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	metrics := status.NewMetrics()
+	src := &pipelineSource{started: time.Now(), metrics: metrics}
+	var statusDone chan error
+	if cfg.Status.Listen != "" {
+		// Listen before anything else so a taken port fails at once.
+		ln, err := status.Listen(cfg.Status.Listen)
+		if err != nil {
+			return &configError{fmt.Errorf("status.listen: %w", err)}
+		}
+		sctx, scancel := context.WithCancel(ctx)
+		defer scancel()
+		statusDone = make(chan error, 1)
+		go func() { statusDone <- status.ServeListener(sctx, ln, src, metrics, log) }()
+		defer func() { scancel(); <-statusDone }()
+	}
+
+	for {
+		nc, err := runAgentOnce(ctx, cfg, token, st, metrics, src, log, reload, ready)
+		if err != nil || nc == nil {
+			return err
+		}
+		log.Info("applying the reloaded watch list", "watches", len(nc.Watch))
+		if nc.State.Path != cfg.State.Path || nc.Status.Listen != cfg.Status.Listen || nc.GrandChallenge != cfg.GrandChallenge {
+			log.Warn("SIGHUP applies the watch list and upload settings; changes to [state], [status] or [grand_challenge] take effect at the next restart")
+			nc.State, nc.Status, nc.GrandChallenge = cfg.State, cfg.Status, cfg.GrandChallenge
+		}
+		cfg = nc
+	}
+}
+
+// runAgentOnce runs one generation of client, pipeline and watchers. It
+// returns a new config when one arrived on reload, nil when ctx is done.
+func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *state.Store, metrics *status.Metrics,
+	src *pipelineSource, log *slog.Logger, reload <-chan *config.Config, ready func(*agentInfo)) (*config.Config, error) {
+	client, err := newAPIClient(cfg, token, log, metrics)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyServer(ctx, client, cfg, log); err != nil {
+		return nil, err
+	}
+	p := ingest.NewPipeline(ingest.PipelineConfig{
+		Watches:         cfg.Watches(),
+		SpoolDir:        filepath.Join(filepath.Dir(cfg.State.Path), "spool"),
+		Concurrency:     cfg.Upload.Concurrency,
+		PartConcurrency: cfg.Upload.PartConcurrency,
+		PartSize:        cfg.PartSizeBytes(),
+	}, st, client, log.With("part", "pipeline"))
+	src.setPipeline(p)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := p.Run(ctx); err != nil {
+			runErr = err
+			cancel()
+		}
+	}()
+	for _, w := range cfg.Watches() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wlog := log.With("watch", w.Path)
+			if err := runWatch(ctx, w, p, wlog); err != nil {
+				wlog.Error("watch stopped", "err", err)
+			}
+		}()
+	}
+	if ready != nil {
+		ready(&agentInfo{Pipeline: p, Client: client})
+	}
+	var next *config.Config
+	select {
+	case <-ctx.Done():
+	case next = <-reload:
+	}
+	cancel()
+	wg.Wait()
+	if runErr != nil {
+		return nil, fmt.Errorf("pipeline stopped: %w", runErr)
+	}
+	return next, nil
+}
+
+// verifyServer checks, before any work starts, that the token works and each
+// watch's archive and interface exist. A permanent answer (401, 404) stops the
+// agent with a message naming the key. A network failure does not: a service
+// started at boot may come up before the network, and the pipeline retries on
+// its own.
+func verifyServer(ctx context.Context, c *gcapi.Client, cfg *config.Config, log *slog.Logger) error {
+	for i, w := range cfg.Watch {
+		if _, err := c.ArchiveBySlug(ctx, w.Archive); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case gcapi.IsTransient(err) || !gcapi.IsPermanent(err):
+				log.Warn("cannot reach the server to check the archive; starting anyway, uploads wait for the server", "archive", w.Archive, "err", err)
+				return nil
+			case gcapi.IsNotFound(err):
+				return &configError{fmt.Errorf("watch[%d].archive: no archive %q is visible to this token: check the slug and that the account is an editor or uploader of the archive: %w", i, w.Archive, err)}
+			}
+			return fmt.Errorf("watch[%d].archive %q: %w", i, w.Archive, err)
+		}
+		iface, err := c.InterfaceBySlug(ctx, w.Interface)
+		if err != nil {
+			if gcapi.IsNotFound(err) {
+				return &configError{fmt.Errorf("watch[%d].interface: the server has no interface (socket) %q: check the slug: %w", i, w.Interface, err)}
+			}
+			if gcapi.IsPermanent(err) {
+				return fmt.Errorf("watch[%d].interface %q: %w", i, w.Interface, err)
+			}
+			log.Warn("cannot reach the server to check the interface; starting anyway", "interface", w.Interface, "err", err)
+			return nil
+		}
+		if iface.SuperKind != gcapi.SuperKindImage {
+			return &configError{fmt.Errorf("watch[%d].interface: %q is a %s socket (kind %q), but the watch's main image needs an image socket", i, w.Interface, iface.SuperKind, iface.Kind)}
+		}
+	}
+	return nil
+}
+
+// submitRetry is how long ready images wait before they are offered again to
+// a pipeline that could not record them (a full disk under the state file).
+const submitRetry = 10 * time.Second
+
+// runWatch feeds one folder's notices to its grouper and the ready groups to
+// the pipeline, until ctx is done. This goroutine owns the grouper.
+func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog.Logger) error {
+	wt, err := watcher.New(watcher.Options{Root: w.Path, Rescan: w.Rescan, Poll: w.Poll, Logger: log})
+	if err != nil {
+		return err
+	}
+	batches := make(chan watcher.Batch, 8)
+	wctx, wcancel := context.WithCancel(ctx)
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		if err := wt.Run(wctx, batches); err != nil {
+			log.Error("watcher stopped", "err", err)
+		}
+	}()
+	defer func() { wcancel(); <-wdone }()
+
+	g := ingest.NewGrouper(w, log)
+	var unsubmitted []ingest.Group
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-batches:
+			now := time.Now()
+			if b.FullScan {
+				g.BeginScan()
+			}
+			for _, ev := range b.Events {
+				g.Observe(ev.Path, ev.Info, now)
+			}
+			if b.FullScan {
+				g.EndScan(now)
+				log.Debug("rescan done", "files", g.Len())
+			}
+		case <-timer.C:
+		}
+		unsubmitted = append(unsubmitted, g.Ready(time.Now())...)
+		for len(unsubmitted) > 0 {
+			err := p.Submit(ctx, unsubmitted[0])
+			if err != nil && ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, ingest.ErrStopped) {
+				log.Error("cannot record a ready image; it will be offered again", "key", unsubmitted[0].Key, "retry_in", submitRetry, "err", err)
+				break
+			}
+			if err != nil {
+				// Refused for what it is: waiting will not change that.
+				log.Error("image not accepted", "key", unsubmitted[0].Key, "err", err)
+			}
+			unsubmitted = unsubmitted[1:]
+		}
+		d := time.Hour
+		if wake := g.NextWake(); !wake.IsZero() {
+			d = max(time.Until(wake), 10*time.Millisecond)
+		}
+		if len(unsubmitted) > 0 {
+			d = min(d, submitRetry)
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(d)
+	}
+}
