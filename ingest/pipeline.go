@@ -112,8 +112,8 @@ type Pipeline struct {
 	stopErr  error     // a state write failed: no new work is taken
 	archives map[string]*gcapi.Archive
 	sockets  map[string]*gcapi.Interface // by slug, asked once per run
-	created  map[uint64][]string  // upload pks this process created, by image, until it settles
-	names    map[string]*nameLock // upload filenames being created or scanned for orphans
+	created  map[uint64][]string         // upload pks this process created, by image, until it settles
+	names    map[string]*nameLock        // upload filenames being created or scanned for orphans
 	// recovering holds the unfinished images found at start that have not
 	// had their first step yet; new work waits until they have, so that
 	// everything from an earlier run is reconciled before anything new is

@@ -877,7 +877,11 @@ func (p *Pipeline) markDone(img *state.Image, w Watch, imageURL string) error {
 	if actErr == nil {
 		p.removeSpools(img)
 	}
+	values := state.CloneValues(img.Values) // a folder's confirmations, known only in memory so far
 	err := p.save(img, func(r *state.Image) {
+		if values != nil {
+			r.Values = values
+		}
 		r.State, r.ImageURL, r.ImagePK = state.Done, imageURL, lastSegment(imageURL)
 		r.LastError, r.Attempts = "", 0
 		if actErr == nil {
