@@ -63,6 +63,9 @@ func call[T any](c *crasher, f func() (T, error)) (T, error) {
 func (a crashAPI) ArchiveItemByTitle(ctx context.Context, ar, title string) (*gcapi.ArchiveItem, error) {
 	return call(a.c, func() (*gcapi.ArchiveItem, error) { return a.API.ArchiveItemByTitle(ctx, ar, title) })
 }
+func (a crashAPI) InterfaceBySlug(ctx context.Context, slug string) (*gcapi.Interface, error) {
+	return call(a.c, func() (*gcapi.Interface, error) { return a.API.InterfaceBySlug(ctx, slug) })
+}
 func (a crashAPI) ArchiveItem(ctx context.Context, pk string) (*gcapi.ArchiveItem, error) {
 	return call(a.c, func() (*gcapi.ArchiveItem, error) { return a.API.ArchiveItem(ctx, pk) })
 }
