@@ -410,3 +410,59 @@ func writeBigMHA(t *testing.T, path string, size int64) {
 		t.Fatal(err)
 	}
 }
+
+func TestE2EPullReproducesArchiveAndResumes(t *testing.T) {
+	e := newE2E(t, gcapitest.Options{Seed: 5}, "")
+	e.srv.AddInterface("report", "PDF file")
+	e.srv.AddInterface("lung-volume", "Float")
+	want := map[string][]byte{} // path under out → content
+	for i := range 6 {
+		title := fmt.Sprintf("case %02d", i)
+		it := e.srv.AddItem("e2e", title)
+		img := gcapitest.SampleMHA(int64(100+i), 9, 9, 3)
+		if err := e.srv.AddImageValue(it.PK, e2eInterface, fmt.Sprintf("c%d.mha", i), img); err != nil {
+			t.Fatal(err)
+		}
+		want[filepath.Join(title, e2eInterface+".mha")] = img
+		if i%2 == 0 {
+			pdf := []byte(fmt.Sprintf("%%PDF-1.4 report %d\n", i))
+			if err := e.srv.AddFileValue(it.PK, "report", "report.pdf", pdf); err != nil {
+				t.Fatal(err)
+			}
+			want[filepath.Join(title, "report.pdf")] = pdf
+		}
+		if err := e.srv.SetValue(it.PK, "lung-volume", []byte(fmt.Sprintf("%d.5", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(e.dir, "pulled")
+	pull := func() string {
+		t.Helper()
+		cmd := exec.Command(gcingestBinary(t), "pull", "--config", e.config, "--archive", "e2e", "--out", out)
+		got, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gcingest pull: %v\n%s", err, got)
+		}
+		return string(got)
+	}
+	pull()
+	for rel, content := range want {
+		got, err := os.ReadFile(filepath.Join(out, rel))
+		if err != nil {
+			t.Errorf("pulled archive lacks %s: %v", rel, err)
+			continue
+		}
+		if !bytes.Equal(got, content) {
+			t.Errorf("%s: pulled %d bytes that differ from the %d uploaded", rel, len(got), len(content))
+		}
+	}
+	vals, err := os.ReadFile(filepath.Join(out, "case 03", "values.json"))
+	if err != nil || !strings.Contains(string(vals), `"lung-volume": 3.5`) {
+		t.Errorf("case 03/values.json = %q, %v; want it to hold lung-volume 3.5", vals, err)
+	}
+	before := e.srv.Stats().Downloads
+	second := pull()
+	if d := e.srv.Stats().Downloads - before; d != 0 {
+		t.Errorf("a second pull downloaded %d files; want none (all complete)\n%s", d, second)
+	}
+}
