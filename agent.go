@@ -35,6 +35,17 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, reload 
 	if err != nil {
 		return &configError{err}
 	}
+	// A drop folder missing at start is a mistake in the config; one that
+	// goes away later (an unmounted share) is waited for by its watcher.
+	for i, w := range cfg.Watch {
+		fi, err := os.Stat(w.Path)
+		if err == nil && !fi.IsDir() {
+			err = errors.New("it is a file")
+		}
+		if err != nil {
+			return &configError{fmt.Errorf("watch[%d].path: %s is not a folder this user can see (%w): create it, mount the share, or fix the path", i, w.Path, err)}
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(cfg.State.Path), 0o750); err != nil {
 		return fmt.Errorf("create the state folder for %s: %w", cfg.State.Path, err)
 	}
