@@ -136,7 +136,7 @@ func (e *e2eEnv) kill(cmd *exec.Cmd) {
 }
 
 // stop sends SIGTERM, once the agent says it is up, and requires a clean
-// exit within 15 seconds.
+// exit within 10 seconds.
 func (e *e2eEnv) stop(cmd *exec.Cmd) {
 	e.t.Helper()
 	waitFor(e.t, 30*time.Second, "the agent to be up", func() bool {
@@ -150,10 +150,10 @@ func (e *e2eEnv) stop(cmd *exec.Cmd) {
 		if err != nil {
 			e.t.Errorf("gcingest run exited with %v after SIGTERM", err)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(10 * time.Second):
 		_ = cmd.Process.Kill()
 		<-exited
-		e.t.Errorf("gcingest run did not stop within 15s of SIGTERM")
+		e.t.Errorf("gcingest run did not stop within 10s of SIGTERM\n%s", e.logTail())
 	}
 }
 
@@ -318,9 +318,15 @@ func TestE2EKilledAtRandomMomentsLandsEveryImageOnce(t *testing.T) {
 			want := e.writeImages(300)
 			rng := rand.New(rand.NewPCG(42, uint64(len(tc.name))))
 			atKill := map[state.State]int{}
-			for range 20 {
+			for i := range 24 {
 				cmd := e.start()
 				time.Sleep(time.Duration(100+rng.IntN(1400)) * time.Millisecond) // a random moment, not a wait
+				if i%6 == 5 {
+					// Every sixth stop is a SIGTERM in the middle of the
+					// work: it must end cleanly and quickly too.
+					e.stop(cmd)
+					continue
+				}
 				e.kill(cmd)
 				e.noteStates(atKill)
 			}
