@@ -42,7 +42,7 @@ func (c *cli) cmdRetry(ctx context.Context, args []string) error {
 		queued, err = status.PostRetry(ctx, cfg.Status.Listen, status.RetryRequest{IDs: ids, Failed: *failed})
 	}
 	if errors.Is(err, status.ErrNotRunning) {
-		queued, err = retryInState(ctx, cfg.State.Path, ids, *failed)
+		queued, err = retryInState(ctx, cfg, ids, *failed)
 	}
 	if err != nil {
 		return fmt.Errorf("retry: %w", err)

@@ -472,3 +472,64 @@ func TestE2EPullReproducesArchiveAndResumes(t *testing.T) {
 		t.Errorf("a second pull downloaded %d files; want none (all complete)\n%s", d, second)
 	}
 }
+
+func TestE2EFailedImportIsExplainedAndRetried(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end process test; runs without -short")
+	}
+	e := newE2E(t, gcapitest.Options{Seed: 9}, "")
+	e.srv.SetFaults(gcapitest.Faults{FailImport: func(names []string) string {
+		for _, n := range names {
+			if strings.HasPrefix(n, "bad") {
+				return "1 file could not be imported"
+			}
+		}
+		return ""
+	}})
+	for _, name := range []string{"good.mha", "bad.mha"} {
+		if err := os.WriteFile(filepath.Join(e.drop, name), gcapitest.SampleMHA(int64(len(name)), 8, 8, 2), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := e.start()
+	note := filepath.Join(e.failed, "bad.mha.error.txt")
+	waitFor(t, time.Minute, "good.mha in done_dir and bad.mha in failed_dir with its note", func() bool {
+		_, errNote := os.Stat(note)
+		return countFiles(e.done) == 1 && errNote == nil
+	}, e.logTail)
+	e.stop(cmd)
+	why, _ := os.ReadFile(note)
+	if !strings.Contains(string(why), "1 file could not be imported") {
+		t.Errorf("%s does not give the server's words:\n%s", note, why)
+	}
+
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(gcingestBinary(t), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("gcingest %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	st := run("status", "--config", e.config)
+	if !strings.Contains(st, "failed") || !strings.Contains(st, "bad.mha") {
+		t.Errorf("gcingest status does not show bad.mha as failed:\n%s", st)
+	}
+	// The cause is fixed (here: the server accepts it now); retry with the
+	// agent stopped, then start it.
+	e.srv.SetFaults(gcapitest.Faults{})
+	if out := run("retry", "--config", e.config, "--failed"); !strings.Contains(out, "queued 1") {
+		t.Errorf("gcingest retry --failed said %q; want one image queued", out)
+	}
+	if _, err := os.Stat(filepath.Join(e.drop, "bad.mha")); err != nil {
+		t.Errorf("retry did not move bad.mha back into the drop folder: %v", err)
+	}
+	cmd = e.start()
+	waitFor(t, time.Minute, "bad.mha to land after the retry", func() bool {
+		return countFiles(e.done) == 2
+	}, e.logTail)
+	e.stop(cmd)
+	if items := e.srv.Items(e.archive); len(items) != 2 {
+		t.Errorf("archive holds %d items after the retry, want 2", len(items))
+	}
+}

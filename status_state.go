@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gcingest/gcingest/config"
 	"strconv"
 	"sync"
 	"time"
@@ -71,13 +72,18 @@ func statusImage(img state.Image) status.Image {
 	return si
 }
 
-// errNoAgentRetry: retrying needs the pipeline, which only a running agent has.
-var errNoAgentRetry = errors.New("no agent is running")
-
-// retryInState marks images for retry in the state file while no agent
-// runs. STUB for the lead: the pipeline owns what "retry" resets.
-func retryInState(ctx context.Context, path string, ids []string, failed bool) ([]string, error) {
-	return nil, fmt.Errorf("%w: start it (gcingest run, or gcingest service start) and retry again; retrying with the agent stopped is not wired yet", errNoAgentRetry)
+// retryInState sends images through the pipeline again while no agent
+// runs: it opens the state file, marks them pending (moving files back from
+// failed_dir), and the next `gcingest run` uploads them. No request is made.
+func retryInState(ctx context.Context, cfg *config.Config, ids []string, failed bool) ([]string, error) {
+	st, err := state.Open(cfg.State.Path, state.Options{Timeout: 500 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	p := ingest.NewPipeline(ingest.PipelineConfig{Watches: cfg.Watches()}, st, nil, nil)
+	src := &pipelineSource{p: p}
+	return src.Retry(ctx, ids, failed)
 }
 
 // pipelineSource serves the status endpoint (and POST /retry) from a
