@@ -533,3 +533,71 @@ func TestE2EFailedImportIsExplainedAndRetried(t *testing.T) {
 		t.Errorf("archive holds %d items after the retry, want 2", len(items))
 	}
 }
+
+// TestE2EUnreadableFileFailsWithReason runs the agent as an unprivileged
+// user (nobody, when the tests run as root, as in CI, where permission bits
+// would not stop root), so that a file it may not read is really unreadable.
+func TestE2EUnreadableFileFailsWithReason(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end process test; runs without -short")
+	}
+	e := newE2E(t, gcapitest.Options{Seed: 11}, "")
+	for _, name := range []string{"ok.mha", "locked.mha"} {
+		if err := os.WriteFile(filepath.Join(e.drop, name), gcapitest.SampleMHA(int64(len(name)), 8, 8, 2), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(e.drop, "locked.mha"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		const nobody = 65534
+		cred = &syscall.Credential{Uid: nobody, Gid: nobody}
+		// The agent's folders are its own; the binary and the folders above
+		// them must be reachable for it.
+		for _, d := range []string{e.drop, e.done, e.failed, filepath.Join(e.dir, "state")} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(d, nobody, nobody); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chown(filepath.Join(e.drop, "ok.mha"), nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(e.config, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{e.dir, filepath.Dir(e.dir), filepath.Dir(gcingestBinary(t))} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cmd := exec.Command(gcingestBinary(t), "run", "--config", e.config)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	w := &lockedWriter{mu: &e.logsMu, buf: e.logs}
+	cmd.Stdout, cmd.Stderr = w, w
+	e.started = e.logLen()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	note := filepath.Join(e.failed, "locked.mha.error.txt")
+	waitFor(t, time.Minute, "ok.mha uploaded and locked.mha failed with a note", func() bool {
+		_, err := os.Stat(note)
+		return countFiles(e.done) == 1 && err == nil
+	}, e.logTail)
+	e.stop(cmd)
+	why, _ := os.ReadFile(note)
+	if !strings.Contains(string(why), "permission denied") || !strings.Contains(string(why), "locked.mha") {
+		t.Errorf("%s should name the file and the cause:\n%s", note, why)
+	}
+	if !strings.Contains(e.logTail(), "locked.mha") {
+		t.Errorf("the log does not name locked.mha:\n%s", e.logTail())
+	}
+	if n := len(e.srv.Items(e.archive)); n != 1 {
+		t.Errorf("archive holds %d items, want 1 (only the readable file)", n)
+	}
+}
