@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gcingest/gcingest/config"
@@ -50,6 +51,9 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, reload 
 		return fmt.Errorf("create the state folder for %s: %w", cfg.State.Path, err)
 	}
 	st, err := state.Open(cfg.State.Path, state.Options{})
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w; free disk space there and start gcingest again", err)
+	}
 	if err != nil {
 		return err
 	}

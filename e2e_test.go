@@ -601,3 +601,63 @@ func TestE2EUnreadableFileFailsWithReason(t *testing.T) {
 		t.Errorf("archive holds %d items, want 1 (only the readable file)", n)
 	}
 }
+
+// TestE2EStateOnFullDisk puts the state file on a tiny file system, fills
+// it, and checks that the agent stops saying why, loses nothing, and lands
+// every image once after space is freed. Mounting needs root (CI runs so).
+func TestE2EStateOnFullDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end process test; runs without -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs for the state file (CI runs as root)")
+	}
+	e := newE2E(t, gcapitest.Options{Seed: 13}, "")
+	stateDir := filepath.Join(e.dir, "state")
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", stateDir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v: %s)", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", stateDir).Run() })
+
+	// Leave room for the state file's first pages, not for 120 images.
+	filler := filepath.Join(stateDir, "filler")
+	if out, err := exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=64k", "count=30").CombinedOutput(); err != nil {
+		t.Fatalf("fill the tmpfs: %v\n%s", err, out)
+	}
+	want := e.writeImages(120)
+
+	cmd := e.start()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Errorf("the agent exited 0 with its state file on a full disk")
+		}
+	case <-time.After(time.Minute):
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Fatalf("the agent kept running with a state file it cannot write\n%s", e.logTail())
+	}
+	if log := e.logTail(); !strings.Contains(log, "no space left on device") || !strings.Contains(log, "free disk space") {
+		t.Errorf("the log does not say the disk is full and what to do:\n%s", log)
+	}
+	landed := countFiles(e.done)
+	t.Logf("%d of %d images had landed when the state file could not grow", landed, len(want))
+	if n := countFiles(e.drop); n == 0 {
+		t.Fatalf("every file left the drop folder although the state file could not be written")
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	cmd = e.start()
+	waitFor(t, 2*time.Minute, "every image moved to done_dir after space was freed", func() bool {
+		return countFiles(e.done) == len(want) && countFiles(e.drop) == 0
+	}, e.logTail)
+	e.stop(cmd)
+	e.assertExactlyOnce(want)
+}
