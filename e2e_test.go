@@ -661,3 +661,29 @@ func TestE2EStateOnFullDisk(t *testing.T) {
 	e.stop(cmd)
 	e.assertExactlyOnce(want)
 }
+
+func TestE2ECorruptStateFileRefusesToStart(t *testing.T) {
+	e := newE2E(t, gcapitest.Options{Seed: 17}, "")
+	e.writeImages(3)
+	dbPath := filepath.Join(e.dir, "state", "state.db")
+	if err := os.MkdirAll(filepath.Dir(dbPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	garbage := bytes.Repeat([]byte("not a bbolt file "), 2000)
+	if err := os.WriteFile(dbPath, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(gcingestBinary(t), "run", "--config", e.config).CombinedOutput()
+	if err == nil {
+		t.Fatalf("gcingest run started on a damaged state file:\n%s", out)
+	}
+	if !strings.Contains(string(out), dbPath) || !strings.Contains(string(out), "mv ") {
+		t.Errorf("the error should name %s and say how to move it aside:\n%s", dbPath, out)
+	}
+	if got, _ := os.ReadFile(dbPath); !bytes.Equal(got, garbage) {
+		t.Errorf("the damaged state file was changed")
+	}
+	if s := e.srv.Stats(); s.Creates != 0 {
+		t.Errorf("%d creating requests were made with a damaged state file", s.Creates)
+	}
+}
