@@ -11,10 +11,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"runtime/debug"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -269,6 +271,14 @@ func open(path string, opts Options, version int, migs []migration) (s *Store, e
 			return nil, fmt.Errorf("another gcingest is using %s: %w", path, ErrLocked)
 		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum),
 			errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrInvalidMapping):
+			return nil, corruptError(path, err)
+		}
+		// What is not the operating system's complaint (permissions, a
+		// full disk) is bbolt's about the content, e.g. "file size too
+		// small": the file is damaged.
+		var pe *fs.PathError
+		var errno syscall.Errno
+		if !errors.As(err, &pe) && !errors.As(err, &errno) {
 			return nil, corruptError(path, err)
 		}
 		return nil, fmt.Errorf("open state file %s: %w", path, err)

@@ -204,6 +204,9 @@ func TestCorruptFile(t *testing.T) {
 		"garbage": func(path string) error {
 			return os.WriteFile(path, []byte(strings.Repeat("not a bbolt file ", 1000)), 0o600)
 		},
+		"too short for a header": func(path string) error {
+			return os.WriteFile(path, []byte(strings.Repeat("garbage", 500)), 0o600)
+		},
 		"damaged meta": func(path string) error {
 			s, err := Open(path, Options{})
 			if err != nil {
