@@ -687,3 +687,43 @@ func TestE2ECorruptStateFileRefusesToStart(t *testing.T) {
 		t.Errorf("%d creating requests were made with a damaged state file", s.Creates)
 	}
 }
+
+func TestE2ESIGHUPAddsAWatchWithoutRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end process test; runs without -short")
+	}
+	e := newE2E(t, gcapitest.Options{Seed: 19}, "")
+	cmd := e.start()
+	waitFor(t, 30*time.Second, "the agent to be up", func() bool {
+		return strings.Contains(e.logSince(e.started), "agent up")
+	}, e.logTail)
+
+	second := filepath.Join(e.dir, "drop2")
+	if err := os.MkdirAll(second, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "\n[[watch]]\npath = %q\narchive = \"e2e\"\ninterface = %q\nsettle = \"200ms\"\n", second, e2eInterface)
+	f.Close()
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(second, "late.mha"), gcapitest.SampleMHA(77, 8, 8, 2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "an image dropped into the watch added by SIGHUP to reach the archive", func() bool {
+		for _, it := range e.srv.Items(e.archive) {
+			if strings.HasPrefix(it.Title, "late.mha [") && it.Value(e2eInterface) != nil {
+				return true
+			}
+		}
+		return false
+	}, e.logTail)
+	if cmd.ProcessState != nil {
+		t.Fatalf("the agent exited on SIGHUP")
+	}
+	e.stop(cmd)
+}
