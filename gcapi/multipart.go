@@ -1,7 +1,6 @@
 package gcapi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"sort"
 	"sync"
-	"time"
 )
 
 // Part sizes and concurrency of UploadFile.
@@ -35,7 +33,7 @@ const (
 // FileUpload describes one file to send with UploadFile.
 type FileUpload struct {
 	Filename string      // basename sent to the server
-	Body     io.ReaderAt // the bytes; read by parts, never whole
+	Body     io.ReaderAt // the bytes; read by parts as they are sent (concurrently, again on a retry); never after UploadFile returns
 	Size     int64
 
 	// PartSize defaults to 32 MiB and is at least 5 MiB; it grows when the
@@ -108,9 +106,11 @@ func (l partLayout) length(num int) int64 {
 // in parallel with just-in-time presigned URLs, complete) and returns the
 // Completed upload.
 //
-// Parts are read from Body into one buffer per part in flight, so memory
-// stays near PartConcurrency × PartSize. Part PUTs carry no token and are
-// retried on transient failures; an expired URL (403) is fetched again.
+// Parts are streamed from Body as they are sent, a chunk at a time, with
+// no copy of a part held in memory, so memory does not grow with PartSize
+// or PartConcurrency; a part sent again is read from Body again. Part PUTs
+// carry no token and are retried on transient failures; an expired URL
+// (403) is fetched again. A Body shorter than Size fails the upload.
 // On a permanent failure the upload is aborted (best effort); when ctx is
 // cancelled, or the failure is transient, or OnPart failed, it is left
 // Initialized so that a later call with Resume continues it.
@@ -257,8 +257,6 @@ type partSender struct {
 	cbMu sync.Mutex // serialises OnPart and Progress, guards parts
 	hw   map[int]int64
 	sent []Part
-
-	bufs chan []byte
 }
 
 // run sends every part not held and returns all parts, ordered.
@@ -285,7 +283,6 @@ func (s *partSender) run(ctx context.Context) ([]Part, error) {
 		conc = DefaultPartConcurrency
 	}
 	conc = min(conc, len(s.todo))
-	s.bufs = make(chan []byte, conc)
 
 	// The first failure stops the others. It is kept aside rather than
 	// given as the context's cause: the transport reports a cancelled
@@ -336,44 +333,9 @@ feed:
 	return all, nil
 }
 
-// buffer takes a part buffer from the upload's free list, or makes one.
-// Each worker holds at most one, so an upload holds at most
-// PartConcurrency buffers, each no larger than the largest part, and drops
-// them when it returns.
-func (s *partSender) buffer() []byte {
-	select {
-	case b := <-s.bufs:
-		return b
-	default:
-		return make([]byte, min(s.lay.partSize, s.lay.size))
-	}
-}
-
-func (s *partSender) release(b []byte) {
-	select {
-	case s.bufs <- b:
-	default:
-	}
-}
-
-// sendPart reads part n and PUTs it, with retries.
+// sendPart PUTs part n, streamed from the file, with retries.
 func (s *partSender) sendPart(ctx context.Context, n int) error {
-	off, size := s.lay.offset(n), s.lay.length(n)
-	buf := s.buffer()
-	reuse := true
-	defer func() {
-		if reuse {
-			s.release(buf)
-		}
-	}()
-	data := buf[:size]
-	if m, err := s.f.Body.ReadAt(data, off); int64(m) != size {
-		if err == nil || err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return fmt.Errorf("read part %d (bytes %d..%d): %w", n, off, off+size, permanent(err))
-	}
-
+	size := s.lay.length(n)
 	var etag string
 	shown := "PUT part " + fmt.Sprint(n) + " of upload " + s.u.PK
 	err := s.c.retry(ctx, http.MethodPut, shown, kindSafe, func(ctx context.Context) error {
@@ -383,9 +345,7 @@ func (s *partSender) sendPart(ctx context.Context, n int) error {
 			if u, err = s.url(ctx, n); err != nil {
 				return err
 			}
-			var freed bool
-			etag, freed, err = s.put(ctx, n, u, data)
-			reuse = reuse && freed
+			etag, err = s.put(ctx, n, u)
 			var he *Error
 			if errors.As(err, &he) && he.StatusCode == http.StatusForbidden && refresh < urlRefreshes {
 				// Most likely the URL expired: get a fresh one and try again now.
@@ -460,124 +420,147 @@ func (s *partSender) dropURL(n int, old string) {
 }
 
 // put PUTs one part to its presigned URL, without the token, and returns
-// the ETag the store answered. freed is false when the transport may still
-// read data (it did not close the body in time), so the buffer must not be
-// reused.
-func (s *partSender) put(ctx context.Context, n int, u string, data []byte) (etag string, freed bool, err error) {
+// the ETag the store answered. The body is read from the file as the
+// transport sends it; GetBody gives the transport a body that starts again
+// from the part's first byte, and the next attempt does the same.
+func (s *partSender) put(ctx context.Context, n int, u string) (string, error) {
 	shown := redact(u)
+	off, size := s.lay.offset(n), s.lay.length(n)
 	ctx, wd := newWatchdog(ctx, s.c.stall)
 	// The transport may go on reading a request body after Do returned
-	// (an early answer, an error); it closes the body when it is done.
-	// Cancel the attempt, then wait for every body to be closed before
-	// the buffer goes back to the pool.
-	var open sync.WaitGroup
-	newBody := func() *partBody {
-		open.Add(1)
-		return &partBody{ctx: ctx, s: s, n: n, r: bytes.NewReader(data), wd: wd, closed: open.Done}
-	}
+	// (an early answer, an error). Once this attempt is over its bodies
+	// read no more of the file and report no more progress, so that
+	// nothing reads Body or calls Progress after UploadFile returned.
+	g := &gate{}
 	defer func() {
+		g.close()
 		wd.stop()
-		freed = waitTimeout(&open, s.c.stall)
 	}()
+	newBody := func() *partBody {
+		return &partBody{ctx: ctx, s: s, n: n, off: off, size: size, wd: wd, gate: g}
+	}
 	var body io.ReadCloser = http.NoBody
-	if len(data) > 0 {
+	if size > 0 {
 		body = newBody()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, body)
 	if err != nil {
-		if body != http.NoBody {
-			body.Close()
-		}
-		return "", false, fmt.Errorf("PUT %s: %w", shown, permanent(err))
+		return "", fmt.Errorf("PUT %s: %w", shown, permanent(err))
 	}
-	req.ContentLength = int64(len(data))
-	if len(data) > 0 {
+	req.ContentLength = size
+	if size > 0 {
 		req.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
 	}
 	req.Header.Set("User-Agent", s.c.userAgent)
 	// No Authorization header: the signature in the URL is the credential,
 	// and the token must never reach the store.
 	resp, err := s.c.bare.Do(req)
+	if rerr := g.readErr(); rerr != nil {
+		// The file failed us, not the network (which the transport's
+		// wrapping of the error would suggest): give up on the upload.
+		if err == nil {
+			drainClose(resp.Body)
+		}
+		return "", rerr
+	}
 	if err != nil {
-		return "", false, fmt.Errorf("PUT %s: %w", shown, wd.cause(err))
+		return "", fmt.Errorf("PUT %s: %w", shown, wd.cause(err))
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(wd.reader(resp.Body), maxErrorBody))
-		return "", false, newError(http.MethodPut, shown, resp, b)
+		return "", newError(http.MethodPut, shown, resp, b)
 	}
-	etag = resp.Header.Get("ETag")
+	etag := resp.Header.Get("ETag")
 	if etag == "" {
 		// S3 always sends one; without it the part cannot be completed.
-		return "", false, fmt.Errorf("PUT %s: answer 200 without an ETag", shown)
+		return "", fmt.Errorf("PUT %s: answer 200 without an ETag", shown)
 	}
-	return etag, false, nil
+	return etag, nil
 }
 
-// waitTimeout waits for wg, at most d; it reports whether wg finished.
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-done:
-		return true
-	case <-t.C:
-		// The goroutine ends when the transport closes the body at last.
-		return false
-	}
+// gate is shared by the bodies of one PUT attempt; once closed, they stop
+// reading.
+type gate struct {
+	mu   sync.Mutex
+	over bool
+	err  error // the file could not be read
 }
 
-// partBody is a part's request body: it kicks the stall watchdog, waits on
-// the rate limiter per chunk and reports progress beyond what earlier
-// attempts of the same part already reported.
+func (g *gate) readErr() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+// close waits for a read in progress and stops any later one.
+func (g *gate) close() {
+	g.mu.Lock()
+	g.over = true
+	g.mu.Unlock()
+}
+
+// errAttemptOver is what a body read after its attempt ended returns; only
+// a transport still sending an abandoned request sees it.
+var errAttemptOver = errors.New("gcapi: part PUT attempt is over")
+
+// partBody is a part's request body, read straight from the file (no copy
+// of the part is held): it kicks the stall watchdog, waits on the rate
+// limiter per chunk and reports progress beyond what earlier attempts of
+// the same part already reported.
 type partBody struct {
-	ctx  context.Context
-	s    *partSender
-	n    int
-	r    *bytes.Reader
-	wd   *watchdog
-	read int64
-
-	closed    func() // called once, on the first Close
-	closeOnce sync.Once
+	ctx       context.Context
+	s         *partSender
+	n         int
+	off, size int64 // the part's bytes in the file
+	read      int64 // bytes of the part this body has read
+	wd        *watchdog
+	gate      *gate
 }
 
 func (b *partBody) Read(p []byte) (int, error) {
-	if len(p) > limitChunk {
-		p = p[:limitChunk]
+	left := b.size - b.read
+	if left <= 0 {
+		return 0, io.EOF
 	}
-	if l := b.s.c.limiter; l != nil && b.r.Len() > 0 {
-		want := min(len(p), b.r.Len())
+	want := int(min(int64(len(p)), limitChunk, left))
+	if l := b.s.c.limiter; l != nil {
 		if bl, ok := l.(interface{ Burst() int }); ok && bl.Burst() > 0 && bl.Burst() < want {
 			want = bl.Burst()
 		}
-		p = p[:want]
 		// Waiting for the limiter is not a stall.
 		b.wd.timer.Stop()
-		err := l.WaitN(b.ctx, want)
-		b.wd.kick()
-		if err != nil {
+		if err := l.WaitN(b.ctx, want); err != nil {
 			return 0, err
 		}
 	}
-	n, err := b.r.Read(p)
-	if n > 0 {
-		b.wd.kick()
-		b.read += int64(n)
-		b.s.progress(b.n, b.read)
+	b.gate.mu.Lock()
+	defer b.gate.mu.Unlock()
+	if b.gate.over {
+		return 0, errAttemptOver
 	}
-	return n, err
+	b.wd.kick()
+	at := b.off + b.read
+	m, err := b.s.f.Body.ReadAt(p[:want], at)
+	if m < want {
+		// The file is shorter than Size, or unreadable: sending it
+		// again will not help.
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		b.gate.err = permanent(fmt.Errorf("read part %d of %s (bytes %d..%d): %w", b.n, b.s.f.Filename, at, at+int64(want), err))
+		return 0, b.gate.err
+	}
+	b.read += int64(m)
+	b.s.progress(b.n, b.read)
+	if b.read == b.size {
+		return m, io.EOF
+	}
+	return m, nil
 }
 
-func (b *partBody) Close() error {
-	b.closeOnce.Do(b.closed)
-	return nil
-}
+// Close does nothing: the file belongs to the caller.
+func (b *partBody) Close() error { return nil }
 
 // progress reports the bytes of part n beyond its high-water mark.
 func (s *partSender) progress(n int, sent int64) {
