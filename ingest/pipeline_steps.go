@@ -428,11 +428,6 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 		partSize = gcapi.DefaultPartSize
 	}
 	singlePart := u.Size <= max(partSize, gcapi.MinPartSize)
-	if singlePart && u.PK == "" {
-		// One part either way; the client sizes its part buffers by the
-		// part size, so ask for the smallest.
-		partSize = gcapi.MinPartSize
-	}
 	// No orphan scan for this name may run while our create is in flight:
 	// it would take our new upload for an orphan.
 	unlock := func() {}
