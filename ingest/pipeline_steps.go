@@ -408,7 +408,7 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 	if u.PK == "" && (u.IntentAt.Before(p.started) || img.Attempts > 0) {
 		// A create may have reached the server without its answer
 		// reaching us (crash, lost response): abort such orphans first.
-		if err := p.abortOrphans(ctx, u.Filename); err != nil {
+		if err := p.abortOrphans(ctx, u.Filename, u.IntentAt); err != nil {
 			return err
 		}
 	}
@@ -504,7 +504,11 @@ func cloneUploads(in []state.Upload) []state.Upload {
 // abortOrphans aborts Initialized uploads named filename that no image
 // records: uploads whose create reached the server but whose pk never
 // reached the state file.
-func (p *Pipeline) abortOrphans(ctx context.Context, filename string) error {
+//
+// Only uploads created after intentAt (less orphanClockSkew for the
+// server's clock) can be ours: an older one with the same name belongs to
+// someone else using the account, and is left alone.
+func (p *Pipeline) abortOrphans(ctx context.Context, filename string, intentAt time.Time) error {
 	defer p.lockName(filename)()
 	ups, err := p.api.Uploads(ctx)
 	if err != nil {
@@ -512,7 +516,8 @@ func (p *Pipeline) abortOrphans(ctx context.Context, filename string) error {
 	}
 	var cands []gcapi.Upload
 	for _, u := range ups {
-		if u.Filename == filename && u.Status == gcapi.UploadInitialized {
+		tooOld := !intentAt.IsZero() && !u.Created.IsZero() && u.Created.Before(intentAt.Add(-orphanClockSkew))
+		if u.Filename == filename && u.Status == gcapi.UploadInitialized && !tooOld {
 			cands = append(cands, u)
 		}
 	}
@@ -534,6 +539,9 @@ func (p *Pipeline) abortOrphans(ctx context.Context, filename string) error {
 	}
 	return nil
 }
+
+// orphanClockSkew is how far the server's clock may lag ours.
+const orphanClockSkew = 10 * time.Minute
 
 // recordedUploads returns every upload pk in the state file, and those
 // being created right now.
@@ -580,7 +588,7 @@ func (p *Pipeline) abortOpen(ctx context.Context, img *state.Image) error {
 	for _, u := range img.Uploads {
 		if u.PK == "" {
 			if !u.IntentAt.IsZero() && !u.Completed {
-				if err := p.abortOrphans(ctx, u.Filename); err != nil {
+				if err := p.abortOrphans(ctx, u.Filename, u.IntentAt); err != nil {
 					return err
 				}
 			}
