@@ -37,6 +37,9 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 // afterAction keeps, moves or deletes the image's files as the watch says.
 // Doing it twice is harmless. It returns where the files went, if moved.
 func afterAction(img *state.Image, w Watch) (string, error) {
+	if w.AfterUpload == "move" || w.AfterUpload == "delete" {
+		img = uploadedOnly(img)
+	}
 	switch w.AfterUpload {
 	case "", "keep":
 		return "", nil
@@ -55,6 +58,24 @@ func afterAction(img *state.Image, w Watch) (string, error) {
 		return "", nil
 	}
 	return "", inputErrorf("unknown after_upload %q for watch %s", w.AfterUpload, w.Path)
+}
+
+// uploadedOnly returns img with only the files that still hold what was
+// uploaded (size and modification time as hashed) or are already gone. A
+// file written again under the same name since (a scanner exporting again)
+// holds content the archive does not have: it stays in the drop folder,
+// where the watcher finds it as a new image.
+func uploadedOnly(img *state.Image) *state.Image {
+	out := *img
+	out.Files = nil
+	for _, f := range img.Files {
+		fi, err := os.Stat(f.Path)
+		if err == nil && f.SHA256 != "" && (fi.Size() != f.Size || !fi.ModTime().Equal(f.ModTime)) {
+			continue
+		}
+		out.Files = append(out.Files, f)
+	}
+	return &out
 }
 
 // stepFailedFiles aborts the failed image's open uploads and moves its

@@ -1,0 +1,68 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/gcapi/gcapitest"
+	"github.com/gcingest/gcingest/state"
+)
+
+// afterPatch runs a function once the item's PATCH has been answered, i.e.
+// after the upload but before the import is confirmed.
+type afterPatch struct {
+	API
+	do func()
+}
+
+func (a afterPatch) UpdateArchiveItem(ctx context.Context, pk string, v []gcapi.ValueUpdate) (*gcapi.ArchiveItem, error) {
+	it, err := a.API.UpdateArchiveItem(ctx, pk, v)
+	a.do()
+	return it, err
+}
+
+// A file written again under the same name after its upload (a scanner
+// exporting the series again) holds content that was never uploaded: the
+// after-upload action of the earlier image must leave it alone.
+func TestAfterActionLeavesFileChangedSinceUpload(t *testing.T) {
+	for _, after := range []string{"delete", "move"} {
+		t.Run(after, func(t *testing.T) {
+			h := newHarness(t, gcapitest.Options{}, after)
+			newer := gcapitest.SampleMHA(7, 4, 4, 3)
+			f := h.write("scan.mha", gcapitest.SampleMHA(1, 4, 4, 2))
+			var once sync.Once
+			api := afterPatch{API: h.api, do: func() {
+				once.Do(func() {
+					if err := os.WriteFile(f.Path, newer, 0o644); err != nil {
+						t.Error(err)
+					}
+					os.Chtimes(f.Path, time.Now(), time.Now().Add(time.Hour))
+				})
+			}}
+			p := NewPipeline(h.config(), h.store, api, nil)
+			if err := p.Submit(context.Background(), h.group(KindSingle, "scan.mha", f)); err != nil {
+				t.Fatal(err)
+			}
+			stop := start(p)
+			imgs := h.waitSettled(1)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			if imgs[0].State != state.Finished {
+				t.Fatalf("image is %s (%s); want finished", imgs[0].State, imgs[0].LastError)
+			}
+			got, err := os.ReadFile(f.Path)
+			if err != nil {
+				t.Fatalf("the rewritten file is gone from the drop folder after the earlier image's %s: %v", after, err)
+			}
+			if !bytes.Equal(got, newer) {
+				t.Errorf("drop folder holds %d bytes; want the rewritten file's %d", len(got), len(newer))
+			}
+		})
+	}
+}
