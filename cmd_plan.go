@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
+	"time"
+
 	"context"
 	"fmt"
+	"github.com/gcingest/gcingest/state"
 	"log/slog"
 
 	"github.com/gcingest/gcingest/ingest"
@@ -10,8 +14,9 @@ import (
 
 const helpPlan = `A dry run: scans every drop folder once and prints how its files would be
 grouped into images, which images are ready (settled and complete) and
-which wait, and why. It uploads nothing, contacts no server and does not
-open the state file, so it works while the agent runs.
+which wait, and why. It uploads nothing and contacts no server. When no agent
+runs, it also reads the state file (read-only) and marks images already
+recorded with the same files as "recorded", with their state and item.
 `
 
 func (c *cli) cmdPlan(ctx context.Context, args []string) error {
@@ -30,6 +35,16 @@ func (c *cli) cmdPlan(ctx context.Context, args []string) error {
 	}
 	// No token is needed; the logger shows only grouping problems.
 	log := newLogger(cfg, c.stderr, "")
+	st, err := state.Open(cfg.State.Path, state.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
+	switch {
+	case err == nil:
+		defer st.Close()
+	case errors.Is(err, state.ErrLocked):
+		fmt.Fprintln(c.stdout, "(the agent is running: images it already recorded are not marked)")
+		st = nil
+	default:
+		st = nil // no state file yet: nothing was recorded
+	}
 	for i, w := range cfg.Watches() {
 		if i > 0 {
 			fmt.Fprintln(c.stdout)
@@ -38,9 +53,57 @@ func (c *cli) cmdPlan(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("plan watch[%d] %s: %w", i, w.Path, err)
 		}
+		if st != nil {
+			if err := markRecorded(&rep, w.Path, st); err != nil {
+				return err
+			}
+		}
 		if err := rep.WriteText(c.stdout); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// markRecorded marks the ready entries that the state file already holds
+// with the same files (relative path, size, modification time), which the
+// agent would skip, with what became of them.
+func markRecorded(rep *ingest.PlanReport, watch string, st *state.Store) error {
+	for i, e := range rep.Entries {
+		if e.State != ingest.PlanReady {
+			continue
+		}
+		imgs, err := st.ByKey(watch, e.Key)
+		if err != nil {
+			return fmt.Errorf("read state file: %w", err)
+		}
+		for _, im := range imgs {
+			if sameFiles(im.Files, e.Files) {
+				e.State = ingest.PlanRecorded
+				e.Reason = fmt.Sprintf("image %d is %s", im.ID, im.State)
+				if im.ItemPK != "" {
+					e.Reason += ", item " + im.ItemPK
+				}
+				rep.Entries[i] = e
+			}
+		}
+	}
+	return nil
+}
+
+func sameFiles(rec []state.File, now []ingest.File) bool {
+	if len(rec) != len(now) {
+		return false
+	}
+	byRel := make(map[string]state.File, len(rec))
+	for _, f := range rec {
+		byRel[f.Rel] = f
+	}
+	for _, f := range now {
+		r, ok := byRel[f.Rel]
+		if !ok || r.Size != f.Size || !r.ModTime.Equal(f.ModTime) {
+			return false
+		}
+	}
+	return true
 }

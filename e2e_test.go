@@ -727,3 +727,57 @@ func TestE2ESIGHUPAddsAWatchWithoutRestart(t *testing.T) {
 	}
 	e.stop(cmd)
 }
+
+func TestE2EPlanMarksWhatIsAlreadyRecorded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end process test; runs without -short")
+	}
+	e := newE2E(t, gcapitest.Options{Seed: 23}, "")
+	cfg, _ := os.ReadFile(e.config)
+	cfg = bytes.Replace(cfg, []byte(`after_upload = "move"`), []byte(`after_upload = "keep"`), 1)
+	cfg = bytes.Replace(cfg, []byte(fmt.Sprintf("done_dir = %q\n", e.done)), nil, 1)
+	if err := os.WriteFile(e.config, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a.mha", "b.mha"} {
+		if err := os.WriteFile(filepath.Join(e.drop, name), gcapitest.SampleMHA(int64(len(name)+int(name[0])), 8, 8, 2), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := e.start()
+	waitFor(t, time.Minute, "both images in the archive", func() bool {
+		items := e.srv.Items(e.archive)
+		for _, it := range items {
+			if v := it.Value(e2eInterface); v == nil || v.Image == nil {
+				return false
+			}
+		}
+		return len(items) == 2
+	}, e.logTail)
+	e.stop(cmd)
+
+	out := runOut(t, "plan", "--config", e.config)
+	if !strings.Contains(out, "0 ready") || !strings.Contains(out, "2 already recorded") {
+		t.Errorf("plan after both kept files were uploaded:\n%s\nwant 0 ready, 2 already recorded", out)
+	}
+	// New content under an old name is new work.
+	later := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(e.drop, "b.mha"), later, later); err != nil {
+		t.Fatal(err)
+	}
+	out = runOut(t, "plan", "--config", e.config)
+	if !strings.Contains(out, "1 ready") || !strings.Contains(out, "1 already recorded") {
+		t.Errorf("plan after b.mha changed:\n%s\nwant 1 ready, 1 already recorded", out)
+	}
+}
+
+// runOut runs the gcingest binary and returns its output; a non-zero exit
+// fails the test.
+func runOut(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(gcingestBinary(t), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gcingest %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}

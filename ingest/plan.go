@@ -19,6 +19,10 @@ const (
 	PlanReady   = "ready"
 	PlanWaiting = "waiting"
 	PlanIgnored = "ignored"
+	// PlanRecorded marks a ready group that the state file already holds
+	// with the same files: the agent will not send it again. Plan itself
+	// never reads the state file; `gcingest plan` sets it when it can.
+	PlanRecorded = "recorded"
 )
 
 // PlanReport is how one watch folder would be grouped right now.
@@ -161,6 +165,17 @@ func planFolderEntry(w Watch, e *PlanEntry) {
 	}
 }
 
+// count returns how many entries are in state.
+func (r PlanReport) count(state string) int {
+	n := 0
+	for _, e := range r.Entries {
+		if e.State == state {
+			n++
+		}
+	}
+	return n
+}
+
 // Counts returns how many entries are ready, waiting and ignored.
 func (r PlanReport) Counts() (ready, waiting, ignored int) {
 	for _, e := range r.Entries {
@@ -180,7 +195,11 @@ func (r PlanReport) Counts() (ready, waiting, ignored int) {
 // size, key, and the reason for what waits or is ignored.
 func (r PlanReport) WriteText(w io.Writer) error {
 	ready, waiting, ignored := r.Counts()
-	if _, err := fmt.Fprintf(w, "%s (group = %s): %d ready, %d waiting, %d ignored\n", r.Watch, r.Group, ready, waiting, ignored); err != nil {
+	recorded := ""
+	if n := r.count(PlanRecorded); n > 0 {
+		recorded = fmt.Sprintf(", %d already recorded", n)
+	}
+	if _, err := fmt.Fprintf(w, "%s (group = %s): %d ready, %d waiting, %d ignored%s\n", r.Watch, r.Group, ready, waiting, ignored, recorded); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
 	if len(r.Entries) == 0 {
