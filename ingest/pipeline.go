@@ -444,8 +444,10 @@ func (p *Pipeline) RetryFailed(ctx context.Context) ([]uint64, error) {
 	}
 	var ids []uint64
 	for _, img := range imgs {
+		// Not marked recovering: a retried image starts over from pending
+		// with fresh intents, and one whose retry fails is never queued,
+		// so marking it would hold up all new work for good.
 		ids = append(ids, img.ID)
-		p.recovering[img.ID] = true
 	}
 	return ids, p.Retry(ctx, ids)
 }

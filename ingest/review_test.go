@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -64,5 +65,44 @@ func TestAfterActionLeavesFileChangedSinceUpload(t *testing.T) {
 				t.Errorf("drop folder holds %d bytes; want the rewritten file's %d", len(got), len(newer))
 			}
 		})
+	}
+}
+
+// A failed image that cannot be retried (its file was removed from
+// failed_dir) must not hold up the images dropped after it.
+func TestRetryFailedThatCannotRestoreDoesNotStall(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	p := h.pipeline(h.config())
+	stop := start(p)
+	defer stop()
+	if err := p.Submit(context.Background(), h.group(KindSingle, "empty.mha", h.write("empty.mha", nil))); err != nil {
+		t.Fatal(err)
+	}
+	imgs := h.waitSettled(1)
+	if imgs[0].State != state.Failed || imgs[0].MovedTo == "" {
+		t.Fatalf("image is %s, moved to %q; want failed and moved to failed_dir", imgs[0].State, imgs[0].MovedTo)
+	}
+	if err := os.Remove(filepath.Join(imgs[0].MovedTo, "empty.mha")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.RetryFailed(context.Background()); err == nil {
+		t.Fatal("RetryFailed of an image whose file is gone: no error")
+	}
+	if err := p.Submit(context.Background(), h.group(KindSingle, "next.mha", h.write("next.mha", gcapitest.SampleMHA(2, 4, 4, 2)))); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		img, err := h.store.Get(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img.State == state.Finished {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the next image is still %s after 15s: the pipeline stalled behind the failed retry", img.State)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
 	}
 }
