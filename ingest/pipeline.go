@@ -420,9 +420,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 }
 
 // Retry sends the given failed (or retrying) images through the pipeline
-// again: files moved to failed_dir go back where they were found, and the
-// image starts over from pending (keeping its item pk, if any). It works
-// whether or not Run is running.
+// again: files moved to failed_dir go back where they were found, and a
+// failed image starts over from pending (keeping its item pk, if any); a
+// retrying one is tried again now from where it was. It works whether or
+// not Run is running.
 func (p *Pipeline) Retry(ctx context.Context, ids []uint64) error {
 	var errs []error
 	for _, id := range ids {
@@ -465,6 +466,24 @@ func (p *Pipeline) retryOne(id uint64) error {
 	p.mu.Unlock()
 	if busy {
 		return fmt.Errorf("retry image %d: it is being worked on", id)
+	}
+	if img.State == state.Retrying {
+		// Only the wait is cut short. Its progress (upload pks and parts,
+		// item pk, PATCH sent, attempts) is kept: starting it over would
+		// leave its multipart upload open and could send its PATCH again.
+		_, err = p.store.Update(id, func(r *state.Image) error {
+			if r.State != state.Retrying {
+				return fmt.Errorf("retry image %d: it is %s now", id, r.State)
+			}
+			r.NextAttempt = time.Time{}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		p.log.Info("image tried again now", "id", id, "key", img.Key)
+		p.enqueue(id, time.Time{})
+		return nil
 	}
 	if img.State == state.Failed && img.MovedTo != "" {
 		if err := p.restoreFailed(&img); err != nil {

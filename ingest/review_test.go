@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -105,4 +106,63 @@ func TestRetryFailedThatCannotRestoreDoesNotStall(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
 	}
+}
+
+// failPartOnce fails the upload once, right after its first part was
+// accepted and recorded, as a dropped connection would.
+type failPartOnce struct {
+	API
+	once *sync.Once
+}
+
+func (a failPartOnce) UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcapi.Upload, error) {
+	onPart := f.OnPart
+	f.OnPart = func(pt gcapi.Part) error {
+		if err := onPart(pt); err != nil {
+			return err
+		}
+		var err error
+		a.once.Do(func() { err = errors.New("connection reset by peer") })
+		return err
+	}
+	return a.API.UploadFile(ctx, f)
+}
+
+// gcingest retry on an image that is retrying by itself (half of its
+// multipart upload sent) must not start it over: that would leave its
+// multipart upload Initialized for good.
+func TestRetryOfRetryingImageKeepsItsUpload(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	cfg := h.config()
+	cfg.PartSize = 5 << 20
+	cfg.RetryBase, cfg.RetryMax = time.Hour, time.Hour // only gcingest retry brings it back
+	p := NewPipeline(cfg, h.store, failPartOnce{API: h.api, once: new(sync.Once)}, nil)
+	big := append(gcapitest.SampleMHA(4, 4, 4, 2), make([]byte, 6<<20)...)
+	if err := p.Submit(context.Background(), h.group(KindSingle, "big.mha", h.write("big.mha", big))); err != nil {
+		t.Fatal(err)
+	}
+	stop := start(p)
+	defer stop()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		img, err := h.store.Get(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img.State == state.Retrying {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("image is %s after 15s; want retrying", img.State)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
+	}
+	if err := p.Retry(context.Background(), []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	imgs := h.waitSettled(1)
+	if imgs[0].State != state.Finished {
+		t.Fatalf("image is %s (%s); want finished", imgs[0].State, imgs[0].LastError)
+	}
+	h.checkArchive(1)
 }
