@@ -485,6 +485,12 @@ func (p *Pipeline) retryOne(id uint64) error {
 		p.enqueue(id, time.Time{})
 		return nil
 	}
+	if img.State == state.Failed && !img.ActionDone {
+		// Starting over forgets its uploads; one still open would stay
+		// open for good.
+		return fmt.Errorf("retry image %d: its open uploads are not aborted yet; the running agent keeps trying "+
+			"(start it if it is stopped), retry once it has", id)
+	}
 	if img.State == state.Failed && img.MovedTo != "" {
 		if err := p.restoreFailed(&img); err != nil {
 			return fmt.Errorf("retry image %d: %w", id, err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,6 +160,92 @@ func TestRetryOfRetryingImageKeepsItsUpload(t *testing.T) {
 	}
 	if err := p.Retry(context.Background(), []uint64{1}); err != nil {
 		t.Fatal(err)
+	}
+	imgs := h.waitSettled(1)
+	if imgs[0].State != state.Finished {
+		t.Fatalf("image is %s (%s); want finished", imgs[0].State, imgs[0].LastError)
+	}
+	h.checkArchive(1)
+}
+
+// brokenAbort fails the first part permanently and, while broken is set,
+// every abort: a failed image whose multipart upload cannot be aborted yet.
+type brokenAbort struct {
+	API
+	once   *sync.Once
+	broken *atomic.Bool
+}
+
+func (a brokenAbort) UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcapi.Upload, error) {
+	onPart := f.OnPart
+	f.OnPart = func(pt gcapi.Part) error {
+		if err := onPart(pt); err != nil {
+			return err
+		}
+		var err error
+		a.once.Do(func() { err = inputErrorf("%s: refused", f.Filename) })
+		return err
+	}
+	return a.API.UploadFile(ctx, f)
+}
+
+func (a brokenAbort) AbortUpload(ctx context.Context, u *gcapi.Upload) (*gcapi.Upload, error) {
+	if a.broken.Load() {
+		return nil, errors.New("connection reset by peer")
+	}
+	return a.API.AbortUpload(ctx, u)
+}
+
+// gcingest retry on a failed image whose open upload is not aborted yet
+// must not forget that upload.
+func TestRetryOfFailedImageWithOpenUpload(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	cfg := h.config()
+	cfg.PartSize = 5 << 20
+	broken := new(atomic.Bool)
+	broken.Store(true)
+	p := NewPipeline(cfg, h.store, brokenAbort{API: h.api, once: new(sync.Once), broken: broken}, nil)
+	big := append(gcapitest.SampleMHA(4, 4, 4, 2), make([]byte, 6<<20)...)
+	if err := p.Submit(context.Background(), h.group(KindSingle, "big.mha", h.write("big.mha", big))); err != nil {
+		t.Fatal(err)
+	}
+	stop := start(p)
+	defer stop()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		img, err := h.store.Get(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img.State == state.Failed && img.Attempts > 0 {
+			break // the abort was tried and failed
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("image is %s after 15s; want failed with its abort pending", img.State)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
+	}
+	retryErr := p.Retry(context.Background(), []uint64{1})
+	broken.Store(false)
+	if retryErr != nil {
+		// Refused until the abort went through: then it may be retried.
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			img, err := h.store.Get(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if img.ActionDone {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the failed image's upload is not aborted after 15s")
+			}
+			time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
+		}
+		if err := p.Retry(context.Background(), []uint64{1}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	imgs := h.waitSettled(1)
 	if imgs[0].State != state.Finished {
