@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -372,17 +373,31 @@ func TestPullInterruptedResumes(t *testing.T) {
 	checkTree(t, dir, fx)
 }
 
-// flakyClient loses the connection halfway through every third download,
-// after half the bytes went to the file, as a proxy dropping the
-// connection would.
+// flakyClient loses the connection halfway through the first download of
+// every third file, after half the bytes went to the file, as a proxy
+// dropping the connection would. Only first attempts are cut, so that the
+// test does not depend on how concurrent downloads interleave.
 type flakyClient struct {
 	Client
-	calls atomic.Int32
+	mu    sync.Mutex
+	seen  map[string]bool
+	calls int
 	cuts  atomic.Int32
 }
 
 func (c *flakyClient) Download(ctx context.Context, u string, w io.Writer) (int64, error) {
-	if c.calls.Add(1)%3 != 0 {
+	c.mu.Lock()
+	first := !c.seen[u]
+	if c.seen == nil {
+		c.seen = map[string]bool{}
+	}
+	c.seen[u] = true
+	if first {
+		c.calls++
+	}
+	cut := first && c.calls%3 == 0
+	c.mu.Unlock()
+	if !cut {
 		return c.Client.Download(ctx, u, w)
 	}
 	var buf bytes.Buffer
