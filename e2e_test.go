@@ -332,7 +332,7 @@ func TestE2EKilledAtRandomMomentsLandsEveryImageOnce(t *testing.T) {
 			}
 			t.Logf("states of images caught in flight by the kills: %v", atKill)
 			cmd := e.start()
-			waitFor(t, 4*time.Minute, "every image moved to done_dir", func() bool {
+			waitFor(t, 8*time.Minute, "every image moved to done_dir", func() bool {
 				return countFiles(e.done) == len(want) && countFiles(e.drop) == 0
 			}, e.logTail)
 			e.stop(cmd)

@@ -286,6 +286,8 @@ func TestRetryClasses(t *testing.T) {
 	}{
 		{"GET 502 503 504 then ok", false, []step{status(502), status(503), status(504), status(200)}, 4, false, false},
 		{"POST 503 then ok", true, []step{status(503), status(201)}, 2, false, false},
+		{"POST 502 not repeated", true, []step{status(502), status(201)}, 1, true, true},
+		{"POST 504 not repeated", true, []step{status(504), status(201)}, 1, true, true},
 		{"POST 429 then ok", true, []step{status(429), status(201)}, 2, false, false},
 		{"GET 507 then ok", false, []step{status(507), status(200)}, 2, false, false},
 		{"GET 500 then ok", false, []step{status(500), status(200)}, 2, false, false},

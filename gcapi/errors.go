@@ -134,14 +134,22 @@ func IsTitleConflict(err error) bool {
 }
 
 // isAmbiguous reports whether a failed request that changes something may
-// nevertheless have taken effect: a 500, or a connection that broke or timed
+// nevertheless have taken effect: a 500, 502 or 504, or a connection that broke or timed
 // out after the request was (perhaps) sent.
 func isAmbiguous(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
-		return e.StatusCode == http.StatusInternalServerError
+		return ambiguousStatus(e.StatusCode)
 	}
 	return IsTransient(err) && !notSent(err)
+}
+
+// ambiguousStatus reports whether an answer leaves open whether the
+// request took effect: a 500 (an unhandled error, possibly after the
+// change was made), or a 502/504 from a gateway that lost or timed out the
+// server's answer.
+func ambiguousStatus(code int) bool {
+	return code == http.StatusInternalServerError || code == http.StatusBadGateway || code == http.StatusGatewayTimeout
 }
 
 // notSent reports whether a transport error proves the request never

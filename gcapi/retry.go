@@ -17,12 +17,15 @@ import (
 //     IsTransient) and, up to 3 attempts, on a 500.
 //   - Requests that create or change something (POST uploads, POST items,
 //     PATCH items, complete, abort) are retried only when the request
-//     surely did not take effect: 429, 502, 503, 504, 507 (the server or
-//     its gateway refused before acting, as gcapi assumes too) and a
-//     connection that could not be opened. A 500, a reset or a timeout
-//     after the request was sent is returned to the caller, who finds out
-//     what the server holds before repeating it (UploadFile does this for
-//     complete; callers of CreateArchiveItem look the title up).
+//     surely did not take effect: 429, 503 and 507 (refused before acting)
+//     and a connection that could not be opened. A 500, a 502 or 504 (a
+//     gateway that lost or timed out the server's answer: it may have
+//     acted), a reset or a timeout after the request was sent is returned
+//     to the caller, who finds out what the server holds before repeating
+//     it (UploadFile does this for complete; callers of CreateArchiveItem
+//     look the title up; the pipeline reconciles a PATCH). gcapi retries
+//     502 and 504 on creates too; a second image import started by a
+//     repeated PATCH is the risk we do not take.
 //
 // Waits grow exponentially from BaseDelay with full jitter, capped at
 // MaxDelay; a Retry-After header replaces the computed wait (up to
@@ -76,6 +79,9 @@ const (
 func shouldRetry(kind reqKind, attempt int, err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
+		if kind == kindCreate && ambiguousStatus(e.StatusCode) {
+			return false
+		}
 		if transientStatus(e.StatusCode) && e.StatusCode != http.StatusRequestTimeout {
 			return true
 		}
