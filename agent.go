@@ -36,16 +36,8 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, reload 
 	if err != nil {
 		return &configError{err}
 	}
-	// A drop folder missing at start is a mistake in the config; one that
-	// goes away later (an unmounted share) is waited for by its watcher.
-	for i, w := range cfg.Watch {
-		fi, err := os.Stat(w.Path)
-		if err == nil && !fi.IsDir() {
-			err = errors.New("it is a file")
-		}
-		if err != nil {
-			return &configError{fmt.Errorf("watch[%d].path: %s is not a folder this user can see (%w): create it, mount the share, or fix the path", i, w.Path, err)}
-		}
+	if err := checkWatchFolders(cfg); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.State.Path), 0o750); err != nil {
 		return fmt.Errorf("create the state folder for %s: %w", cfg.State.Path, err)
@@ -80,13 +72,48 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, reload 
 		if err != nil || nc == nil {
 			return err
 		}
-		log.Info("applying the reloaded watch list", "watches", len(nc.Watch))
 		if nc.State.Path != cfg.State.Path || nc.Status.Listen != cfg.Status.Listen || nc.GrandChallenge != cfg.GrandChallenge {
 			log.Warn("SIGHUP applies the watch list and upload settings; changes to [state], [status] or [grand_challenge] take effect at the next restart")
 			nc.State, nc.Status, nc.GrandChallenge = cfg.State, cfg.Status, cfg.GrandChallenge
 		}
+		// A reloaded config that names a missing folder or an unknown
+		// archive must not stop an agent that was working.
+		if err := checkReload(ctx, nc, token, log); err != nil {
+			log.Error("SIGHUP: the new watch list is refused; keeping the running one", "err", err)
+			continue
+		}
+		log.Info("applying the reloaded watch list", "watches", len(nc.Watch))
 		cfg = nc
 	}
+}
+
+// checkWatchFolders refuses a drop folder missing at start: a mistake in the
+// config. One that goes away later (an unmounted share) is waited for by its
+// watcher.
+func checkWatchFolders(cfg *config.Config) error {
+	for i, w := range cfg.Watch {
+		fi, err := os.Stat(w.Path)
+		if err == nil && !fi.IsDir() {
+			err = errors.New("it is a file")
+		}
+		if err != nil {
+			return &configError{fmt.Errorf("watch[%d].path: %s is not a folder this user can see (%w): create it, mount the share, or fix the path", i, w.Path, err)}
+		}
+	}
+	return nil
+}
+
+// checkReload checks a reloaded config's folders and, with the server, its
+// archives and interfaces.
+func checkReload(ctx context.Context, nc *config.Config, token string, log *slog.Logger) error {
+	if err := checkWatchFolders(nc); err != nil {
+		return err
+	}
+	client, err := newAPIClient(nc, token, log, nil)
+	if err != nil {
+		return err
+	}
+	return verifyServer(ctx, client, nc, log)
 }
 
 // runAgentOnce runs one generation of client, pipeline and watchers. It

@@ -688,7 +688,7 @@ func TestE2ECorruptStateFileRefusesToStart(t *testing.T) {
 	}
 }
 
-func TestE2ESIGHUPAddsAWatchWithoutRestart(t *testing.T) {
+func TestE2ESIGHUPAppliesAWatchListWithoutRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end process test; runs without -short")
 	}
@@ -702,6 +702,32 @@ func TestE2ESIGHUPAddsAWatchWithoutRestart(t *testing.T) {
 	if err := os.MkdirAll(second, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	good, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A reload naming an archive the server does not know is refused, and
+	// the agent goes on with what it had.
+	bad := fmt.Sprintf("%s\n[[watch]]\npath = %q\narchive = \"no-such-archive\"\ninterface = %q\n", good, second, e2eInterface)
+	if err := os.WriteFile(e.config, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the bad reload to be refused", func() bool {
+		return strings.Contains(e.logSince(e.started), "new watch list is refused")
+	}, e.logTail)
+	if err := os.WriteFile(filepath.Join(e.drop, "still.mha"), gcapitest.SampleMHA(78, 8, 8, 2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the first watch to keep working after a refused reload", func() bool {
+		return countFiles(e.done) == 1
+	}, e.logTail)
+	if err := os.WriteFile(e.config, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
