@@ -464,42 +464,16 @@ func TestCrashAtEveryEventFolders(t *testing.T) {
 	if os.Getenv("GCINGEST_SOAK") != "" {
 		stride = 1
 	}
-	run := func(t *testing.T, h *harness, groups []Group, c *crasher) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		cfg := h.config()
-		cfg.PartSize = 5 << 20
-		cfg.Concurrency = 2
-		var api API = h.api
-		if c != nil {
-			c.cancel = cancel
-			cfg.BeforeStep = func(uint64, state.State) error { return c.tick() }
-			api = crashAPI{API: h.api, c: c}
-		}
-		p := NewPipeline(cfg, h.store, api, nil)
-		errc := make(chan error, 1)
-		go func() { errc <- p.Run(ctx) }()
-		for _, g := range groups {
-			if err := p.Submit(ctx, g); err != nil && ctx.Err() == nil {
-				t.Fatal(err)
-			}
-		}
-		waitDone(ctx, h.store, len(groups))
-		cancel()
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
-	}
 	h, groups := crashFolders(t)
 	counter := &crasher{n: 1 << 30}
-	run(t, h, groups, counter)
+	runCrashing(t, h, groups, counter)
 	total := counter.seen
 	for n := 1; n <= total; n += stride {
 		t.Run(fmt.Sprintf("event %d of %d", n, total), func(t *testing.T) {
 			h, groups := crashFolders(t)
-			run(t, h, groups, &crasher{n: n})
+			runCrashing(t, h, groups, &crasher{n: n})
 			h.reopen()
-			run(t, h, groups, nil)
+			runCrashing(t, h, groups, nil)
 			checkCrashFolders(t, h, groups)
 		})
 	}
