@@ -224,37 +224,20 @@ func (p *Pipeline) stepFolderReattach(ctx context.Context, img *state.Image, w W
 	if done, err := p.confirmValues(ctx, img, w, it); err != nil || done {
 		return err
 	}
-	importing := func() error { return p.save(img, func(r *state.Image) { r.State = state.Importing }) }
 	if arrived(img, it) {
-		return importing()
+		return p.save(img, func(r *state.Image) { r.State = state.Importing })
 	}
-	se, err := p.findSession(ctx, img)
-	if err != nil {
-		return err
-	}
-	if se != nil {
-		if se.Status == gcapi.SessionFailed {
-			return &importError{msg: "the server could not import an image of the folder: " + se.ErrorMessage}
-		}
-		return p.save(img, func(r *state.Image) { r.State, r.SessionPK = state.Importing, se.PK })
-	}
+	var pending []state.Upload
 	for _, v := range img.Values {
 		if v.Confirmed {
 			continue
 		}
 		for _, i := range v.Uploads {
-			u := img.Uploads[i]
-			cur, err := p.api.Upload(ctx, u.PK)
-			if gcapi.IsNotFound(err) {
-				return importing() // consumed: an import ran; never send it twice
-			}
-			if err != nil {
-				return fmt.Errorf("check upload %s: %w", u.PK, err)
-			}
-			if cur.Status != gcapi.UploadCompleted {
-				return fmt.Errorf("upload %s is %s, not Completed", u.PK, cur.Status)
-			}
+			pending = append(pending, img.Uploads[i])
 		}
+	}
+	if shown, err := p.patchArrived(ctx, img, pending, "an image of the folder"); err != nil || shown {
+		return err
 	}
 	// Nothing shows the PATCH: send it (JSON values alone are harmless to
 	// send twice: an equal value is a no-op).

@@ -754,33 +754,44 @@ func (p *Pipeline) stepReattach(ctx context.Context, img *state.Image) error {
 	if cur := imageURL(it, w.Interface); cur != img.PrevValue {
 		return p.markDone(img, w, cur)
 	}
-	se, err := p.findSession(ctx, img)
-	if err != nil {
+	if shown, err := p.patchArrived(ctx, img, img.Uploads, "the image"); err != nil || shown {
 		return err
-	}
-	if se != nil {
-		if se.Status == gcapi.SessionFailed {
-			return &importError{msg: "the server could not import the image: " + se.ErrorMessage}
-		}
-		return p.save(img, func(r *state.Image) { r.State, r.SessionPK = state.Importing, se.PK })
-	}
-	for _, u := range img.Uploads {
-		cur, err := p.api.Upload(ctx, u.PK)
-		if gcapi.IsNotFound(err) {
-			// Consumed (an import finished and will show on the item) or
-			// expired: wait and see, never send the PATCH again.
-			return p.save(img, func(r *state.Image) { r.State = state.Importing })
-		}
-		if err != nil {
-			return fmt.Errorf("check upload %s: %w", u.PK, err)
-		}
-		if cur.Status != gcapi.UploadCompleted {
-			return fmt.Errorf("upload %s is %s, not Completed", u.PK, cur.Status)
-		}
 	}
 	// The item does not hold it, no import runs or failed, the uploads are
 	// still there unconsumed: the PATCH never arrived.
 	return p.sendPatch(ctx, img, w)
+}
+
+// patchArrived looks for signs that a PATCH sending these uploads reached
+// the server although the item does not show it yet: an import session
+// built from them (Failed: the import error, naming what), or an upload
+// consumed by an import (or expired). Either moves img to importing, to
+// wait and see: such a PATCH is never sent twice. false means nothing shows
+// it, so it never arrived.
+func (p *Pipeline) patchArrived(ctx context.Context, img *state.Image, uploads []state.Upload, what string) (bool, error) {
+	se, err := p.findSession(ctx, img)
+	if err != nil {
+		return false, err
+	}
+	if se != nil {
+		if se.Status == gcapi.SessionFailed {
+			return true, &importError{msg: "the server could not import " + what + ": " + se.ErrorMessage}
+		}
+		return true, p.save(img, func(r *state.Image) { r.State, r.SessionPK = state.Importing, se.PK })
+	}
+	for _, u := range uploads {
+		cur, err := p.api.Upload(ctx, u.PK)
+		if gcapi.IsNotFound(err) {
+			return true, p.save(img, func(r *state.Image) { r.State = state.Importing })
+		}
+		if err != nil {
+			return false, fmt.Errorf("check upload %s: %w", u.PK, err)
+		}
+		if cur.Status != gcapi.UploadCompleted {
+			return false, fmt.Errorf("upload %s is %s, not Completed", u.PK, cur.Status)
+		}
+	}
+	return false, nil
 }
 
 // findSession returns the server-made upload session built from the
