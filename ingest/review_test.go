@@ -146,15 +146,17 @@ func TestRetryOfRetryingImageKeepsItsUpload(t *testing.T) {
 	defer stop()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		img, err := h.store.Get(1)
+		// Retrying is committed before the worker lets go of the image;
+		// gcingest retry refuses an image a worker still holds.
+		snap, err := p.Snapshot(false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if img.State == state.Retrying {
+		if len(snap) == 1 && snap[0].State == state.Retrying && !snap[0].Active {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("image is %s after 15s; want retrying", img.State)
+			t.Fatalf("image is not retrying and released after 15s: %+v", snap)
 		}
 		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
 	}
@@ -231,11 +233,12 @@ func TestRetryOfFailedImageWithOpenUpload(t *testing.T) {
 		// Refused until the abort went through: then it may be retried.
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			img, err := h.store.Get(1)
+			snap, err := p.Snapshot(false)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if img.ActionDone {
+			// Done aborting, and released by its worker.
+			if len(snap) == 1 && snap[0].ActionDone && !snap[0].Active {
 				break
 			}
 			if time.Now().After(deadline) {
