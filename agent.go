@@ -100,7 +100,7 @@ func checkWatchFolders(cfg *config.Config) error {
 			return &configError{fmt.Errorf("watch[%d].path: %s is not a folder this user can see (%w): create it, mount the share, or fix the path", i, w.Path, err)}
 		}
 	}
-	return nil
+	return checkResolvedFolders(cfg)
 }
 
 // checkReload checks a reloaded config's folders and, with the server, its

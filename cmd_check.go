@@ -87,6 +87,9 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 		}
 		checkFolders(k, i, w)
 	}
+	if err := checkResolvedFolders(cfg); err != nil {
+		k.fail("%v", err)
+	}
 	if k.fails > 0 {
 		return fmt.Errorf("check: %d of the checks above failed", k.fails)
 	}

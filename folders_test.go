@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gcingest/gcingest/config"
+)
+
+func TestResolvedFolderOverlapIsRefused(t *testing.T) {
+	root := t.TempDir()
+	drop := filepath.Join(root, "drop")
+	other := filepath.Join(root, "other")
+	for _, d := range []string{drop, filepath.Join(drop, "sub"), other} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(name, target string) string {
+		p := filepath.Join(root, name)
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	doneLink := link("done", filepath.Join(drop, "sub")) // a done_dir that is the drop folder's subfolder
+	failedParent := link("failedparent", drop)           // a failed_dir not created yet, under a link
+	dropAlias := link("dropalias", drop)                 // the same folder under a second name
+	fine := filepath.Join(other, "done")
+
+	tests := []struct {
+		name  string
+		watch []config.Watch
+		want  []string // in the error; none: no error
+	}{
+		{"done_dir through a symlink", []config.Watch{{Path: drop, AfterUpload: "move", DoneDir: doneLink}},
+			[]string{"watch[0].done_dir", doneLink, "inside the watched folder"}},
+		{"failed_dir not yet created, parent a symlink", []config.Watch{{Path: drop, FailedDir: filepath.Join(failedParent, "failed")}},
+			[]string{"watch[0].failed_dir", "inside the watched folder"}},
+		{"two watches on one folder", []config.Watch{{Path: drop}, {Path: dropAlias}},
+			[]string{"watch[1].path", "overlaps watch[0].path"}},
+		{"folders beside each other", []config.Watch{{Path: drop, AfterUpload: "move", DoneDir: fine}, {Path: other + "2"}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkResolvedFolders(&config.Config{Watch: tt.watch})
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("got %v, want no error", err)
+				}
+				return
+			}
+			var ce *configError
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want a config error (exit 2)", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
