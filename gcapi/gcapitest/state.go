@@ -22,6 +22,7 @@ type state struct {
 	images    map[string]*image
 	civs      map[int]*civ // every value ever made, for file downloads
 	jobs      []*job
+	notes     []Notification
 	nextIface int
 	nextCIV   int
 	nextFile  int
@@ -58,6 +59,7 @@ func (st *state) orderKey() uint64 { return st.rnd.Uint64() }
 
 type archive struct {
 	pk, slug, title string
+	access          Access
 	key             uint64
 }
 
@@ -154,8 +156,10 @@ type session struct {
 }
 
 type image struct {
-	pk, name, typ string // typ is gcapi.ImageTypeMHD or gcapi.ImageTypeTIFF
+	pk, name, typ string // typ is "MHD" or "TIFF" (cases/models.py ImageFile)
 	filePK        string
+	study, series string // DICOM UIDs, "" for other formats
+	imageSetID    string // a DICOM image set (AWS HealthImaging); no files
 	content       *blob
 	w, h, d       *int
 	origin        string // session pk, "" for setup images
@@ -167,6 +171,8 @@ type jobKind int
 const (
 	jobImage jobKind = iota // user_uploads → session → image
 	jobFile                 // user_upload → file value
+	jobDICOM                // user_uploads + image_name → DICOM image set
+	jobLink                 // add_image_to_object after a build succeeded
 )
 
 // job is an asynchronous import scheduled by a PATCH.
@@ -176,5 +182,6 @@ type job struct {
 	item    string
 	iface   string
 	uploads []string
+	name    string // image_name of a DICOM image set; the linked check's error for jobLink
 	due     time.Time
 }
