@@ -2,8 +2,15 @@
 // style of net/http/httptest. It is strict like the real server on the parts
 // of the API that gcingest uses (status codes, error bodies, unique item
 // titles, one value per interface, multipart upload rules, quotas, expiry),
-// serves presigned part URLs and media downloads itself, runs image imports
-// asynchronously, and injects faults deterministically from a seed.
+// serves presigned part URLs and media downloads itself on a second host,
+// runs image imports asynchronously, and injects faults deterministically
+// from a seed.
+//
+// Its JSON is its own, written from the real server's serializers; it
+// shares no types with package gcapi, so a field the client gets wrong is
+// not the same wrong field here. The server behaviours a client must
+// survive are listed, with the server file each follows, in
+// contract_table_test.go; their defaults are the real server's.
 //
 // It does not import "testing" so that the gcingest binary can embed it for
 // `gcingest demo`.
