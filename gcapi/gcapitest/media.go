@@ -12,7 +12,7 @@ import (
 // token itself and redirects to a short-lived signed URL.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		http.Error(w, "Method Not Allowed", 405)
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
 		return
 	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/media/"), "/")

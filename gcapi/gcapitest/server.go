@@ -102,7 +102,6 @@ type Server struct {
 	faultRand *mrand.Rand
 	orderRand *mrand.Rand
 	faults    Faults
-	faultsSet bool
 
 	stalling atomic.Int32 // requests stalled by a fault right now
 

@@ -25,7 +25,6 @@ type state struct {
 	notes     []Notification
 	nextIface int
 	nextCIV   int
-	nextFile  int
 }
 
 func newState(rnd *mrand.Rand) state {
@@ -64,10 +63,10 @@ type archive struct {
 }
 
 type iface struct {
-	pk                  int
-	slug, title, kind   string
-	superKind, relPath  string
-	storeInDB, jsonKind bool
+	pk                 int
+	slug, title, kind  string
+	superKind, relPath string
+	jsonKind           bool
 }
 
 type item struct {
