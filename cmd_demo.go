@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/gcingest/gcingest/config"
-	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/status"
 )
@@ -215,7 +214,7 @@ func printItems(w io.Writer, srv *gcapitest.Server) {
 	}
 }
 
-func describeValue(v gcapi.ItemValue, imageNames map[string]string) string {
+func describeValue(v gcapitest.ItemValue, imageNames map[string]string) string {
 	switch {
 	case v.Image != nil:
 		if n := imageNames[*v.Image]; n != "" {

@@ -189,7 +189,7 @@ func (c *Client) resolve(ref string, q url.Values) (*url.URL, error) {
 		}
 		u = p
 	} else {
-		if strings.HasPrefix(ref, "/") || strings.Contains(ref, "..") {
+		if strings.HasPrefix(ref, "/") || hasDotSegment(ref) {
 			return nil, fmt.Errorf("gcapi: bad API path %q", ref)
 		}
 		p, err := c.baseU.Parse(ref)
@@ -320,12 +320,8 @@ func (c *Client) ArchiveBySlug(ctx context.Context, slug string) (*Archive, erro
 	if err != nil {
 		return nil, fmt.Errorf("find archive %q: %w", slug, err)
 	}
-	var found []Archive
-	for _, a := range all {
-		if a.Slug == "" || a.Slug == slug {
-			found = append(found, a)
-		}
-	}
+	// The server filters by slug and sends no slug to compare with.
+	found := all
 	switch len(found) {
 	case 1:
 		return &found[0], nil
@@ -481,6 +477,19 @@ func (c *Client) Image(ctx context.Context, pkOrURL string) (*Image, error) {
 		return nil, err
 	}
 	return &img, nil
+}
+
+// hasDotSegment reports whether the path of ref (up to any query) has a
+// "." or ".." segment, which would move the request elsewhere. Only whole
+// segments count: S3 upload IDs contain ".." inside a segment.
+func hasDotSegment(ref string) bool {
+	p, _, _ := strings.Cut(ref, "?")
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // checkPK refuses a pk that would change the URL's path.

@@ -218,7 +218,7 @@ func contractTitleConflict(t *testing.T, tg *target) {
 	}
 }
 
-func countTitle(items []gcapi.ArchiveItem, title string) int {
+func countTitle(items []gcapitest.ArchiveItem, title string) int {
 	n := 0
 	for _, it := range items {
 		if it.Title == title {

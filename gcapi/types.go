@@ -38,11 +38,13 @@ type Page[T any] struct {
 	Results  []T     `json:"results"`
 }
 
-// Archive is an archive as GET /api/v1/archives/ returns it.
+// Archive is an archive as GET /api/v1/archives/ returns it. The server
+// sends no slug (grand-challenge.org app/grandchallenge/archives/serializers.py
+// ArchiveSerializer); it filters by ?slug= instead.
 type Archive struct {
 	PK          string `json:"pk"`
-	Slug        string `json:"slug,omitempty"`
 	Title       string `json:"title"`
+	Logo        string `json:"logo,omitempty"`
 	Description string `json:"description,omitempty"`
 	APIURL      string `json:"api_url"`
 	URL         string `json:"url,omitempty"`

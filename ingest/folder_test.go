@@ -81,7 +81,7 @@ func (h *harness) patches() int {
 	return n
 }
 
-func valueJSON(t *testing.T, it gcapi.ArchiveItem, slug string) string {
+func valueJSON(t *testing.T, it gcapitest.ArchiveItem, slug string) string {
 	t.Helper()
 	v := it.Value(slug)
 	if v == nil {

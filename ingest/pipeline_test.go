@@ -163,7 +163,7 @@ func (h *harness) waitSettled(want int) []state.Image {
 
 // checkArchive asserts the server's side of exactly-once: every title at
 // most once, each wanted title holding an image, no upload left open.
-func (h *harness) checkArchive(wantItems int) []gcapi.ArchiveItem {
+func (h *harness) checkArchive(wantItems int) []gcapitest.ArchiveItem {
 	h.t.Helper()
 	items := h.srv.Items(testArchive)
 	seen := map[string]int{}

@@ -258,7 +258,7 @@ func totalBytes(fx *archiveFixture) int64 {
 	return n
 }
 
-func itemByTitle(t *testing.T, srv *gcapitest.Server, title string) gcapi.ArchiveItem {
+func itemByTitle(t *testing.T, srv *gcapitest.Server, title string) gcapitest.ArchiveItem {
 	t.Helper()
 	for _, it := range srv.Items(testArchive) {
 		if it.Title == title {
@@ -266,7 +266,7 @@ func itemByTitle(t *testing.T, srv *gcapitest.Server, title string) gcapi.Archiv
 		}
 	}
 	t.Fatalf("no item %q", title)
-	return gcapi.ArchiveItem{}
+	return gcapitest.ArchiveItem{}
 }
 
 // interruptingClient cuts the k-th download off halfway, as a lost

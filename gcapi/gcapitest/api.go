@@ -49,6 +49,18 @@ func fieldErr(w http.ResponseWriter, field string, msgs ...string) {
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	storagePath := strings.HasPrefix(p, "/s3/") || strings.HasPrefix(p, "/s3media/")
+	if !s.opts.StorageOnAPIHost && storagePath != onStorageHost(r) {
+		// Each host serves only its own paths.
+		if onStorageHost(r) {
+			s3Error(w, 404, "NoSuchKey", "The specified key does not exist.")
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(404)
+		w.Write([]byte("<h1>Not Found</h1>"))
+		return
+	}
 	switch {
 	case strings.HasPrefix(p, "/s3/"):
 		s.servePart(w, r)
@@ -318,105 +330,158 @@ func jsonType(raw json.RawMessage) string {
 
 // ---- JSON shapes ----
 
-func (s *Server) archiveJSON(ar *archive) map[string]any {
-	return map[string]any{
-		"pk": ar.pk, "slug": ar.slug, "title": ar.title, "description": "", "logo": nil,
-		"api_url": s.URL + "/api/v1/archives/" + ar.pk + "/",
-		"url":     s.URL + "/archives/" + ar.slug + "/",
+// rawJSON returns a constant JSON literal as a RawMessage.
+func rawJSON(s string) json.RawMessage { return json.RawMessage(s) }
+
+func (s *Server) archiveURL(pk string) string { return s.URL + "/api/v1/archives/" + pk + "/" }
+
+func (s *Server) archiveJSON(ar *archive) Archive {
+	return Archive{
+		PK: ar.pk, Title: ar.title, Description: "",
+		// Archive.logo is a required ImageField: always a media URL.
+		Logo:   s.URL + "/media/logos/archive/" + ar.pk + "/logo.png",
+		APIURL: s.archiveURL(ar.pk),
+		URL:    s.URL + "/archives/" + ar.slug + "/",
 	}
 }
 
-func (s *Server) ifaceJSON(f *iface) map[string]any {
-	return map[string]any{
-		"pk": f.pk, "title": f.title, "description": "", "slug": f.slug, "kind": f.kind,
-		"super_kind": f.superKind, "relative_path": f.relPath, "default_value": nil,
-		"overlay_segments": []any{}, "look_up_table": nil,
+func (s *Server) ifaceJSON(f *iface) Interface {
+	return Interface{
+		PK: f.pk, Title: f.title, Description: "", Slug: f.slug, Kind: f.kind,
+		SuperKind: f.superKind, RelativePath: f.relPath, DefaultValue: rawJSON("null"),
+		OverlaySegments: rawJSON("[]"), LookUpTable: rawJSON("null"),
 	}
 }
 
-func (s *Server) uploadJSON(u *upload) map[string]any {
-	return map[string]any{
-		"pk": u.pk, "created": u.created.UTC().Format("2006-01-02T15:04:05.000000Z"),
-		"filename": u.filename, "key": fmt.Sprintf("uploads/%d/%s", userPK, u.pk),
-		"s3_upload_id": u.s3id, "status": u.status, "api_url": s.URL + "/api/v1/uploads/" + u.pk + "/",
+func (s *Server) uploadJSON(u *upload) Upload {
+	return Upload{
+		PK: u.pk, Created: u.created.UTC(), Filename: u.filename,
+		Key: fmt.Sprintf("uploads/%d/%s", userPK, u.pk), S3UploadID: u.s3id,
+		Status: u.status, APIURL: s.uploadURL(u.pk),
 	}
 }
+
+func (s *Server) uploadURL(pk string) string { return s.URL + "/api/v1/uploads/" + pk + "/" }
 
 func (s *Server) imageURL(pk string) string { return s.URL + "/api/v1/cases/images/" + pk + "/" }
 
-func (s *Server) imageJSON(im *image) map[string]any {
+func (s *Server) imageJSON(im *image) Image {
+	out := Image{
+		PK: im.pk, Name: im.name, APIURL: s.imageURL(im.pk), Files: []ImageFile{},
+		Width: im.w, Height: im.h, Depth: im.d, ColorSpace: "GRAY", Modality: rawJSON("null"),
+		EyeChoice: "NA", Segments: rawJSON("null"),
+		StudyInstanceUID: im.study, SeriesInstanceUID: im.series,
+	}
+	// shape is (depth, height, width) without the unknown ones
+	// (cases/models.py Image.shape_without_color).
+	for _, n := range []*int{im.d, im.h, im.w} {
+		if n != nil {
+			out.ShapeWithoutColor = append(out.ShapeWithoutColor, *n)
+		}
+	}
+	if out.ShapeWithoutColor == nil {
+		out.ShapeWithoutColor = []int{}
+	}
+	out.Shape = out.ShapeWithoutColor
+	if im.imageSetID != "" {
+		// A DICOM image set lives in AWS HealthImaging: no image files.
+		out.DICOMImageSet = &DICOMImageSet{ImageSetID: im.imageSetID}
+		return out
+	}
 	ext := ".mha"
 	if im.typ == "TIFF" {
 		ext = ".tif"
 	}
-	return map[string]any{
-		"pk": im.pk, "name": im.name, "api_url": s.imageURL(im.pk),
-		"files": []map[string]any{{
-			"pk": im.filePK, "image": s.imageURL(im.pk), "image_type": im.typ,
-			"file": s.URL + "/media/images/" + im.pk + "/" + im.pk + ext,
-		}},
-		"width": im.w, "height": im.h, "depth": im.d, "dicom_image_set": nil,
-		"color_space": "GRAY", "modality": nil,
-	}
+	out.Files = []ImageFile{{
+		PK: im.filePK, Image: s.imageURL(im.pk), ImageType: im.typ,
+		File: s.URL + "/media/images/" + im.pk + "/" + im.pk + ext,
+	}}
+	return out
 }
 
 func (s *Server) fileURL(v *civ) string {
 	return s.URL + "/media/components/" + strconv.Itoa(v.pk) + "/" + v.file.name
 }
 
-// civJSON renders a value; full=true gives the GET form (interface object),
-// false the PATCH-response form (interface slug, image_name).
-func (s *Server) civJSON(v *civ, full bool) map[string]any {
-	m := map[string]any{"pk": v.pk, "value": nil, "file": nil, "image": nil}
+// civJSON renders a value in the GET form (the socket object).
+func (s *Server) civJSON(v *civ) ItemValue {
+	m := ItemValue{PK: v.pk, Value: rawJSON("null"), Interface: s.ifaceJSON(v.iface)}
 	if v.value != nil {
-		m["value"] = v.value
+		m.Value = append(json.RawMessage(nil), v.value...)
 	}
 	if v.file != nil {
-		m["file"] = s.fileURL(v)
+		u := s.fileURL(v)
+		m.File = &u
 	}
 	if v.image != "" {
-		m["image"] = s.imageURL(v.image)
-	}
-	if full {
-		m["interface"] = s.ifaceJSON(v.iface)
-	} else {
-		m["interface"] = v.iface.slug
-		m["image_name"] = nil
+		u := s.imageURL(v.image)
+		m.Image = &u
 	}
 	return m
 }
 
-func (s *Server) itemJSON(it *item, full bool) map[string]any {
-	vals := []any{}
+func (s *Server) itemJSON(it *item) ArchiveItem {
+	vals := []ItemValue{}
 	for _, v := range it.values {
-		vals = append(vals, s.civJSON(v, full))
+		vals = append(vals, s.civJSON(v))
 	}
-	return map[string]any{
-		"pk": it.pk, "title": it.title, "archive": s.URL + "/api/v1/archives/" + it.archive + "/",
-		"values": vals, "hanging_protocol": nil, "optional_hanging_protocols": []any{}, "view_content": map[string]any{},
+	return ArchiveItem{
+		PK: it.pk, Title: it.title, Archive: s.archiveURL(it.archive), Values: vals,
+		HangingProtocol: rawJSON("null"), OptionalHangingProtocols: rawJSON("[]"), ViewContent: rawJSON("{}"),
 	}
 }
 
-func (s *Server) sessionJSON(se *session) map[string]any {
-	imgs := []string{}
-	for _, pk := range se.imageSet {
-		imgs = append(imgs, s.imageURL(pk))
+// itemPostJSON is the answer to POST and PATCH/PUT: values name the socket
+// by slug (ComponentInterfaceValuePostSerializer).
+func (s *Server) itemPostJSON(it *item) ArchiveItemPost {
+	vals := []ItemValuePost{}
+	for _, v := range it.values {
+		g := s.civJSON(v)
+		vals = append(vals, ItemValuePost{Interface: v.iface.slug, Value: g.Value, File: g.File, Image: g.Image, PK: g.PK})
 	}
-	pks, urls := []string{}, []string{}
+	return ArchiveItemPost{
+		PK: it.pk, Title: it.title, Archive: s.archiveURL(it.archive), Values: vals,
+		HangingProtocol: rawJSON("null"), OptionalHangingProtocols: rawJSON("[]"), ViewContent: rawJSON("{}"),
+	}
+}
+
+func (s *Server) sessionJSON(se *session) UploadSession {
+	out := UploadSession{
+		PK: se.pk, Creator: userPK, Status: se.status, ErrorMessage: se.errMsg,
+		ImageSet: []string{}, APIURL: s.URL + "/api/v1/cases/upload-sessions/" + se.pk + "/",
+		UserUploads: []string{}, Uploads: []string{},
+	}
+	for _, pk := range se.imageSet {
+		out.ImageSet = append(out.ImageSet, s.imageURL(pk))
+	}
 	for _, pk := range se.uploads {
 		if _, ok := s.st.uploads[pk]; ok { // the relation empties as uploads are deleted
-			pks = append(pks, pk)
-			urls = append(urls, s.URL+"/api/v1/uploads/"+pk+"/")
+			out.UserUploads = append(out.UserUploads, pk)
+			out.Uploads = append(out.Uploads, s.uploadURL(pk))
 		}
 	}
-	return map[string]any{
-		"pk": se.pk, "creator": userPK, "status": se.status, "error_message": se.errMsg,
-		"image_set": imgs, "api_url": s.URL + "/api/v1/cases/upload-sessions/" + se.pk + "/",
-		"user_uploads": pks, "uploads": urls,
-	}
+	return out
 }
 
 // ---- archives, interfaces, sessions, images ----
+
+// canViewArchive applies view_archive: public archives to everyone, the
+// others to the users the archive gave a role.
+func canViewArchive(ar *archive, user int) bool {
+	switch ar.access {
+	case AccessPublic:
+		return true
+	case AccessUpload, AccessView:
+		return user != 0
+	}
+	return false
+}
+
+// canViewItems applies view_archiveitem, which only the archive's groups
+// (editors, uploaders, users) get.
+func canViewItems(ar *archive, user int) bool {
+	return user != 0 && (ar.access == AccessUpload || ar.access == AccessView)
+}
 
 func (a *apiReq) listArchives() {
 	s := a.s
@@ -425,12 +490,10 @@ func (a *apiReq) listArchives() {
 	var res []any
 	var keys []uint64
 	slug := a.r.URL.Query().Get("slug")
-	if a.user != 0 {
-		for _, ar := range s.st.archives {
-			if slug == "" || ar.slug == slug {
-				res = append(res, s.archiveJSON(ar))
-				keys = append(keys, ar.key)
-			}
+	for _, ar := range s.st.archives {
+		if canViewArchive(ar, a.user) && (slug == "" || ar.slug == slug) {
+			res = append(res, s.archiveJSON(ar))
+			keys = append(keys, ar.key)
 		}
 	}
 	a.page(res, keys)
@@ -441,15 +504,21 @@ func (a *apiReq) getArchive(pk string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ar, ok := s.st.archives[pk]
-	if !ok || a.user == 0 {
+	if !ok || !canViewArchive(ar, a.user) {
 		notFound(a.w)
 		return
 	}
 	writeJSON(a.w, 200, s.archiveJSON(ar))
 }
 
-// Sockets are public on the real server: the anonymous user sees them too.
+// Sockets need an authenticated user: ComponentInterfaceViewSet has
+// permission_classes = [IsAuthenticated] (grand-challenge.org
+// app/grandchallenge/components/views.py), so the anonymous user gets 401.
 func (a *apiReq) listInterfaces() {
+	if a.user == 0 {
+		detail(a.w, 401, "Authentication credentials were not provided.")
+		return
+	}
 	s := a.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -466,6 +535,10 @@ func (a *apiReq) listInterfaces() {
 }
 
 func (a *apiReq) getInterface(pk string) {
+	if a.user == 0 {
+		detail(a.w, 401, "Authentication credentials were not provided.")
+		return
+	}
 	s := a.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -478,6 +551,10 @@ func (a *apiReq) getInterface(pk string) {
 	notFound(a.w)
 }
 
+// listSessions lists every session of the user. RawImageUploadSessionViewSet
+// (grand-challenge.org app/grandchallenge/cases/views.py) declares no
+// filterset, so query parameters other than limit and offset are ignored,
+// and no code deletes a session: the list only grows.
 func (a *apiReq) listSessions() {
 	s := a.s
 	s.mu.Lock()

@@ -11,20 +11,29 @@ const (
 	tsExplicitLE = "1.2.840.10008.1.2.1"
 )
 
-// dicomKey reads (StudyInstanceUID, SeriesInstanceUID, SOPClassUID) from
-// the start of a DICOM Part-10 file: the grouping key of panimg's DICOM
-// builder. It reads only the bytes given.
-func dicomKey(b []byte) ([3]string, bool) {
+// dicomGroup is where one DICOM file goes.
+type dicomGroup struct {
+	// key is panimg's grouping key (StudyInstanceUID, StackID if present
+	// else SeriesInstanceUID, SOPClassUID): rse-panimg
+	// panimg/image_builders/dicom.py get_dicom_headers_by_study. Series
+	// sharing a StackID are one (4D) image.
+	key           [3]string
+	study, series string
+}
+
+// dicomKey reads the grouping key from the start of a DICOM Part-10 file.
+// It reads only the bytes given.
+func dicomKey(b []byte) (dicomGroup, bool) {
 	if len(b) < 132 || string(b[128:132]) != "DICM" {
-		return [3]string{}, false
+		return dicomGroup{}, false
 	}
 	d := &dcmReader{b: b, pos: 132, explicit: true}
 	ts := tsExplicitLE
-	var study, series, class string
+	var study, series, class, stack string
 	for !d.done() {
 		tag, val, ok := d.next()
 		if !ok {
-			return [3]string{}, false
+			return dicomGroup{}, false
 		}
 		if tag>>16 != 0x0002 {
 			// First element past the meta group: switch transfer syntax.
@@ -48,15 +57,21 @@ func dicomKey(b []byte) ([3]string, bool) {
 			study = uid(val)
 		case 0x0020000E:
 			series = uid(val)
+		case 0x00209056:
+			stack = strings.TrimRight(string(val), "\x00 ")
 		}
-		if tag > 0x0020000E || (study != "" && series != "" && class != "") {
+		if tag >= 0x00209056 {
 			break
 		}
 	}
 	if study == "" || series == "" || class == "" {
-		return [3]string{}, false
+		return dicomGroup{}, false
 	}
-	return [3]string{study, series, class}, true
+	g := dicomGroup{key: [3]string{study, series, class}, study: study, series: series}
+	if stack != "" {
+		g.key[1] = stack
+	}
+	return g, true
 }
 
 func uid(v []byte) string { return strings.TrimRight(string(v), "\x00 ") }

@@ -24,10 +24,24 @@ type Faults struct {
 	RateStall  float64       // share that stall for Stall before being served normally
 	Stall      time.Duration
 	PathPrefix string // only requests whose path starts with this ("" = all, incl. part PUTs and media)
+	// RateS3RequestTimeout and RateS3ExpiredToken are shares of part PUTs
+	// that S3 refuses with 400 and an XML <Code> of RequestTimeout (the
+	// body came too slowly) or ExpiredToken (the presigning credentials
+	// expired); nothing is stored. They draw with the rates above, from
+	// part PUTs only.
+	RateS3RequestTimeout float64
+	RateS3ExpiredToken   float64
 	// FailImport, when set, is asked before an import (image build or file
 	// copy) with the uploads' file names; a non-empty answer fails the
 	// import with that error_message.
 	FailImport func(filenames []string) string
+	// FailLinkedCheck, when set, is asked after an image build succeeded
+	// (its uploads already deleted) with the uploads' file names; a
+	// non-empty answer is the validation error of the linked task
+	// add_image_to_object (a segmentation's voxel values, say), which
+	// turns the Succeeded session Failed with an empty user_uploads list
+	// (grand-challenge.org app/grandchallenge/components/tasks.py).
+	FailLinkedCheck func(filenames []string) string
 }
 
 // SetFaults replaces the fault configuration.
@@ -46,10 +60,12 @@ const (
 	faultReset
 	fault500
 	faultStall
+	faultS3Timeout
+	faultS3Expired
 )
 
 func (k faultKind) String() string {
-	return [...]string{"", "5xx", "429", "reset", "500", "stall"}[k]
+	return [...]string{"", "5xx", "429", "reset", "500", "stall", "s3-timeout", "s3-expired"}[k]
 }
 
 type faultDraw struct {
@@ -59,11 +75,15 @@ type faultDraw struct {
 	stall      time.Duration
 }
 
-func (s *Server) drawFault(path string) faultDraw {
+func (s *Server) drawFault(method, path string) faultDraw {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	f := s.faults
 	total := f.Rate5xx + f.Rate429 + f.RateReset + f.Rate500 + f.RateStall
+	base := total
+	if method == http.MethodPut && strings.HasPrefix(path, "/s3/") {
+		total += f.RateS3RequestTimeout + f.RateS3ExpiredToken
+	}
 	if total <= 0 || (f.PathPrefix != "" && !strings.HasPrefix(path, f.PathPrefix)) {
 		return faultDraw{}
 	}
@@ -81,8 +101,12 @@ func (s *Server) drawFault(path string) faultDraw {
 		return faultDraw{kind: faultReset}
 	case x < f.Rate5xx+f.Rate429+f.RateReset+f.Rate500:
 		return faultDraw{kind: fault500, status: 500}
-	case x < total:
+	case x < base:
 		return faultDraw{kind: faultStall, stall: f.Stall}
+	case x < base+f.RateS3RequestTimeout:
+		return faultDraw{kind: faultS3Timeout, status: 400}
+	case x < total:
+		return faultDraw{kind: faultS3Expired, status: 400}
 	}
 	return faultDraw{}
 }
@@ -194,9 +218,18 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	cb := &countingBody{ReadCloser: r.Body}
 	r.Body = cb
 	sw := &statusWriter{ResponseWriter: w}
-	fd := s.drawFault(r.URL.Path)
+	fd := s.drawFault(r.Method, r.URL.Path)
 	status := 0
 	switch fd.kind {
+	case faultS3Timeout:
+		// S3's answers to a part PUT it gave up on
+		// (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+		io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+		s3Error(sw, 400, "RequestTimeout", "Your socket connection to the server was not read from or written to within the timeout period.")
+		status = 400
+	case faultS3Expired:
+		s3Error(sw, 400, "ExpiredToken", "The provided token has expired.")
+		status = 400
 	case fault5xx:
 		sw.Header().Set("Content-Type", "text/html")
 		sw.WriteHeader(fd.status)

@@ -47,7 +47,11 @@ func (s *Server) worker() {
 				return
 			default:
 			}
-			s.runJob(j)
+			if j.kind == jobLink {
+				s.runLinkJob(j)
+			} else {
+				s.runJob(j)
+			}
 		}
 		if len(due) > 0 {
 			continue
@@ -85,6 +89,8 @@ func (s *Server) snapshotUploads(j *job) ([]srcFile, string) {
 	for _, pk := range j.uploads {
 		u := s.st.uploads[pk]
 		if u == nil || u.object == nil {
+			// Not Completed (or gone): reading it from S3 fails, and
+			// build_images reports the generic error.
 			return nil, "An unexpected error occurred"
 		}
 		files = append(files, srcFile{upload: pk, name: u.filename, object: u.object})
@@ -102,6 +108,22 @@ func (s *Server) failImport(names []string) string {
 	return f(names)
 }
 
+func (s *Server) failLinkedCheck(names []string) string {
+	s.rmu.Lock()
+	f := s.faults.FailLinkedCheck
+	s.rmu.Unlock()
+	if f == nil {
+		return ""
+	}
+	return f(names)
+}
+
+// notifyLocked records a notification for the user.
+func (s *Server) notifyLocked(kind, desc, item, iface string) {
+	s.st.notes = append(s.st.notes, Notification{Kind: kind, Description: desc, Item: item, Interface: iface, Time: s.nowLocked()})
+	s.log.Info("gcapitest: notification", "kind", kind, "item", item, "interface", iface, "description", desc)
+}
+
 func (s *Server) runJob(j *job) {
 	files, errMsg := s.snapshotUploads(j)
 	names := make([]string, len(files))
@@ -111,14 +133,22 @@ func (s *Server) runJob(j *job) {
 	if errMsg == "" {
 		errMsg = s.failImport(names)
 	}
-	if j.kind == jobFile {
+	switch j.kind {
+	case jobFile:
 		s.runFileJob(j, files, errMsg)
+		return
+	case jobDICOM:
+		s.runDICOMJob(j, files, errMsg)
 		return
 	}
 	var res buildResult
 	if errMsg == "" {
 		res = buildImages(files)
 		errMsg = res.errMsg
+	}
+	linkErr := ""
+	if errMsg == "" {
+		linkErr = s.failLinkedCheck(names)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -130,9 +160,11 @@ func (s *Server) runJob(j *job) {
 	fail := func(msg string) {
 		se.status = "Failed"
 		se.errMsg = msg
-		s.log.Info("gcapitest: import failed", "session", se.pk, "error", msg)
+		s.notifyLocked("IMAGE-IMPORT", msg, j.item, j.iface)
 	}
 	if errMsg != "" {
+		// A failed build keeps its uploads (cases/tasks.py build_images
+		// deletes them only after images were made).
 		fail(errMsg)
 		return
 	}
@@ -142,24 +174,123 @@ func (s *Server) runJob(j *job) {
 			return
 		}
 	}
-	b := res.images[0]
-	content, err := s.linkBlob(filepath.Join("images", s.st.uuid()), b.name, b.segs)
-	if err != nil {
-		fail("An unexpected error occurred")
-		return
+	// build_images: every image is saved, the session Succeeded, the
+	// uploads deleted; only then does the linked task look at the result.
+	var made []string
+	for _, b := range res.images {
+		content, err := s.linkBlob(filepath.Join("images", s.st.uuid()), b.name, b.segs)
+		if err != nil {
+			fail("An unexpected error occurred")
+			return
+		}
+		im := &image{pk: s.st.uuid(), filePK: s.st.uuid(), name: b.name, typ: b.typ, content: content,
+			w: b.w, h: b.h, d: b.d, study: b.study, series: b.series, origin: se.pk, key: s.st.orderKey()}
+		s.st.images[im.pk] = im
+		made = append(made, im.pk)
 	}
-	im := &image{pk: s.st.uuid(), filePK: s.st.uuid(), name: b.name, typ: b.typ, content: content,
-		w: b.w, h: b.h, d: b.d, origin: se.pk, key: s.st.orderKey()}
-	s.st.images[im.pk] = im
 	se.status = "Succeeded"
 	se.errMsg = res.warn
-	se.imageSet = []string{im.pk}
+	se.imageSet = made
 	for _, f := range files {
 		s.deleteUploadLocked(f.upload)
 	}
-	// The linked task add_image_to_object.
+	// The linked task add_image_to_object (components/tasks.py) runs
+	// after the build, on its own: until then the session shows
+	// Succeeded with no uploads left.
+	s.st.jobs = append(s.st.jobs, &job{kind: jobLink, session: se.pk, item: j.item, iface: j.iface, name: linkErr, due: s.nowLocked()})
+	s.poke()
+}
+
+// runLinkJob is add_image_to_object for a session that Succeeded: exactly
+// one image, which must pass the socket's checks, else the session turns
+// Failed with "Image validation for socket <title> failed with error:
+// <message>." (cases/models.py RawImageUploadSession.update_status via
+// core/error_handlers.py RawImageUploadSessionErrorHandler).
+func (s *Server) runLinkJob(j *job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	se := s.st.sessions[j.session]
 	it, f := s.st.items[j.item], s.st.ifaces[j.iface]
-	if it == nil || f == nil {
+	if se == nil || it == nil || f == nil {
+		return
+	}
+	msg := j.name // the FailLinkedCheck answer
+	if len(se.imageSet) != 1 {
+		msg = "Image imports should result in a single image"
+	}
+	if msg != "" {
+		se.status = "Failed"
+		se.errMsg = fmt.Sprintf("Image validation for socket %s failed with error: %s.", f.title, msg)
+		se.key = s.st.orderKey()
+		s.notifyLocked("IMAGE-IMPORT", se.errMsg, j.item, j.iface)
+		return
+	}
+	im := se.imageSet[0]
+	it.setValue(s.newCIVLocked(f, func(v *civ) { v.image = im }))
+	it.key = s.st.orderKey()
+}
+
+// runDICOMJob is the import of a DICOM Image Set value
+// (cases/tasks.py import_dicom_to_health_imaging, then add_image_to_object):
+// no upload session; every file must be DICOM of one series. Failures are
+// notifications only.
+func (s *Server) runDICOMJob(j *job, files []srcFile, errMsg string) {
+	var key dicomGroup
+	if errMsg == "" {
+		n := 0
+		for i, f := range files {
+			es, err := expand(f, i)
+			if err != nil {
+				errMsg = "An unexpected error occurred"
+				break
+			}
+			for _, e := range es {
+				k, ok := dicomKey(e.head)
+				if !ok {
+					errMsg = "Not a valid DICOM file: " + e.name
+					break
+				}
+				if n > 0 && k.key != key.key {
+					errMsg = "All DICOM files must belong to the same series"
+					break
+				}
+				key = k
+				n++
+			}
+		}
+		if errMsg == "" && n == 0 {
+			errMsg = "No DICOM files found"
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it, f := s.st.items[j.item], s.st.ifaces[j.iface]
+	if errMsg == "" && (it == nil || f == nil) {
+		errMsg = "An unexpected error occurred"
+	}
+	if errMsg != "" {
+		// The uploads stay until the daily cleanup.
+		s.notifyLocked("DICOM-IMAGE-SET", errMsg, j.item, j.iface)
+		return
+	}
+	var segs []string
+	for _, sf := range files {
+		segs = append(segs, sf.object.segs...)
+	}
+	content, err := s.linkBlob(filepath.Join("images", s.st.uuid()), j.name, segs)
+	if err != nil {
+		s.notifyLocked("DICOM-IMAGE-SET", "An unexpected error occurred", j.item, j.iface)
+		return
+	}
+	im := &image{pk: s.st.uuid(), name: j.name, content: content, study: key.study, series: key.series,
+		imageSetID: strings.ReplaceAll(s.st.uuid(), "-", ""), key: s.st.orderKey()}
+	s.st.images[im.pk] = im
+	for _, sf := range files {
+		s.deleteUploadLocked(sf.upload)
+	}
+	if f.kind != "DICOM Image Set" {
+		// components/models.py ComponentInterfaceValue._validate_image_kind.
+		s.notifyLocked("DICOM-IMAGE-SET", fmt.Sprintf("Image validation for socket %s failed with error: Image may not be DICOM.", f.title), j.item, j.iface)
 		return
 	}
 	it.setValue(s.newCIVLocked(f, func(v *civ) { v.image = im.pk }))
@@ -184,10 +315,13 @@ func (s *Server) runFileJob(j *job, files []srcFile, errMsg string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if errMsg != "" || len(files) != 1 || s.st.uploads[files[0].upload] == nil {
-		// The real server only notifies; the item keeps its old value and
-		// the upload stays until the daily cleanup.
-		s.log.Info("gcapitest: file copy failed", "item", j.item, "interface", j.iface, "error", errMsg)
+	if errMsg == "" && (len(files) != 1 || s.st.uploads[files[0].upload] == nil) {
+		errMsg = "An unexpected error occurred"
+	}
+	if errMsg != "" {
+		// add_file_to_object (components/tasks.py) only notifies: the item
+		// keeps its old value and the upload stays until the daily cleanup.
+		s.notifyLocked("FILE-COPY", errMsg, j.item, j.iface)
 		return
 	}
 	it, f := s.st.items[j.item], s.st.ifaces[j.iface]
@@ -366,9 +500,10 @@ type entry struct {
 }
 
 type builtImage struct {
-	name, typ string
-	w, h, d   *int
-	segs      []string
+	name, typ     string
+	w, h, d       *int
+	study, series string
+	segs          []string
 }
 
 type buildResult struct {
@@ -475,24 +610,32 @@ func buildImages(files []srcFile) buildResult {
 				add(builtImage{name: e.name, typ: "MHD"}, i)
 			}
 		}
-		// DICOM: one image per (study, series, SOP class).
+		// DICOM: one image per panimg key, named "<StudyInstanceUID>-<n>"
+		// with n counting the images of that study (panimg
+		// image_builders/dicom.py get_dicom_headers_by_study).
 		groups := map[[3]string][]int{}
+		first := map[[3]string]dicomGroup{}
 		var order [][3]string
 		for i, e := range es {
 			if used[i] || len(e.head) < 132 || string(e.head[128:132]) != "DICM" {
 				continue
 			}
-			k, ok := dicomKey(e.head)
+			g, ok := dicomKey(e.head)
 			if !ok {
 				continue
 			}
-			if _, seen := groups[k]; !seen {
-				order = append(order, k)
+			if _, seen := groups[g.key]; !seen {
+				order = append(order, g.key)
+				first[g.key] = g
 			}
-			groups[k] = append(groups[k], i)
+			groups[g.key] = append(groups[g.key], i)
 		}
-		for n, k := range order {
-			add(builtImage{name: fmt.Sprintf("%s-%d", k[0], n), typ: "MHD"}, groups[k]...)
+		perStudy := map[string]int{}
+		for _, k := range order {
+			n := perStudy[k[0]]
+			perStudy[k[0]]++
+			g := first[k]
+			add(builtImage{name: fmt.Sprintf("%s-%d", k[0], n), typ: "MHD", study: g.study, series: g.series}, groups[k]...)
 		}
 		for i, e := range es {
 			lower := strings.ToLower(e.name)
@@ -514,24 +657,26 @@ func buildImages(files []srcFile) buildResult {
 			}
 		}
 	}
-	switch {
-	case len(images) == 0:
+	if len(images) == 0 {
 		return buildResult{errMsg: plural(failed)}
-	case len(images) > 1:
-		return buildResult{errMsg: "Image imports should result in a single image"}
 	}
-	img := images[0].builtImage
-	// The stored content: the bytes of the uploads the image came from.
-	seen := map[int]bool{}
-	srcs := images[0].srcs
-	slices.Sort(srcs)
-	for _, i := range srcs {
-		if !seen[i] {
-			seen[i] = true
-			img.segs = append(img.segs, files[i].object.segs...)
+	// Every image is kept; whether one is too many is the linked task's
+	// question, asked after the build (components/tasks.py add_image_to_object).
+	res := buildResult{}
+	for _, im := range images {
+		img := im.builtImage
+		// The stored content: the bytes of the uploads the image came from.
+		seen := map[int]bool{}
+		srcs := im.srcs
+		slices.Sort(srcs)
+		for _, i := range srcs {
+			if !seen[i] {
+				seen[i] = true
+				img.segs = append(img.segs, files[i].object.segs...)
+			}
 		}
+		res.images = append(res.images, img)
 	}
-	res := buildResult{images: []builtImage{img}}
 	if failed > 0 {
 		res.warn = plural(failed)
 	}

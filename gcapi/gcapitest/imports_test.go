@@ -44,24 +44,25 @@ func TestImportFormats(t *testing.T) {
 	cases := []struct {
 		name    string
 		files   []file
-		wantErr string
+		wantErr string // the build fails: uploads kept
 		wantTyp string
+		linkErr string // the build succeeds, the linked task fails
 	}{
-		{"mha", []file{{"ct.mha", SampleMHA(1, 4, 4, 2)}}, "", "MHD"},
-		{"mhd pair", []file{{"ct.mhd", hdr}, {"ct.raw", raw}}, "", "MHD"},
-		{"mhd without data", []file{{"ct.mhd", hdr}}, "1 file could not be imported", ""},
-		{"nii", []file{{"ct.nii", SampleNIfTI(1, 4, 4, 2)}}, "", "MHD"},
-		{"nii.gz", []file{{"ct.nii.gz", gz(SampleNIfTI(1, 4, 4, 2))}}, "", "MHD"},
-		{"tiff", []file{{"slide.tif", SampleTIFF(1, 8, 8)}}, "", "TIFF"},
-		{"png", []file{{"x.png", []byte("\x89PNG\r\n\x1a\nrest")}}, "", "MHD"},
-		{"dicom series", files(dcm), "", "MHD"},
-		{"zip of dicom", []file{{"series.zip", SampleZIP(dcm)}}, "", "MHD"},
-		{"zip of mhd pair", []file{{"ct.zip", SampleZIP(map[string][]byte{"d/ct.mhd": hdr, "d/ct.raw": raw, "__MACOSX/._ct.mhd": []byte("junk")})}}, "", "MHD"},
-		{"two series", files(mixed), "Image imports should result in a single image", ""},
-		{"two mha", []file{{"a.mha", SampleMHA(1, 2, 2, 1)}, {"b.mha", SampleMHA(2, 2, 2, 1)}}, "Image imports should result in a single image", ""},
-		{"garbage", []file{{"notes.txt", []byte("hello")}}, "1 file could not be imported", ""},
-		{"two garbage", []file{{"a.txt", []byte("a")}, {"b.mha", []byte("b")}}, "2 files could not be imported", ""},
-		{"duplicates", []file{{"a.mha", SampleMHA(1, 2, 2, 1)}, {"a.mha", SampleMHA(1, 2, 2, 1)}}, "Duplicate files uploaded, please try again with a unique set of files", ""},
+		{"mha", []file{{"ct.mha", SampleMHA(1, 4, 4, 2)}}, "", "MHD", ""},
+		{"mhd pair", []file{{"ct.mhd", hdr}, {"ct.raw", raw}}, "", "MHD", ""},
+		{"mhd without data", []file{{"ct.mhd", hdr}}, "1 file could not be imported", "", ""},
+		{"nii", []file{{"ct.nii", SampleNIfTI(1, 4, 4, 2)}}, "", "MHD", ""},
+		{"nii.gz", []file{{"ct.nii.gz", gz(SampleNIfTI(1, 4, 4, 2))}}, "", "MHD", ""},
+		{"tiff", []file{{"slide.tif", SampleTIFF(1, 8, 8)}}, "", "TIFF", ""},
+		{"png", []file{{"x.png", []byte("\x89PNG\r\n\x1a\nrest")}}, "", "MHD", ""},
+		{"dicom series", files(dcm), "", "MHD", ""},
+		{"zip of dicom", []file{{"series.zip", SampleZIP(dcm)}}, "", "MHD", ""},
+		{"zip of mhd pair", []file{{"ct.zip", SampleZIP(map[string][]byte{"d/ct.mhd": hdr, "d/ct.raw": raw, "__MACOSX/._ct.mhd": []byte("junk")})}}, "", "MHD", ""},
+		{"two series", files(mixed), "", "", "Image validation for socket ct image failed with error: Image imports should result in a single image."},
+		{"two mha", []file{{"a.mha", SampleMHA(1, 2, 2, 1)}, {"b.mha", SampleMHA(2, 2, 2, 1)}}, "", "", "Image validation for socket ct image failed with error: Image imports should result in a single image."},
+		{"garbage", []file{{"notes.txt", []byte("hello")}}, "1 file could not be imported", "", ""},
+		{"two garbage", []file{{"a.txt", []byte("a")}, {"b.mha", []byte("b")}}, "2 files could not be imported", "", ""},
+		{"duplicates", []file{{"a.mha", SampleMHA(1, 2, 2, 1)}, {"a.mha", SampleMHA(1, 2, 2, 1)}}, "Duplicate files uploaded, please try again with a unique set of files", "", ""},
 	}
 	f := newFixture(t, Options{})
 	for _, tc := range cases {
@@ -75,26 +76,43 @@ func TestImportFormats(t *testing.T) {
 				pks = append(pks, u.PK)
 				all = append(all, fl.data...)
 			}
+			before := map[string]bool{}
+			for _, se := range f.s.Sessions() {
+				before[se.PK] = true
+			}
 			f.want(f.do("PATCH", "/api/v1/archives/items/"+item+"/", map[string]any{"values": []any{
 				map[string]any{"interface": "ct-image", "user_uploads": urls}}}), 200, "")
 			var status, msg string
-			var imageSet []string
+			var imageSet, left []string
 			poll(t, "session to finish", func() bool {
 				for _, se := range f.s.Sessions() {
-					if len(se.UserUploads) > 0 && se.UserUploads[0] != pks[0] && se.Status == "Re-Queued" {
+					if before[se.PK] {
 						continue
 					}
-					if (se.Status == "Failed" && slices.Equal(se.UserUploads, pks)) ||
-						(se.Status == "Succeeded" && itemImage(f.s, item) != "" && slices.Contains(se.ImageSet, f.s.URL+"/api/v1/cases/images/"+itemImage(f.s, item)+"/")) {
-						status, msg, imageSet = se.Status, se.ErrorMessage, se.ImageSet
+					if se.Status == "Failed" || (se.Status == "Succeeded" && itemImage(f.s, item) != "") {
+						status, msg, imageSet, left = se.Status, se.ErrorMessage, se.ImageSet, se.UserUploads
 						return true
 					}
 				}
 				return false
 			})
+			if tc.linkErr != "" {
+				// The build succeeded and deleted the uploads; the linked
+				// task failed the session afterwards.
+				if status != "Failed" || msg != tc.linkErr || len(left) != 0 {
+					t.Fatalf("session = %s %q user_uploads %v, want Failed %q with none", status, msg, left, tc.linkErr)
+				}
+				if itemImage(f.s, item) != "" {
+					t.Fatal("failed import changed the item")
+				}
+				for _, pk := range pks {
+					f.want(f.do("GET", "/api/v1/uploads/"+pk+"/", nil), 404, "")
+				}
+				return
+			}
 			if tc.wantErr != "" {
-				if status != "Failed" || msg != tc.wantErr {
-					t.Fatalf("session = %s %q, want Failed %q", status, msg, tc.wantErr)
+				if status != "Failed" || msg != tc.wantErr || !slices.Equal(left, pks) {
+					t.Fatalf("session = %s %q user_uploads %v, want Failed %q with %v", status, msg, left, tc.wantErr, pks)
 				}
 				if itemImage(f.s, item) != "" {
 					t.Fatal("failed import changed the item")
@@ -323,9 +341,11 @@ func TestFaultKinds(t *testing.T) {
 		if n := len(f.s.Uploads()); n != 1 {
 			t.Fatalf("uploads = %d, want 1 (acted before the reset)", n)
 		}
-		if rq := f.s.Requests(); rq[len(rq)-1].Fault != "reset" {
-			t.Fatalf("last request = %+v", rq[len(rq)-1])
-		}
+		// The request is recorded after the connection closed.
+		poll(t, "the reset request recorded", func() bool {
+			rq := f.s.Requests()
+			return len(rq) > 0 && rq[len(rq)-1].Fault == "reset"
+		})
 	})
 	t.Run("stall ends on close", func(t *testing.T) {
 		s := NewServer(Options{})
@@ -353,7 +373,7 @@ func TestFaultKinds(t *testing.T) {
 func TestDICOMKey(t *testing.T) {
 	for name, b := range SampleDICOMSeries(2) {
 		k, ok := dicomKey(b)
-		if !ok || k != [3]string{SampleStudyUID, SampleSeriesUID, SampleSOPClass} {
+		if !ok || k.key != [3]string{SampleStudyUID, SampleSeriesUID, SampleSOPClass} {
 			t.Fatalf("%s: key = %v, %v", name, k, ok)
 		}
 	}

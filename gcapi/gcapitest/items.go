@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -21,12 +22,10 @@ func (a *apiReq) listItems() {
 	}
 	var res []any
 	var keys []uint64
-	if a.user != 0 {
-		for _, it := range s.st.items {
-			if arc == "" || it.archive == arc {
-				res = append(res, s.itemJSON(it, true))
-				keys = append(keys, it.key)
-			}
+	for _, it := range s.st.items {
+		if (arc == "" || it.archive == arc) && canViewItems(s.st.archives[it.archive], a.user) {
+			res = append(res, s.itemJSON(it))
+			keys = append(keys, it.key)
 		}
 	}
 	a.page(res, keys)
@@ -37,11 +36,11 @@ func (a *apiReq) getItem(pk string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	it, ok := s.st.items[pk]
-	if !ok || a.user == 0 {
+	if !ok || !canViewItems(s.st.archives[it.archive], a.user) {
 		notFound(a.w)
 		return
 	}
-	writeJSON(a.w, 200, s.itemJSON(it, true))
+	writeJSON(a.w, 200, s.itemJSON(it))
 }
 
 // titleTakenLocked reports whether another item of the archive has the
@@ -76,7 +75,10 @@ func (a *apiReq) createItem() {
 	}
 	apk, msg := hyperlink(*body.Archive, "/api/v1/archives/")
 	if msg == "" {
-		if _, ok := s.st.archives[apk]; !ok {
+		// The field's queryset holds only archives the user may upload to
+		// (ArchiveItemPostSerializer: upload_archive), so an archive the
+		// user can merely view "does not exist".
+		if ar, ok := s.st.archives[apk]; !ok || ar.access != AccessUpload {
 			msg = "Invalid hyperlink - Object does not exist."
 		}
 	}
@@ -86,7 +88,7 @@ func (a *apiReq) createItem() {
 	}
 	title := ""
 	if body.Title != nil {
-		title = *body.Title
+		title = trimDRF(*body.Title)
 	}
 	if len([]rune(title)) > 255 {
 		fieldErr(a.w, "title", "Ensure this field has no more than 255 characters.")
@@ -102,8 +104,13 @@ func (a *apiReq) createItem() {
 	}
 	it := &item{pk: s.st.uuid(), title: title, archive: apk, key: s.st.orderKey()}
 	s.st.items[it.pk] = it
-	writeJSON(a.w, 201, s.itemJSON(it, false))
+	writeJSON(a.w, 201, s.itemPostJSON(it))
 }
+
+// trimDRF trims a CharField's input as DRF does (trim_whitespace=True:
+// Python's str.strip(), rest_framework/fields.py CharField.to_internal_value)
+// before any length or uniqueness check.
+func trimDRF(v string) string { return strings.TrimSpace(v) }
 
 const possibleKeys = "['image', 'value', 'file', 'user_upload', 'upload_session', ('image_name', 'user_uploads')]"
 
@@ -111,10 +118,11 @@ const possibleKeys = "['image', 'value', 'file', 'user_upload', 'upload_session'
 // entry validated.
 type plannedValue struct {
 	iface   *iface
-	source  string
+	source  string // a key of the entry, or "dicom" for user_uploads + image_name
 	value   json.RawMessage
 	image   string
 	uploads []string
+	name    string // image_name
 }
 
 func (a *apiReq) updateItem(pk string, partial bool) {
@@ -129,11 +137,17 @@ func (a *apiReq) updateItem(pk string, partial bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	it, ok := s.st.items[pk]
-	if !ok {
+	if !ok || !canViewItems(s.st.archives[it.archive], a.user) {
 		notFound(a.w)
 		return
 	}
+	if s.st.archives[it.archive].access != AccessUpload {
+		// Viewers lack change_archiveitem (DjangoObjectPermissions).
+		detail(a.w, 403, "You do not have permission to perform this action.")
+		return
+	}
 	if body.Title != nil {
+		*body.Title = trimDRF(*body.Title)
 		if len([]rune(*body.Title)) > 255 {
 			fieldErr(a.w, "title", "Ensure this field has no more than 255 characters.")
 			return
@@ -190,7 +204,14 @@ func (a *apiReq) updateItem(pk string, partial bool) {
 			changed = true
 		case "user_upload":
 			s.st.jobs = append(s.st.jobs, &job{kind: jobFile, item: it.pk, iface: p.iface.slug, uploads: p.uploads, due: s.nowLocked().Add(s.opts.ImportDelay)})
+		case "dicom":
+			// Its own path: a DICOMImageSetUpload imported into AWS
+			// HealthImaging, no RawImageUploadSession (components/models.py
+			// CIVForObjectMixin._update_civ_for_image, dicom_upload_with_name).
+			s.st.jobs = append(s.st.jobs, &job{kind: jobDICOM, item: it.pk, iface: p.iface.slug, uploads: p.uploads, name: p.name, due: s.nowLocked().Add(s.opts.ImportDelay)})
 		case "user_uploads":
+			// One server-made session per image value (components/models.py
+			// CIVForObjectMixin._update_civ_for_image).
 			se := &session{pk: s.st.uuid(), status: "Re-Queued", uploads: p.uploads, key: s.st.orderKey()}
 			s.st.sessions[se.pk] = se
 			s.st.jobs = append(s.st.jobs, &job{kind: jobImage, session: se.pk, item: it.pk, iface: p.iface.slug, uploads: p.uploads, due: s.nowLocked().Add(s.opts.ImportDelay)})
@@ -214,7 +235,7 @@ func (a *apiReq) updateItem(pk string, partial bool) {
 	if changed {
 		it.key = s.st.orderKey()
 	}
-	writeJSON(a.w, 200, s.itemJSON(it, false))
+	writeJSON(a.w, 200, s.itemPostJSON(it))
 	s.poke()
 }
 
@@ -261,7 +282,7 @@ func (s *Server) validateEntryLocked(raw json.RawMessage) (plannedValue, map[str
 	// Field-level validation of the hyperlinks comes first, as in DRF.
 	p := plannedValue{iface: f}
 	var given []string
-	for _, k := range []string{"image", "value", "file", "user_upload", "upload_session", "user_uploads"} {
+	for _, k := range []string{"image", "value", "file", "user_upload", "upload_session", "user_uploads", "image_name"} {
 		v, ok := m[k]
 		if !ok || string(v) == "null" {
 			continue
@@ -305,19 +326,51 @@ func (s *Server) validateEntryLocked(raw json.RawMessage) (plannedValue, map[str
 			return plannedValue{}, map[string][]string{k: {"The submitted data was not a file. Check the encoding type on the form."}}
 		case "value":
 			p.value = v
+		case "image_name":
+			var name string
+			if json.Unmarshal(v, &name) != nil {
+				return plannedValue{}, map[string][]string{k: {"Not a valid string."}}
+			}
+			p.name = trimDRF(name)
+			if p.name == "" {
+				return plannedValue{}, map[string][]string{k: {"This field may not be blank."}}
+			}
 		}
 	}
+	// components/serializers.py ComponentInterfaceValuePostSerializer
+	// ._validate_provided_fields: one key, or exactly user_uploads with
+	// image_name.
 	if len(given) == 0 {
 		return nonField("You must provide at least one of " + possibleKeys + ".")
 	}
-	if len(given) > 1 {
+	dicomPair := len(given) == 2 && slices.Contains(given, "user_uploads") && slices.Contains(given, "image_name")
+	if len(given) > 1 && !dicomPair {
 		return nonField("You can only provide one of " + possibleKeys + " for each socket.")
 	}
 	p.source = given[0]
+	if dicomPair {
+		p.source = "dicom"
+	}
+	switch {
+	case f.kind == "DICOM Image Set":
+		// _validate_dicom_image: image, or user_uploads with image_name.
+		if p.source != "image" && p.source != "dicom" {
+			return nonField("either user_uploads with image_name, or image are required for interface kind " + f.kind)
+		}
+		if p.source == "image" && s.st.images[p.image].imageSetID == "" {
+			return nonField("Image must be DICOM")
+		}
+		return p, nil
+	}
 	switch f.superKind {
 	case "Image":
-		if p.source != "image" && p.source != "user_uploads" {
-			return nonField("user_uploads, upload_session or image are required for interface kind " + f.kind)
+		// user_uploads with image_name passes here too and takes the DICOM
+		// path, whose linked check then refuses the image for this socket.
+		if p.source != "image" && p.source != "user_uploads" && p.source != "dicom" {
+			return nonField("upload_session, user_uploads or image are required for interface kind " + f.kind)
+		}
+		if p.source == "image" && s.st.images[p.image].imageSetID != "" {
+			return nonField("Image may not be DICOM")
 		}
 	case "File":
 		if p.source != "user_upload" {
@@ -335,14 +388,16 @@ func (s *Server) validateEntryLocked(raw json.RawMessage) (plannedValue, map[str
 }
 
 // resolveUploadLocked resolves an upload hyperlink to one of the caller's
-// Completed uploads.
+// uploads. Any status will do: the field's queryset is every upload the
+// user may change (ComponentInterfaceValuePostSerializer.__init__), so a
+// PATCH naming an unfinished upload is accepted and fails later, in the
+// background, when the import cannot read it.
 func (s *Server) resolveUploadLocked(raw json.RawMessage) (string, string) {
 	pk, msg := hyperlink(raw, "/api/v1/uploads/")
 	if msg != "" {
 		return "", msg
 	}
-	u := s.st.uploads[pk]
-	if u == nil || u.status != "Completed" {
+	if s.st.uploads[pk] == nil {
 		return "", "Invalid hyperlink - Object does not exist."
 	}
 	return pk, ""

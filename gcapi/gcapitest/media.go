@@ -12,7 +12,7 @@ import (
 // token itself and redirects to a short-lived signed URL.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		http.Error(w, "Method Not Allowed", 405)
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
 		return
 	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/media/"), "/")
@@ -39,7 +39,10 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	q := url.Values{}
 	q.Set("Expires", exp)
 	q.Set("Signature", s.sign("GET", p, exp))
-	http.Redirect(w, r, s.URL+p+"?"+q.Encode(), http.StatusFound)
+	// A 302 to another host, like the CloudFront or S3 signed URL of
+	// grand-challenge.org app/grandchallenge/serving/views.py
+	// (serve_images, protected_storage_redirect).
+	http.Redirect(w, r, s.StorageURL+p+"?"+q.Encode(), http.StatusFound)
 }
 
 // mediaBlobLocked finds the bytes behind /media/{images|components}/<pk>/<name>.

@@ -119,15 +119,22 @@ func SampleDICOMSeries(n int) map[string][]byte {
 // SampleDICOMSeriesUIDs is SampleDICOMSeries with the study and series
 // UIDs given, to make several series.
 func SampleDICOMSeriesUIDs(seed int64, n int, studyUID, seriesUID string) map[string][]byte {
+	return SampleDICOMSeriesStack(seed, n, studyUID, seriesUID, "")
+}
+
+// SampleDICOMSeriesStack is SampleDICOMSeriesUIDs with a StackID
+// (0020,9056) in every file unless stackID is "". Series of one study that
+// share a StackID are one (4D) image to the server.
+func SampleDICOMSeriesStack(seed int64, n int, studyUID, seriesUID, stackID string) map[string][]byte {
 	out := map[string][]byte{}
 	for i := 1; i <= n; i++ {
 		sop := fmt.Sprintf("%s.%d", seriesUID, i)
-		out[fmt.Sprintf("IM%06d.dcm", i)] = dicomFile(seed+int64(i), studyUID, seriesUID, SampleSOPClass, sop, i)
+		out[fmt.Sprintf("IM%06d.dcm", i)] = dicomFile(seed+int64(i), studyUID, seriesUID, SampleSOPClass, sop, stackID, i)
 	}
 	return out
 }
 
-func dicomFile(seed int64, study, series, class, sop string, number int) []byte {
+func dicomFile(seed int64, study, series, class, sop, stack string, number int) []byte {
 	var meta, ds bytes.Buffer
 	elem(&meta, 0x0002, 0x0001, "OB", []byte{0, 1})
 	elem(&meta, 0x0002, 0x0002, "UI", uidBytes(class))
@@ -143,6 +150,9 @@ func dicomFile(seed int64, study, series, class, sop string, number int) []byte 
 	elem(&ds, 0x0020, 0x000E, "UI", uidBytes(series))
 	elem(&ds, 0x0020, 0x0013, "IS", evenPad(fmt.Sprint(number), ' '))
 	elem(&ds, 0x0020, 0x0032, "DS", evenPad(fmt.Sprintf("0\\0\\%d", number), ' '))
+	if stack != "" {
+		elem(&ds, 0x0020, 0x9056, "SH", evenPad(stack, ' '))
+	}
 	elem(&ds, 0x0028, 0x0002, "US", []byte{1, 0})
 	elem(&ds, 0x0028, 0x0004, "CS", evenPad("MONOCHROME2", ' '))
 	elem(&ds, 0x0028, 0x0010, "US", []byte{4, 0})

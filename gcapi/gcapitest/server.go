@@ -2,14 +2,22 @@
 // style of net/http/httptest. It is strict like the real server on the parts
 // of the API that gcingest uses (status codes, error bodies, unique item
 // titles, one value per interface, multipart upload rules, quotas, expiry),
-// serves presigned part URLs and media downloads itself, runs image imports
-// asynchronously, and injects faults deterministically from a seed.
+// serves presigned part URLs and media downloads itself on a second host,
+// runs image imports asynchronously, and injects faults deterministically
+// from a seed.
+//
+// Its JSON is its own, written from the real server's serializers; it
+// shares no types with package gcapi, so a field the client gets wrong is
+// not the same wrong field here. The server behaviours a client must
+// survive are listed, with the server file each follows, in
+// contract_table_test.go; their defaults are the real server's.
 //
 // It does not import "testing" so that the gcingest binary can embed it for
 // `gcingest demo`.
 package gcapitest
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -34,6 +42,12 @@ type Options struct {
 	MaxUploads    int           // create refused (400) when the user already has more than this; default 2000
 	StoreDir      string        // where uploaded bytes are kept on disk; default a temp dir removed by Close
 	Logger        *slog.Logger  // optional
+	// StorageOnAPIHost serves presigned part URLs and the signed URLs that
+	// media downloads redirect to on the API host. By default they live on
+	// another host, as S3 and CloudFront do (grand-challenge.org
+	// app/grandchallenge/serving/views.py protected_storage_redirect), so a
+	// client that sends its token there leaks it.
+	StorageOnAPIHost bool
 }
 
 // Defaults of Options.
@@ -59,11 +73,18 @@ const (
 type Server struct {
 	// URL is the base URL, "http://127.0.0.1:port", without /api/v1.
 	URL string
+	// StorageURL is the base URL of the storage host that presigned part
+	// URLs and media redirects point to: "http://localhost:port" (another
+	// host name, so Go's http.Client drops the Authorization header on a
+	// redirect there), or URL with Options.StorageOnAPIHost.
+	StorageURL string
 
 	opts     Options
 	log      *slog.Logger
 	listener net.Listener
 	hs       *http.Server
+	storeL   net.Listener // the storage host's listener; nil with StorageOnAPIHost
+	storeHS  *http.Server
 	handler  http.Handler
 	ownStore bool
 	signKey  []byte
@@ -81,7 +102,6 @@ type Server struct {
 	faultRand *mrand.Rand
 	orderRand *mrand.Rand
 	faults    Faults
-	faultsSet bool
 
 	stalling atomic.Int32 // requests stalled by a fault right now
 
@@ -154,7 +174,18 @@ func NewUnstartedServer(opts Options) *Server {
 	}
 	s.listener = l
 	s.URL = "http://" + l.Addr().String()
+	s.StorageURL = s.URL
 	s.hs = &http.Server{Handler: s.handler, ReadHeaderTimeout: 30 * time.Second}
+	if !opts.StorageOnAPIHost {
+		sl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			l.Close()
+			panic(fmt.Sprintf("gcapitest: listen on 127.0.0.1: %v", err))
+		}
+		s.storeL = sl
+		s.StorageURL = fmt.Sprintf("http://localhost:%d", sl.Addr().(*net.TCPAddr).Port)
+		s.storeHS = &http.Server{Handler: http.HandlerFunc(s.serveStorageTracked), ReadHeaderTimeout: 30 * time.Second}
+	}
 	return s
 }
 
@@ -166,6 +197,13 @@ func (s *Server) Start() {
 			defer s.wg.Done()
 			s.hs.Serve(s.listener)
 		}()
+		if s.storeHS != nil {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.storeHS.Serve(s.storeL)
+			}()
+		}
 		go func() {
 			defer s.wg.Done()
 			s.worker()
@@ -182,9 +220,15 @@ func (s *Server) Close() {
 		s.hmu.Unlock()
 		close(s.closing)
 		s.hs.Close()
+		if s.storeHS != nil {
+			s.storeHS.Close()
+		}
 		s.handlers.Wait()
-		// Start may never have been called; then the listener is still ours.
+		// Start may never have been called; then the listeners are still ours.
 		s.listener.Close()
+		if s.storeL != nil {
+			s.storeL.Close()
+		}
 		s.wg.Wait()
 		if s.ownStore {
 			os.RemoveAll(s.opts.StoreDir)
@@ -204,8 +248,8 @@ func (s *Server) Client() *http.Client {
 // Token returns the one valid bearer token.
 func (s *Server) Token() string { return s.opts.Token }
 
-// Handler returns the server's handler, so it can be served on another
-// listener (gcingest demo). api_urls keep naming s.URL.
+// Handler returns the API host's handler, so it can be served on another
+// listener. api_urls keep naming s.URL.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Advance moves the fake clock forward: upload expiry, presigned URL expiry
@@ -238,6 +282,19 @@ func (s *Server) poke() {
 func copyTo(w io.Writer, r io.Reader) (int64, error) {
 	buf := make([]byte, 256<<10)
 	return io.CopyBuffer(w, r, buf)
+}
+
+// storageKey marks a request that came in on the storage host.
+type storageKey struct{}
+
+func (s *Server) serveStorageTracked(w http.ResponseWriter, r *http.Request) {
+	s.serveTracked(w, r.WithContext(context.WithValue(r.Context(), storageKey{}, true)))
+}
+
+// onStorageHost reports whether r came to the storage host.
+func onStorageHost(r *http.Request) bool {
+	v, _ := r.Context().Value(storageKey{}).(bool)
+	return v
 }
 
 // serveTracked counts the handler in, so Close can wait for it.

@@ -7,28 +7,46 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"github.com/gcingest/gcingest/gcapi"
 )
 
-// convert turns one of the server's JSON shapes into a gcapi type, which
-// is also a deep copy.
-func convert[T any](v any) T {
-	var out T
-	b, err := json.Marshal(v)
-	if err == nil {
-		json.Unmarshal(b, &out)
-	}
-	return out
-}
+// Access is what the token's user may do with an archive. Permissions
+// follow grand-challenge.org app/grandchallenge/archives/models.py
+// (Archive.assign_permissions, ArchiveItem.assign_permissions).
+type Access int
+
+const (
+	// AccessUpload: the user is an uploader (or editor): items can be
+	// created (upload_archive) and changed (change_archiveitem).
+	AccessUpload Access = iota
+	// AccessView: the user is in the archive's users group: the archive
+	// and its items are visible, but creating an item answers 400
+	// {"archive":["Invalid hyperlink - Object does not exist."]}
+	// (ArchiveItemPostSerializer filters archives by upload_archive) and
+	// changing one 403.
+	AccessView
+	// AccessPublic: a public archive the user has no role in: everyone,
+	// the anonymous user too, sees the archive (view_archive for the
+	// registered-and-anonymous group), nobody sees its items, and item
+	// creation answers 400 as for AccessView.
+	AccessPublic
+	// AccessNone: a private archive of others: invisible (404, absent
+	// from lists).
+	AccessNone
+)
 
 // AddArchive creates an archive the token's user may upload to.
-func (s *Server) AddArchive(slug, title string) gcapi.Archive {
+func (s *Server) AddArchive(slug, title string) Archive {
+	return s.AddArchiveAccess(slug, title, AccessUpload)
+}
+
+// AddArchiveAccess creates an archive with the given access for the
+// token's user.
+func (s *Server) AddArchiveAccess(slug, title string, access Access) Archive {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ar := &archive{pk: s.st.uuid(), slug: slug, title: title, key: s.st.orderKey()}
+	ar := &archive{pk: s.st.uuid(), slug: slug, title: title, access: access, key: s.st.orderKey()}
 	s.st.archives[ar.pk] = ar
-	return convert[gcapi.Archive](s.archiveJSON(ar))
+	return s.archiveJSON(ar)
 }
 
 // fileKindSuffix maps file socket kinds to the suffix of their relative_path.
@@ -44,17 +62,17 @@ func fileKindSuffix(kind string) string {
 // "Image", "Segmentation", "PDF file", "CSV file", "Float", "Anything";
 // super_kind follows as on the real server (JSON kinds are stored in the
 // database, so their super_kind is "Value"; see AddJSONFileInterface).
-func (s *Server) AddInterface(slug, kind string) gcapi.Interface {
+func (s *Server) AddInterface(slug, kind string) Interface {
 	return s.addInterface(slug, kind, true)
 }
 
 // AddJSONFileInterface creates a JSON-kind socket that is not stored in
 // the database: super_kind "File", values sent as a user_upload of JSON.
-func (s *Server) AddJSONFileInterface(slug, kind string) gcapi.Interface {
+func (s *Server) AddJSONFileInterface(slug, kind string) Interface {
 	return s.addInterface(slug, kind, false)
 }
 
-func (s *Server) addInterface(slug, kind string, storeInDB bool) gcapi.Interface {
+func (s *Server) addInterface(slug, kind string, storeInDB bool) Interface {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := &iface{pk: s.st.nextIface, slug: slug, kind: kind, title: strings.ReplaceAll(slug, "-", " ")}
@@ -73,21 +91,21 @@ func (s *Server) addInterface(slug, kind string, storeInDB bool) gcapi.Interface
 		}
 	}
 	s.st.ifaces[slug] = f
-	return convert[gcapi.Interface](s.ifaceJSON(f))
+	return s.ifaceJSON(f)
 }
 
 // AddItem creates an empty item (title may be "") in the archive.
-func (s *Server) AddItem(archiveSlug, title string) gcapi.ArchiveItem {
+func (s *Server) AddItem(archiveSlug, title string) ArchiveItem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ar := range s.st.archives {
 		if ar.slug == archiveSlug {
 			it := &item{pk: s.st.uuid(), title: title, archive: ar.pk, key: s.st.orderKey()}
 			s.st.items[it.pk] = it
-			return convert[gcapi.ArchiveItem](s.itemJSON(it, true))
+			return s.itemJSON(it)
 		}
 	}
-	return gcapi.ArchiveItem{}
+	return ArchiveItem{}
 }
 
 func (s *Server) itemIfaceLocked(itemPK, ifaceSlug string) (*item, *iface, error) {
@@ -161,14 +179,14 @@ func (s *Server) AddFileValue(itemPK, ifaceSlug, filename string, content []byte
 }
 
 // Items returns the archive's items with values in GET form, ordered by pk.
-func (s *Server) Items(archiveSlug string) []gcapi.ArchiveItem {
+func (s *Server) Items(archiveSlug string) []ArchiveItem {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []gcapi.ArchiveItem
+	var out []ArchiveItem
 	for _, pk := range sortedKeys(s.st.items) {
 		it := s.st.items[pk]
 		if ar := s.st.archives[it.archive]; ar != nil && ar.slug == archiveSlug {
-			out = append(out, convert[gcapi.ArchiveItem](s.itemJSON(it, true)))
+			out = append(out, s.itemJSON(it))
 		}
 	}
 	return out
@@ -176,34 +194,34 @@ func (s *Server) Items(archiveSlug string) []gcapi.ArchiveItem {
 
 // Uploads returns the uploads that exist now (consumed and expired ones
 // are deleted), ordered by pk.
-func (s *Server) Uploads() []gcapi.Upload {
+func (s *Server) Uploads() []Upload {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []gcapi.Upload
+	var out []Upload
 	for _, pk := range sortedKeys(s.st.uploads) {
-		out = append(out, convert[gcapi.Upload](s.uploadJSON(s.st.uploads[pk])))
+		out = append(out, s.uploadJSON(s.st.uploads[pk]))
 	}
 	return out
 }
 
 // Sessions returns every upload session, ordered by pk.
-func (s *Server) Sessions() []gcapi.UploadSession {
+func (s *Server) Sessions() []UploadSession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []gcapi.UploadSession
+	var out []UploadSession
 	for _, pk := range sortedKeys(s.st.sessions) {
-		out = append(out, convert[gcapi.UploadSession](s.sessionJSON(s.st.sessions[pk])))
+		out = append(out, s.sessionJSON(s.st.sessions[pk]))
 	}
 	return out
 }
 
 // Images returns every image, ordered by pk.
-func (s *Server) Images() []gcapi.Image {
+func (s *Server) Images() []Image {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []gcapi.Image
+	var out []Image
 	for _, pk := range sortedKeys(s.st.images) {
-		out = append(out, convert[gcapi.Image](s.imageJSON(s.st.images[pk])))
+		out = append(out, s.imageJSON(s.st.images[pk]))
 	}
 	return out
 }
@@ -246,4 +264,25 @@ func (s *Server) UploadContent(uploadPK string) ([]byte, error) {
 		return nil, fmt.Errorf("gcapitest: read upload %s: %w", uploadPK, err)
 	}
 	return data, nil
+}
+
+// Notifications returns what the server told the user so far, oldest
+// first: the only trace of a failed file copy.
+func (s *Server) Notifications() []Notification {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Notification(nil), s.st.notes...)
+}
+
+// ExpireUploads deletes every upload now, whatever its age and status, as
+// the server's hourly cleanup does to uploads older than a day
+// (grand-challenge.org app/grandchallenge/uploads/tasks.py
+// delete_old_user_uploads): an admin's way to free the user's quota
+// without advancing the clock.
+func (s *Server) ExpireUploads() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, pk := range sortedKeys(s.st.uploads) {
+		s.deleteUploadLocked(pk)
+	}
 }

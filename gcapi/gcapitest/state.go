@@ -22,9 +22,9 @@ type state struct {
 	images    map[string]*image
 	civs      map[int]*civ // every value ever made, for file downloads
 	jobs      []*job
+	notes     []Notification
 	nextIface int
 	nextCIV   int
-	nextFile  int
 }
 
 func newState(rnd *mrand.Rand) state {
@@ -58,14 +58,15 @@ func (st *state) orderKey() uint64 { return st.rnd.Uint64() }
 
 type archive struct {
 	pk, slug, title string
+	access          Access
 	key             uint64
 }
 
 type iface struct {
-	pk                  int
-	slug, title, kind   string
-	superKind, relPath  string
-	storeInDB, jsonKind bool
+	pk                 int
+	slug, title, kind  string
+	superKind, relPath string
+	jsonKind           bool
 }
 
 type item struct {
@@ -154,8 +155,10 @@ type session struct {
 }
 
 type image struct {
-	pk, name, typ string // typ is gcapi.ImageTypeMHD or gcapi.ImageTypeTIFF
+	pk, name, typ string // typ is "MHD" or "TIFF" (cases/models.py ImageFile)
 	filePK        string
+	study, series string // DICOM UIDs, "" for other formats
+	imageSetID    string // a DICOM image set (AWS HealthImaging); no files
 	content       *blob
 	w, h, d       *int
 	origin        string // session pk, "" for setup images
@@ -167,6 +170,8 @@ type jobKind int
 const (
 	jobImage jobKind = iota // user_uploads → session → image
 	jobFile                 // user_upload → file value
+	jobDICOM                // user_uploads + image_name → DICOM image set
+	jobLink                 // add_image_to_object after a build succeeded
 )
 
 // job is an asynchronous import scheduled by a PATCH.
@@ -176,5 +181,6 @@ type job struct {
 	item    string
 	iface   string
 	uploads []string
+	name    string // image_name of a DICOM image set; the linked check's error for jobLink
 	due     time.Time
 }

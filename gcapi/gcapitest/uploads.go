@@ -26,6 +26,10 @@ func (a *apiReq) createUpload() {
 	if !a.decode(&body) {
 		return
 	}
+	if body.Filename != nil {
+		// DRF trims before the blank, length and basename checks.
+		*body.Filename = trimDRF(*body.Filename)
+	}
 	switch {
 	case body.Filename == nil:
 		fieldErr(a.w, "filename", "This field is required.")
@@ -43,23 +47,42 @@ func (a *apiReq) createUpload() {
 	s := a.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// uploads/serializers.py UserUploadCreateSerializer.validate: more than
+	// 2000 uploads of the user, whatever their status, refuse a new one.
 	if len(s.st.uploads) > s.opts.MaxUploads {
 		fieldErr(a.w, "non_field_errors", "You have created too many uploads. Please try again later.")
 		return
 	}
 	u := &upload{
 		pk: s.st.uuid(), filename: *body.Filename, status: "Initialized",
-		created: s.nowLocked(), parts: map[int]*part{}, key: s.st.orderKey(),
+		// Django keeps microseconds; DRF renders them in "created".
+		created: s.nowLocked().Truncate(time.Microsecond), parts: map[int]*part{}, key: s.st.orderKey(),
 	}
 	u.s3id = s.s3UploadID()
 	s.st.uploads[u.pk] = u
 	writeJSON(a.w, 201, s.uploadJSON(u))
 }
 
-// s3UploadID makes an S3-looking UploadId.
+// s3Alphabet is what S3 UploadIds are made of.
+const s3Alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+
+// s3UploadID makes an UploadId as S3 does (the server stores what
+// CreateMultipartUpload answered, grand-challenge.org
+// app/grandchallenge/uploads/models.py UserUpload.create_multipart_upload):
+// opaque, long, of letters, digits, ".", "_" and "-" in any order. Every id
+// holds "..", "_" and "-" somewhere, so a client that checks URL paths by
+// substring, not by segment, fails at once.
 func (s *Server) s3UploadID() string {
-	a, b := s.st.rnd.Uint64(), s.st.rnd.Uint64()
-	return fmt.Sprintf("%016x.%016x-%d", a, b, s.st.rnd.IntN(1000))
+	r := s.st.rnd
+	b := make([]byte, 96+r.IntN(48))
+	for i := range b {
+		b[i] = s3Alphabet[r.IntN(len(s3Alphabet))]
+	}
+	at := 1 + r.IntN(len(b)-4)
+	copy(b[at:], "..")
+	b[(at+2+r.IntN(len(b)-at-2))%len(b)] = '_'
+	b[r.IntN(at)] = '-'
+	return string(b)
 }
 
 func (a *apiReq) listUploads() {
@@ -114,6 +137,17 @@ func (a *apiReq) presign(pk, s3id string) {
 	if u == nil {
 		return
 	}
+	// The quota comes first, before the body is validated
+	// (grand-challenge.org app/grandchallenge/uploads/views.py
+	// UserUploadViewSet.generate_presigned_urls): UserUpload.can_upload_more
+	// wants this upload's parts so far plus the user's completed, not yet
+	// consumed uploads to stay below the quota. Uploads count until an import
+	// consumes them or the hourly cleanup deletes them; one batch of URLs may
+	// overshoot.
+	if u.status != "Initialized" || u.partsSize()+s.completedBytesLocked() >= s.opts.QuotaBytes {
+		detail(a.w, 403, "Upload limit reached")
+		return
+	}
 	if body.PartNumbers == nil {
 		fieldErr(a.w, "non_field_errors", "The `part_numbers` field is required")
 		return
@@ -136,18 +170,12 @@ func (a *apiReq) presign(pk, s3id string) {
 		writeJSON(a.w, 400, map[string]any{"part_numbers": errs})
 		return
 	}
-	if u.status != "Initialized" || u.partsSize()+s.completedBytesLocked() >= s.opts.QuotaBytes {
-		detail(a.w, 403, "Upload limit reached")
-		return
-	}
 	urls := map[string]string{}
 	now := s.nowLocked()
 	for _, n := range nums {
 		urls[strconv.Itoa(n)] = s.presignedURL(u, n, now)
 	}
-	out := s.uploadJSON(u)
-	out["presigned_urls"] = urls
-	writeJSON(a.w, 200, out)
+	writeJSON(a.w, 200, UploadPresigned{Upload: s.uploadJSON(u), PresignedURLs: urls})
 }
 
 // completedBytesLocked is what the user keeps in S3: completed uploads not
@@ -181,7 +209,7 @@ func (s *Server) presignedURL(u *upload, n int, now time.Time) string {
 	q.Set("X-Amz-Date", date)
 	q.Set("X-Amz-Expires", exp)
 	q.Set("X-Amz-Signature", s.sign("PUT", p, u.s3id, strconv.Itoa(n), date, exp))
-	return s.URL + p + "?" + q.Encode()
+	return s.StorageURL + p + "?" + q.Encode()
 }
 
 // s3Error answers like S3 does, in XML.
@@ -290,16 +318,12 @@ func (a *apiReq) listParts(pk, s3id string) {
 		serverError(a.w) // RuntimeError in UserUpload.list_parts
 		return
 	}
-	parts := []map[string]any{}
+	parts := []Part{}
 	for _, p := range u.sortedParts() {
-		parts = append(parts, map[string]any{
-			"ETag": p.etag, "PartNumber": p.n, "Size": p.size,
-			"LastModified": p.modified.UTC().Format("2006-01-02T15:04:05.000000Z"),
-		})
+		// S3 ListParts gives LastModified to the millisecond.
+		parts = append(parts, Part{ETag: p.etag, PartNumber: p.n, Size: p.size, LastModified: p.modified.UTC().Truncate(time.Millisecond)})
 	}
-	out := s.uploadJSON(u)
-	out["parts"] = parts
-	writeJSON(a.w, 200, out)
+	writeJSON(a.w, 200, UploadParts{Upload: s.uploadJSON(u), Parts: parts})
 }
 
 func (a *apiReq) complete(pk, s3id string) {
@@ -320,15 +344,23 @@ func (a *apiReq) complete(pk, s3id string) {
 		return
 	}
 	if body.Parts == nil {
-		fieldErr(a.w, "parts", "This field is required.")
+		// The view validates with partial=True, so the serializer's own
+		// validate() reports it (uploads/serializers.py UserUploadCompleteSerializer).
+		fieldErr(a.w, "non_field_errors", "The `parts` field is required")
 		return
 	}
 	if u.status != "Initialized" {
 		serverError(a.w) // RuntimeError in UserUpload.complete_multipart_upload
 		return
 	}
+	// S3 refusing the list is a botocore ClientError that nothing in
+	// UserUploadCompleteSerializer.save or the view catches: Django answers
+	// 500, not 400 (grand-challenge.org app/grandchallenge/uploads/views.py
+	// UserUploadViewSet.complete_multipart_upload). The upload stays
+	// Initialized, its parts kept.
 	s3err := func(code, msg string) {
-		fieldErr(a.w, "non_field_errors", fmt.Sprintf("An error occurred (%s) when calling the CompleteMultipartUpload operation: %s", code, msg))
+		s.log.Info("gcapitest: complete refused by S3", "upload", u.pk, "code", code, "message", msg)
+		serverError(a.w)
 	}
 	list := *body.Parts
 	if len(list) == 0 {
@@ -395,10 +427,13 @@ func (a *apiReq) abort(pk, s3id string) {
 	writeJSON(a.w, 200, s.uploadJSON(u))
 }
 
-// expireLocked deletes uploads older than UploadLifetime, as the server's
-// hourly cleanup does, and their bytes.
+// expireLocked deletes uploads older than UploadLifetime, whatever their
+// status, and their bytes, as the server's cleanup does. It runs at every
+// full hour (CELERY_BEAT_SCHEDULE delete_old_user_uploads, grand-challenge.org
+// app/grandchallenge/uploads/tasks.py), so an upload lives between 24 and
+// 25 hours: the cut is taken at the last full hour of the fake clock.
 func (s *Server) expireLocked() {
-	cut := s.nowLocked().Add(-UploadLifetime)
+	cut := s.nowLocked().Truncate(time.Hour).Add(-UploadLifetime)
 	for pk, u := range s.st.uploads {
 		if u.created.Before(cut) {
 			s.deleteUploadLocked(pk)
