@@ -128,7 +128,7 @@ func (in *input) full(p []byte, what func() string) error {
 	n, err := io.ReadFull(in.br, p)
 	in.off += int64(n)
 	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if isEOF(err) {
 			return in.truncated(what())
 		}
 		return fmt.Errorf("read at offset %d: %w", in.off, err)
@@ -180,7 +180,7 @@ func (in *input) skip(n int64, what func() string) error {
 	m, err := io.CopyN(io.Discard, in.br, n)
 	in.off += m
 	if err != nil {
-		if errors.Is(err, io.EOF) {
+		if isEOF(err) {
 			return in.truncated(what())
 		}
 		return fmt.Errorf("read at offset %d: %w", in.off, err)
@@ -193,7 +193,7 @@ func (in *input) copyTo(w io.Writer, n int64, what func() string) error {
 	m, err := io.CopyN(w, in.br, n)
 	in.off += m
 	if err != nil {
-		if errors.Is(err, io.EOF) && m < n {
+		if isEOF(err) && m < n {
 			return in.truncated(what())
 		}
 		return err
@@ -401,4 +401,10 @@ func (in *input) skipItem(s syntax, depth int, seq Tag) error {
 			return err
 		}
 	}
+}
+
+// isEOF reports whether err says the input ended (a cut deflate stream
+// says io.ErrUnexpectedEOF).
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -3,6 +3,7 @@ package dicom
 import (
 	"bytes"
 	"compress/flate"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -430,7 +431,13 @@ func readMeta(in *input) (metaGroup, error) {
 		}
 		if end < 0 {
 			b, err := in.br.Peek(2)
-			if err != nil || explicitLE.order().Uint16(b) != 0x0002 {
+			if err != nil && len(b) < 2 {
+				if errors.Is(err, io.EOF) {
+					return m, in.truncated("meta group")
+				}
+				return m, fmt.Errorf("read at offset %d: %w", in.off, err)
+			}
+			if explicitLE.order().Uint16(b) != 0x0002 {
 				break
 			}
 		}
