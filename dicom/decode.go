@@ -280,11 +280,10 @@ func (in *input) readElement(s syntax) (element, error) {
 		e.length = o.Uint32(hdr[4:])
 		return e, nil
 	}
-	a, b := hdr[4], hdr[5]
-	if a < 'A' || a > 'Z' || b < 'A' || b > 'Z' {
+	e.vr = string(hdr[4:6])
+	if !validVR(e.vr) {
 		return e, &FormatError{Offset: start, Msg: fmt.Sprintf("element %s has invalid VR %q", e.tag, hdr[4:6])}
 	}
-	e.vr = string(hdr[4:6])
 	if !longVR(e.vr) {
 		e.length = uint32(o.Uint16(hdr[6:]))
 		return e, nil
@@ -407,4 +406,15 @@ func (in *input) skipItem(s syntax, depth int, seq Tag) error {
 // says io.ErrUnexpectedEOF).
 func isEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// validVR reports whether vr is one of the VRs of PS3.5 6.2.
+func validVR(vr string) bool {
+	switch vr {
+	case "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT",
+		"OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST",
+		"SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV":
+		return true
+	}
+	return false
 }

@@ -310,7 +310,7 @@ func (r *rewriter) header(s syntax, t Tag, vr string, length uint32) {
 func (r *rewriter) writeValue(s syntax, t Tag, vr string, v []byte) error {
 	v = pad(v, vr)
 	if !s.implicit && !longVR(vr) && len(v) > 0xFFFF {
-		return fmt.Errorf("rewrite %s: value of %d bytes does not fit VR %s", t, len(v), vr)
+		return &FormatError{Offset: r.in.off, Msg: fmt.Sprintf("value of %d bytes for %s does not fit VR %s", len(v), t, vr)}
 	}
 	r.header(s, t, vr, uint32(len(v)))
 	_, err := r.out.Write(v)
@@ -626,7 +626,7 @@ func (r *rewriter) dummy(e element, s syntax) error {
 	vr := vrOf(e)
 	v, ok := dummyValue(vr)
 	if !ok {
-		return fmt.Errorf("rewrite %s: no dummy value for VR %s", e.tag, vr)
+		return &FormatError{Offset: r.in.off, Msg: fmt.Sprintf("no dummy value for %s of VR %s", e.tag, vr)}
 	}
 	return r.writeValue(s, e.tag, vr, v)
 }

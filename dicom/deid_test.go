@@ -99,6 +99,8 @@ func TestRewriteActions(t *testing.T) {
 				check("(0020,0013)", "3")
 				check("(0008,1199)[0](0008,1150)", CTImageStorage)
 				check("(0008,1199)[0](0010,0010)", "DUMMY^PATIENT^^^") // Z on PN inside
+				check("(0008,1199)[0](0040,A043)[0](0008,0100)", "121")
+				check("(0008,1199)[0](0040,A043)[0](0010,0020)", "DUMMY_LONG_STRING") // D two levels down
 				check("(0012,0063)", `EARLIER METHOD\`+d.Method())
 				if ts.encapsulated {
 					if g := got["(7FE0,0010)"]; string(g.value) != "FRAG-ONEFRAG-TWO!" || g.items != 3 {

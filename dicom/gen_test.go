@@ -186,6 +186,8 @@ func ctElems(s syntax, c ctSpec) []el {
 			str(0x00081150, "UI", CTImageStorage),
 			str(0x00081155, "UI", c.instance+".99"),
 			str(0x00100010, "PN", secretNested),
+			// A kept sequence inside a kept sequence.
+			sq(0x0040A043, []el{str(0x00080100, "SH", "121"), str(0x00100020, "LO", secretID)}),
 		}),
 		// A private block: creator and an identifying value.
 		str(0x00090010, "LO", "ACME PRIVATE"),
