@@ -111,13 +111,6 @@ func newInput(r io.Reader) *input {
 	return &input{br: bufio.NewReaderSize(r, bufSize), src: r}
 }
 
-// reset makes in read from r (the inflated data set) from offset 0.
-func (in *input) reset(r io.Reader) {
-	in.br.Reset(r)
-	in.src = r
-	in.off = 0
-}
-
 func (in *input) truncated(what string) error {
 	return &TruncatedError{What: what, Offset: in.off}
 }
@@ -199,18 +192,6 @@ func (in *input) copyTo(w io.Writer, n int64, what func() string) error {
 		return err
 	}
 	return nil
-}
-
-// atEOF reports whether the input has no more bytes.
-func (in *input) atEOF() (bool, error) {
-	_, err := in.br.Peek(1)
-	if errors.Is(err, io.EOF) {
-		return true, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read at offset %d: %w", in.off, err)
-	}
-	return false, nil
 }
 
 // peekItem reports whether the next 4 bytes are an item tag in s: how an
