@@ -55,11 +55,6 @@ func (e *FormatError) Error() string {
 	return fmt.Sprintf("not a readable dicom file: %s at offset %d", e.Msg, e.Offset)
 }
 
-// ErrUnsupportedTransferSyntax is wrapped by the error for a transfer syntax
-// whose data set encoding this package cannot follow (none today; kept for
-// callers that branch on it).
-var ErrUnsupportedTransferSyntax = errors.New("unsupported transfer syntax")
-
 // syntax is how a data set is encoded.
 type syntax struct {
 	implicit bool
@@ -283,6 +278,9 @@ func (in *input) isSequence(e element, s syntax) bool {
 		return false
 	case e.vr == "SQ":
 		return true
+	case e.vr == "UN" && !e.undefinedLength():
+		// A UN of defined length may hold an implicit VR sequence too.
+		return knownVR[e.tag] == "SQ" || (e.length >= 8 && in.peekItem(implicitLE))
 	case e.undefinedLength():
 		// Only sequences, UN holding a sequence, and encapsulated pixel
 		// data may have an undefined length.

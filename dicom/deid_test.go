@@ -362,3 +362,67 @@ func TestParseProcedureErrors(t *testing.T) {
 		})
 	}
 }
+
+// An explicit VR file may hold a sequence as UN (written by software that
+// did not know the attribute), of defined or undefined length: its items
+// are implicit VR and are cleaned all the same.
+func TestRewriteUNSequence(t *testing.T) {
+	for _, undef := range []bool{false, true} {
+		t.Run(fmt.Sprintf("undefined lengths %v", undef), func(t *testing.T) {
+			g := gen{ts: TSExplicitLE, sopClass: CTImageStorage, instance: "1.2", undefSeq: undef}
+			in := g.file([]el{
+				str(tagSOPClass, "UI", CTImageStorage),
+				{tag: 0x00081199, vr: "UN", items: [][]el{{
+					str(0x00081150, "UI", CTImageStorage),
+					str(0x00081155, "UI", "1.2.777.888"),
+					str(0x00100010, "PN", secretName),
+				}}},
+			})
+			d := testDeidentifier(t)
+			out, _ := rewrite(t, d, in)
+			_, got := dump(t, out)
+			if v := text(got["(0008,1199)[0](0008,1155)"]); v != d.UID("1.2.777.888") {
+				t.Errorf("UID in a UN sequence = %q, want %q", v, d.UID("1.2.777.888"))
+			}
+			for _, sec := range []string{"1.2.777.888", secretName} {
+				if bytes.Contains(out, []byte(sec)) {
+					t.Errorf("output holds %q", sec)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckGroupKey(t *testing.T) {
+	h := Header{StudyInstanceUID: "1", SeriesInstanceUID: "2", SOPClassUID: "3"}
+	if err := h.CheckGroupKey(); err != nil {
+		t.Errorf("complete key: %v", err)
+	}
+	h.SeriesInstanceUID, h.StackID, h.StackIDTopLevel = "", "S", true
+	if err := h.CheckGroupKey(); err == nil {
+		t.Errorf("no series but a StackID: no error, want one as panimg fails")
+	}
+}
+
+// Same input and secret, same bytes, in every syntax (deflate included),
+// whether the source can seek or not.
+func TestRewriteDeterministic(t *testing.T) {
+	d := testDeidentifier(t)
+	for _, ts := range syntaxes {
+		t.Run(ts.name, func(t *testing.T) {
+			c := ctSpec{study: "1.2.5", series: "1.2.5.1", instance: "1.2.5.1.1", pixels: make([]byte, 200<<10)}
+			if ts.encapsulated {
+				c.frags = [][]byte{nil, make([]byte, 100<<10), make([]byte, 3)}
+			}
+			in := ctFile(t, ts.ts, true, c)
+			a, _ := rewrite(t, d, in)
+			var b bytes.Buffer
+			if _, err := d.Rewrite(&b, io.MultiReader(bytes.NewReader(in))); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(a, b.Bytes()) {
+				t.Errorf("two rewrites of the same file differ")
+			}
+		})
+	}
+}

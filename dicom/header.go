@@ -60,6 +60,21 @@ func (h Header) GroupKey() (study, stackOrSeries, sopClass string) {
 	return h.StudyInstanceUID, stack, h.SOPClassUID
 }
 
+// CheckGroupKey returns an error naming the first attribute of the group
+// key the data set lacks; panimg cannot read such a file ("could not parse
+// headers"). It needs SeriesInstanceUID even when there is a StackID.
+func (h Header) CheckGroupKey() error {
+	switch {
+	case h.StudyInstanceUID == "":
+		return fmt.Errorf("dicom file has no StudyInstanceUID %s", tagStudyUID)
+	case h.SeriesInstanceUID == "":
+		return fmt.Errorf("dicom file has no SeriesInstanceUID %s", tagSeriesUID)
+	case h.SOPClassUID == "":
+		return fmt.Errorf("dicom file has no SOPClassUID %s", tagSOPClass)
+	}
+	return nil
+}
+
 // BurnedIn reports whether BurnedInAnnotation is YES: the file shows
 // identifying text in its pixels, which no header rewrite removes.
 func (h Header) BurnedIn() bool {
