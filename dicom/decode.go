@@ -36,6 +36,7 @@ type TruncatedError struct {
 	Offset int64
 }
 
+// Error says what was cut and where.
 func (e *TruncatedError) Error() string {
 	return fmt.Sprintf("dicom file truncated in %s at offset %d", e.What, e.Offset)
 }
@@ -51,6 +52,7 @@ type FormatError struct {
 	Msg    string
 }
 
+// Error says what is wrong and where.
 func (e *FormatError) Error() string {
 	return fmt.Sprintf("not a readable dicom file: %s at offset %d", e.Msg, e.Offset)
 }

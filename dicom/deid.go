@@ -20,6 +20,7 @@ type RejectError struct {
 	Justification string
 }
 
+// Error gives the procedure's reason and the attribute, if one.
 func (e *RejectError) Error() string {
 	if e.Tag == 0 {
 		return "dicom file rejected by the de-identification procedure: " + e.Justification
@@ -411,6 +412,9 @@ func (r *rewriter) topLevel() error {
 func (r *rewriter) topElement(e element) error {
 	in, s := r.in, r.s
 	c := scope{top: true}
+	if rule := r.rule(c, e.tag); rule.Action == Reject {
+		return r.apply(e, s, c, 0, nil)
+	}
 	small := !e.undefinedLength() && e.length <= maxValue
 	switch e.tag {
 	case tagSOPClass, tagBurnedInAnnotation, tagDeidentMethod:
@@ -433,18 +437,22 @@ func (r *rewriter) topElement(e element) error {
 				return &RejectError{Tag: e.tag, Justification: "DICOM file contains burned in annotations"}
 			}
 		case tagDeidentMethod:
+			// The method of this rewrite is added to what the procedure
+			// leaves of the attribute, as Grand Challenge's de-identifier
+			// does: the kept methods, a dummy, or nothing.
 			r.dropPending(e.tag)
-			rule := r.rule(c, e.tag)
-			if rule.Action == Keep {
-				// Kept and extended with this rewrite, as Grand Challenge's
-				// de-identifier does.
-				if v == "" {
-					v = r.d.method
-				} else {
-					v += `\` + r.d.method
-				}
-				return r.writeValue(s, e.tag, vrOr(e, "LO"), []byte(v))
+			switch r.rule(c, e.tag).Action {
+			case Keep:
+			case Dummy:
+				d, _ := dummyValue("LO")
+				v = string(d)
+			default:
+				v = ""
 			}
+			if v != "" {
+				v += `\`
+			}
+			return r.writeValue(s, e.tag, vrOr(e, "LO"), []byte(v+r.d.method))
 		}
 		return r.apply(e, s, c, 0, b)
 	case tagPatientIdentityRemov:

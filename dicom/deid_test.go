@@ -426,3 +426,29 @@ func TestRewriteDeterministic(t *testing.T) {
 		})
 	}
 }
+
+// DeidentificationMethod ends with this rewrite's method whatever the
+// procedure does with an earlier one.
+func TestRewriteMethodUnderOtherRules(t *testing.T) {
+	for action, want := range map[string]string{
+		"K": `EARLIER\` + "M",
+		"X": "M",
+		"D": `DUMMY_LONG_STRING\` + "M",
+		"Z": "M",
+	} {
+		t.Run(action, func(t *testing.T) {
+			p, err := ParseProcedure([]byte(`{"version": "9", "sopClass": {"` + CTImageStorage + `": {"default": "K", "tag": {
+				"(0012,0063)": {"default": "` + action + `", "justification": "j"}}}}}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := testDeidentifier(t, WithProcedure(p))
+			g := gen{ts: TSExplicitLE, sopClass: CTImageStorage, instance: "1.2"}
+			out, _ := rewrite(t, d, g.file([]el{str(tagSOPClass, "UI", CTImageStorage), str(tagDeidentMethod, "LO", "EARLIER")}))
+			_, got := dump(t, out)
+			if v := strings.ReplaceAll(text(got["(0012,0063)"]), d.Method(), "M"); v != want {
+				t.Errorf("DeidentificationMethod = %q, want %q", v, want)
+			}
+		})
+	}
+}

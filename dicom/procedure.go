@@ -34,6 +34,7 @@ const (
 	cleanUp Action = 'C'
 )
 
+// String is the action's letter in the procedure.
 func (a Action) String() string { return string(rune(a)) }
 
 // Rule is the action for one attribute with the procedure's reason for it.
