@@ -338,12 +338,12 @@ type scope struct {
 }
 
 func (r *rewriter) rule(c scope, t Tag) Rule {
-	if c.dummy {
-		return Rule{Action: Dummy, Justification: "parent sequence was replaced"}
-	}
 	if t.Element() == 0 {
 		// Group lengths are retired and would be wrong after the rewrite.
 		return Rule{Action: Remove}
+	}
+	if c.dummy {
+		return Rule{Action: Dummy, Justification: "parent sequence was replaced"}
 	}
 	return r.rules.Rule(t)
 }
