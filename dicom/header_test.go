@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -247,5 +248,15 @@ func TestHugeDeclaredLength(t *testing.T) {
 	d := testDeidentifier(t)
 	if _, err := d.Rewrite(io.Discard, bytes.NewReader(b)); !errors.Is(err, ErrTruncated) {
 		t.Errorf("Rewrite: %v, want ErrTruncated", err)
+	}
+	// Nothing near the declared 4 GiB is allocated: a few buffers at most.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ReadHeader(bytes.NewReader(b))
+	Verify(io.MultiReader(bytes.NewReader(b)))
+	d.Rewrite(io.Discard, io.MultiReader(bytes.NewReader(b)))
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+		t.Errorf("allocated %d bytes for a file declaring a 4 GiB value, want under 1 MiB", got)
 	}
 }
