@@ -66,6 +66,7 @@ func serviceConfig(cfgPath string) (*service.Config, error) {
 // bounded by stopTimeout.
 type program struct {
 	cfg    *config.Config
+	token  string
 	log    *slog.Logger
 	parent context.Context
 
@@ -82,7 +83,7 @@ func (p *program) Start(s service.Service) error {
 	done := p.done
 	p.mu.Unlock()
 	go func() {
-		err := runForeground(ctx, p.cfg, p.log)
+		err := runForeground(ctx, p.cfg, p.token, p.log)
 		p.mu.Lock()
 		p.err = err
 		p.mu.Unlock()
@@ -120,7 +121,7 @@ func runService(ctx context.Context, cfg *config.Config, token string) error {
 	if err != nil {
 		return err
 	}
-	p := &program{cfg: cfg, parent: ctx, done: make(chan struct{})}
+	p := &program{cfg: cfg, token: token, parent: ctx, done: make(chan struct{})}
 	// RunWait (unix) returns when the manager asks to stop or when the
 	// agent ended on its own, so a failed agent exits non-zero and the
 	// manager's restart policy applies.
