@@ -46,11 +46,16 @@ func serviceConfig(cfgPath string) (*service.Config, error) {
 	}
 	switch runtime.GOOS {
 	case "linux":
-		sc.UserName = "gcingest"
+		// Never root (service_scripts.go): systemd gets User=, upstart
+		// setuid; kardianos's SysV and OpenRC scripts ignore UserName, so
+		// ours replace them.
+		sc.UserName = serviceUser
 		sc.Dependencies = []string{
 			"After=network-online.target remote-fs.target",
 			"Wants=network-online.target",
 		}
+		sc.Option["SysvScript"] = sysvScript(sc.Executable, abs, serviceUser)
+		sc.Option["OpenRCScript"] = openRCScript(sc.Executable, abs, serviceUser)
 	case "windows":
 		sc.Option["DelayedAutoStart"] = true
 		sc.Option["OnFailure"] = "restart"
