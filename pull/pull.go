@@ -121,7 +121,7 @@ func Pull(ctx context.Context, c Client, opts Options, log *slog.Logger) (Result
 
 	arch, err := c.ArchiveBySlug(ctx, opts.Archive)
 	if err != nil {
-		return Result{}, fmt.Errorf("pull: find archive %q: %w", opts.Archive, err)
+		return Result{}, fmt.Errorf("pull: %w", err) // the client names the slug
 	}
 	filter, err := checkInterfaces(ctx, c, opts.Interfaces)
 	if err != nil {
