@@ -30,12 +30,10 @@ type agentInfo struct {
 // received on reload (SIGHUP) replaces the watch list: the watchers and the
 // pipeline are stopped (in-flight steps park as on any stop) and started
 // again with the new list, while the state file and the status listener stay
-// open. ready, if non-nil, is called each time the agent is up.
-func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, reload <-chan *config.Config, ready func(a *agentInfo)) error {
-	token, _, err := cfg.Token(os.Getenv)
-	if err != nil {
-		return &configError{err}
-	}
+// open. ready, if non-nil, is called each time the agent is up. token is
+// resolved by the caller (cli.token), so that the demo can give its fake
+// server's token whatever the environment holds.
+func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.Logger, reload <-chan *config.Config, ready func(a *agentInfo)) error {
 	if err := checkWatchFolders(cfg); err != nil {
 		return err
 	}

@@ -111,7 +111,9 @@ rescan = "2s"
 	agentDone := make(chan struct{})
 	go func() {
 		defer close(agentDone)
-		agentErr = runAgent(actx, cfg, log, nil, nil)
+		// The fake's token, whatever GRAND_CHALLENGE_TOKEN says: a real
+		// token would be refused by the fake (and has no business there).
+		agentErr = runAgent(actx, cfg, srv.Token(), log, nil, nil)
 	}()
 
 	err = watchDemo(ctx, srv, listen, len(names), stdout, agentDone)

@@ -3,15 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/gcingest/gcingest/pull"
 	"path/filepath"
 	"strings"
+
+	"github.com/gcingest/gcingest/pull"
 )
 
 const helpPull = `Downloads the images (and file values) of an archive's items into DIR, one
 folder per item, named by its title. Resumable: files already complete in
 DIR are not fetched again. --interface limits it to the given interface
-slugs (repeat the flag for several).
+slugs (repeat the flag for several). The config needs no [[watch]], only
+[grand_challenge] (or GRAND_CHALLENGE_TOKEN) and [log].
 `
 
 // pullOptions are the flags of `gcingest pull`.
@@ -50,7 +52,7 @@ func (c *cli) cmdPull(ctx context.Context, args []string) error {
 		return err
 	}
 	opts.Interfaces = ifaces
-	cfg, err := c.loadConfig("pull", *cfgPath)
+	cfg, err := c.loadConfigWatches("pull", *cfgPath, false)
 	if err != nil {
 		return err
 	}
@@ -69,7 +71,11 @@ func (c *cli) cmdPull(ctx context.Context, args []string) error {
 		Interfaces: opts.Interfaces,
 		Progress:   c.stderr,
 	}, log)
-	fmt.Fprintf(c.stdout, "%d items: %d files downloaded (%s), %d already complete, %d failed; %d JSON values\n",
-		res.Items, res.Downloaded, fmt.Sprintf("%.1f MiB", float64(res.Bytes)/(1<<20)), res.Skipped, res.Failed, res.Values)
+	if err != nil && res == (pull.Result{}) {
+		// It stopped before it had an archive to count: a summary of
+		// zeros would read like an empty archive.
+		return err
+	}
+	fmt.Fprintln(c.stdout, res)
 	return err
 }

@@ -40,12 +40,12 @@ func (c *cli) cmdRun(ctx context.Context, args []string) error {
 		return runService(ctx, cfg, tok)
 	}
 	log := newLogger(cfg, c.stderr, tok)
-	return runForeground(ctx, cfg, log)
+	return runForeground(ctx, cfg, tok, log)
 }
 
 // runForeground is `gcingest run` at a terminal, and what the service
 // adapter runs too.
-func runForeground(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func runForeground(ctx context.Context, cfg *config.Config, token string, log *slog.Logger) error {
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
@@ -58,7 +58,7 @@ func runForeground(ctx context.Context, cfg *config.Config, log *slog.Logger) er
 		defer close(done)
 		reloadOnSIGHUP(ctx, cfg.Path, log, reload)
 	}()
-	err := runAgent(ctx, cfg, log, reload, func(*agentInfo) { log.Info("agent up") })
+	err := runAgent(ctx, cfg, token, log, reload, func(*agentInfo) { log.Info("agent up") })
 	cancel()
 	<-done
 	if err != nil {

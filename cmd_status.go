@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/gcingest/gcingest/status"
@@ -23,10 +25,10 @@ gcingest retry after the cause is fixed), duplicate (already in the archive).
 `
 
 func (c *cli) cmdStatus(ctx context.Context, args []string) error {
-	fs := newFlagSet("status")
-	cfgPath := configFlag(fs)
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	pos, err := c.parseFlags(fs, args)
+	flags := newFlagSet("status")
+	cfgPath := configFlag(flags)
+	asJSON := flags.Bool("json", false, "print the report as JSON")
+	pos, err := c.parseFlags(flags, args)
 	if err != nil {
 		return err
 	}
@@ -38,7 +40,17 @@ func (c *cli) cmdStatus(ctx context.Context, args []string) error {
 		return err
 	}
 	rep, err := fetchStatus(ctx, cfg.Status.Listen, cfg.State.Path)
-	if err != nil {
+	if err != nil && errors.Is(err, fs.ErrNotExist) && !exists(cfg.State.Path) {
+		// Before the first run there is no state file: nothing to report,
+		// which is not an error.
+		if *asJSON {
+			rep = &status.Report{Version: versionString(), Images: []status.Image{}}
+			rep.CountStates()
+		} else {
+			fmt.Fprintf(c.stdout, "no images yet: the agent has not run with this config (no state file %s)\n", cfg.State.Path)
+			return nil
+		}
+	} else if err != nil {
 		return err
 	}
 	if *asJSON {
@@ -70,4 +82,11 @@ func fetchStatus(ctx context.Context, listen, statePath string) (*status.Report,
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	return rep, nil
+}
+
+// exists reports whether p exists; an error other than "does not exist"
+// counts as existing, so that it is reported rather than hidden.
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return !errors.Is(err, fs.ErrNotExist)
 }

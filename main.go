@@ -30,6 +30,7 @@ func main() {
 type cli struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	defaultConfig  string // the platform's config path; empty in tests: no default
 }
 
 // command is one subcommand.
@@ -43,13 +44,15 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"run", "--config FILE", "run the agent in the foreground (also what the service runs)", helpRun, (*cli).cmdRun},
-		{"check", "--config FILE", "check the config, the token, archives, interfaces and folders; creates nothing", helpCheck, (*cli).cmdCheck},
-		{"plan", "--config FILE", "dry run: how the drop folders would be grouped, what is ready, what waits", helpPlan, (*cli).cmdPlan},
-		{"status", "--config FILE [--json]", "every image with its state, files, item pk and last error", helpStatus, (*cli).cmdStatus},
-		{"retry", "--config FILE (ID... | --failed)", "send failed images through the pipeline again", helpRetry, (*cli).cmdRetry},
-		{"service", "install|uninstall|start|stop|restart|status --config FILE", "manage the system service", helpService, (*cli).cmdService},
-		{"pull", "--config FILE --archive SLUG --out DIR [--interface SLUG]...", "download an archive's images; resumable", helpPull, (*cli).cmdPull},
+		{"run", "[--config FILE]", "run the agent in the foreground (also what the service runs)", helpRun, (*cli).cmdRun},
+		{"check", "[--config FILE]", "check the config, the token, archives, interfaces and folders; creates nothing", helpCheck, (*cli).cmdCheck},
+		{"plan", "[--config FILE]", "dry run: how the drop folders would be grouped, what is ready, what waits", helpPlan, (*cli).cmdPlan},
+		{"status", "[--config FILE] [--json]", "every image with its state, files, item pk and last error", helpStatus, (*cli).cmdStatus},
+		{"retry", "[--config FILE] (ID... | --failed)", "send failed images through the pipeline again", helpRetry, (*cli).cmdRetry},
+		{"service", "install|uninstall|start|stop|restart|status [--config FILE]", "manage the system service", helpService, (*cli).cmdService},
+		{"pull", "[--config FILE] --archive SLUG --out DIR [--interface SLUG]...", "download an archive's images; resumable", helpPull, (*cli).cmdPull},
+		{"archives", "[--config FILE]", "the archives this token can see, with their slugs, for writing the config", helpArchives, (*cli).cmdArchives},
+		{"interfaces", "[--config FILE] [--archive SLUG]", "the interfaces (sockets) with their slugs and kinds; those an archive uses", helpInterfaces, (*cli).cmdInterfaces},
 		{"demo", "[--keep]", "the whole flow against a built-in fake server; no account needed", helpDemo, (*cli).cmdDemo},
 		{"version", "", "print the version", "Prints the version of this binary.\n", (*cli).cmdVersion},
 	}
@@ -57,7 +60,7 @@ func commands() []command {
 
 // run is the whole program minus the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	c := &cli{stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	c := &cli{stdout: stdout, stderr: stderr, getenv: os.Getenv, defaultConfig: defaultConfigPath(os.Getenv)}
 	return c.dispatch(ctx, args)
 }
 
@@ -99,9 +102,10 @@ func (c *cli) usage(w io.Writer) {
 	fmt.Fprint(w, "gcingest watches drop folders and uploads every complete medical image to a\n"+
 		"Grand Challenge archive, exactly once.\n\nUsage:\n\n  gcingest <command> [arguments]\n\nCommands:\n\n")
 	for _, cmd := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", cmd.name, cmd.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", cmd.name, cmd.summary)
 	}
-	fmt.Fprint(w, "\nRun 'gcingest <command> --help' for a command's flags.\n"+
+	fmt.Fprintf(w, "\nThe config file: --config FILE, else $%s, else %s.\n", configEnv, defaultConfigPath(os.Getenv))
+	fmt.Fprint(w, "Run 'gcingest <command> --help' for a command's flags.\n"+
 		"Exit codes: 0 ok, 1 runtime error, 2 usage or config error, 3 authentication failed,\n"+
 		"4 another gcingest holds the state file.\n")
 }
@@ -163,5 +167,5 @@ var errHelp = errors.New("help shown")
 
 // configFlag registers the --config flag every command but demo and version has.
 func configFlag(fs *flag.FlagSet) *string {
-	return fs.String("config", "", "the config `FILE` (TOML; see config.example.toml)")
+	return fs.String("config", "", configUsage())
 }

@@ -326,9 +326,34 @@ func TestConfigErrors(t *testing.T) {
 func TestStatus(t *testing.T) {
 	f := newFixture(t, "t", "")
 	t.Run("no state file", func(t *testing.T) {
+		// Before the first run: nothing to report is not an error.
 		r := runCLI(t, nil, "status", "--config", f.cfg)
-		if r.code != exitError || !strings.Contains(r.stderr, "state.db") {
-			t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+		if r.code != exitOK || !strings.Contains(r.stdout, "no images yet") || !strings.Contains(r.stdout, "state.db") {
+			t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		r = runCLI(t, nil, "status", "--config", f.cfg, "--json")
+		var rep status.Report
+		if err := json.Unmarshal([]byte(r.stdout), &rep); r.code != exitOK || err != nil || len(rep.Images) != 0 {
+			t.Errorf("--json: exit %d, %v, stdout %q", r.code, err, r.stdout)
+		}
+		if _, err := os.Stat(f.state); err == nil {
+			t.Errorf("status created the state file")
+		}
+	})
+	t.Run("state folder unreadable", func(t *testing.T) {
+		if os.Geteuid() == 0 {
+			t.Skip("root reads any folder")
+		}
+		bad := filepath.Join(f.dir, "locked")
+		if err := os.Mkdir(bad, 0o000); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Chmod(bad, 0o755)
+		src, _ := os.ReadFile(f.cfg)
+		f.writeConfig(t, strings.Replace(string(src), f.state, filepath.Join(bad, "state.db"), 1))
+		defer f.writeConfig(t, string(src))
+		if r := runCLI(t, nil, "status", "--config", f.cfg); r.code != exitError {
+			t.Errorf("exit %d, want %d: a state file that cannot be read is an error, not \"no images\"; stdout %q", r.code, exitError, r.stdout)
 		}
 	})
 

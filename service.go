@@ -46,11 +46,16 @@ func serviceConfig(cfgPath string) (*service.Config, error) {
 	}
 	switch runtime.GOOS {
 	case "linux":
-		sc.UserName = "gcingest"
+		// Never root (service_scripts.go): systemd gets User=, upstart
+		// setuid; kardianos's SysV and OpenRC scripts ignore UserName, so
+		// ours replace them.
+		sc.UserName = serviceUser
 		sc.Dependencies = []string{
 			"After=network-online.target remote-fs.target",
 			"Wants=network-online.target",
 		}
+		sc.Option["SysvScript"] = sysvScript(sc.Executable, abs, serviceUser)
+		sc.Option["OpenRCScript"] = openRCScript(sc.Executable, abs, serviceUser)
 	case "windows":
 		sc.Option["DelayedAutoStart"] = true
 		sc.Option["OnFailure"] = "restart"
@@ -66,6 +71,7 @@ func serviceConfig(cfgPath string) (*service.Config, error) {
 // bounded by stopTimeout.
 type program struct {
 	cfg    *config.Config
+	token  string
 	log    *slog.Logger
 	parent context.Context
 
@@ -82,7 +88,7 @@ func (p *program) Start(s service.Service) error {
 	done := p.done
 	p.mu.Unlock()
 	go func() {
-		err := runForeground(ctx, p.cfg, p.log)
+		err := runForeground(ctx, p.cfg, p.token, p.log)
 		p.mu.Lock()
 		p.err = err
 		p.mu.Unlock()
@@ -120,7 +126,7 @@ func runService(ctx context.Context, cfg *config.Config, token string) error {
 	if err != nil {
 		return err
 	}
-	p := &program{cfg: cfg, parent: ctx, done: make(chan struct{})}
+	p := &program{cfg: cfg, token: token, parent: ctx, done: make(chan struct{})}
 	// RunWait (unix) returns when the manager asks to stop or when the
 	// agent ended on its own, so a failed agent exits non-zero and the
 	// manager's restart policy applies.

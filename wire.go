@@ -16,19 +16,6 @@ import (
 	"github.com/gcingest/gcingest/status"
 )
 
-// loadConfig loads and validates the config named by --config. Every
-// failure is a configError (exit 2).
-func (c *cli) loadConfig(cmd, path string) (*config.Config, error) {
-	if path == "" {
-		return nil, &usageError{cmd: cmd, msg: "--config FILE is required"}
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		return nil, &configError{err}
-	}
-	return cfg, nil
-}
-
 // token resolves the API token; no token is a config error.
 func (c *cli) token(cfg *config.Config) (string, error) {
 	tok, _, err := cfg.Token(c.getenv)

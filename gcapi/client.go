@@ -324,6 +324,7 @@ func (c *Client) ArchiveBySlug(ctx context.Context, slug string) (*Archive, erro
 	found := all
 	switch len(found) {
 	case 1:
+		found[0].Slug = slug
 		return &found[0], nil
 	case 0:
 		return nil, &Error{Method: http.MethodGet, URL: c.base + "archives/?slug=" + url.QueryEscape(slug),

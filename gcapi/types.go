@@ -48,6 +48,9 @@ type Archive struct {
 	Description string `json:"description,omitempty"`
 	APIURL      string `json:"api_url"`
 	URL         string `json:"url,omitempty"`
+	// Slug is not in the server's JSON (ArchiveSerializer has no slug
+	// field): the client fills it in from the query or the web url.
+	Slug string `json:"-"`
 }
 
 // Interface is a socket (component interface) as GET /api/v1/components/interfaces/ returns it.

@@ -70,6 +70,13 @@ type Result struct {
 	Bytes      int64 // bytes downloaded in this run
 }
 
+// String is the one-line summary of a pull, with the byte count in binary
+// units ("329 B", "1.2 KiB", "3.4 MiB").
+func (r Result) String() string {
+	return fmt.Sprintf("%d items: %d files downloaded (%s), %d already complete, %d failed; %d JSON values",
+		r.Items, r.Downloaded, humanBytes(r.Bytes), r.Skipped, r.Failed, r.Values)
+}
+
 // Names of the files Pull keeps in every item folder.
 const (
 	valuesFile   = "values.json"
@@ -114,7 +121,7 @@ func Pull(ctx context.Context, c Client, opts Options, log *slog.Logger) (Result
 
 	arch, err := c.ArchiveBySlug(ctx, opts.Archive)
 	if err != nil {
-		return Result{}, fmt.Errorf("pull: find archive %q: %w", opts.Archive, err)
+		return Result{}, fmt.Errorf("pull: %w", err) // the client names the slug
 	}
 	filter, err := checkInterfaces(ctx, c, opts.Interfaces)
 	if err != nil {
