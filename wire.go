@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -66,11 +67,20 @@ func logLevel(s string) slog.Level {
 }
 
 // newAPIClient builds the gcapi client the way the agent and check use it:
-// user agent with the version, insecure_http honoured, max_rate shared by
+// user agent with the version, insecure_http and ca_file honoured, max_rate shared by
 // every part PUT, and, when metrics is non-nil, every request recorded for
 // /metrics.
 func newAPIClient(cfg *config.Config, token string, log *slog.Logger, metrics *status.Metrics, opts ...gcapi.Option) (*gcapi.Client, error) {
-	var rt http.RoundTripper = http.DefaultTransport.(*http.Transport).Clone()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// ca_file: the system's CAs plus a private one (nil: the system's).
+	pool, err := cfg.RootCAs()
+	if err != nil {
+		return nil, &configError{err}
+	}
+	if pool != nil {
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	var rt http.RoundTripper = tr
 	if metrics != nil {
 		rt = metrics.InstrumentTransport(rt)
 	}
