@@ -6,7 +6,14 @@
 // the client's RetryPolicy (see its doc for which requests are repeated and
 // when). Failures are returned as *Error when the server answered, and can
 // be classified with IsTransient, IsPermanent, IsNotFound and
-// IsTitleConflict.
+// IsTitleConflict; errors.Is(err, ErrUnauthorized) holds for a refused
+// token, errors.Is(err, ErrAmbiguous) for a create that may have taken
+// effect, and a refusal by a proxy or firewall in front of the API is a
+// *ProxyError (transient).
+//
+// Answers are bounded: a JSON answer larger than 32 MiB is refused, an
+// answer that stops moving (less than 1 KiB per stall timeout) is cut, and
+// a list is walked no further than its first page's count promised.
 //
 // The token is sent only to the API host given to New: absolute URLs from
 // the server that point elsewhere are refused, presigned part URLs and
