@@ -329,12 +329,7 @@ func (c *Client) once(ctx context.Context, method, u, shown string, body []byte,
 		if pe := proxyRefusal(method, shown, resp, b); pe != nil {
 			return pe
 		}
-		e := newError(method, shown, resp, b)
-		// A server (or something before it) echoing the request's headers
-		// must not put the token into an error that gets printed or logged.
-		e.Message = strings.ReplaceAll(e.Message, c.token, "[token]")
-		e.Body = bytes.ReplaceAll(e.Body, []byte(c.token), []byte("[token]"))
-		return e
+		return c.scrub(newError(method, shown, resp, b))
 	}
 	if out == nil {
 		return nil
@@ -404,6 +399,18 @@ func proxyRefusal(method, shown string, resp *http.Response, body []byte) *Proxy
 		server = server[:100] + "…"
 	}
 	return &ProxyError{Method: method, URL: shown, StatusCode: resp.StatusCode, Server: strconv.Quote(server)}
+}
+
+// scrub removes the token from an error answer: a server (or something in
+// front of it) echoing the request's headers must not put the token into
+// an error that gets printed or logged.
+func (c *Client) scrub(e *Error) *Error {
+	if len(c.token) < 4 { // too short to tell apart from ordinary text
+		return e
+	}
+	e.Message = strings.ReplaceAll(e.Message, c.token, "[token]")
+	e.Body = bytes.ReplaceAll(e.Body, []byte(c.token), []byte("[token]"))
+	return e
 }
 
 func (c *Client) setAPIHeaders(req *http.Request) {

@@ -97,7 +97,7 @@ func (c *Client) downloadOnce(ctx context.Context, u *url.URL, w io.Writer) (int
 		wd.kick() // the answer's headers arrived
 		if resp.StatusCode != http.StatusOK {
 			b, _ := io.ReadAll(io.LimitReader(wd.reader(resp.Body), maxErrorBody))
-			return 0, newError(http.MethodGet, shown, resp, b)
+			return 0, c.scrub(newError(http.MethodGet, shown, resp, b))
 		}
 		n, err := io.Copy(w, wd.reader(resp.Body))
 		if err != nil {

@@ -365,6 +365,21 @@ func TestErrorsHideSecrets(t *testing.T) {
 			t.Error("Error.Body holds the token")
 		}
 	})
+	t.Run("media view echoing the token", func(t *testing.T) {
+		rc := &recorder{answer: func(n int, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(404)
+			fmt.Fprintf(w, "no file for %s", r.Header.Get("Authorization"))
+		}}
+		srv := httptest.NewServer(rc)
+		t.Cleanup(srv.Close)
+		c, err := New(srv.URL, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Download(context.Background(), srv.URL+"/media/images/i1/ct.mha", io.Discard)
+		check(t, "Download", err)
+	})
 	t.Run("redirect target that fails", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
