@@ -102,9 +102,9 @@ func (e *stallError) Timeout() bool { return true }
 
 // IsTransient reports whether err is worth retrying later: 408, 429, 502,
 // 503, 504, 507, a proxy's refusal (*ProxyError), connection resets and
-// refusals, unexpected EOFs, timeouts and stalls. A cancelled context is not transient. A 500 is not transient
-// either: it is ambiguous (the request may have taken effect), see
-// IsPermanent.
+// refusals, unexpected EOFs, timeouts and stalls. A cancelled context is
+// not transient. A 500 is not transient either: it is ambiguous (the
+// request may have taken effect), see IsPermanent.
 func IsTransient(err error) bool {
 	if err == nil {
 		return false

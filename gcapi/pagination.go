@@ -34,9 +34,9 @@ const (
 //
 // A walk is bounded by what the first page of the first walk promised: no
 // more pages than its count needs at pageLimit rows a page (plus one, for
-// rows added meanwhile), and it ends at the first page shorter than asked for, which
-// on the real server is the last one. So a count that lies costs a few
-// requests, not one per promised row.
+// rows added meanwhile), and it ends at the first page shorter than asked
+// for, which on the real server is the last one. So a count that lies
+// costs a few requests, not one per promised row.
 func listAll[T any](ctx context.Context, c *Client, path string, q url.Values, key func(T) string) ([]T, error) {
 	seen := map[string]bool{}
 	var out []T
