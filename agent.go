@@ -118,7 +118,7 @@ func checkReload(ctx context.Context, nc *config.Config, token string, log *slog
 // returns a new config when one arrived on reload, nil when ctx is done.
 func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *state.Store, metrics *status.Metrics,
 	src *pipelineSource, log *slog.Logger, reload <-chan *config.Config, ready func(*agentInfo)) (*config.Config, error) {
-	client, err := newAPIClient(cfg, token, log, metrics)
+	client, guard, err := newAgentClient(cfg, token, log, metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -163,11 +163,15 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 	select {
 	case <-ctx.Done():
 	case next = <-reload:
+	case <-guard.refused:
 	}
 	cancel()
 	wg.Wait()
 	if runErr != nil {
 		return nil, fmt.Errorf("pipeline stopped: %w", runErr)
+	}
+	if err := guard.Err(); err != nil {
+		return nil, fmt.Errorf("stopping: the server refused the token: %w", err)
 	}
 	return next, nil
 }

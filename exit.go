@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/state"
@@ -44,7 +43,6 @@ func exitCode(err error, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "gcingest:", err)
 	var ue *usageError
 	var ce *configError
-	var ge *gcapi.Error
 	switch {
 	case errors.As(err, &ue):
 		hint := ue.hint
@@ -57,7 +55,7 @@ func exitCode(err error, stderr io.Writer) int {
 		return exitUsage
 	case errors.As(err, &ce):
 		return exitUsage
-	case errors.As(err, &ge) && ge.StatusCode == http.StatusUnauthorized, errors.Is(err, errAuth):
+	case errors.Is(err, gcapi.ErrUnauthorized), errors.Is(err, errAuth):
 		fmt.Fprintln(stderr, "check the token: GRAND_CHALLENGE_TOKEN, grand_challenge.token or token_file (a new one at https://grand-challenge.org/settings/api-tokens/)")
 		return exitAuth
 	case errors.Is(err, state.ErrLocked):

@@ -10,6 +10,8 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +22,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -47,6 +50,10 @@ type GrandChallenge struct {
 	TokenFile    string `toml:"token_file"`
 	Token        string `toml:"token"`
 	InsecureHTTP bool   `toml:"insecure_http"`
+	// CAFile is a PEM file of CA certificates trusted for the server's TLS
+	// certificate besides the system's (a hospital's own CA, or a proxy
+	// that inspects TLS).
+	CAFile string `toml:"ca_file"`
 }
 
 // State is the [state] table.
@@ -250,12 +257,23 @@ func (c *Config) Validate() error {
 	}
 
 	gc := c.GrandChallenge
+	// The URL is shown without user info: "https://user:TOKEN@host" is a
+	// mistake this check exists to catch, and must not print the token.
+	shownURL := redactURL(gc.URL)
 	if u, err := url.Parse(gc.URL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		bad("grand_challenge.url", fmt.Sprintf("%q is not an http(s) URL", gc.URL), `write it like "https://grand-challenge.org"`)
+		bad("grand_challenge.url", fmt.Sprintf("%q is not an http(s) URL", shownURL), `write it like "https://grand-challenge.org"`)
+	} else if u.User != nil {
+		bad("grand_challenge.url", fmt.Sprintf("%q holds a user name or password", shownURL), "remove it from the URL; put the API token in token_file, token or GRAND_CHALLENGE_TOKEN")
 	} else if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) && !gc.InsecureHTTP {
-		bad("grand_challenge.url", fmt.Sprintf("%q would send the token unencrypted", gc.URL), "use https://, or set insecure_http = true if this network is trusted")
+		bad("grand_challenge.url", fmt.Sprintf("%q would send the token unencrypted", shownURL), "use https://, or set insecure_http = true if this network is trusted")
 	}
 	abs("grand_challenge.token_file", gc.TokenFile, false)
+	abs("grand_challenge.ca_file", gc.CAFile, false)
+	if gc.CAFile != "" && filepath.IsAbs(gc.CAFile) {
+		if _, err := readCAFile(gc.CAFile); err != nil {
+			bad("grand_challenge.ca_file", err.Error(), "name a PEM file holding the CA certificate(s) that signed the server's certificate")
+		}
+	}
 	abs("state.path", c.State.Path, true)
 
 	u := c.Upload
@@ -412,7 +430,7 @@ func (c *Config) Warnings() []string {
 	}
 	perm("token file", c.GrandChallenge.TokenFile)
 	if u, err := url.Parse(c.GrandChallenge.URL); err == nil && u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
-		ws = append(ws, fmt.Sprintf("grand_challenge.url %s is plain http: the token travels unencrypted (insecure_http = true)", c.GrandChallenge.URL))
+		ws = append(ws, fmt.Sprintf("grand_challenge.url %s is plain http: the token travels unencrypted (insecure_http = true)", redactURL(c.GrandChallenge.URL)))
 	}
 	return ws
 }
@@ -435,9 +453,9 @@ func (c *Config) Token(getenv func(string) string) (token, source string, err er
 		return v, "grand_challenge.token", nil
 	}
 	if p := c.GrandChallenge.TokenFile; p != "" {
-		b, err := os.ReadFile(p)
+		b, err := readSmallFile(p, maxTokenFile)
 		if err != nil {
-			return "", "", fmt.Errorf("read grand_challenge.token_file: %w", err)
+			return "", "", fmt.Errorf("grand_challenge.token_file: %w", err)
 		}
 		if v := lastWord(string(b)); v != "" {
 			return v, "grand_challenge.token_file " + p, nil
@@ -445,6 +463,141 @@ func (c *Config) Token(getenv func(string) string) (token, source string, err er
 		return "", "", fmt.Errorf("grand_challenge.token_file %s is empty; put the API token in it", p)
 	}
 	return "", "", ErrNoToken
+}
+
+// maxTokenFile bounds a token file: a token is 64 characters.
+const maxTokenFile = 64 << 10
+
+// maxCAFile bounds a CA file: a bundle of every public CA is about 200 KiB.
+const maxCAFile = 4 << 20
+
+// readSmallFile reads a regular file of at most max bytes. Anything else
+// (a device such as /dev/zero, a FIFO, a directory, a huge file) is refused
+// with a message that says so, without reading it: a FIFO would block the
+// open and the read for ever, a device would fill memory. The file is
+// opened non-blocking and checked again on the open handle, in case it was
+// swapped between the stat and the open.
+func readSmallFile(p string, max int64) ([]byte, error) {
+	check := func(fi os.FileInfo) error {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file (%s); name a plain file", p, fileKind(fi.Mode()))
+		}
+		if fi.Size() > max {
+			return fmt.Errorf("%s is %d bytes, more than the %d KiB allowed; is it the right file?", p, fi.Size(), max>>10)
+		}
+		return nil
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(fi); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, err
+	}
+	if err := check(fi); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s grew past the %d KiB allowed while being read", p, max>>10)
+	}
+	return b, nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + m.String()
+}
+
+// readCAFile reads the certificates of a PEM file; a file without any
+// certificate is an error.
+func readCAFile(p string) ([]*x509.Certificate, error) {
+	b, err := readSmallFile(p, maxCAFile)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for rest := b; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", p, len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----)", p)
+	}
+	return certs, nil
+}
+
+// RootCAs returns the CAs to trust for the server's TLS certificate: nil
+// (the system's, which SSL_CERT_FILE and SSL_CERT_DIR can change on Linux)
+// when grand_challenge.ca_file is not set, else the system's plus those in
+// the file.
+func (c *Config) RootCAs() (*x509.CertPool, error) {
+	p := c.GrandChallenge.CAFile
+	if p == "" {
+		return nil, nil
+	}
+	certs, err := readCAFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("grand_challenge.ca_file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool() // no system roots here: the file's alone
+	}
+	for _, cert := range certs {
+		pool.AddCert(cert)
+	}
+	return pool, nil
+}
+
+// redactURL drops user info from a URL for messages, also from one that
+// does not parse.
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		u.User = nil
+		return u.String()
+	}
+	if i := strings.Index(raw, "://"); i >= 0 {
+		auth := raw[i+3:]
+		if j := strings.IndexAny(auth, "/?#"); j >= 0 {
+			auth = auth[:j]
+		}
+		if at := strings.LastIndexByte(auth, '@'); at >= 0 {
+			return raw[:i+3] + raw[i+3+at+1:]
+		}
+	}
+	return raw
 }
 
 func lastWord(s string) string {

@@ -6,7 +6,14 @@
 // the client's RetryPolicy (see its doc for which requests are repeated and
 // when). Failures are returned as *Error when the server answered, and can
 // be classified with IsTransient, IsPermanent, IsNotFound and
-// IsTitleConflict.
+// IsTitleConflict; errors.Is(err, ErrUnauthorized) holds for a refused
+// token, errors.Is(err, ErrAmbiguous) for a create that may have taken
+// effect, and a refusal by a proxy or firewall in front of the API is a
+// *ProxyError (transient).
+//
+// Answers are bounded: a JSON answer larger than 32 MiB is refused, an
+// answer that stops moving (less than 1 KiB per stall timeout) is cut, and
+// a list is walked no further than its first page's count promised.
 //
 // The token is sent only to the API host given to New: absolute URLs from
 // the server that point elsewhere are refused, presigned part URLs and
@@ -25,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -140,18 +148,21 @@ func defaultTransport() http.RoundTripper {
 
 // parseBase normalises the base URL to scheme://host[/prefix]/api/v1/.
 func parseBase(raw string, insecure bool) (*url.URL, error) {
+	// The URL may carry a password or token ("https://user:TOKEN@host"):
+	// errors show it without user info, query or fragment.
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
-		return nil, fmt.Errorf("gcapi: base URL %q: %w", raw, err)
+		return nil, fmt.Errorf("gcapi: base URL %q cannot be parsed", redact(raw))
 	}
+	shown := redact(raw)
 	if u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fmt.Errorf("gcapi: base URL %q: want https://host", raw)
+		return nil, fmt.Errorf("gcapi: base URL %q: want https://host", shown)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("gcapi: base URL %q: no user info, query or fragment allowed", raw)
+		return nil, fmt.Errorf("gcapi: base URL %q: no user info, query or fragment allowed (the token goes in the token setting)", shown)
 	}
 	if u.Scheme == "http" && !insecure && !isLoopback(u.Hostname()) {
-		return nil, fmt.Errorf("gcapi: base URL %q: https is required for a host that is not loopback", raw)
+		return nil, fmt.Errorf("gcapi: base URL %q: https is required for a host that is not loopback", shown)
 	}
 	p := strings.TrimRight(u.Path, "/")
 	if !strings.HasSuffix(p, "/api/v1") {
@@ -182,7 +193,7 @@ func (c *Client) resolve(ref string, q url.Values) (*url.URL, error) {
 	if strings.Contains(ref, "://") {
 		p, err := url.Parse(ref)
 		if err != nil {
-			return nil, fmt.Errorf("gcapi: URL %q: %w", redact(ref), err)
+			return nil, fmt.Errorf("gcapi: URL %q cannot be parsed", redact(ref))
 		}
 		if !c.sameOrigin(p) {
 			return nil, fmt.Errorf("gcapi: refusing URL %s: not on the API host %s", redact(ref), c.baseU.Host)
@@ -223,7 +234,17 @@ func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		if i := strings.IndexAny(raw, "?#"); i >= 0 {
-			return raw[:i]
+			raw = raw[:i]
+		}
+		// Unparsable, but user info may still be there: drop it by hand.
+		if i := strings.Index(raw, "://"); i >= 0 {
+			auth := raw[i+3:]
+			if j := strings.IndexByte(auth, '/'); j >= 0 {
+				auth = auth[:j]
+			}
+			if at := strings.LastIndexByte(auth, '@'); at >= 0 {
+				raw = raw[:i+3] + raw[i+3+at+1:]
+			}
 		}
 		return raw
 	}
@@ -231,6 +252,17 @@ func redact(raw string) string {
 	u.RawQuery = ""
 	u.Fragment = ""
 	return u.String()
+}
+
+// noURL drops the *url.Error around a transport error: it repeats the
+// request's URL in full, query (a presigned URL's signature) and user name
+// included, where the caller shows a redacted one.
+func noURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // redactAPI keeps an API URL's query (filters and offsets, no secrets) but
@@ -256,9 +288,13 @@ func (c *Client) call(ctx context.Context, method, ref string, q url.Values, in,
 		}
 	}
 	shown := redactAPI(u)
-	return c.retry(ctx, method, shown, kind, func(ctx context.Context) error {
+	err = c.retry(ctx, method, shown, kind, func(ctx context.Context) error {
 		return c.once(ctx, method, u.String(), shown, body, out)
 	})
+	if kind == kindCreate && ctx.Err() == nil && isAmbiguous(err) {
+		return &ambiguousError{err}
+	}
+	return err
 }
 
 // once does a single attempt of an API request.
@@ -271,7 +307,7 @@ func (c *Client) once(ctx context.Context, method, u, shown string, body []byte,
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return fmt.Errorf("gcapi: %s %s: %w", method, shown, err)
+		return fmt.Errorf("gcapi: %s %s: %w", method, shown, noURL(err))
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -279,9 +315,10 @@ func (c *Client) once(ctx context.Context, method, u, shown string, body []byte,
 	c.setAPIHeaders(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, shown, wd.cause(err))
+		return fmt.Errorf("%s %s: %w", method, shown, wd.cause(noURL(err)))
 	}
 	defer drainClose(resp.Body)
+	wd.kick() // the answer's headers arrived
 	respBody := wd.reader(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, rerr := io.ReadAll(io.LimitReader(respBody, maxErrorBody))
@@ -289,15 +326,91 @@ func (c *Client) once(ctx context.Context, method, u, shown string, body []byte,
 			// The error answer itself broke: report the status anyway.
 			c.log.Debug("reading error answer failed", "method", method, "url", shown, "err", rerr)
 		}
-		return newError(method, shown, resp, b)
+		if pe := proxyRefusal(method, shown, resp, b); pe != nil {
+			return pe
+		}
+		return c.scrub(newError(method, shown, resp, b))
 	}
 	if out == nil {
 		return nil
 	}
-	if err := json.NewDecoder(respBody).Decode(out); err != nil {
+	if resp.ContentLength > maxAnswer {
+		return fmt.Errorf("%s %s: answer of %d bytes is larger than the %d MiB an API answer may be", method, shown, resp.ContentLength, maxAnswer>>20)
+	}
+	lr := &capReader{r: respBody, left: maxAnswer}
+	if err := json.NewDecoder(lr).Decode(out); err != nil {
+		if lr.over {
+			return fmt.Errorf("%s %s: answer is larger than the %d MiB an API answer may be", method, shown, maxAnswer>>20)
+		}
 		return fmt.Errorf("%s %s: decode answer: %w", method, shown, wd.cause(err))
 	}
 	return nil
+}
+
+// maxAnswer caps the JSON answer of one API request (a page of 100 items
+// with their values is well under 1 MiB), so that a broken or hostile
+// server cannot make the client buffer gigabytes.
+const maxAnswer = 32 << 20
+
+// capReader reads at most left bytes of r and then fails, remembering that
+// the cap was hit.
+type capReader struct {
+	r    io.Reader
+	left int64
+	over bool
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		c.over = true
+		return 0, errAnswerTooLarge
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+var errAnswerTooLarge = errors.New("answer too large")
+
+// proxyRefusal recognises a 403 that the API did not send: the API answers
+// every refusal with JSON ({"detail": ...}), while proxies, firewalls and
+// web application filters in front of it send an HTML page. It names who
+// answered: the Server header, else Via, else the host.
+func proxyRefusal(method, shown string, resp *http.Response, body []byte) *ProxyError {
+	if resp.StatusCode != http.StatusForbidden {
+		return nil
+	}
+	ct := strings.ToLower(resp.Header.Get("Content-Type"))
+	b := bytes.TrimSpace(body)
+	if strings.Contains(ct, "json") || (len(b) > 0 && (b[0] == '{' || b[0] == '[') && json.Valid(b)) {
+		return nil
+	}
+	server := resp.Header.Get("Server")
+	if server == "" {
+		server = resp.Header.Get("Via")
+	}
+	if server == "" && resp.Request != nil {
+		server = "host " + resp.Request.URL.Host
+	}
+	if len(server) > 100 {
+		server = server[:100] + "…"
+	}
+	return &ProxyError{Method: method, URL: shown, StatusCode: resp.StatusCode, Server: strconv.Quote(server)}
+}
+
+// scrub removes the token from an error answer: a server (or something in
+// front of it) echoing the request's headers must not put the token into
+// an error that gets printed or logged.
+func (c *Client) scrub(e *Error) *Error {
+	if len(c.token) < 4 { // too short to tell apart from ordinary text
+		return e
+	}
+	e.Message = strings.ReplaceAll(e.Message, c.token, "[token]")
+	e.Body = bytes.ReplaceAll(e.Body, []byte(c.token), []byte("[token]"))
+	return e
 }
 
 func (c *Client) setAPIHeaders(req *http.Request) {
@@ -390,8 +503,9 @@ func (c *Client) ArchiveItem(ctx context.Context, pk string) (*ArchiveItem, erro
 
 // CreateArchiveItem creates an item with a title in the archive (by its api_url).
 // A title conflict is reported as an error for which IsTitleConflict is true.
-// The create is not repeated after an ambiguous failure (a 500, a reset
-// after sending): look the title up with ArchiveItemByTitle then.
+// The create is not repeated after an ambiguous failure (a 500, 502, 503
+// or 504, a reset after sending; errors.Is(err, ErrAmbiguous)): look the
+// title up with ArchiveItemByTitle then.
 func (c *Client) CreateArchiveItem(ctx context.Context, archiveAPIURL, title string) (*ArchiveItem, error) {
 	in := struct {
 		Archive string `json:"archive"`
@@ -406,7 +520,9 @@ func (c *Client) CreateArchiveItem(ctx context.Context, archiveAPIURL, title str
 
 // UpdateArchiveItem PATCHes the given values onto the item. The answer
 // lists values with only their interface slug set (the server's PATCH
-// form). An ambiguous failure is not repeated; see gc-api.md decision 3.
+// form). An ambiguous failure is not repeated (errors.Is(err,
+// ErrAmbiguous)): a second PATCH with the same uploads would start a second
+// import (grand-challenge.org app/grandchallenge/components/tasks.py).
 func (c *Client) UpdateArchiveItem(ctx context.Context, pk string, values []ValueUpdate) (*ArchiveItem, error) {
 	if err := checkPK(pk); err != nil {
 		return nil, err

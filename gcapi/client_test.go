@@ -285,7 +285,7 @@ func TestRetryClasses(t *testing.T) {
 		transient    bool // of the error, when wantErr
 	}{
 		{"GET 502 503 504 then ok", false, []step{status(502), status(503), status(504), status(200)}, 4, false, false},
-		{"POST 503 then ok", true, []step{status(503), status(201)}, 2, false, false},
+		{"POST 503 not repeated", true, []step{status(503), status(201)}, 1, true, true},
 		{"POST 502 not repeated", true, []step{status(502), status(201)}, 1, true, true},
 		{"POST 504 not repeated", true, []step{status(504), status(201)}, 1, true, true},
 		{"POST 429 then ok", true, []step{status(429), status(201)}, 2, false, false},

@@ -21,7 +21,7 @@ const maxRedirects = 5
 func (c *Client) Download(ctx context.Context, fileURL string, w io.Writer) (int64, error) {
 	u, err := url.Parse(fileURL)
 	if err != nil {
-		return 0, fmt.Errorf("gcapi: download URL %s: %w", redact(fileURL), err)
+		return 0, fmt.Errorf("gcapi: download URL %s cannot be parsed", redact(fileURL))
 	}
 	if !c.sameOrigin(u) {
 		return 0, fmt.Errorf("gcapi: refusing to download %s: not on the API host %s", redact(fileURL), c.baseU.Host)
@@ -59,7 +59,7 @@ func (c *Client) downloadOnce(ctx context.Context, u *url.URL, w io.Writer) (int
 		shown := redact(cur.String())
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, cur.String(), nil)
 		if err != nil {
-			return 0, fmt.Errorf("GET %s: %w", shown, err)
+			return 0, fmt.Errorf("GET %s: %w", shown, noURL(err))
 		}
 		var resp *http.Response
 		if auth {
@@ -71,7 +71,7 @@ func (c *Client) downloadOnce(ctx context.Context, u *url.URL, w io.Writer) (int
 			resp, err = c.bare.Do(req)
 		}
 		if err != nil {
-			return 0, fmt.Errorf("GET %s: %w", shown, wd.cause(err))
+			return 0, fmt.Errorf("GET %s: %w", shown, wd.cause(noURL(err)))
 		}
 		switch resp.StatusCode {
 		case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
@@ -94,9 +94,10 @@ func (c *Client) downloadOnce(ctx context.Context, u *url.URL, w io.Writer) (int
 			continue
 		}
 		defer drainClose(resp.Body)
+		wd.kick() // the answer's headers arrived
 		if resp.StatusCode != http.StatusOK {
 			b, _ := io.ReadAll(io.LimitReader(wd.reader(resp.Body), maxErrorBody))
-			return 0, newError(http.MethodGet, shown, resp, b)
+			return 0, c.scrub(newError(http.MethodGet, shown, resp, b))
 		}
 		n, err := io.Copy(w, wd.reader(resp.Body))
 		if err != nil {

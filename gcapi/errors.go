@@ -37,6 +37,52 @@ func (e *Error) Error() string {
 	return s
 }
 
+// Is makes errors.Is(err, ErrUnauthorized) true for a 401.
+func (e *Error) Is(target error) bool {
+	return target == ErrUnauthorized && e.StatusCode == http.StatusUnauthorized
+}
+
+// ErrUnauthorized matches (with errors.Is) a 401 answer: the server refused
+// the token (missing, mistyped, revoked or expired). Retrying does not help;
+// an agent stops and asks for a new token.
+var ErrUnauthorized = errors.New("gcapi: the server refused the token")
+
+// ErrAmbiguous matches (with errors.Is) the failure of a request that
+// creates or changes something (POST uploads, POST items, PATCH items,
+// complete, abort) when the request may nevertheless have taken effect: a
+// 500, 502, 503 or 504 answer, or a connection that broke or timed out
+// after the request was sent. Such a request is never repeated by the
+// client; the caller finds out what the server holds (the upload by its
+// file name in Uploads, the item by its title, the PATCH by the item's
+// values) before sending it again. Apart from a 500, these failures are
+// also transient (IsTransient).
+var ErrAmbiguous = errors.New("the request may have taken effect")
+
+// ambiguousError marks a create that failed ambiguously; it keeps the
+// underlying error's text and classification.
+type ambiguousError struct{ err error }
+
+func (e *ambiguousError) Error() string        { return e.err.Error() + " (" + ErrAmbiguous.Error() + ")" }
+func (e *ambiguousError) Unwrap() error        { return e.err }
+func (e *ambiguousError) Is(target error) bool { return target == ErrAmbiguous }
+
+// ProxyError is a refusal that came from something between the client and
+// the Grand Challenge API (a proxy, firewall or gateway), not from the API
+// itself: a 403 whose body is not the API's JSON (an HTML page). The
+// refusal is the network's, not about the request, so it is transient;
+// Server names who answered, so the operator knows whom to ask.
+type ProxyError struct {
+	Method     string
+	URL        string // without query secrets
+	StatusCode int
+	Server     string // the Server or Via header, or the host that answered
+}
+
+func (e *ProxyError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s from %s, not from the Grand Challenge API (a proxy or firewall refused the request; ask its administrator to let this host reach the API)",
+		e.Method, e.URL, e.StatusCode, http.StatusText(e.StatusCode), e.Server)
+}
+
 // IsNotFound reports whether err is a 404 from the server.
 func IsNotFound(err error) bool {
 	var e *Error
@@ -55,16 +101,17 @@ func (e *stallError) Error() string {
 func (e *stallError) Timeout() bool { return true }
 
 // IsTransient reports whether err is worth retrying later: 408, 429, 502,
-// 503, 504, 507, connection resets and refusals, unexpected EOFs, timeouts
-// and stalls. A cancelled context is not transient. A 500 is not transient
-// either: it is ambiguous (the request may have taken effect), see
-// IsPermanent.
+// 503, 504, 507, a proxy's refusal (*ProxyError), connection resets and
+// refusals, unexpected EOFs, timeouts and stalls. A cancelled context is
+// not transient. A 500 is not transient either: it is ambiguous (the
+// request may have taken effect), see IsPermanent.
 func IsTransient(err error) bool {
 	if err == nil {
 		return false
 	}
 	var st *stallError
-	if errors.As(err, &st) {
+	var pe *ProxyError
+	if errors.As(err, &st) || errors.As(err, &pe) {
 		return true
 	}
 	if errors.Is(err, context.Canceled) {
@@ -134,8 +181,8 @@ func IsTitleConflict(err error) bool {
 }
 
 // isAmbiguous reports whether a failed request that changes something may
-// nevertheless have taken effect: a 500, 502 or 504, or a connection that broke or timed
-// out after the request was (perhaps) sent.
+// nevertheless have taken effect: a 500, 502, 503 or 504, or a connection
+// that broke or timed out after the request was (perhaps) sent.
 func isAmbiguous(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
@@ -146,10 +193,15 @@ func isAmbiguous(err error) bool {
 
 // ambiguousStatus reports whether an answer leaves open whether the
 // request took effect: a 500 (an unhandled error, possibly after the
-// change was made), or a 502/504 from a gateway that lost or timed out the
-// server's answer.
+// change was made), or a 502/503/504 from a gateway that lost or timed out
+// the server's answer (proxies such as Envoy answer 503 when the upstream
+// connection broke after the request was forwarded).
 func ambiguousStatus(code int) bool {
-	return code == http.StatusInternalServerError || code == http.StatusBadGateway || code == http.StatusGatewayTimeout
+	switch code {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 // notSent reports whether a transport error proves the request never

@@ -445,7 +445,7 @@ func (s *partSender) put(ctx context.Context, n int, u string) (string, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, body)
 	if err != nil {
-		return "", fmt.Errorf("PUT %s: %w", shown, permanent(err))
+		return "", fmt.Errorf("PUT %s: %w", shown, permanent(noURL(err)))
 	}
 	req.ContentLength = size
 	if size > 0 {
@@ -464,7 +464,7 @@ func (s *partSender) put(ctx context.Context, n int, u string) (string, error) {
 		return "", rerr
 	}
 	if err != nil {
-		return "", fmt.Errorf("PUT %s: %w", shown, wd.cause(err))
+		return "", fmt.Errorf("PUT %s: %w", shown, wd.cause(noURL(err)))
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {

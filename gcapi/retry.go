@@ -17,15 +17,18 @@ import (
 //     IsTransient) and, up to 3 attempts, on a 500.
 //   - Requests that create or change something (POST uploads, POST items,
 //     PATCH items, complete, abort) are retried only when the request
-//     surely did not take effect: 429, 503 and 507 (refused before acting)
-//     and a connection that could not be opened. A 500, a 502 or 504 (a
-//     gateway that lost or timed out the server's answer: it may have
-//     acted), a reset or a timeout after the request was sent is returned
-//     to the caller, who finds out what the server holds before repeating
-//     it (UploadFile does this for complete; callers of CreateArchiveItem
-//     look the title up; the pipeline reconciles a PATCH). gcapi retries
-//     502 and 504 on creates too; a second image import started by a
-//     repeated PATCH is the risk we do not take.
+//     surely did not take effect: 429 and 507 (refused before acting) and
+//     a connection that could not be opened. A 500, a 502, 503 or 504 (a
+//     gateway that lost, timed out or broke off the server's answer: it may
+//     have acted), a reset or a timeout after the request was sent is
+//     returned to the caller wrapped so that errors.Is(err, ErrAmbiguous)
+//     holds; the caller finds out what the server holds before repeating
+//     it (UploadFile does this for complete; callers of CreateUpload look
+//     for the upload in Uploads, callers of CreateArchiveItem look the
+//     title up; the pipeline reconciles a PATCH). gcapi retries 502, 503
+//     and 504 on creates; a stray Initialized upload (counted against the
+//     account's cap) or a second image import started by a repeated PATCH
+//     is the risk we do not take.
 //
 // Waits grow exponentially from BaseDelay with full jitter, capped at
 // MaxDelay; a Retry-After header replaces the computed wait (up to

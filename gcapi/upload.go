@@ -10,9 +10,15 @@ import (
 	"strings"
 )
 
-// CreateUpload starts a multipart upload for a file name (a basename). The
-// create is not repeated after an ambiguous failure (a stray Initialized
-// upload expires on the server within a day).
+// CreateUpload starts a multipart upload for a file name (a basename).
+//
+// Each POST creates a new upload, so the create is never repeated after an
+// ambiguous failure (a 500, 502, 503 or 504, or a connection that broke
+// after sending): the error then satisfies errors.Is(err, ErrAmbiguous),
+// and the caller reconciles before creating again: it lists Uploads and
+// aborts (AbortUpload) an Initialized one with this filename that it has
+// not recorded, since each open upload counts against the account's cap
+// until it expires a day later.
 func (c *Client) CreateUpload(ctx context.Context, filename string) (*Upload, error) {
 	if err := checkFilename(filename); err != nil {
 		return nil, err

@@ -59,17 +59,27 @@ type stalledErr struct {
 func (e *stalledErr) Error() string { return e.stall.Error() + ": " + e.err.Error() }
 func (e *stalledErr) Unwrap() error { return e.stall }
 
-// reader wraps r so that every read kicks the watchdog.
+// minProgress is how many bytes of an answer count as progress: a body
+// that trickles a byte every few seconds is stalled, not slow, and must
+// not hold a request (and the agent's start-up behind it) for ever. With
+// the default stall timeout of 60s, an answer slower than about 17 bytes
+// per second is cut.
+const minProgress = 1 << 10
+
+// reader wraps r so that every minProgress bytes read kick the watchdog.
 func (w *watchdog) reader(r io.Reader) io.Reader { return &kickReader{r: r, w: w} }
 
 type kickReader struct {
-	r io.Reader
-	w *watchdog
+	r       io.Reader
+	w       *watchdog
+	pending int // bytes read since the last kick
 }
 
 func (k *kickReader) Read(p []byte) (int, error) {
 	n, err := k.r.Read(p)
-	if n > 0 {
+	k.pending += n
+	if k.pending >= minProgress {
+		k.pending = 0
 		k.w.kick()
 	}
 	return n, err

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"syscall"
@@ -163,7 +165,71 @@ func ServeListener(ctx context.Context, ln net.Listener, src Source, metrics *Me
 
 // Handler serves /healthz, /status, /metrics and, when src is a Retrier,
 // POST /retry. metrics may be nil.
+//
+// Listening on loopback alone does not keep web pages out: a page the
+// operator opens can make the browser send requests to 127.0.0.1, and with
+// DNS rebinding read the answers under its own host name. So every request
+// must name a loopback host (Host header), and POST /retry must carry a
+// JSON body (a cross-site form or a text/plain fetch cannot, without a
+// CORS preflight that this server never grants) and no cross-site Origin.
 func Handler(src Source, metrics *Metrics, log *slog.Logger) http.Handler {
+	return guard(mux(src, metrics, log), log)
+}
+
+// guard refuses requests that a browser sends on a web page's behalf.
+func guard(next http.Handler, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) {
+			log.Warn("status listener: refused a request for a host that is not loopback (DNS rebinding?)", "host", r.Host, "path", r.URL.Path)
+			http.Error(w, "status: the Host header must name a loopback address", http.StatusMisdirectedRequest)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if msg := crossSite(r); msg != "" {
+				log.Warn("status listener: refused a cross-site request", "path", r.URL.Path, "why", msg)
+				http.Error(w, "status: "+msg, http.StatusForbidden)
+				return
+			}
+			mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if err != nil || mt != "application/json" {
+				http.Error(w, "status: send the request body as application/json", http.StatusUnsupportedMediaType)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHost reports whether a Host header ("127.0.0.1:9187",
+// "localhost", "[::1]:9187") names a loopback name or address.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	return host != "" && isLoopback(host)
+}
+
+// crossSite says why a state-changing request comes from another site, or
+// "" when it does not: an Origin other than this listener's own, or a
+// browser's Sec-Fetch-Site saying so.
+func crossSite(r *http.Request) string {
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || u.Host != r.Host || !loopbackHost(u.Host) {
+			return fmt.Sprintf("requests from origin %q are not accepted", o)
+		}
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return "cross-site requests are not accepted"
+	}
+	return ""
+}
+
+func mux(src Source, metrics *Metrics, log *slog.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -267,6 +333,9 @@ func call(ctx context.Context, method, listen, path string, body, out any) error
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := client().Do(req)
 	if err != nil {

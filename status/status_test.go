@@ -278,3 +278,88 @@ func TestWriteTable(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerRefusesBrowserRequests plays a web page that reaches the
+// loopback listener through the operator's browser: by DNS rebinding (its
+// own host name now resolving to 127.0.0.1) and by a cross-site POST.
+func TestListenerRefusesBrowserRequests(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	src := sample()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeListener(ctx, ln, src, NewMetrics(), discard()) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	do := func(t *testing.T, method, host, path, ctype, origin, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	const retryBody = `{"failed":true}`
+	tests := []struct {
+		name, method, host, path, ctype, origin string
+		ok                                      bool
+	}{
+		{"status by address", "GET", addr, "/status", "", "", true},
+		{"status by localhost", "GET", "localhost:" + port, "/status", "", "", true},
+		{"status by localhost without port", "GET", "localhost", "/status", "", "", true},
+		{"status by ::1", "GET", "[::1]:" + port, "/status", "", "", true},
+		{"status by a rebound name", "GET", "evil.example:" + port, "/status", "", "", false},
+		{"status by a rebound name without port", "GET", "evil.example", "/status", "", "", false},
+		{"metrics by a rebound name", "GET", "attacker.test", "/metrics", "", "", false},
+		{"status by a LAN address", "GET", "192.168.1.5:" + port, "/status", "", "", false},
+		{"retry as gcingest sends it", "POST", addr, "/retry", "application/json", "", true},
+		{"retry as text/plain", "POST", addr, "/retry", "text/plain", "", false},
+		{"retry as a form", "POST", addr, "/retry", "application/x-www-form-urlencoded", "", false},
+		{"retry without content type", "POST", addr, "/retry", "", "", false},
+		{"retry from another site", "POST", addr, "/retry", "application/json", "https://evil.example", false},
+		{"retry from another local port", "POST", addr, "/retry", "application/json", "http://127.0.0.1:1", false},
+		{"retry from a sandboxed page", "POST", addr, "/retry", "application/json", "null", false},
+		{"retry from its own origin", "POST", addr, "/retry", "application/json; charset=utf-8", "http://" + addr, true},
+		{"retry by a rebound name", "POST", "evil.example:" + port, "/retry", "application/json", "http://evil.example:" + port, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src.mu.Lock()
+			before := len(src.retried)
+			src.mu.Unlock()
+			code, body := do(t, tt.method, tt.host, tt.path, tt.ctype, tt.origin, retryBody)
+			src.mu.Lock()
+			retried := len(src.retried) > before
+			src.mu.Unlock()
+			if got := code == http.StatusOK; got != tt.ok {
+				t.Errorf("%s %s (Host %s) = %d %q; want accepted: %v", tt.method, tt.path, tt.host, code, body, tt.ok)
+			}
+			if tt.method == "POST" && retried != tt.ok {
+				t.Errorf("images retried: %v, want %v", retried, tt.ok)
+			}
+			if !tt.ok && strings.Contains(body, "case1/ct.mha") {
+				t.Errorf("refused answer still names files: %q", body)
+			}
+		})
+	}
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gcingest/gcingest/config"
+)
+
+// TestCAFileTrustsPrivateServer talks TLS to a server whose certificate no
+// system CA signed, as behind a hospital's own CA: refused without
+// ca_file, trusted with it.
+func TestCAFileTrustsPrivateServer(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"count":1,"next":null,"previous":null,"results":[{"pk":"a1","slug":"my-archive","title":"A","api_url":"x"}]}`)
+	}))
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "hospital-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	lookup := func(t *testing.T, ca string) error {
+		t.Helper()
+		cfg := config.Default()
+		cfg.GrandChallenge.URL = srv.URL
+		cfg.GrandChallenge.CAFile = ca
+		c, err := newAPIClient(cfg, "tok-3f9a1c2b7e4d", log, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.ArchiveBySlug(context.Background(), "my-archive")
+		return err
+	}
+	t.Run("without ca_file", func(t *testing.T) {
+		if err := lookup(t, ""); err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Fatalf("err = %v, want a certificate error", err)
+		}
+	})
+	t.Run("with ca_file", func(t *testing.T) {
+		if err := lookup(t, caFile); err != nil {
+			t.Fatalf("err = %v, want the server trusted through ca_file", err)
+		}
+	})
+	t.Run("ca_file unreadable at start", func(t *testing.T) {
+		cfg := config.Default()
+		cfg.GrandChallenge.URL = srv.URL
+		cfg.GrandChallenge.CAFile = filepath.Join(t.TempDir(), "gone.pem")
+		_, err := newAPIClient(cfg, "tok-3f9a1c2b7e4d", log, nil)
+		var ce *configError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "grand_challenge.ca_file") {
+			t.Fatalf("err = %v, want a configError naming grand_challenge.ca_file", err)
+		}
+	})
+}
