@@ -97,9 +97,9 @@ func (c *cli) loadConfigWatches(cmd, flagValue string, needWatch bool) (*config.
 	if err != nil {
 		return nil, &configError{fmt.Errorf("config %s: %w", path, err)}
 	}
-	b, err := os.ReadFile(abs)
+	b, err := config.ReadFile(abs)
 	if err != nil {
-		return nil, &configError{fmt.Errorf("read config: %w", err)}
+		return nil, &configError{err}
 	}
 	cfg, err := config.Parse(bytes.NewReader(b), abs)
 	if err != nil {

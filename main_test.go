@@ -287,7 +287,8 @@ func TestConfigErrors(t *testing.T) {
 		want       []string
 	}{
 		{"missing config", filepath.Join(dir, "nope.toml"), []string{"nope.toml", "no such file"}},
-		{"unreadable config", dir, []string{"read config", "is a directory"}},
+		{"unreadable config", dir, []string{"read config", "not a regular file"}},
+		{"endless config", "/dev/zero", []string{"read config", "not a regular file"}},
 		{"key typo", write("typo.toml", good+"setle = \"10s\"\n"), []string{"line 7", `unknown key "watch.setle"`}},
 		{"relative path", write("rel.toml", strings.Replace(good, "/data/in", "data/in", 1)), []string{"watch[0].path", "relative path", "absolute"}},
 		{"http to another host", write("http.toml", "[grand_challenge]\nurl = \"http://gc.example.org\"\n"+good),

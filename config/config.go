@@ -144,9 +144,9 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	b, err := os.ReadFile(abs)
+	b, err := ReadFile(abs)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	c, err := Parse(bytes.NewReader(b), abs)
 	if err != nil {
@@ -467,6 +467,20 @@ func (c *Config) Token(getenv func(string) string) (token, source string, err er
 
 // maxTokenFile bounds a token file: a token is 64 characters.
 const maxTokenFile = 64 << 10
+
+// maxConfigFile bounds a config file; a real one is a few KiB.
+const maxConfigFile = 1 << 20
+
+// ReadFile reads a config file: a regular file of at most 1 MiB, so that
+// --config /dev/zero or a FIFO is refused instead of filling memory or
+// hanging.
+func ReadFile(path string) ([]byte, error) {
+	b, err := readSmallFile(path, maxConfigFile)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return b, nil
+}
 
 // maxCAFile bounds a CA file: a bundle of every public CA is about 200 KiB.
 const maxCAFile = 4 << 20
