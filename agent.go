@@ -128,7 +128,7 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 		return nil, err
 	}
 	p := ingest.NewPipeline(ingest.PipelineConfig{
-		Watches:         cfg.Watches(),
+		Watches:         watches(cfg),
 		SpoolDir:        filepath.Join(filepath.Dir(cfg.State.Path), "spool"),
 		Concurrency:     cfg.Upload.Concurrency,
 		PartConcurrency: cfg.Upload.PartConcurrency,
@@ -148,7 +148,7 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 			cancel()
 		}
 	}()
-	for _, w := range cfg.Watches() {
+	for _, w := range watches(cfg) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

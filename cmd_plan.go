@@ -45,7 +45,7 @@ func (c *cli) cmdPlan(ctx context.Context, args []string) error {
 	default:
 		st = nil // no state file yet: nothing was recorded
 	}
-	for i, w := range cfg.Watches() {
+	for i, w := range watches(cfg) {
 		if i > 0 {
 			fmt.Fprintln(c.stdout)
 		}

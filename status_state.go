@@ -81,7 +81,7 @@ func retryInState(ctx context.Context, cfg *config.Config, ids []string, failed 
 		return nil, err
 	}
 	defer st.Close()
-	p := ingest.NewPipeline(ingest.PipelineConfig{Watches: cfg.Watches()}, st, nil, nil)
+	p := ingest.NewPipeline(ingest.PipelineConfig{Watches: watches(cfg)}, st, nil, nil)
 	src := &pipelineSource{p: p}
 	return src.Retry(ctx, ids, failed)
 }

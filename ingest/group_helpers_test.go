@@ -57,15 +57,6 @@ func (tr *tree) appendTo(rel string, data []byte) {
 	}
 }
 
-func (tr *tree) info(rel string) fs.FileInfo {
-	tr.t.Helper()
-	fi, err := os.Lstat(tr.abs(rel))
-	if err != nil {
-		tr.t.Fatal(err)
-	}
-	return fi
-}
-
 // observe tells g about one file as a watcher event would.
 func (tr *tree) observe(g *Grouper, rel string, now time.Time) {
 	tr.t.Helper()

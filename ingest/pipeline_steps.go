@@ -52,11 +52,6 @@ type waitError struct{ at time.Time }
 
 func (e *waitError) Error() string { return "wait until " + e.at.String() }
 
-// crashError is returned when BeforeStep stops a worker.
-type crashError struct{ err error }
-
-func (e *crashError) Error() string { return e.err.Error() }
-
 // save commits fn's change to img in one transaction and refreshes img.
 func (p *Pipeline) save(img *state.Image, fn func(*state.Image)) error {
 	out, err := p.store.Update(img.ID, func(r *state.Image) error { fn(r); return nil })
