@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-
 )
 
 // Config is the whole configuration file.
