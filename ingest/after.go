@@ -124,7 +124,7 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 
 // restoreFailed moves a failed image's files back from failed_dir to where
 // they were found, for gcingest retry.
-func (p *Pipeline) restoreFailed(img *state.Image) error {
+func restoreFailed(img *state.Image) error {
 	for _, f := range img.Files {
 		from := filepath.Join(img.MovedTo, filepath.FromSlash(f.Rel))
 		if _, err := os.Stat(f.Path); err == nil {

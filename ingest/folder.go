@@ -13,8 +13,6 @@ import (
 	"math"
 	"os"
 	"path"
-	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -393,37 +391,18 @@ func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l 
 		// Optional values are normal: a folder without a report, say.
 		p.log.Info("no file in the folder matches a [watch.values] pattern", "id", img.ID, "folder", img.Key, "pattern", pat, "interface", w.Values[pat])
 	}
-	now := p.cfg.Now().UTC()
 	var values []state.Value
 	var uploads []state.Upload
-	addUpload := func(u state.Upload) int {
-		u.PartSize, u.IntentAt = p.cfg.PartSize, now
-		uploads = append(uploads, u)
-		return len(uploads) - 1
-	}
-	// imageValue plans files as one image for slug.
-	imageValue := func(slug, what string, fs []state.File) error {
+	addUpload := p.addUpload(&uploads)
+	// addImage plans files as one image for slug.
+	addImage := func(slug, what string, fs []state.File) error {
 		kind, err := imageKind(w, img.Key+": "+what, fs)
 		if err != nil {
 			return err
 		}
-		v := state.Value{Interface: slug, Kind: state.ValueImage}
-		for _, f := range fs {
-			v.Files = append(v.Files, f.Rel)
-		}
-		if kind == KindZip {
-			spool := p.spoolPath(img.ID, len(uploads), ".zip")
-			v.Uploads = []int{addUpload(state.Upload{Filename: "image-" + titleHash(fs) + ".zip", Path: spool, ZipOf: v.Files})}
-		} else {
-			seen := map[string]bool{}
-			for _, f := range fs {
-				name := path.Base(f.Rel)
-				if seen[name] {
-					return inputErrorf("%s: two files named %s in one image; the server needs unique names", img.Key, name)
-				}
-				seen[name] = true
-				v.Uploads = append(v.Uploads, addUpload(state.Upload{Filename: name, Path: f.Path, Size: f.Size}))
-			}
+		v, err := imageValue(img.Key, slug, kind, fs, p.spoolPath(img.ID, len(uploads), ".zip"), addUpload)
+		if err != nil {
+			return err
 		}
 		values = append(values, v)
 		return nil
@@ -436,7 +415,7 @@ func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l 
 		if s.SuperKind != gcapi.SuperKindImage {
 			return nil, nil, inputErrorf("the watch's interface %s is a %s interface; the main image needs an image interface", w.Interface, s.Kind)
 		}
-		if err := imageValue(w.Interface, "main image for "+w.Interface, l.main); err != nil {
+		if err := addImage(w.Interface, "main image for "+w.Interface, l.main); err != nil {
 			return nil, nil, err
 		}
 		values[len(values)-1].SocketKind = s.Kind
@@ -466,7 +445,7 @@ func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l 
 		what := fmt.Sprintf("files matching %q for %s", l.sources[slug], slug)
 		switch {
 		case s.SuperKind == gcapi.SuperKindImage:
-			if err := imageValue(slug, what, fs); err != nil {
+			if err := addImage(slug, what, fs); err != nil {
 				return nil, nil, err
 			}
 		case len(fs) != 1:
@@ -520,87 +499,6 @@ func (p *Pipeline) jsonValue(img *state.Image, s *gcapi.Interface, raw json.RawM
 		return v, inputErrorf("%s in %s: %s: %v", ValuesFile, img.Key, s.Slug, err)
 	}
 	return v, nil
-}
-
-func (p *Pipeline) spoolPath(id uint64, n int, ext string) string {
-	return filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d-%d%s", id, n, ext))
-}
-
-// ensureFolderSpools builds the ZIPs and writes the JSON files a folder
-// item's unfinished uploads send, when they are missing. Both are
-// deterministic, so a resumed upload sends the bytes it started with.
-func (p *Pipeline) ensureFolderSpools(ctx context.Context, img *state.Image) error {
-	for _, v := range img.Values {
-		if v.Kind != state.ValueFile || len(v.JSON) == 0 || len(v.Uploads) != 1 {
-			continue
-		}
-		u := img.Uploads[v.Uploads[0]]
-		if u.Completed {
-			continue
-		}
-		if fi, err := os.Stat(u.Path); err == nil && fi.Size() == int64(len(v.JSON)) {
-			continue
-		}
-		if err := os.MkdirAll(p.cfg.SpoolDir, 0o755); err != nil {
-			return fmt.Errorf("make spool folder %s: %w", p.cfg.SpoolDir, err)
-		}
-		if err := writeFileSync(u.Path, v.JSON); err != nil {
-			return fmt.Errorf("write %s for %s: %w", u.Path, v.Interface, err)
-		}
-	}
-	for i, u := range img.Uploads {
-		if len(u.ZipOf) == 0 || u.Completed {
-			continue
-		}
-		if fi, err := os.Stat(u.Path); err == nil && u.Size > 0 && fi.Size() == u.Size {
-			continue
-		}
-		var files []state.File
-		for _, f := range img.Files {
-			if slices.Contains(u.ZipOf, f.Rel) {
-				files = append(files, f)
-			}
-		}
-		size, err := writeZip(ctx, u.Path, files)
-		if err != nil {
-			return err
-		}
-		if changed, err := changedFile(img, "while it was zipped"); err != nil || changed != "" {
-			os.Remove(u.Path)
-			if err != nil {
-				return err
-			}
-			return p.backToPending(ctx, img, changed)
-		}
-		if u.PK != "" && u.Size != size {
-			return p.backToPending(ctx, img, u.Path)
-		}
-		if err := p.save(img, func(r *state.Image) { r.Uploads[i].Size = size }); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// removeSpools deletes the image's spool files: its ZIP, and a folder
-// item's ZIPs and JSON files.
-func (p *Pipeline) removeSpools(img *state.Image) {
-	if img.Spool != "" {
-		os.Remove(img.Spool)
-	}
-	if Kind(img.Kind) != KindFolder {
-		return
-	}
-	for _, u := range img.Uploads {
-		if len(u.ZipOf) > 0 {
-			os.Remove(u.Path)
-		}
-	}
-	for _, v := range img.Values {
-		if v.Kind == state.ValueFile && len(v.JSON) > 0 && len(v.Uploads) == 1 && v.Uploads[0] < len(img.Uploads) {
-			os.Remove(img.Uploads[v.Uploads[0]].Path)
-		}
-	}
 }
 
 // jsonEqual compares two JSON texts by meaning (1.90 equals 1.9).

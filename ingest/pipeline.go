@@ -149,9 +149,39 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		halt:       make(chan struct{}),
 	}
 	for _, w := range cfg.Watches {
+		if w.Group != "folder" {
+			// replace is a folder-mode key: a lone image never replaces
+			// what its item holds.
+			w.Replace = false
+		}
 		p.watches[w.Path] = w
 	}
 	return p
+}
+
+// fillInterfaces gives the values migrated from schema 2 without an
+// interface (lone images, which took it from their watch at every step)
+// the interface of their watch, before any step relies on it.
+func (p *Pipeline) fillInterfaces(imgs []state.Image) error {
+	for i := range imgs {
+		w, ok := p.watches[imgs[i].Watch]
+		if !ok || !slices.ContainsFunc(imgs[i].Values, func(v state.Value) bool { return v.Interface == "" }) {
+			continue
+		}
+		out, err := p.store.Update(imgs[i].ID, func(r *state.Image) error {
+			for j := range r.Values {
+				if r.Values[j].Interface == "" {
+					r.Values[j].Interface = w.Interface
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("fill in the interface of image %d: %w", imgs[i].ID, err)
+		}
+		imgs[i] = out
+	}
+	return nil
 }
 
 // ErrStopped is returned (wrapped) by Submit once a state write has failed
@@ -374,6 +404,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list unfinished images: %w", err)
 	}
+	if err := p.fillInterfaces(imgs); err != nil {
+		return err
+	}
 	// Unfinished work goes first, in the order it was recorded; anything
 	// Submit queued before Run stays behind it.
 	p.mu.Lock()
@@ -416,99 +449,6 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if err := p.stopped(); err != nil && ctx.Err() == nil {
 		return err
 	}
-	return nil
-}
-
-// Retry sends the given failed (or retrying) images through the pipeline
-// again: files moved to failed_dir go back where they were found, and a
-// failed image starts over from pending (keeping its item pk, if any); a
-// retrying one is tried again now from where it was. It works whether or
-// not Run is running.
-func (p *Pipeline) Retry(ctx context.Context, ids []uint64) error {
-	var errs []error
-	for _, id := range ids {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := p.retryOne(id); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// RetryFailed retries every failed image.
-func (p *Pipeline) RetryFailed(ctx context.Context) ([]uint64, error) {
-	imgs, err := p.store.List(state.Failed)
-	if err != nil {
-		return nil, err
-	}
-	var ids []uint64
-	for _, img := range imgs {
-		// Not marked recovering: a retried image starts over from pending
-		// with fresh intents, and one whose retry fails is never queued,
-		// so marking it would hold up all new work for good.
-		ids = append(ids, img.ID)
-	}
-	return ids, p.Retry(ctx, ids)
-}
-
-func (p *Pipeline) retryOne(id uint64) error {
-	img, err := p.store.Get(id)
-	if err != nil {
-		return err
-	}
-	if img.State != state.Failed && img.State != state.Retrying {
-		return fmt.Errorf("retry image %d: it is %s, not failed", id, img.State)
-	}
-	p.mu.Lock()
-	_, busy := p.active[id]
-	p.mu.Unlock()
-	if busy {
-		return fmt.Errorf("retry image %d: it is being worked on", id)
-	}
-	if img.State == state.Retrying {
-		// Only the wait is cut short. Its progress (upload pks and parts,
-		// item pk, PATCH sent, attempts) is kept: starting it over would
-		// leave its multipart upload open and could send its PATCH again.
-		_, err = p.store.Update(id, func(r *state.Image) error {
-			if r.State != state.Retrying {
-				return fmt.Errorf("retry image %d: it is %s now", id, r.State)
-			}
-			r.NextAttempt = time.Time{}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		p.log.Info("image tried again now", "id", id, "key", img.Key)
-		p.enqueue(id, time.Time{})
-		return nil
-	}
-	if img.State == state.Failed && !img.ActionDone {
-		// Starting over forgets its uploads; one still open would stay
-		// open for good.
-		return fmt.Errorf("retry image %d: its open uploads are not aborted yet; the running agent keeps trying "+
-			"(start it if it is stopped), retry once it has", id)
-	}
-	if img.State == state.Failed && img.MovedTo != "" {
-		if err := p.restoreFailed(&img); err != nil {
-			return fmt.Errorf("retry image %d: %w", id, err)
-		}
-	}
-	_, err = p.store.Update(id, func(r *state.Image) error {
-		r.State, r.RetryFrom = state.Pending, ""
-		r.Attempts, r.LastError, r.NextAttempt = 0, "", time.Time{}
-		r.ActionDone, r.MovedTo = false, ""
-		r.Uploads, r.Spool, r.Values = nil, "", nil
-		r.PatchSentAt, r.SessionPK, r.PrevValue = time.Time{}, "", ""
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	p.log.Info("image queued again", "id", id, "key", img.Key)
-	p.enqueue(id, time.Time{})
 	return nil
 }
 

@@ -19,39 +19,92 @@ import (
 // files always make the same bytes.
 var zipTime = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// ensureSpool makes sure the image's ZIP exists in the spool folder with
-// the size recorded for its upload, building it (and recording its size)
-// when it does not. A resumed upload thus sends the bytes it started with;
-// a rebuilt one is the same bytes anyway, as the ZIP is deterministic.
-func (p *Pipeline) ensureSpool(ctx context.Context, img *state.Image) error {
-	u := img.Uploads[0]
-	if fi, err := os.Stat(img.Spool); err == nil && u.Size > 0 && fi.Size() == u.Size {
-		return nil
+// spoolPath is where upload n of image id is built: a ZIP of several
+// files, or a JSON value sent as a file.
+func (p *Pipeline) spoolPath(id uint64, n int, ext string) string {
+	return filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d-%d%s", id, n, ext))
+}
+
+// ensureSpools builds the ZIPs and writes the JSON files the item's
+// unfinished uploads send, when they are missing (or not the size
+// recorded), and records a new ZIP's size. Both are deterministic (fixed
+// order and timestamps), so a resumed upload sends the bytes it started
+// with. A source file that changed since it was hashed sends the image
+// back to pending instead.
+func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
+	for _, v := range img.Values {
+		if v.Kind != state.ValueFile || len(v.JSON) == 0 || len(v.Uploads) != 1 {
+			continue
+		}
+		u := img.Uploads[v.Uploads[0]]
+		if u.Completed {
+			continue
+		}
+		if fi, err := os.Stat(u.Path); err == nil && fi.Size() == int64(len(v.JSON)) {
+			continue
+		}
+		if err := os.MkdirAll(p.cfg.SpoolDir, 0o755); err != nil {
+			return fmt.Errorf("make spool folder %s: %w", p.cfg.SpoolDir, err)
+		}
+		if err := writeFileSync(u.Path, v.JSON); err != nil {
+			return fmt.Errorf("write %s for %s: %w", u.Path, v.Interface, err)
+		}
 	}
-	changed, err := changedFile(img, "before it was zipped")
-	if err != nil {
-		return err
-	}
-	if changed != "" {
-		return p.backToPending(ctx, img, changed)
-	}
-	size, err := writeZip(ctx, img.Spool, img.Files)
-	if err != nil {
-		return err
-	}
-	if changed, err := changedFile(img, "while it was zipped"); err != nil || changed != "" {
-		os.Remove(img.Spool)
+	for i, u := range img.Uploads {
+		if len(u.ZipOf) == 0 || u.Completed {
+			continue
+		}
+		if fi, err := os.Stat(u.Path); err == nil && u.Size > 0 && fi.Size() == u.Size {
+			continue
+		}
+		changed, err := changedFile(img, "before it was zipped")
 		if err != nil {
 			return err
 		}
-		return p.backToPending(ctx, img, changed)
+		if changed != "" {
+			return p.backToPending(ctx, img, changed)
+		}
+		var files []state.File
+		for _, f := range img.Files {
+			if slices.Contains(u.ZipOf, f.Rel) {
+				files = append(files, f)
+			}
+		}
+		size, err := writeZip(ctx, u.Path, files)
+		if err != nil {
+			return err
+		}
+		if changed, err := changedFile(img, "while it was zipped"); err != nil || changed != "" {
+			os.Remove(u.Path)
+			if err != nil {
+				return err
+			}
+			return p.backToPending(ctx, img, changed)
+		}
+		if u.PK != "" && u.Size != size {
+			// Cannot happen with a deterministic ZIP of unchanged files; if
+			// it does, the started upload is for other bytes: start over.
+			return p.backToPending(ctx, img, u.Path)
+		}
+		if err := p.save(img, func(r *state.Image) { r.Uploads[i].Size = size }); err != nil {
+			return err
+		}
 	}
-	if u.PK != "" && u.Size != size {
-		// Cannot happen with a deterministic ZIP of unchanged files; if it
-		// does, the started upload is for other bytes: start over.
-		return p.backToPending(ctx, img, img.Spool)
+	return nil
+}
+
+// removeSpools deletes the item's spool files: its ZIPs and JSON files.
+func (p *Pipeline) removeSpools(img *state.Image) {
+	for _, u := range img.Uploads {
+		if len(u.ZipOf) > 0 {
+			os.Remove(u.Path)
+		}
 	}
-	return p.save(img, func(r *state.Image) { r.Uploads[0].Size = size })
+	for _, v := range img.Values {
+		if v.Kind == state.ValueFile && len(v.JSON) > 0 && len(v.Uploads) == 1 && v.Uploads[0] < len(img.Uploads) {
+			os.Remove(img.Uploads[v.Uploads[0]].Path)
+		}
+	}
 }
 
 // writeZip writes the files, sorted by relative path and stored relative
