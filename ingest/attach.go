@@ -54,15 +54,8 @@ func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) err
 // the server, and sends it again only if it did not: no value changed, no
 // import started from our uploads, every upload unconsumed.
 func (p *Pipeline) stepReattach(ctx context.Context, img *state.Image) error {
-	w, err := p.watchOf(img)
-	if err != nil {
-		return err
-	}
-	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
-	if err != nil {
-		return fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
-	}
-	if done, err := p.confirmValues(ctx, img, w, it); err != nil || done {
+	it, done, err := p.look(ctx, img)
+	if err != nil || done {
 		return err
 	}
 	if arrived(img, it) {
@@ -86,6 +79,10 @@ func (p *Pipeline) stepReattach(ctx context.Context, img *state.Image) error {
 	}
 	// Nothing shows the PATCH: send it (JSON values alone are harmless to
 	// send twice: an equal value is a no-op).
+	w, err := p.watchOf(img)
+	if err != nil {
+		return err
+	}
 	return p.sendPatch(ctx, img, w)
 }
 

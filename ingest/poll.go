@@ -11,18 +11,26 @@ import (
 // stepPoll looks once at an importing item: done when it shows every
 // value; otherwise the next look is scheduled.
 func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
-	w, err := p.watchOf(img)
-	if err != nil {
-		return err
-	}
-	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
-	if err != nil {
-		return fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
-	}
-	if done, err := p.confirmValues(ctx, img, w, it); err != nil || done {
+	_, done, err := p.look(ctx, img)
+	if err != nil || done {
 		return err
 	}
 	return p.pollMore(ctx, img)
+}
+
+// look gets the item and confirms the values it shows (confirmValues); done
+// says every value is there and the item was finished.
+func (p *Pipeline) look(ctx context.Context, img *state.Image) (it *gcapi.ArchiveItem, done bool, err error) {
+	w, err := p.watchOf(img)
+	if err != nil {
+		return nil, false, err
+	}
+	it, err = p.api.ArchiveItem(ctx, img.ItemPK)
+	if err != nil {
+		return nil, false, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
+	}
+	done, err = p.confirmValues(ctx, img, w, it)
+	return it, done, err
 }
 
 // pollMore checks, now and then, whether an import of the image's uploads
