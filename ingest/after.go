@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gcingest/gcingest/durable"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -106,14 +107,14 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 			note := filepath.Join(movedTo, filepath.FromSlash(img.Key)) + ".error.txt"
 			text := fmt.Sprintf("gcingest could not upload the folder %s (item %d, %s); nothing of it was attached unless said below:\n%s\n",
 				img.Key, img.ID, time.Now().UTC().Format(time.RFC3339), img.LastError)
-			if err := writeFileSync(note, []byte(text)); err != nil {
+			if err := durable.WriteFile(note, []byte(text), 0o644); err != nil {
 				p.log.Error("could not write the error note", "file", note, "err", err)
 			}
 		} else {
 			for _, f := range img.Files {
 				note := filepath.Join(movedTo, filepath.FromSlash(f.Rel)) + ".error.txt"
 				text := fmt.Sprintf("gcingest could not upload %s (image %d, %s):\n%s\n", f.Rel, img.ID, time.Now().UTC().Format(time.RFC3339), img.LastError)
-				if err := writeFileSync(note, []byte(text)); err != nil {
+				if err := durable.WriteFile(note, []byte(text), 0o644); err != nil {
 					p.log.Error("could not write the error note", "file", note, "err", err)
 				}
 			}
@@ -195,57 +196,20 @@ func moveFile(from, to string) error {
 	if err != nil {
 		return fmt.Errorf("move %s: %w", from, err)
 	}
-	tmp := to + ".gcingest-tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	err = durable.Write(to, 0o644, func(out *os.File) error {
+		if _, err := io.Copy(out, in); err != nil {
+			return fmt.Errorf("copy %s to %s: %w", from, to, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("move %s to %s: %w", from, to, err)
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("copy %s to %s: %w", from, tmp, err)
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := out.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	os.Chtimes(tmp, fi.ModTime(), fi.ModTime())
-	if err := os.Rename(tmp, to); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("move %s to %s: %w", tmp, to, err)
-	}
+	os.Chtimes(to, fi.ModTime(), fi.ModTime())
 	if err := os.Remove(from); err != nil {
 		return fmt.Errorf("remove %s after copying it to %s: %w", from, to, err)
 	}
 	return nil
-}
-
-func writeFileSync(name string, data []byte) error {
-	tmp := name + ".gcingest-tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, name)
 }
 
 // removeEmptyParents removes dir and its parents while they are empty,

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gcingest/gcingest/durable"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -46,7 +47,7 @@ func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
 		if err := os.MkdirAll(p.cfg.SpoolDir, 0o755); err != nil {
 			return fmt.Errorf("make spool folder %s: %w", p.cfg.SpoolDir, err)
 		}
-		if err := writeFileSync(u.Path, v.JSON); err != nil {
+		if err := durable.WriteFile(u.Path, v.JSON, 0o644); err != nil {
 			return fmt.Errorf("write %s for %s: %w", u.Path, v.Interface, err)
 		}
 	}
@@ -113,65 +114,60 @@ func writeZip(ctx context.Context, name string, files []state.File) (int64, erro
 	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 		return 0, fmt.Errorf("make spool folder for %s: %w", name, err)
 	}
-	tmp := name + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return 0, fmt.Errorf("create spool %s: %w", tmp, err)
-	}
-	fail := func(err error) (int64, error) {
-		f.Close()
-		os.Remove(tmp)
-		return 0, err
-	}
 	sorted := slices.Clone(files)
 	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
 	prefix := commonDir(sorted)
-	zw := zip.NewWriter(f)
-	for _, sf := range sorted {
-		if err := ctx.Err(); err != nil {
-			return fail(err)
-		}
-		hdr := &zip.FileHeader{Name: strings.TrimPrefix(sf.Rel, prefix), Method: zip.Store, Modified: zipTime}
-		hdr.SetMode(0o644)
-		w, err := zw.CreateHeader(hdr)
-		if err != nil {
-			return fail(fmt.Errorf("zip %s: %w", sf.Path, err))
-		}
-		src, err := os.Open(sf.Path)
-		if err != nil {
-			if os.IsNotExist(err) {
-				return fail(inputErrorf("%s was deleted before upload", sf.Path))
+	var size int64
+	err := durable.Write(name, 0o600, func(f *os.File) error {
+		zw := zip.NewWriter(f)
+		for _, sf := range sorted {
+			if err := ctx.Err(); err != nil {
+				return err
 			}
-			if os.IsPermission(err) {
-				return fail(inputErrorf("cannot read %s: permission denied", sf.Path))
+			if err := zipOne(zw, sf, prefix); err != nil {
+				return err
 			}
-			return fail(fmt.Errorf("zip %s: %w", sf.Path, err))
 		}
-		_, err = io.Copy(w, src)
-		src.Close()
+		if err := zw.Close(); err != nil {
+			return fmt.Errorf("finish zip %s: %w", name, err)
+		}
+		fi, err := f.Stat()
 		if err != nil {
-			return fail(fmt.Errorf("zip %s into %s: %w", sf.Path, tmp, err))
+			return fmt.Errorf("stat %s: %w", f.Name(), err)
 		}
-	}
-	if err := zw.Close(); err != nil {
-		return fail(fmt.Errorf("finish zip %s: %w", tmp, err))
-	}
-	if err := f.Sync(); err != nil {
-		return fail(fmt.Errorf("sync %s: %w", tmp, err))
-	}
-	fi, err := f.Stat()
+		size = fi.Size()
+		return nil
+	})
 	if err != nil {
-		return fail(fmt.Errorf("stat %s: %w", tmp, err))
+		return 0, err
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return 0, fmt.Errorf("close %s: %w", tmp, err)
+	return size, nil
+}
+
+// zipOne stores the file sf in zw, named relative to prefix, with the
+// fixed time and mode that make the ZIP deterministic.
+func zipOne(zw *zip.Writer, sf state.File, prefix string) error {
+	hdr := &zip.FileHeader{Name: strings.TrimPrefix(sf.Rel, prefix), Method: zip.Store, Modified: zipTime}
+	hdr.SetMode(0o644)
+	w, err := zw.CreateHeader(hdr)
+	if err != nil {
+		return fmt.Errorf("zip %s: %w", sf.Path, err)
 	}
-	if err := os.Rename(tmp, name); err != nil {
-		os.Remove(tmp)
-		return 0, fmt.Errorf("rename %s: %w", tmp, err)
+	src, err := os.Open(sf.Path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return inputErrorf("%s was deleted before upload", sf.Path)
+		}
+		if os.IsPermission(err) {
+			return inputErrorf("cannot read %s: permission denied", sf.Path)
+		}
+		return fmt.Errorf("zip %s: %w", sf.Path, err)
 	}
-	return fi.Size(), nil
+	defer src.Close()
+	if _, err := io.Copy(w, src); err != nil {
+		return fmt.Errorf("zip %s: %w", sf.Path, err)
+	}
+	return nil
 }
 
 // commonDir is the folder prefix ("a/b/") all files share, or "".
