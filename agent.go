@@ -14,6 +14,7 @@ import (
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 	"github.com/gcingest/gcingest/status"
 	"github.com/gcingest/gcingest/watcher"
@@ -253,7 +254,7 @@ func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog
 	}()
 	defer func() { wcancel(); <-wdone }()
 
-	g := ingest.NewGrouper(w, log)
+	g := group.NewGrouper(w.Grouping(), log)
 	var unsubmitted []ingest.Group
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

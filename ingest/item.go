@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -152,13 +153,13 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 	case img.ItemPK != "":
 		it, err = p.api.ArchiveItem(ctx, img.ItemPK)
 		if gcapi.IsNotFound(err) && img.TargetItem {
-			return nil, inputErrorf("%s names archive item %s, which does not exist or this token may not see", ItemFile, img.ItemPK)
+			return nil, inputErrorf("%s names archive item %s, which does not exist or this token may not see", group.ItemFile, img.ItemPK)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
 		}
 		if img.TargetItem && it.Archive != "" && it.Archive != ar.APIURL {
-			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", ItemFile, img.ItemPK, w.Archive)
+			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, img.ItemPK, w.Archive)
 		}
 		return it, nil
 	case img.ItemIntentAt.Before(p.started) || img.Attempts > 0:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -188,10 +189,11 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 // permanent reports whether err will not go away by trying again.
 func permanent(err error) bool {
 	var ie *inputError
+	var gp *group.Problem
 	var me *importError
 	var ce *configError
 	switch {
-	case errors.As(err, &ie) || errors.As(err, &me):
+	case errors.As(err, &ie) || errors.As(err, &gp) || errors.As(err, &me):
 		return true
 	case errors.As(err, &ce):
 		return false

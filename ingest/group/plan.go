@@ -1,4 +1,4 @@
-package ingest
+package group
 
 import (
 	"context"
@@ -10,8 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/gcingest/gcingest/state"
 )
 
 // Plan states.
@@ -57,9 +55,9 @@ type PlanValue struct {
 
 // Plan scans w's folder once, without a watcher and without uploading, and
 // reports how its files group and which groups are ready. A file whose
-// modification time is at least Settle old counts as settled (it is observed
-// at its mtime and again now), so the report shows what the daemon would do
-// once it has watched the folder for Settle.
+// modification time is at least Settle old counts as settled (unchanged
+// since then), so the report shows what the daemon would do once it has
+// watched the folder for Settle.
 func Plan(ctx context.Context, w Watch, log *slog.Logger) (PlanReport, error) {
 	g := NewGrouper(w, log)
 	now := time.Now()
@@ -91,12 +89,13 @@ func Plan(ctx context.Context, w Watch, log *slog.Logger) (PlanReport, error) {
 		if err != nil {
 			return nil // gone meanwhile
 		}
-		first := info.ModTime()
-		if first.After(now) {
-			first = now
+		// Unchanged since its modification time: settled once that is
+		// Settle ago.
+		since := info.ModTime()
+		if since.After(now) {
+			since = now
 		}
-		g.Observe(p, info, first)
-		g.Observe(p, info, now)
+		g.seen(p, info.Size(), info.ModTime(), since)
 		return nil
 	})
 	if err != nil {
@@ -126,40 +125,36 @@ func Plan(ctx context.Context, w Watch, log *slog.Logger) (PlanReport, error) {
 // planFolderEntry fills in a ready folder item's values, or the reason it
 // would fail that can be told without the server.
 func planFolderEntry(w Watch, e *PlanEntry) {
-	files := make([]state.File, len(e.Files))
-	for i, f := range e.Files {
-		files[i] = state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime}
-	}
-	l, err := layoutFolder(w, e.Key, files, readChecked)
+	l, err := LayoutFolder(w, e.Key, e.Files, ReadSmall)
 	if err != nil {
 		e.Reason = "will fail: " + err.Error()
 		return
 	}
-	e.Item = l.itemPK
-	rels := func(fs []state.File) []string {
+	e.Item = l.ItemPK
+	rels := func(fs []File) []string {
 		out := make([]string, len(fs))
 		for i, f := range fs {
 			out[i] = f.Rel
 		}
 		return out
 	}
-	if len(l.main) > 0 {
-		kind, err := imageKind(w, "main image for "+w.Interface, l.main)
+	if len(l.Main) > 0 {
+		kind, err := ImageKind(w.Path, "main image for "+w.Interface, l.Main)
 		if err != nil {
 			e.Reason = "will fail: " + err.Error()
 		}
-		e.Values = append(e.Values, PlanValue{Interface: w.Interface, Source: "main image", Kind: kind, Files: rels(l.main)})
+		e.Values = append(e.Values, PlanValue{Interface: w.Interface, Source: "main image", Kind: kind, Files: rels(l.Main)})
 	}
-	for _, slug := range l.slugs() {
-		if raw, ok := l.json[slug]; ok {
-			e.Values = append(e.Values, PlanValue{Interface: slug, Source: ValuesFile, JSON: string(raw), Files: []string{l.jsonFile.Rel}})
+	for _, slug := range l.Slugs() {
+		if raw, ok := l.JSON[slug]; ok {
+			e.Values = append(e.Values, PlanValue{Interface: slug, Source: ValuesFile, JSON: string(raw), Files: []string{l.JSONFile.Rel}})
 			continue
 		}
-		v := PlanValue{Interface: slug, Source: l.sources[slug], Files: rels(l.byIface[slug])}
+		v := PlanValue{Interface: slug, Source: l.Sources[slug], Files: rels(l.ByIface[slug])}
 		if len(v.Files) > 1 {
 			// Only an image interface takes several files; show how they
 			// would group.
-			v.Kind, _ = imageKind(w, slug, l.byIface[slug])
+			v.Kind, _ = ImageKind(w.Path, slug, l.ByIface[slug])
 		}
 		e.Values = append(e.Values, v)
 	}

@@ -1,4 +1,4 @@
-package ingest
+package group
 
 // A small DICOM Part-10 header reader. The grouper needs three UIDs and one
 // fact: does the file parse to its end. A full DICOM library (the issue names

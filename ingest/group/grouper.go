@@ -1,4 +1,4 @@
-package ingest
+package group
 
 import (
 	"fmt"
@@ -232,13 +232,7 @@ func (g *Grouper) Observe(p string, info fs.FileInfo, now time.Time) {
 		return
 	}
 	s := sig{size: info.Size(), mtime: info.ModTime().UnixNano()}
-	f := g.files[rel]
-	if f == nil {
-		f = &fileState{rel: rel}
-		g.files[rel] = f
-		g.addDirs(rel, 1)
-	}
-	f.scan = g.scanGen
+	f := g.track(rel)
 	if f.cur != s || f.obs == 0 {
 		f.cur, f.since, f.obs = s, now.UnixNano(), 1
 		g.dirty = true
@@ -250,6 +244,33 @@ func (g *Grouper) Observe(p string, info fs.FileInfo, now time.Time) {
 	if f.obs == 2 {
 		g.dirty = true
 	}
+}
+
+// track returns the state of the file rel, tracking it from now on if it
+// was not, and marks it seen in the current scan.
+func (g *Grouper) track(rel string) *fileState {
+	f := g.files[rel]
+	if f == nil {
+		f = &fileState{rel: rel}
+		g.files[rel] = f
+		g.addDirs(rel, 1)
+	}
+	f.scan = g.scanGen
+	return f
+}
+
+// seen records p (absolute) as a file of that size and modification time,
+// unchanged since since and observed often enough to count as settled
+// once Settle has passed since then. Plan and ImageKind describe files
+// they already know this way, without a watcher's two observations.
+func (g *Grouper) seen(p string, size int64, mtime, since time.Time) {
+	rel, ok := g.relPath(p)
+	if !ok || g.excludedRel(rel) {
+		return
+	}
+	f := g.track(rel)
+	f.cur, f.since, f.obs = sig{size: size, mtime: mtime.UnixNano()}, since.UnixNano(), 2
+	g.dirty = true
 }
 
 // BeginScan starts a full scan: Observe every file present, then EndScan.

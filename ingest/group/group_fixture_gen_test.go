@@ -1,4 +1,4 @@
-package ingest
+package group
 
 import (
 	"flag"
@@ -12,11 +12,11 @@ import (
 
 // writeFixtures regenerates testdata/group from groupFixtureCases:
 //
-//	go test ./ingest/ -run TestWriteGroupFixtures -args -write-fixtures
+//	go test ./ingest/group/ -run TestWriteGroupFixtures -args -write-fixtures
 //
 // A test flag is package-level by necessity (the testing package parses
 // flags before any test runs); nothing else reads it.
-var writeFixtures = flag.Bool("write-fixtures", false, "rewrite ingest/testdata/group from groupFixtureCases")
+var writeFixtures = flag.Bool("write-fixtures", false, "rewrite ingest/group/testdata/group from groupFixtureCases")
 
 // UIDs of the fixture DICOM files; the expected group keys are built from
 // them, so a key in expect.txt says which file each series came from.
