@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
@@ -276,4 +277,38 @@ func (p *Pipeline) abortOpen(ctx context.Context, img *state.Image) error {
 		}
 	}
 	return nil
+}
+
+// nameLock serialises creating uploads of one filename with scanning for
+// orphans of that filename.
+type nameLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lockName locks filename and returns its unlock.
+func (p *Pipeline) lockName(filename string) (unlock func()) {
+	p.mu.Lock()
+	l := p.names[filename]
+	if l == nil {
+		l = &nameLock{}
+		p.names[filename] = l
+	}
+	l.refs++
+	p.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		p.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(p.names, filename)
+		}
+		p.mu.Unlock()
+	}
+}
+
+func (p *Pipeline) addCreated(id uint64, pk string) {
+	p.mu.Lock()
+	p.created[id] = append(p.created[id], pk)
+	p.mu.Unlock()
 }
