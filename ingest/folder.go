@@ -17,7 +17,8 @@ import (
 	"github.com/gcingest/gcingest/state"
 )
 
-// jsonKinds are the socket kinds whose values are JSON (gc-api.md §4).
+// jsonKinds are the socket kinds whose values are JSON (docs/ARCHITECTURE.md,
+// "One item, its values").
 var jsonKinds = map[string]bool{
 	"String": true, "Integer": true, "Float": true, "Bool": true, "Anything": true, "Chart": true,
 	"2D bounding box": true, "Multiple 2D bounding boxes": true, "Distance measurement": true,

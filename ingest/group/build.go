@@ -43,7 +43,7 @@ func lowerExt(name string) string {
 }
 
 // isLoneImageExt lists the single-file formats the server converts
-// (gc-api.md §7).
+// (docs/ARCHITECTURE.md, "Which files form one image").
 func isLoneImageExt(ext string) bool {
 	switch ext {
 	case ".mha", ".nii", ".nii.gz", ".nrrd", ".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif",
