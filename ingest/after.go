@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gcingest/gcingest/durable"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -102,19 +103,10 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		if err != nil {
 			p.log.Error("could not move the files of a failed image; left in place", "id", img.ID, "err", err)
 			movedTo = ""
-		} else if Kind(img.Kind) == KindFolder {
-			// One note for the folder, beside it: failed_dir/<folder>.error.txt.
-			note := filepath.Join(movedTo, filepath.FromSlash(img.Key)) + ".error.txt"
-			text := fmt.Sprintf("gcingest could not upload the folder %s (item %d, %s); nothing of it was attached unless said below:\n%s\n",
-				img.Key, img.ID, time.Now().UTC().Format(time.RFC3339), img.LastError)
-			if err := durable.WriteFile(note, []byte(text), 0o644); err != nil {
-				p.log.Error("could not write the error note", "file", note, "err", err)
-			}
 		} else {
-			for _, f := range img.Files {
-				note := filepath.Join(movedTo, filepath.FromSlash(f.Rel)) + ".error.txt"
-				text := fmt.Sprintf("gcingest could not upload %s (image %d, %s):\n%s\n", f.Rel, img.ID, time.Now().UTC().Format(time.RFC3339), img.LastError)
-				if err := durable.WriteFile(note, []byte(text), 0o644); err != nil {
+			for _, n := range failureNotes(img) {
+				note := filepath.Join(movedTo, filepath.FromSlash(n.Rel))
+				if err := durable.WriteFile(note, []byte(n.Text), 0o644); err != nil {
 					p.log.Error("could not write the error note", "file", note, "err", err)
 				}
 			}
@@ -137,12 +129,21 @@ func restoreFailed(img *state.Image) error {
 		if err := moveFile(from, f.Path); err != nil {
 			return err
 		}
-		os.Remove(from + ".error.txt")
 	}
-	if Kind(img.Kind) == KindFolder {
-		os.Remove(filepath.Join(img.MovedTo, filepath.FromSlash(img.Key)) + ".error.txt")
+	for _, n := range failureNotes(img) {
+		os.Remove(filepath.Join(img.MovedTo, filepath.FromSlash(n.Rel)))
 	}
 	return nil
+}
+
+// failureNotes are the notes explaining img's failure (package group knows
+// where they go for its kind of group).
+func failureNotes(img *state.Image) []group.Note {
+	rels := make([]string, len(img.Files))
+	for i, f := range img.Files {
+		rels[i] = f.Rel
+	}
+	return group.FailureNotes(Kind(img.Kind), img.Key, rels, img.ID, time.Now(), img.LastError)
 }
 
 // moveFiles moves the image's files to dir/<rel>, making folders. A file

@@ -66,3 +66,25 @@ func (e *Problem) Error() string { return e.msg }
 func problemf(format string, args ...any) error {
 	return &Problem{msg: fmt.Sprintf(format, args...)}
 }
+
+// Note is a text file written beside a failed group's files, saying why.
+type Note struct {
+	Rel  string // where, relative to the folder the files were moved to
+	Text string
+}
+
+// FailureNotes returns the notes that explain why the group key (of kind k,
+// with files rels, recorded as id) failed at at: one beside a folder
+// item's folder, one beside each file of an image.
+func FailureNotes(k Kind, key string, rels []string, id uint64, at time.Time, reason string) []Note {
+	when := at.UTC().Format(time.RFC3339)
+	if k == KindFolder {
+		return []Note{{Rel: key + ".error.txt", Text: fmt.Sprintf(
+			"gcingest could not upload the folder %s (item %d, %s); nothing of it was attached unless said below:\n%s\n", key, id, when, reason)}}
+	}
+	out := make([]Note, len(rels))
+	for i, rel := range rels {
+		out[i] = Note{Rel: rel + ".error.txt", Text: fmt.Sprintf("gcingest could not upload %s (image %d, %s):\n%s\n", rel, id, when, reason)}
+	}
+	return out
+}
