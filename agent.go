@@ -14,6 +14,7 @@ import (
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 	"github.com/gcingest/gcingest/status"
 	"github.com/gcingest/gcingest/watcher"
@@ -27,7 +28,8 @@ type agentInfo struct {
 }
 
 // runAgent runs the watchers and pipeline until ctx is done. A config
-// received on reload (SIGHUP) replaces the watch list: the watchers and the
+// received on reload (SIGHUP) is checked first, while the running ones keep
+// working; one that passes replaces the watch list: the watchers and the
 // pipeline are stopped (in-flight steps park as on any stop) and started
 // again with the new list, while the state file and the status listener stay
 // open. ready, if non-nil, is called each time the agent is up. token is
@@ -70,19 +72,28 @@ func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.L
 		if err != nil || nc == nil {
 			return err
 		}
-		if nc.State.Path != cfg.State.Path || nc.Status.Listen != cfg.Status.Listen || nc.GrandChallenge != cfg.GrandChallenge {
-			log.Warn("SIGHUP applies the watch list and upload settings; changes to [state], [status] or [grand_challenge] take effect at the next restart")
-			nc.State, nc.Status, nc.GrandChallenge = cfg.State, cfg.Status, cfg.GrandChallenge
-		}
-		// A reloaded config that names a missing folder or an unknown
-		// archive must not stop an agent that was working.
-		if err := checkReload(ctx, nc, token, log); err != nil {
-			log.Error("SIGHUP: the new watch list is refused; keeping the running one", "err", err)
-			continue
-		}
 		log.Info("applying the reloaded watch list", "watches", len(nc.Watch))
 		cfg = nc
 	}
+}
+
+// acceptReload checks a config received on SIGHUP while the agent keeps
+// running with cur, and returns the config to switch to, or nil to keep
+// cur: a config naming a missing folder or an unknown archive must not stop
+// an agent that was working. What SIGHUP cannot change (the state file, the
+// status listener, the server) is kept from cur.
+func acceptReload(ctx context.Context, cur, nc *config.Config, token string, log *slog.Logger) *config.Config {
+	if nc.State.Path != cur.State.Path || nc.Status.Listen != cur.Status.Listen || nc.GrandChallenge != cur.GrandChallenge {
+		log.Warn("SIGHUP applies the watch list and upload settings; changes to [state], [status] or [grand_challenge] take effect at the next restart")
+		nc.State, nc.Status, nc.GrandChallenge = cur.State, cur.Status, cur.GrandChallenge
+	}
+	if err := checkReload(ctx, nc, token, log); err != nil {
+		if ctx.Err() == nil {
+			log.Error("SIGHUP: the new watch list is refused; keeping the running one", "err", err)
+		}
+		return nil
+	}
+	return nc
 }
 
 // checkWatchFolders refuses a drop folder missing at start: a mistake in the
@@ -126,7 +137,7 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 		return nil, err
 	}
 	p := ingest.NewPipeline(ingest.PipelineConfig{
-		Watches:         cfg.Watches(),
+		Watches:         watches(cfg),
 		SpoolDir:        filepath.Join(filepath.Dir(cfg.State.Path), "spool"),
 		Concurrency:     cfg.Upload.Concurrency,
 		PartConcurrency: cfg.Upload.PartConcurrency,
@@ -146,7 +157,7 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 			cancel()
 		}
 	}()
-	for _, w := range cfg.Watches() {
+	for _, w := range watches(cfg) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -159,11 +170,17 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 	if ready != nil {
 		ready(&agentInfo{Pipeline: p, Client: client})
 	}
+	// A reloaded config is checked while this generation keeps working;
+	// only one that passes stops it.
 	var next *config.Config
-	select {
-	case <-ctx.Done():
-	case next = <-reload:
-	case <-guard.refused:
+	for refused := false; next == nil && !refused && ctx.Err() == nil; {
+		select {
+		case <-ctx.Done():
+		case nc := <-reload:
+			next = acceptReload(ctx, cfg, nc, token, log)
+		case <-guard.refused:
+			refused = true
+		}
 	}
 	cancel()
 	wg.Wait()
@@ -240,7 +257,7 @@ func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog
 	}()
 	defer func() { wcancel(); <-wdone }()
 
-	g := ingest.NewGrouper(w, log)
+	g := group.NewGrouper(w.Grouping(), log)
 	var unsubmitted []ingest.Group
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

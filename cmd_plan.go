@@ -9,7 +9,7 @@ import (
 	"github.com/gcingest/gcingest/state"
 	"log/slog"
 
-	"github.com/gcingest/gcingest/ingest"
+	"github.com/gcingest/gcingest/ingest/group"
 )
 
 const helpPlan = `A dry run: scans every drop folder once and prints how its files would be
@@ -45,11 +45,11 @@ func (c *cli) cmdPlan(ctx context.Context, args []string) error {
 	default:
 		st = nil // no state file yet: nothing was recorded
 	}
-	for i, w := range cfg.Watches() {
+	for i, w := range watches(cfg) {
 		if i > 0 {
 			fmt.Fprintln(c.stdout)
 		}
-		rep, err := ingest.Plan(ctx, w, log.With(slog.String("watch", w.Path)))
+		rep, err := group.Plan(ctx, w.Grouping(), log.With(slog.String("watch", w.Path)))
 		if err != nil {
 			return fmt.Errorf("plan watch[%d] %s: %w", i, w.Path, err)
 		}
@@ -68,9 +68,9 @@ func (c *cli) cmdPlan(ctx context.Context, args []string) error {
 // markRecorded marks the ready entries that the state file already holds
 // with the same files (relative path, size, modification time), which the
 // agent would skip, with what became of them.
-func markRecorded(rep *ingest.PlanReport, watch string, st *state.Store) error {
+func markRecorded(rep *group.PlanReport, watch string, st *state.Store) error {
 	for i, e := range rep.Entries {
-		if e.State != ingest.PlanReady {
+		if e.State != group.PlanReady {
 			continue
 		}
 		imgs, err := st.ByKey(watch, e.Key)
@@ -79,7 +79,7 @@ func markRecorded(rep *ingest.PlanReport, watch string, st *state.Store) error {
 		}
 		for _, im := range imgs {
 			if sameFiles(im.Files, e.Files) {
-				e.State = ingest.PlanRecorded
+				e.State = group.PlanRecorded
 				e.Reason = fmt.Sprintf("image %d is %s", im.ID, im.State)
 				if im.ItemPK != "" {
 					e.Reason += ", item " + im.ItemPK
@@ -91,7 +91,7 @@ func markRecorded(rep *ingest.PlanReport, watch string, st *state.Store) error {
 	return nil
 }
 
-func sameFiles(rec []state.File, now []ingest.File) bool {
+func sameFiles(rec []state.File, now []group.File) bool {
 	if len(rec) != len(now) {
 		return false
 	}

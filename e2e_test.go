@@ -724,6 +724,11 @@ func TestE2ESIGHUPAppliesAWatchListWithoutRestart(t *testing.T) {
 	waitFor(t, time.Minute, "the first watch to keep working after a refused reload", func() bool {
 		return countFiles(e.done) == 1
 	}, e.logTail)
+	// Checked before anything stopped: the running pipeline and watchers
+	// were never restarted.
+	if n := strings.Count(e.logSince(e.started), "agent up"); n != 1 {
+		t.Errorf("the agent came up %d times around a refused reload; want once (it must check before it stops)", n)
+	}
 	if err := os.WriteFile(e.config, good, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -81,9 +81,26 @@ func retryInState(ctx context.Context, cfg *config.Config, ids []string, failed 
 		return nil, err
 	}
 	defer st.Close()
-	p := ingest.NewPipeline(ingest.PipelineConfig{Watches: cfg.Watches()}, st, nil, nil)
-	src := &pipelineSource{p: p}
-	return src.Retry(ctx, ids, failed)
+	return retryIDs(ctx, storeRetrier{st}, ids, failed)
+}
+
+// retrier sends images through the pipeline again: the running pipeline,
+// or (no agent running) the state file alone.
+type retrier interface {
+	Retry(ctx context.Context, ids []uint64) error
+	RetryFailed(ctx context.Context) ([]uint64, error)
+}
+
+// storeRetrier retries on the state file alone; the next run does the work.
+type storeRetrier struct{ st *state.Store }
+
+func (r storeRetrier) Retry(ctx context.Context, ids []uint64) error {
+	_, err := ingest.Retry(ctx, r.st, ids, nil)
+	return err
+}
+
+func (r storeRetrier) RetryFailed(ctx context.Context) ([]uint64, error) {
+	return ingest.RetryFailed(ctx, r.st, nil)
 }
 
 // pipelineSource serves the status endpoint (and POST /retry) from a
@@ -143,6 +160,12 @@ func (s *pipelineSource) Retry(ctx context.Context, ids []string, failed bool) (
 	if p == nil {
 		return nil, errors.New("the agent is starting; try again in a moment")
 	}
+	return retryIDs(ctx, p, ids, failed)
+}
+
+// retryIDs retries the images with ids (decimal), or every failed one, and
+// returns the IDs retried.
+func retryIDs(ctx context.Context, p retrier, ids []string, failed bool) ([]string, error) {
 	if failed {
 		done, err := p.RetryFailed(ctx)
 		out := make([]string, len(done))

@@ -7,14 +7,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/ingest"
 	"github.com/gcingest/gcingest/status"
 )
 
@@ -213,3 +218,28 @@ func (r *redactHandler) attr(a slog.Attr) slog.Attr {
 
 // isAuth reports whether err is the server refusing the token.
 func isAuth(err error) bool { return errors.Is(err, gcapi.ErrUnauthorized) }
+
+// watches builds the ingest package's watch list from the [[watch]] tables
+// (config stays a leaf package: it knows nothing of ingest).
+func watches(cfg *config.Config) []ingest.Watch {
+	out := make([]ingest.Watch, 0, len(cfg.Watch))
+	for _, w := range cfg.Watch {
+		out = append(out, ingest.Watch{
+			Path:        filepath.Clean(w.Path),
+			Archive:     w.Archive,
+			Interface:   w.Interface,
+			Group:       w.Group,
+			Settle:      time.Duration(w.Settle),
+			Rescan:      time.Duration(w.Rescan),
+			Poll:        w.Poll,
+			Exclude:     slices.Clone(w.Exclude),
+			AfterUpload: w.AfterUpload,
+			DoneDir:     w.DoneDir,
+			FailedDir:   w.FailedDir,
+			Replace:     w.Replace,
+			Title:       w.Title,
+			Values:      maps.Clone(w.Values),
+		})
+	}
+	return out
+}

@@ -26,8 +26,6 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-
-	"github.com/gcingest/gcingest/ingest"
 )
 
 // Config is the whole configuration file.
@@ -620,34 +618,6 @@ func lastWord(s string) string {
 		return ""
 	}
 	return f[len(f)-1]
-}
-
-// Watches converts the [[watch]] tables for the ingest package.
-func (c *Config) Watches() []ingest.Watch {
-	out := make([]ingest.Watch, 0, len(c.Watch))
-	for _, w := range c.Watch {
-		values := make(map[string]string, len(w.Values))
-		for k, v := range w.Values {
-			values[k] = v
-		}
-		out = append(out, ingest.Watch{
-			Path:        filepath.Clean(w.Path),
-			Archive:     w.Archive,
-			Interface:   w.Interface,
-			Group:       w.Group,
-			Settle:      time.Duration(w.Settle),
-			Rescan:      time.Duration(w.Rescan),
-			Poll:        w.Poll,
-			Exclude:     append([]string(nil), w.Exclude...),
-			AfterUpload: w.AfterUpload,
-			DoneDir:     w.DoneDir,
-			FailedDir:   w.FailedDir,
-			Replace:     w.Replace,
-			Title:       w.Title,
-			Values:      values,
-		})
-	}
-	return out
 }
 
 // PartSizeBytes returns upload.part_size in bytes. Validate first.

@@ -37,12 +37,11 @@ func TestExampleParsesAndValidates(t *testing.T) {
 		w.AfterUpload != DefaultAfterUpload || w.Title != DefaultTitle {
 		t.Errorf("watch[0] = %+v, want the documented defaults", w)
 	}
-	ws := c.Watches()
-	if got, want := ws[1].Values["*.pdf"], "report"; got != want {
+	if got, want := c.Watch[1].Values["*.pdf"], "report"; got != want {
 		t.Errorf("watch[1] values[*.pdf] = %q, want %q", got, want)
 	}
-	if got, want := ws[0].Settle, 30*time.Second; got != want {
-		t.Errorf("Watches()[0].Settle = %v, want %v", got, want)
+	if got, want := time.Duration(c.Watch[0].Settle), 30*time.Second; got != want {
+		t.Errorf("watch[0].settle = %v, want %v", got, want)
 	}
 }
 
@@ -63,8 +62,8 @@ func TestDefaultsApplied(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	w := c.Watches()[0]
-	if w.Group != "auto" || w.Settle != 30*time.Second || w.Rescan != time.Minute || w.AfterUpload != "keep" || w.Title != "{path} [{hash}]" {
+	w := c.Watch[0]
+	if w.Group != "auto" || time.Duration(w.Settle) != 30*time.Second || time.Duration(w.Rescan) != time.Minute || w.AfterUpload != "keep" || w.Title != "{path} [{hash}]" {
 		t.Errorf("defaults not applied: %+v", w)
 	}
 	if got, want := c.PartSizeBytes(), int64(32<<20); got != want {

@@ -63,7 +63,6 @@ func TestNewBaseURL(t *testing.T) {
 type recorder struct {
 	mu     sync.Mutex
 	reqs   []*http.Request
-	bodies []string
 	answer func(n int, w http.ResponseWriter, r *http.Request) // n: 0-based request index
 }
 

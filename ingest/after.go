@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gcingest/gcingest/durable"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -101,19 +103,10 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		if err != nil {
 			p.log.Error("could not move the files of a failed image; left in place", "id", img.ID, "err", err)
 			movedTo = ""
-		} else if Kind(img.Kind) == KindFolder {
-			// One note for the folder, beside it: failed_dir/<folder>.error.txt.
-			note := filepath.Join(movedTo, filepath.FromSlash(img.Key)) + ".error.txt"
-			text := fmt.Sprintf("gcingest could not upload the folder %s (item %d, %s); nothing of it was attached unless said below:\n%s\n",
-				img.Key, img.ID, time.Now().UTC().Format(time.RFC3339), img.LastError)
-			if err := writeFileSync(note, []byte(text)); err != nil {
-				p.log.Error("could not write the error note", "file", note, "err", err)
-			}
 		} else {
-			for _, f := range img.Files {
-				note := filepath.Join(movedTo, filepath.FromSlash(f.Rel)) + ".error.txt"
-				text := fmt.Sprintf("gcingest could not upload %s (image %d, %s):\n%s\n", f.Rel, img.ID, time.Now().UTC().Format(time.RFC3339), img.LastError)
-				if err := writeFileSync(note, []byte(text)); err != nil {
+			for _, n := range failureNotes(img) {
+				note := filepath.Join(movedTo, filepath.FromSlash(n.Rel))
+				if err := durable.WriteFile(note, []byte(n.Text), 0o644); err != nil {
 					p.log.Error("could not write the error note", "file", note, "err", err)
 				}
 			}
@@ -124,7 +117,7 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 
 // restoreFailed moves a failed image's files back from failed_dir to where
 // they were found, for gcingest retry.
-func (p *Pipeline) restoreFailed(img *state.Image) error {
+func restoreFailed(img *state.Image) error {
 	for _, f := range img.Files {
 		from := filepath.Join(img.MovedTo, filepath.FromSlash(f.Rel))
 		if _, err := os.Stat(f.Path); err == nil {
@@ -136,12 +129,21 @@ func (p *Pipeline) restoreFailed(img *state.Image) error {
 		if err := moveFile(from, f.Path); err != nil {
 			return err
 		}
-		os.Remove(from + ".error.txt")
 	}
-	if Kind(img.Kind) == KindFolder {
-		os.Remove(filepath.Join(img.MovedTo, filepath.FromSlash(img.Key)) + ".error.txt")
+	for _, n := range failureNotes(img) {
+		os.Remove(filepath.Join(img.MovedTo, filepath.FromSlash(n.Rel)))
 	}
 	return nil
+}
+
+// failureNotes are the notes explaining img's failure (package group knows
+// where they go for its kind of group).
+func failureNotes(img *state.Image) []group.Note {
+	rels := make([]string, len(img.Files))
+	for i, f := range img.Files {
+		rels[i] = f.Rel
+	}
+	return group.FailureNotes(Kind(img.Kind), img.Key, rels, img.ID, time.Now(), img.LastError)
 }
 
 // moveFiles moves the image's files to dir/<rel>, making folders. A file
@@ -195,57 +197,20 @@ func moveFile(from, to string) error {
 	if err != nil {
 		return fmt.Errorf("move %s: %w", from, err)
 	}
-	tmp := to + ".gcingest-tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	err = durable.Write(to, 0o644, func(out *os.File) error {
+		if _, err := io.Copy(out, in); err != nil {
+			return fmt.Errorf("copy %s to %s: %w", from, to, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("move %s to %s: %w", from, to, err)
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("copy %s to %s: %w", from, tmp, err)
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := out.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	os.Chtimes(tmp, fi.ModTime(), fi.ModTime())
-	if err := os.Rename(tmp, to); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("move %s to %s: %w", tmp, to, err)
-	}
+	os.Chtimes(to, fi.ModTime(), fi.ModTime())
 	if err := os.Remove(from); err != nil {
 		return fmt.Errorf("remove %s after copying it to %s: %w", from, to, err)
 	}
 	return nil
-}
-
-func writeFileSync(name string, data []byte) error {
-	tmp := name + ".gcingest-tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, name)
 }
 
 // removeEmptyParents removes dir and its parents while they are empty,

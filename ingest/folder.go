@@ -8,237 +8,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"math"
-	"os"
 	"path"
-	"path/filepath"
-	"slices"
-	"sort"
 	"strings"
-	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
 
-// Names with a meaning of their own at the top of an item folder (matched
-// without regard to case, before any [watch.values] pattern).
-const (
-	ValuesFile = "values.json" // JSON values by interface slug
-	ItemFile   = "item.txt"    // the pk of an existing item to add the values to
-)
-
-// maxSmallFile bounds values.json, item.txt and JSON files sent as values:
-// they are read into memory.
-const maxSmallFile = 16 << 20
-
-// folderLayout is which file of an item folder goes where, decided from
-// names alone (plus the content of values.json and item.txt).
-type folderLayout struct {
-	main      []state.File               // the main image's files: not matched by any pattern
-	byIface   map[string][]state.File    // pattern matches by interface slug
-	sources   map[string]string          // interface slug → the pattern that sent files to it
-	json      map[string]json.RawMessage // values.json entries
-	jsonFile  *state.File                // values.json itself
-	itemPK    string                     // from item.txt
-	unmatched []string                   // patterns that matched no file (normal for optional values)
-}
-
-// slugs returns the interfaces of the layout's pattern and JSON values, sorted.
-func (l *folderLayout) slugs() []string {
-	var out []string
-	for s := range l.byIface {
-		out = append(out, s)
-	}
-	for s := range l.json {
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
-}
-
-// layoutFolder sorts the files of the folder item key by name: values.json
-// and item.txt at its top, files matched by a [watch.values] pattern (on the
-// path relative to the folder, or on the base name), and the rest, which is
-// the main image. read returns a small file's content (the pipeline checks it
-// against the hash). Every problem a user must fix is an inputError.
-func layoutFolder(w Watch, key string, files []state.File, read func(state.File) ([]byte, error)) (*folderLayout, error) {
-	l := &folderLayout{byIface: map[string][]state.File{}, sources: map[string]string{}}
-	pats := make([]string, 0, len(w.Values))
-	for p := range w.Values {
-		pats = append(pats, p)
-	}
-	sort.Strings(pats) // same decisions and messages every time
-	used := map[string]bool{}
-	for _, f := range files {
-		in := strings.TrimPrefix(f.Rel, key+"/")
-		switch {
-		case strings.EqualFold(in, ValuesFile):
-			b, err := read(f)
-			if err != nil {
-				return nil, err
-			}
-			vals, err := parseValuesJSON(b)
-			if err != nil {
-				return nil, inputErrorf("%s in %s: %v", ValuesFile, key, err)
-			}
-			ff := f
-			l.json, l.jsonFile = vals, &ff
-			continue
-		case strings.EqualFold(in, ItemFile):
-			b, err := read(f)
-			if err != nil {
-				return nil, err
-			}
-			pk := strings.TrimSpace(string(b))
-			if pk == "" || len(pk) > 100 || strings.ContainsAny(pk, "/\\?#% \t\r\n") {
-				return nil, inputErrorf("%s in %s must hold the pk of an archive item and nothing else; it holds %q", ItemFile, key, truncate(pk, 60))
-			}
-			l.itemPK = pk
-			continue
-		}
-		slug, pat := "", ""
-		for _, p := range pats {
-			ok1, _ := path.Match(p, in)
-			ok2, _ := path.Match(p, path.Base(in))
-			if !ok1 && !ok2 {
-				continue
-			}
-			used[p] = true
-			switch s := w.Values[p]; {
-			case slug == "":
-				slug, pat = s, p
-			case s != slug:
-				return nil, inputErrorf("%s matches [watch.values] %q (→ %s) and %q (→ %s); a file can go to one interface only: make the patterns exclusive",
-					f.Rel, pat, slug, p, s)
-			}
-		}
-		if slug == "" {
-			l.main = append(l.main, f)
-			continue
-		}
-		l.byIface[slug] = append(l.byIface[slug], f)
-		if _, ok := l.sources[slug]; !ok {
-			l.sources[slug] = pat
-		}
-	}
-	for _, p := range pats {
-		if !used[p] {
-			l.unmatched = append(l.unmatched, p)
-		}
-	}
-	// One value per interface: the same slug from two sources is a mistake.
-	for slug := range l.json {
-		if _, ok := l.byIface[slug]; ok {
-			return nil, inputErrorf("%s in %s gives a value for %s, and files matching %q go there too; one interface takes one value",
-				ValuesFile, key, slug, l.sources[slug])
-		}
-		if slug == w.Interface && len(l.main) > 0 {
-			return nil, inputErrorf("%s in %s gives a value for %s, the watch's interface for the main image; one interface takes one value", ValuesFile, key, slug)
-		}
-	}
-	if _, ok := l.byIface[w.Interface]; ok && len(l.main) > 0 {
-		return nil, inputErrorf("%s: files matching %q go to %s, which is also the watch's interface for the main image (%s); one interface takes one value",
-			key, l.sources[w.Interface], w.Interface, relNames(l.main))
-	}
-	if len(l.main) == 0 && l.itemPK == "" {
-		return nil, inputErrorf("%s has no main image for %s: every file matched a [watch.values] pattern; a new item needs its image (or add %s naming an existing item)",
-			key, w.Interface, ItemFile)
-	}
-	return l, nil
-}
-
-// parseValuesJSON reads values.json: one JSON object, interface slug → value.
-func parseValuesJSON(b []byte) (map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	var m map[string]json.RawMessage
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("not a JSON object of values by interface slug (%v)", err)
-	}
-	if m == nil {
-		return nil, errors.New("not a JSON object of values by interface slug (it is null)")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("not a JSON object of values by interface slug (more after the object)")
-	}
-	for slug, v := range m {
-		if slug == "" {
-			return nil, errors.New("an empty interface slug")
-		}
-		var c bytes.Buffer
-		if err := json.Compact(&c, v); err != nil {
-			return nil, fmt.Errorf("%s: %v", slug, err)
-		}
-		m[slug] = c.Bytes()
-	}
-	return m, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-func relNames(files []state.File) string {
-	names := make([]string, len(files))
-	for i, f := range files {
-		names[i] = f.Rel
-	}
-	return strings.Join(names, ", ")
-}
-
-// fixedInfo is an fs.FileInfo made from a recorded size and time, so that
-// a Grouper can be fed files already observed.
-type fixedInfo struct {
-	name string
-	size int64
-	mod  time.Time
-}
-
-func (i fixedInfo) Name() string       { return i.name }
-func (i fixedInfo) Size() int64        { return i.size }
-func (i fixedInfo) Mode() fs.FileMode  { return 0o644 }
-func (i fixedInfo) ModTime() time.Time { return i.mod }
-func (i fixedInfo) IsDir() bool        { return false }
-func (i fixedInfo) Sys() any           { return nil }
-
-// imageKind groups files by the auto rules (format, .mhd pairs, DICOM
-// series) and returns how they go to the server when they make exactly one
-// image; otherwise an inputError that says what they make instead.
-func imageKind(w Watch, what string, files []state.File) (Kind, error) {
-	g := NewGrouper(Watch{Path: w.Path, Group: "auto"}, nil)
-	now := time.Now()
-	for _, f := range files {
-		info := fixedInfo{name: path.Base(f.Rel), size: f.Size, mod: f.ModTime}
-		g.Observe(f.Path, info, now)
-		g.Observe(f.Path, info, now)
-	}
-	ev := g.evaluate(now, false)
-	var problems []string
-	for _, ig := range ev.ignored {
-		problems = append(problems, ig.rel+": "+ig.reason)
-	}
-	for _, b := range ev.waiting {
-		problems = append(problems, b.key+": "+b.reason)
-	}
-	if len(problems) > 0 {
-		return "", inputErrorf("%s: %s", what, strings.Join(problems, "; "))
-	}
-	if n := len(ev.ready); n != 1 {
-		keys := make([]string, n)
-		for i, b := range ev.ready {
-			keys[i] = b.key
-		}
-		return "", inputErrorf("%s: the files make %d images (%s); an interface takes exactly one image", what, n, strings.Join(keys, ", "))
-	}
-	return ev.ready[0].kind, nil
-}
-
-// jsonKinds are the socket kinds whose values are JSON (gc-api.md §4).
+// jsonKinds are the socket kinds whose values are JSON (docs/ARCHITECTURE.md,
+// "One item, its values").
 var jsonKinds = map[string]bool{
 	"String": true, "Integer": true, "Float": true, "Bool": true, "Anything": true, "Chart": true,
 	"2D bounding box": true, "Multiple 2D bounding boxes": true, "Distance measurement": true,
@@ -286,7 +66,11 @@ func checkJSONKind(kind string, raw json.RawMessage) error {
 		}
 	}
 	if want != "" {
-		return fmt.Errorf("a %s interface needs %s, not %s", kind, want, truncate(string(raw), 60))
+		got := string(raw)
+		if len(got) > 60 {
+			got = got[:60] + "…"
+		}
+		return fmt.Errorf("a %s interface needs %s, not %s", kind, want, got)
 	}
 	return nil
 }
@@ -316,22 +100,51 @@ func (p *Pipeline) socket(ctx context.Context, slug string) (*gcapi.Interface, e
 // readChecked reads a small file that was hashed and checks it still has
 // the hashed content.
 func readChecked(f state.File) ([]byte, error) {
-	if f.Size > maxSmallFile {
-		return nil, inputErrorf("%s is %d bytes; files read as values may have at most %d", f.Path, f.Size, maxSmallFile)
-	}
-	b, err := os.ReadFile(f.Path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil, inputErrorf("%s was deleted before upload", f.Path)
-	case errors.Is(err, os.ErrPermission):
-		return nil, inputErrorf("cannot read %s: permission denied", f.Path)
-	case err != nil:
-		return nil, fmt.Errorf("read %s: %w", f.Path, err)
+	b, err := group.ReadSmall(groupFile(f))
+	if err != nil {
+		return nil, err
 	}
 	if sum := sha256.Sum256(b); f.SHA256 != "" && hex.EncodeToString(sum[:]) != f.SHA256 {
 		return nil, &changedError{file: f.Path}
 	}
 	return b, nil
+}
+
+// groupFiles is files as package group sees them.
+func groupFiles(files []state.File) []group.File {
+	out := make([]group.File, len(files))
+	for i, f := range files {
+		out[i] = groupFile(f)
+	}
+	return out
+}
+
+// relNames lists the files' relative paths for a message.
+func relNames(files []state.File) string {
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = f.Rel
+	}
+	return strings.Join(names, ", ")
+}
+
+// groupFile is f as package group sees it.
+func groupFile(f state.File) group.File {
+	return group.File{Path: f.Path, Rel: f.Rel, Size: f.Size, ModTime: f.ModTime}
+}
+
+// stateFiles returns the recorded files (from all, by Rel) that gfs names.
+func stateFiles(gfs []group.File, all []state.File) []state.File {
+	out := make([]state.File, 0, len(gfs))
+	for _, g := range gfs {
+		for _, f := range all {
+			if f.Rel == g.Rel {
+				out = append(out, f)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // changedError says a file changed after it was hashed: hash again.
@@ -344,20 +157,22 @@ func (e *changedError) Error() string { return e.file + " changed after it was h
 // folder naming an existing item) that no value would be replaced without
 // replace = true. Nothing is uploaded or changed on the server.
 func (p *Pipeline) planFolder(ctx context.Context, img *state.Image, w Watch, files []state.File) ([]state.Value, []state.Upload, string, error) {
-	l, err := layoutFolder(w, img.Key, files, readChecked)
+	l, err := group.LayoutFolder(w.Grouping(), img.Key, groupFiles(files), func(f group.File) ([]byte, error) {
+		return readChecked(stateFiles([]group.File{f}, files)[0])
+	})
 	if err != nil {
 		return nil, nil, "", err
 	}
-	values, uploads, err := p.planValues(ctx, img, w, l)
+	values, uploads, err := p.planValues(ctx, img, w, l, files)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if l.itemPK != "" {
-		if err := p.checkTarget(ctx, w, l.itemPK, values); err != nil {
+	if l.ItemPK != "" {
+		if err := p.checkTarget(ctx, w, l.ItemPK, values); err != nil {
 			return nil, nil, "", err
 		}
 	}
-	return values, uploads, l.itemPK, nil
+	return values, uploads, l.ItemPK, nil
 }
 
 // checkTarget checks that the item named by item.txt exists in the watch's
@@ -369,13 +184,13 @@ func (p *Pipeline) checkTarget(ctx context.Context, w Watch, pk string, values [
 	}
 	it, err := p.api.ArchiveItem(ctx, pk)
 	if gcapi.IsNotFound(err) {
-		return inputErrorf("%s names archive item %s, which does not exist or this token may not see", ItemFile, pk)
+		return inputErrorf("%s names archive item %s, which does not exist or this token may not see", group.ItemFile, pk)
 	}
 	if err != nil {
-		return fmt.Errorf("get archive item %s named in %s: %w", pk, ItemFile, err)
+		return fmt.Errorf("get archive item %s named in %s: %w", pk, group.ItemFile, err)
 	}
 	if it.Archive != "" && it.Archive != ar.APIURL {
-		return inputErrorf("%s names archive item %s, which is not in archive %s", ItemFile, pk, w.Archive)
+		return inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, pk, w.Archive)
 	}
 	if w.Replace {
 		return nil
@@ -388,47 +203,28 @@ func (p *Pipeline) checkTarget(ctx context.Context, w Watch, pk string, values [
 	return nil
 }
 
-func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l *folderLayout) ([]state.Value, []state.Upload, error) {
-	for _, pat := range l.unmatched {
+func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l *group.Layout, files []state.File) ([]state.Value, []state.Upload, error) {
+	for _, pat := range l.Unmatched {
 		// Optional values are normal: a folder without a report, say.
 		p.log.Info("no file in the folder matches a [watch.values] pattern", "id", img.ID, "folder", img.Key, "pattern", pat, "interface", w.Values[pat])
 	}
-	now := p.cfg.Now().UTC()
 	var values []state.Value
 	var uploads []state.Upload
-	addUpload := func(u state.Upload) int {
-		u.PartSize, u.IntentAt = p.cfg.PartSize, now
-		uploads = append(uploads, u)
-		return len(uploads) - 1
-	}
-	// imageValue plans files as one image for slug.
-	imageValue := func(slug, what string, fs []state.File) error {
-		kind, err := imageKind(w, img.Key+": "+what, fs)
+	addUpload := p.addUpload(&uploads)
+	// addImage plans files as one image for slug.
+	addImage := func(slug, what string, fs []state.File) error {
+		kind, err := group.ImageKind(w.Path, img.Key+": "+what, groupFiles(fs))
 		if err != nil {
 			return err
 		}
-		v := state.Value{Interface: slug, Kind: state.ValueImage}
-		for _, f := range fs {
-			v.Files = append(v.Files, f.Rel)
-		}
-		if kind == KindZip {
-			spool := p.spoolPath(img.ID, len(uploads), ".zip")
-			v.Uploads = []int{addUpload(state.Upload{Filename: "image-" + titleHash(fs) + ".zip", Path: spool, ZipOf: v.Files})}
-		} else {
-			seen := map[string]bool{}
-			for _, f := range fs {
-				name := path.Base(f.Rel)
-				if seen[name] {
-					return inputErrorf("%s: two files named %s in one image; the server needs unique names", img.Key, name)
-				}
-				seen[name] = true
-				v.Uploads = append(v.Uploads, addUpload(state.Upload{Filename: name, Path: f.Path, Size: f.Size}))
-			}
+		v, err := imageValue(img.Key, slug, kind, fs, p.spoolPath(img.ID, len(uploads), ".zip"), addUpload)
+		if err != nil {
+			return err
 		}
 		values = append(values, v)
 		return nil
 	}
-	if len(l.main) > 0 {
+	if len(l.Main) > 0 {
 		s, err := p.socket(ctx, w.Interface)
 		if err != nil {
 			return nil, nil, err
@@ -436,25 +232,25 @@ func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l 
 		if s.SuperKind != gcapi.SuperKindImage {
 			return nil, nil, inputErrorf("the watch's interface %s is a %s interface; the main image needs an image interface", w.Interface, s.Kind)
 		}
-		if err := imageValue(w.Interface, "main image for "+w.Interface, l.main); err != nil {
+		if err := addImage(w.Interface, "main image for "+w.Interface, stateFiles(l.Main, files)); err != nil {
 			return nil, nil, err
 		}
 		values[len(values)-1].SocketKind = s.Kind
 	}
-	for _, slug := range l.slugs() {
+	for _, slug := range l.Slugs() {
 		s, err := p.socket(ctx, slug)
 		if err != nil {
 			var ie *inputError
 			if errors.As(err, &ie) {
-				from := fmt.Sprintf("[watch.values] %q", l.sources[slug])
-				if _, ok := l.json[slug]; ok {
-					from = ValuesFile
+				from := fmt.Sprintf("[watch.values] %q", l.Sources[slug])
+				if _, ok := l.JSON[slug]; ok {
+					from = group.ValuesFile
 				}
 				return nil, nil, inputErrorf("%s: %s names %s, which the server does not know", img.Key, from, slug)
 			}
 			return nil, nil, err
 		}
-		if raw, ok := l.json[slug]; ok {
+		if raw, ok := l.JSON[slug]; ok {
 			v, err := p.jsonValue(img, s, raw, &uploads, addUpload)
 			if err != nil {
 				return nil, nil, err
@@ -462,16 +258,16 @@ func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l 
 			values = append(values, v)
 			continue
 		}
-		fs := l.byIface[slug]
-		what := fmt.Sprintf("files matching %q for %s", l.sources[slug], slug)
+		fs := stateFiles(l.ByIface[slug], files)
+		what := fmt.Sprintf("files matching %q for %s", l.Sources[slug], slug)
 		switch {
 		case s.SuperKind == gcapi.SuperKindImage:
-			if err := imageValue(slug, what, fs); err != nil {
+			if err := addImage(slug, what, fs); err != nil {
 				return nil, nil, err
 			}
 		case len(fs) != 1:
 			return nil, nil, inputErrorf("%s: %d files match %q for %s (%s), a %s interface that takes exactly one file",
-				img.Key, len(fs), l.sources[slug], slug, relNames(fs), s.Kind)
+				img.Key, len(fs), l.Sources[slug], slug, relNames(fs), s.Kind)
 		case s.SuperKind == gcapi.SuperKindValue:
 			// A JSON file for a value interface: its content is the value.
 			b, err := readChecked(fs[0])
@@ -493,7 +289,7 @@ func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l 
 		values[len(values)-1].SocketKind = s.Kind
 	}
 	if len(values) == 0 {
-		return nil, nil, inputErrorf("%s names item %s in %s but holds no value to add", img.Key, l.itemPK, ItemFile)
+		return nil, nil, inputErrorf("%s names item %s in %s but holds no value to add", img.Key, l.ItemPK, group.ItemFile)
 	}
 	return values, uploads, nil
 }
@@ -514,93 +310,12 @@ func (p *Pipeline) jsonValue(img *state.Image, s *gcapi.Interface, raw json.RawM
 		v.Uploads = []int{add(state.Upload{Filename: name, Path: p.spoolPath(img.ID, len(*uploads), ".json"), Size: int64(len(raw))})}
 	default:
 		return v, inputErrorf("%s in %s gives %s a JSON value, but it is a %s interface (%s): put the file in the folder and map it under [watch.values]",
-			ValuesFile, img.Key, s.Slug, s.Kind, strings.ToLower(s.SuperKind))
+			group.ValuesFile, img.Key, s.Slug, s.Kind, strings.ToLower(s.SuperKind))
 	}
 	if err := checkJSONKind(s.Kind, raw); err != nil {
-		return v, inputErrorf("%s in %s: %s: %v", ValuesFile, img.Key, s.Slug, err)
+		return v, inputErrorf("%s in %s: %s: %v", group.ValuesFile, img.Key, s.Slug, err)
 	}
 	return v, nil
-}
-
-func (p *Pipeline) spoolPath(id uint64, n int, ext string) string {
-	return filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d-%d%s", id, n, ext))
-}
-
-// ensureFolderSpools builds the ZIPs and writes the JSON files a folder
-// item's unfinished uploads send, when they are missing. Both are
-// deterministic, so a resumed upload sends the bytes it started with.
-func (p *Pipeline) ensureFolderSpools(ctx context.Context, img *state.Image) error {
-	for _, v := range img.Values {
-		if v.Kind != state.ValueFile || len(v.JSON) == 0 || len(v.Uploads) != 1 {
-			continue
-		}
-		u := img.Uploads[v.Uploads[0]]
-		if u.Completed {
-			continue
-		}
-		if fi, err := os.Stat(u.Path); err == nil && fi.Size() == int64(len(v.JSON)) {
-			continue
-		}
-		if err := os.MkdirAll(p.cfg.SpoolDir, 0o755); err != nil {
-			return fmt.Errorf("make spool folder %s: %w", p.cfg.SpoolDir, err)
-		}
-		if err := writeFileSync(u.Path, v.JSON); err != nil {
-			return fmt.Errorf("write %s for %s: %w", u.Path, v.Interface, err)
-		}
-	}
-	for i, u := range img.Uploads {
-		if len(u.ZipOf) == 0 || u.Completed {
-			continue
-		}
-		if fi, err := os.Stat(u.Path); err == nil && u.Size > 0 && fi.Size() == u.Size {
-			continue
-		}
-		var files []state.File
-		for _, f := range img.Files {
-			if slices.Contains(u.ZipOf, f.Rel) {
-				files = append(files, f)
-			}
-		}
-		size, err := writeZip(ctx, u.Path, files)
-		if err != nil {
-			return err
-		}
-		if changed, err := changedFile(img, "while it was zipped"); err != nil || changed != "" {
-			os.Remove(u.Path)
-			if err != nil {
-				return err
-			}
-			return p.backToPending(ctx, img, changed)
-		}
-		if u.PK != "" && u.Size != size {
-			return p.backToPending(ctx, img, u.Path)
-		}
-		if err := p.save(img, func(r *state.Image) { r.Uploads[i].Size = size }); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// removeSpools deletes the image's spool files: its ZIP, and a folder
-// item's ZIPs and JSON files.
-func (p *Pipeline) removeSpools(img *state.Image) {
-	if img.Spool != "" {
-		os.Remove(img.Spool)
-	}
-	if Kind(img.Kind) != KindFolder {
-		return
-	}
-	for _, u := range img.Uploads {
-		if len(u.ZipOf) > 0 {
-			os.Remove(u.Path)
-		}
-	}
-	for _, v := range img.Values {
-		if v.Kind == state.ValueFile && len(v.JSON) > 0 && len(v.Uploads) == 1 && v.Uploads[0] < len(img.Uploads) {
-			os.Remove(img.Uploads[v.Uploads[0]].Path)
-		}
-	}
 }
 
 // jsonEqual compares two JSON texts by meaning (1.90 equals 1.9).

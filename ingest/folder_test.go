@@ -14,6 +14,7 @@ import (
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -306,7 +307,7 @@ func TestPlanShowsFolderValues(t *testing.T) {
 		"values.json":     []byte(`{"lung-volume": 1.9}`),
 	})
 	h.folder("bad", map[string][]byte{"a.pdf": pdf('a'), "b.pdf": pdf('b'), "ct.mha": gcapitest.SampleMHA(1, 8, 8, 4)})
-	rep, err := Plan(context.Background(), h.watch, nil)
+	rep, err := group.Plan(context.Background(), h.watch.Grouping(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,16 @@
-// Package ingest owns the meaning of files: the grouper decides which files
-// form one image and when it is complete and settled; the pipeline drives
-// each image through its states to an archive item.
+// Package ingest drives each recorded item through its states to an
+// archive item: hash and plan its values (hash.go), upload (upload.go,
+// spool.go), find or create the item (item.go), attach its values in one
+// PATCH and reconcile after a crash (attach.go), wait for the import
+// (poll.go), and act on its files afterwards (after.go). Which files form
+// an item, and when it is ready, is package group's business.
 package ingest
 
-import "time"
+import (
+	"time"
+
+	"github.com/gcingest/gcingest/ingest/group"
+)
 
 // Watch is one drop folder and what to do with what lands in it. main builds
 // it from the config; the zero value of each field is its documented default
@@ -25,33 +32,23 @@ type Watch struct {
 	Values      map[string]string // folder mode: glob → interface slug
 }
 
-// Kind says how a group's files are sent to the server.
-type Kind string
+// Grouping returns what package group needs of w.
+func (w Watch) Grouping() group.Watch {
+	return group.Watch{Path: w.Path, Group: w.Group, Settle: w.Settle, Exclude: w.Exclude,
+		DoneDir: w.DoneDir, FailedDir: w.FailedDir, Interface: w.Interface, Values: w.Values}
+}
+
+// The group package's types, under the names the pipeline has always used.
+type (
+	Kind  = group.Kind
+	File  = group.File
+	Group = group.Group
+)
 
 // Kinds of groups.
 const (
-	KindSingle Kind = "single" // one file, one upload
-	KindMHD    Kind = "mhd"    // .mhd header plus its data file: two uploads, basenames unchanged
-	KindZip    Kind = "zip"    // several files (DICOM series, .mrxs, .vms): one deterministic ZIP
-	KindFolder Kind = "folder" // folder mode: one archive item whose files are its values
+	KindSingle = group.KindSingle
+	KindMHD    = group.KindMHD
+	KindZip    = group.KindZip
+	KindFolder = group.KindFolder
 )
-
-// File is one file of a group, as observed when the group became ready.
-type File struct {
-	Path    string // absolute
-	Rel     string // relative to the watch root, slash-separated
-	Size    int64
-	ModTime time.Time
-}
-
-// Group is a set of files that form one image (or, in folder mode, one
-// archive item), ready to upload.
-type Group struct {
-	Watch string // Watch.Path
-	// Key identifies the group within its watch and stays the same while the
-	// files do: the relative path of the main file, the folder's relative
-	// path, or "dicom:<study>/<series>/<sop class>".
-	Key   string
-	Kind  Kind
-	Files []File // sorted by Rel
-}

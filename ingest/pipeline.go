@@ -149,9 +149,39 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		halt:       make(chan struct{}),
 	}
 	for _, w := range cfg.Watches {
+		if w.Group != "folder" {
+			// replace is a folder-mode key: a lone image never replaces
+			// what its item holds.
+			w.Replace = false
+		}
 		p.watches[w.Path] = w
 	}
 	return p
+}
+
+// fillInterfaces gives the values migrated from schema 2 without an
+// interface (lone images, which took it from their watch at every step)
+// the interface of their watch, before any step relies on it.
+func (p *Pipeline) fillInterfaces(imgs []state.Image) error {
+	for i := range imgs {
+		w, ok := p.watches[imgs[i].Watch]
+		if !ok || !slices.ContainsFunc(imgs[i].Values, func(v state.Value) bool { return v.Interface == "" }) {
+			continue
+		}
+		out, err := p.store.Update(imgs[i].ID, func(r *state.Image) error {
+			for j := range r.Values {
+				if r.Values[j].Interface == "" {
+					r.Values[j].Interface = w.Interface
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("fill in the interface of image %d: %w", imgs[i].ID, err)
+		}
+		imgs[i] = out
+	}
+	return nil
 }
 
 // ErrStopped is returned (wrapped) by Submit once a state write has failed
@@ -252,104 +282,6 @@ func (p *Pipeline) stop(err error) {
 // Err returns why the pipeline stopped taking work, or nil.
 func (p *Pipeline) Err() error { return p.stopped() }
 
-// enqueue makes id due at at (zero: now).
-func (p *Pipeline) enqueue(id uint64, at time.Time) {
-	p.mu.Lock()
-	if at.IsZero() || !at.After(p.cfg.Now()) {
-		delete(p.waiting, id)
-		if !slices.Contains(p.ready, id) {
-			p.ready = append(p.ready, id)
-		}
-	} else if !slices.Contains(p.ready, id) {
-		p.waiting[id] = at
-	}
-	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
-// next blocks until an image is due and not being worked on, and marks it
-// active. It returns false when ctx is done or the pipeline stopped.
-func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
-	for {
-		p.mu.Lock()
-		if p.stopErr != nil {
-			p.mu.Unlock()
-			return 0, false
-		}
-		now := p.cfg.Now()
-		var soonest time.Time
-		for id, at := range p.waiting {
-			if !at.After(now) {
-				delete(p.waiting, id)
-				p.ready = append(p.ready, id)
-			} else if soonest.IsZero() || at.Before(soonest) {
-				soonest = at
-			}
-		}
-		for i, id := range p.ready {
-			if _, busy := p.active[id]; busy {
-				continue
-			}
-			if len(p.recovering) > 0 && !p.recovering[id] {
-				continue
-			}
-			p.ready = slices.Delete(p.ready, i, i+1)
-			p.active[id] = &progress{}
-			more := len(p.ready) > 0
-			p.mu.Unlock()
-			if more {
-				p.poke() // let an idle worker take the next one
-			}
-			return id, true
-		}
-		p.mu.Unlock()
-
-		var timer *time.Timer
-		var fire <-chan time.Time
-		if !soonest.IsZero() {
-			timer = time.NewTimer(soonest.Sub(now))
-			fire = timer.C
-		}
-		select {
-		case <-ctx.Done():
-		case <-p.halt:
-		case <-p.wake:
-		case <-fire:
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		if ctx.Err() != nil {
-			return 0, false
-		}
-	}
-}
-
-func (p *Pipeline) release(id uint64) {
-	p.mu.Lock()
-	delete(p.active, id)
-	poke := slices.Contains(p.ready, id)
-	if p.recovering[id] {
-		delete(p.recovering, id)
-		poke = poke || len(p.recovering) == 0
-	}
-	p.mu.Unlock()
-	if poke {
-		p.poke()
-	}
-}
-
-// poke wakes one idle worker.
-func (p *Pipeline) poke() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
 // Run queues every unfinished image (reconciling each with the server
 // before anything new is created for it), then works until ctx is done. It
 // returns after every goroutine it started has ended: nil when ctx was
@@ -373,6 +305,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	imgs, err := p.store.Unfinished()
 	if err != nil {
 		return fmt.Errorf("list unfinished images: %w", err)
+	}
+	if err := p.fillInterfaces(imgs); err != nil {
+		return err
 	}
 	// Unfinished work goes first, in the order it was recorded; anything
 	// Submit queued before Run stays behind it.
@@ -419,149 +354,6 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	return nil
 }
 
-// Retry sends the given failed (or retrying) images through the pipeline
-// again: files moved to failed_dir go back where they were found, and a
-// failed image starts over from pending (keeping its item pk, if any); a
-// retrying one is tried again now from where it was. It works whether or
-// not Run is running.
-func (p *Pipeline) Retry(ctx context.Context, ids []uint64) error {
-	var errs []error
-	for _, id := range ids {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := p.retryOne(id); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// RetryFailed retries every failed image.
-func (p *Pipeline) RetryFailed(ctx context.Context) ([]uint64, error) {
-	imgs, err := p.store.List(state.Failed)
-	if err != nil {
-		return nil, err
-	}
-	var ids []uint64
-	for _, img := range imgs {
-		// Not marked recovering: a retried image starts over from pending
-		// with fresh intents, and one whose retry fails is never queued,
-		// so marking it would hold up all new work for good.
-		ids = append(ids, img.ID)
-	}
-	return ids, p.Retry(ctx, ids)
-}
-
-func (p *Pipeline) retryOne(id uint64) error {
-	img, err := p.store.Get(id)
-	if err != nil {
-		return err
-	}
-	if img.State != state.Failed && img.State != state.Retrying {
-		return fmt.Errorf("retry image %d: it is %s, not failed", id, img.State)
-	}
-	p.mu.Lock()
-	_, busy := p.active[id]
-	p.mu.Unlock()
-	if busy {
-		return fmt.Errorf("retry image %d: it is being worked on", id)
-	}
-	if img.State == state.Retrying {
-		// Only the wait is cut short. Its progress (upload pks and parts,
-		// item pk, PATCH sent, attempts) is kept: starting it over would
-		// leave its multipart upload open and could send its PATCH again.
-		_, err = p.store.Update(id, func(r *state.Image) error {
-			if r.State != state.Retrying {
-				return fmt.Errorf("retry image %d: it is %s now", id, r.State)
-			}
-			r.NextAttempt = time.Time{}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		p.log.Info("image tried again now", "id", id, "key", img.Key)
-		p.enqueue(id, time.Time{})
-		return nil
-	}
-	if img.State == state.Failed && !img.ActionDone {
-		// Starting over forgets its uploads; one still open would stay
-		// open for good.
-		return fmt.Errorf("retry image %d: its open uploads are not aborted yet; the running agent keeps trying "+
-			"(start it if it is stopped), retry once it has", id)
-	}
-	if img.State == state.Failed && img.MovedTo != "" {
-		if err := p.restoreFailed(&img); err != nil {
-			return fmt.Errorf("retry image %d: %w", id, err)
-		}
-	}
-	_, err = p.store.Update(id, func(r *state.Image) error {
-		r.State, r.RetryFrom = state.Pending, ""
-		r.Attempts, r.LastError, r.NextAttempt = 0, "", time.Time{}
-		r.ActionDone, r.MovedTo = false, ""
-		r.Uploads, r.Spool, r.Values = nil, "", nil
-		r.PatchSentAt, r.SessionPK, r.PrevValue = time.Time{}, "", ""
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	p.log.Info("image queued again", "id", id, "key", img.Key)
-	p.enqueue(id, time.Time{})
-	return nil
-}
-
-// ImageStatus is one image as the status endpoint shows it.
-type ImageStatus struct {
-	state.Image
-	BytesSent  int64 `json:"bytes_sent,omitempty"`  // of the uploads in flight
-	BytesTotal int64 `json:"bytes_total,omitempty"` // of the uploads in flight
-	Active     bool  `json:"active,omitempty"`      // a worker is on it now
-}
-
-// Snapshot returns every image recorded, with upload progress for those in
-// flight. With unfinishedOnly, finished ones are left out.
-func (p *Pipeline) Snapshot(unfinishedOnly bool) ([]ImageStatus, error) {
-	var imgs []state.Image
-	var err error
-	if unfinishedOnly {
-		imgs, err = p.store.Unfinished()
-	} else {
-		imgs, err = p.store.List()
-	}
-	if err != nil {
-		return nil, err
-	}
-	out := make([]ImageStatus, len(imgs))
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i, img := range imgs {
-		out[i].Image = img
-		if pr, ok := p.active[img.ID]; ok {
-			out[i].Active = true
-			out[i].BytesSent, out[i].BytesTotal = pr.sent, pr.total
-		}
-	}
-	return out, nil
-}
-
-func (p *Pipeline) setProgress(id uint64, sent, total int64) {
-	p.mu.Lock()
-	if pr, ok := p.active[id]; ok {
-		pr.sent, pr.total = sent, total
-	}
-	p.mu.Unlock()
-}
-
-func (p *Pipeline) addProgress(id uint64, n int64) {
-	p.mu.Lock()
-	if pr, ok := p.active[id]; ok {
-		pr.sent += n
-	}
-	p.mu.Unlock()
-}
-
 // backoff returns the wait before attempt n (1-based) of a transient
 // failure: exponential, capped, with ±25 % jitter.
 func (p *Pipeline) backoff(n int) time.Duration {
@@ -580,38 +372,4 @@ func (p *Pipeline) pollWait(n int) time.Duration {
 		d = d * 3 / 2
 	}
 	return min(d, p.cfg.PollMax)
-}
-
-// nameLock serialises creating uploads of one filename with scanning for
-// orphans of that filename.
-type nameLock struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lockName locks filename and returns its unlock.
-func (p *Pipeline) lockName(filename string) (unlock func()) {
-	p.mu.Lock()
-	l := p.names[filename]
-	if l == nil {
-		l = &nameLock{}
-		p.names[filename] = l
-	}
-	l.refs++
-	p.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		p.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(p.names, filename)
-		}
-		p.mu.Unlock()
-	}
-}
-
-func (p *Pipeline) addCreated(id uint64, pk string) {
-	p.mu.Lock()
-	p.created[id] = append(p.created[id], pk)
-	p.mu.Unlock()
 }

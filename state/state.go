@@ -23,8 +23,8 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// State is where an image stands in the pipeline (DESIGN.md "State and
-// exactly-once").
+// State is where an image stands in the pipeline (docs/ARCHITECTURE.md,
+// "States of an item").
 type State string
 
 // The states of an image.
@@ -78,23 +78,28 @@ type Upload struct {
 	Parts      []Part    `json:"parts,omitempty"`
 	Completed  bool      `json:"completed,omitempty"`
 	// ZipOf lists the source files (relative paths) zipped into Path, a
-	// spool file rebuilt when missing: a multi-file value of a folder item.
-	// (A KindZip image keeps its ZIP in Image.Spool instead.)
+	// spool file rebuilt when missing: an image value made of several
+	// files (a DICOM series, a whole-slide image with companions).
 	ZipOf []string `json:"zip_of,omitempty"`
 }
 
-// How a value of a folder item is sent (gc-api.md §4, "Value entry shapes").
+// How a value of an item is sent (the shapes of the archive item PATCH's
+// "values" entries; docs/ARCHITECTURE.md, "One item, its values").
 const (
 	ValueImage = "image" // files → uploads → user_uploads; the server imports an image
 	ValueFile  = "file"  // one file (or a JSON value as a file) → user_upload
 	ValueJSON  = "json"  // a JSON value → value, applied in the request
 )
 
-// Value is one value of a folder-mode archive item (DESIGN.md "One archive
-// item, several values"): which interface it goes to, how, from what, and
-// whether the server shows it yet.
+// Value is one value of an archive item: which interface it goes to, how,
+// from what, and whether the server shows it yet. An image dropped alone is
+// an item with one value; a folder is an item with several.
 type Value struct {
-	Interface  string          `json:"interface"`             // socket slug
+	// Interface is the socket slug. It is empty only in a lone image's
+	// value migrated from schema 2, which took its interface from the
+	// watch at every step; the pipeline fills it in from the watch when it
+	// resumes the image.
+	Interface  string          `json:"interface"`
 	Kind       string          `json:"kind"`                  // ValueImage | ValueFile | ValueJSON
 	SocketKind string          `json:"socket_kind,omitempty"` // the socket's kind label, e.g. "Float"
 	Files      []string        `json:"files,omitempty"`       // source files, relative to the watch root
@@ -123,11 +128,10 @@ type Image struct {
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 
 	Uploads []Upload `json:"uploads,omitempty"`
-	Spool   string   `json:"spool,omitempty"` // ZIP spool file, KindZip only
 
-	// Values are the values of a folder-mode item (Kind "folder"), planned
-	// when its files are hashed; empty for every other kind, whose one
-	// value is its image under the watch's interface.
+	// Values are the item's values, planned when its files are hashed
+	// (empty while pending): one image value for an image dropped alone,
+	// one per interface for a folder item.
 	Values []Value `json:"values,omitempty"`
 	// TargetItem says ItemPK came from the folder's item.txt: values are
 	// added to that existing item, none is created.
@@ -135,7 +139,6 @@ type Image struct {
 
 	ItemIntentAt time.Time `json:"item_intent_at,omitzero"` // set before the create-item request
 	ItemPK       string    `json:"item_pk,omitempty"`
-	PrevValue    string    `json:"prev_value,omitempty"` // the item's image URL for the interface before our PATCH
 	PatchSentAt  time.Time `json:"patch_sent_at,omitzero"`
 	SessionPK    string    `json:"session_pk,omitempty"`
 	ImageURL     string    `json:"image_url,omitempty"`
@@ -215,7 +218,12 @@ var (
 // the migration changes no data. The version still goes up so that an
 // older gcingest refuses the file instead of misreading a folder item
 // (it would fail it and move its files to failed_dir).
-const SchemaVersion = 2
+//
+// Version 3 makes every item one state machine: a lone image's record
+// holds its one value in Values like a folder item's (Image.PrevValue
+// became Value.Prev), and a ZIP image's spool is its upload's ZipOf
+// (Image.Spool is gone). See migrateV2.
+const SchemaVersion = 3
 
 // migration upgrades a file from version From to From+1 inside one
 // transaction.
@@ -229,6 +237,7 @@ type migration struct {
 func migrations() []migration {
 	return []migration{
 		{From: 1, Fn: func(*bolt.Tx) error { return nil }}, // folder items: new optional fields only
+		{From: 2, Fn: migrateV2},                           // one item state machine
 	}
 }
 

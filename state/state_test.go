@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -336,7 +337,8 @@ func TestMigrate(t *testing.T) {
 	})
 	t.Run("version 1 file keeps its images", func(t *testing.T) {
 		// A file written before folder items: its records read the same,
-		// with no values (one image under the watch's interface).
+		// and (schema 3) a lone image that planned its uploads holds its
+		// one image value, its interface left to the pipeline to fill in.
 		p := filepath.Join(t.TempDir(), "v1.db")
 		s, err := open(p, Options{}, 1, nil)
 		if err != nil {
@@ -353,8 +355,12 @@ func TestMigrate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Key != "old" || len(got.Uploads) != 1 || got.Uploads[0].PK != "u1" || got.Values != nil || got.TargetItem {
-			t.Errorf("v1 image after upgrade = %+v; want it unchanged, without values", got)
+		if got.Key != "old" || len(got.Uploads) != 1 || got.Uploads[0].PK != "u1" || got.TargetItem {
+			t.Errorf("v1 image after upgrade = %+v; want its key and upload unchanged", got)
+		}
+		want := []Value{{Kind: ValueImage, Files: []string{"old"}, Uploads: []int{0}}}
+		if !reflect.DeepEqual(got.Values, want) {
+			t.Errorf("v1 image's values after upgrade = %+v; want %+v", got.Values, want)
 		}
 		updated, err := s.Update(img.ID, func(r *Image) error {
 			r.Values = []Value{{Interface: "report", Kind: ValueFile, Files: []string{"x/r.pdf"}, Uploads: []int{0}}}

@@ -21,7 +21,7 @@ import (
 	"time"
 )
 
-// Image states as the pipeline records them (DESIGN.md "State and exactly-once").
+// Image states as the pipeline records them (docs/ARCHITECTURE.md, "States of an item").
 const (
 	StatePending   = "pending"
 	StateUploading = "uploading"

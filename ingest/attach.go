@@ -1,0 +1,210 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/state"
+)
+
+// sendPatch sends every value not yet on the item in one PATCH (the
+// server validates them all before applying any), then looks once: a quick
+// import is done before we could record "importing", which saves a commit.
+// Until then the record says "attaching", which a restart reconciles
+// without sending the PATCH again (stepReattach).
+func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) error {
+	var updates []gcapi.ValueUpdate
+	for _, v := range img.Values {
+		if v.Confirmed {
+			continue
+		}
+		u := gcapi.ValueUpdate{Interface: v.Interface}
+		switch v.Kind {
+		case state.ValueImage:
+			for _, i := range v.Uploads {
+				u.UserUploads = append(u.UserUploads, img.Uploads[i].APIURL)
+			}
+		case state.ValueFile:
+			u.UserUpload = img.Uploads[v.Uploads[0]].APIURL
+		case state.ValueJSON:
+			u.Value = v.JSON
+		default:
+			return inputErrorf("%s: value for %s of unknown kind %q", img.Key, v.Interface, v.Kind)
+		}
+		updates = append(updates, u)
+	}
+	if _, err := p.api.UpdateArchiveItem(ctx, img.ItemPK, updates); err != nil {
+		return fmt.Errorf("attach %d values to archive item %s: %w", len(updates), img.ItemPK, err)
+	}
+	p.mu.Lock()
+	p.polls[img.ID] = 0
+	p.mu.Unlock()
+	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+	if err == nil {
+		done, err := p.confirmValues(ctx, img, w, it)
+		if err != nil || done {
+			return err
+		}
+	}
+	return p.save(img, func(r *state.Image) { r.State = state.Importing })
+}
+
+// stepReattach reconciles an item whose PATCH may or may not have reached
+// the server, and sends it again only if it did not: no value changed, no
+// import started from our uploads, every upload unconsumed.
+func (p *Pipeline) stepReattach(ctx context.Context, img *state.Image) error {
+	it, done, err := p.look(ctx, img)
+	if err != nil || done {
+		return err
+	}
+	if arrived(img, it) {
+		return p.save(img, func(r *state.Image) { r.State = state.Importing })
+	}
+	var pending []state.Upload
+	for _, v := range img.Values {
+		if v.Confirmed {
+			continue
+		}
+		for _, i := range v.Uploads {
+			pending = append(pending, img.Uploads[i])
+		}
+	}
+	what := "an image of the folder"
+	if len(img.Values) == 1 {
+		what = "the image"
+	}
+	if shown, err := p.patchArrived(ctx, img, pending, what); err != nil || shown {
+		return err
+	}
+	// Nothing shows the PATCH: send it (JSON values alone are harmless to
+	// send twice: an equal value is a no-op).
+	w, err := p.watchOf(img)
+	if err != nil {
+		return err
+	}
+	return p.sendPatch(ctx, img, w)
+}
+
+// arrived reports whether the item shows anything our PATCH would have
+// changed (it must then have arrived: the server applies a PATCH whole or
+// not at all).
+func arrived(img *state.Image, it *gcapi.ArchiveItem) bool {
+	for i := range img.Values {
+		v := &img.Values[i]
+		if v.Confirmed {
+			continue
+		}
+		if cur := valueNow(it, v); cur != v.Prev {
+			return true
+		}
+	}
+	return false
+}
+
+// confirmValues marks the values the item now shows (an image value: a new
+// image; a file value: a new file and its upload gone; a JSON value: equal)
+// and, when every value is there, finishes the item. It reports whether it
+// did.
+func (p *Pipeline) confirmValues(ctx context.Context, img *state.Image, w Watch, it *gcapi.ArchiveItem) (bool, error) {
+	values := state.CloneValues(img.Values)
+	changed, all := false, true
+	for i := range values {
+		v := &values[i]
+		if v.Confirmed {
+			continue
+		}
+		cur := valueNow(it, v)
+		switch v.Kind {
+		case state.ValueJSON:
+			if iv := it.Value(v.Interface); iv != nil && jsonEqual(iv.Value, v.JSON) {
+				v.Confirmed = true
+			}
+		case state.ValueImage:
+			v.Confirmed = cur != "" && cur != v.Prev
+		case state.ValueFile:
+			if cur == "" || cur == v.Prev {
+				break
+			}
+			// The file shown may still be another's copy job: ours is done
+			// when our upload was consumed.
+			_, err := p.api.Upload(ctx, img.Uploads[v.Uploads[0]].PK)
+			switch {
+			case gcapi.IsNotFound(err):
+				v.Confirmed = true
+			case err != nil:
+				return false, fmt.Errorf("check upload %s of %s: %w", img.Uploads[v.Uploads[0]].PK, v.Interface, err)
+			}
+		}
+		changed = changed || v.Confirmed
+		all = all && v.Confirmed
+	}
+	if all {
+		img.Values = values
+		return true, p.markDone(img, w, imageURL(it, w.Interface))
+	}
+	if changed {
+		return false, p.save(img, func(r *state.Image) { r.Values = values })
+	}
+	return false, nil
+}
+
+// patchArrived looks for signs that a PATCH sending these uploads reached
+// the server although the item does not show it yet: an import session
+// built from them (Failed: the import error, naming what), or an upload
+// consumed by an import (or expired). Either moves img to importing, to
+// wait and see: such a PATCH is never sent twice. false means nothing shows
+// it, so it never arrived.
+func (p *Pipeline) patchArrived(ctx context.Context, img *state.Image, uploads []state.Upload, what string) (bool, error) {
+	se, err := p.findSession(ctx, img)
+	if err != nil {
+		return false, err
+	}
+	if se != nil {
+		if se.Status == gcapi.SessionFailed {
+			return true, &importError{msg: "the server could not import " + what + ": " + se.ErrorMessage}
+		}
+		return true, p.save(img, func(r *state.Image) { r.State, r.SessionPK = state.Importing, se.PK })
+	}
+	for _, u := range uploads {
+		cur, err := p.api.Upload(ctx, u.PK)
+		if gcapi.IsNotFound(err) {
+			return true, p.save(img, func(r *state.Image) { r.State = state.Importing })
+		}
+		if err != nil {
+			return false, fmt.Errorf("check upload %s: %w", u.PK, err)
+		}
+		if cur.Status != gcapi.UploadCompleted {
+			return false, fmt.Errorf("upload %s is %s, not Completed", u.PK, cur.Status)
+		}
+	}
+	return false, nil
+}
+
+// findSession returns the server-made upload session built from the
+// image's uploads, or nil.
+func (p *Pipeline) findSession(ctx context.Context, img *state.Image) (*gcapi.UploadSession, error) {
+	if img.SessionPK != "" {
+		se, err := p.api.UploadSession(ctx, img.SessionPK)
+		if err != nil {
+			return nil, fmt.Errorf("get upload session %s: %w", img.SessionPK, err)
+		}
+		return se, nil
+	}
+	sessions, err := p.api.UploadSessions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list upload sessions: %w", err)
+	}
+	ours := map[string]bool{}
+	for _, u := range img.Uploads {
+		ours[u.PK] = true
+	}
+	for i := range sessions {
+		for _, pk := range sessions[i].UserUploads {
+			if ours[pk] {
+				return &sessions[i], nil
+			}
+		}
+	}
+	return nil, nil
+}

@@ -1,0 +1,222 @@
+package group
+
+import (
+	"path"
+	"strings"
+)
+
+// buildAuto groups by format.
+func (g *Grouper) buildAuto(ev *evaluation, now int64) []*build {
+	var out []*build
+	claimed := make(map[string]bool) // rel paths that belong to a main file's group
+	mrxs := make(map[string]*build)  // slide folder rel → its group
+	single := func(f *fileState, reason string) {
+		out = append(out, &build{key: f.rel, kind: KindSingle, files: []*fileState{f}, reason: reason})
+	}
+	dir := func(rel string) string { return path.Dir(rel) }
+
+	// Main files first: what they name is theirs.
+	for _, f := range g.files {
+		switch f.class {
+		case classMHD:
+			h := f.info.mhd
+			if h.Local || h.Unsupported != "" {
+				if h.Unsupported != "" && !f.reported {
+					f.reported = true
+					g.log.Warn("mhd header sent as an image of its own", "file", f.rel, "reason", h.Unsupported)
+				}
+				single(f, "")
+				continue
+			}
+			dataRel := path.Join(dir(f.rel), h.DataFile)
+			claimed[dataRel] = true
+			b := &build{key: f.rel, kind: KindMHD, files: []*fileState{f}, main: f, reason: g.mhdDataReason(f)}
+			if d := g.files[dataRel]; d != nil {
+				b.files = append(b.files, d)
+			}
+			out = append(out, b)
+		case classVMS:
+			b := &build{key: f.rel, kind: KindZip, files: []*fileState{f}, main: f}
+			if f.info.err != "" {
+				b.kind = KindSingle
+				if !f.reported {
+					f.reported = true
+					g.log.Warn("vms file sent as an image of its own", "file", f.rel, "reason", f.info.err)
+				}
+			}
+			for _, name := range f.info.companions {
+				rel := path.Join(dir(f.rel), name)
+				claimed[rel] = true
+				if c := g.files[rel]; c != nil {
+					b.files = append(b.files, c)
+				} else if b.reason == "" {
+					b.reason = "waiting for " + name
+				}
+			}
+			out = append(out, b)
+		case classMRXS:
+			folder := strings.TrimSuffix(f.rel, path.Ext(f.rel))
+			b := &build{key: f.rel, kind: KindZip, files: []*fileState{f}, main: f}
+			mrxs[folder] = b
+			out = append(out, b)
+		}
+	}
+
+	series := make(map[string]*build)     // generation key → group
+	seen := make(map[string]bool)         // series keys with files present
+	undetermined := make(map[string]bool) // folders with a file not yet identified
+	var dicomGroups []*build
+	for _, f := range g.files {
+		if claimed[f.rel] {
+			continue
+		}
+		if len(mrxs) > 0 {
+			if b := mrxsOwner(mrxs, f.rel); b != nil {
+				b.files = append(b.files, f)
+				continue
+			}
+		}
+		switch f.class {
+		case classMHD, classVMS, classMRXS:
+			// grouped above
+		case classNone:
+			single(f, unreadable(f))
+		case classImage:
+			single(f, "")
+		case classDICOMBroken:
+			if !f.reported {
+				f.reported = true
+				g.log.Warn("DICOM file without usable UIDs sent as an image of its own", "file", f.rel, "reason", f.info.err)
+			}
+			single(f, "")
+		case classDICOM, classDICOMPartial:
+			h := f.info.dicom
+			if !h.UIDsKnown {
+				// Cut short before its UIDs: which series it joins is not known.
+				if !g.settled(f, now) {
+					undetermined[dir(f.rel)] = true
+				}
+				single(f, "DICOM file not complete ("+f.info.err+")")
+				continue
+			}
+			if h.Series == "" || h.Study == "" {
+				if !f.reported {
+					f.reported = true
+					g.log.Warn("DICOM file without StudyInstanceUID or SeriesInstanceUID sent as an image of its own", "file", f.rel)
+				}
+				b := &build{key: f.rel, kind: KindSingle, files: []*fileState{f}}
+				if f.class == classDICOMPartial {
+					b.reason = "DICOM file not complete (" + f.info.err + ")"
+				}
+				out = append(out, b)
+				continue
+			}
+			base := "dicom:" + h.Study + "/" + h.Series + "/" + h.SOPClass
+			seen[base] = true
+			st := g.series[base]
+			if st == nil {
+				st = &seriesState{next: 1}
+				g.series[base] = st
+			}
+			gen := f.gen
+			if gen == 0 {
+				gen = st.next
+				if st.next > 1 && !f.late {
+					f.late = true
+					g.log.Warn("DICOM file arrived for a series already returned; it starts a new image", "file", f.rel, "series", base, "image", genKey(base, gen))
+				}
+			}
+			key := genKey(base, gen)
+			b := series[key]
+			if b == nil {
+				b = &build{key: key, kind: KindZip, series: st, gen: gen}
+				series[key] = b
+				dicomGroups = append(dicomGroups, b)
+			}
+			b.files = append(b.files, f)
+		case classUndetermined:
+			if !g.settled(f, now) {
+				undetermined[dir(f.rel)] = true
+				out = append(out, &build{key: f.rel, files: []*fileState{f}, reason: "not identified yet"})
+				continue
+			}
+			g.ignore(ev, f, "unknown file type")
+		case classUnknown:
+			g.ignore(ev, f, "unknown file type")
+		case classMHDData:
+			g.ignore(ev, f, "data file that no .mhd header names")
+		case classSlidedat:
+			g.ignore(ev, f, "Slidedat.ini outside an .mrxs slide folder")
+		}
+	}
+	for base := range g.series {
+		if !seen[base] {
+			delete(g.series, base) // all its files are gone
+		}
+	}
+	for _, b := range dicomGroups {
+		if len(b.files) == 1 {
+			b.kind = KindSingle
+		}
+		for _, f := range b.files {
+			if f.class == classDICOMPartial {
+				b.reason = "DICOM file " + path.Base(f.rel) + " not complete (" + f.info.err + ")"
+				break
+			}
+			if undetermined[dir(f.rel)] {
+				b.reason = "waiting for the other files in " + dir(f.rel) + " to be identified"
+			}
+		}
+		out = append(out, b)
+	}
+	for folder, b := range mrxs {
+		b.reason = g.mrxsReason(folder, b)
+	}
+	return out
+}
+
+// mrxsOwner returns the .mrxs group whose slide folder holds rel.
+func mrxsOwner(mrxs map[string]*build, rel string) *build {
+	for i := strings.LastIndexByte(rel, '/'); i > 0; i = strings.LastIndexByte(rel[:i], '/') {
+		if b := mrxs[rel[:i]]; b != nil {
+			return b
+		}
+	}
+	return nil
+}
+
+// mrxsReason says what an .mrxs slide still lacks: its folder's Slidedat.ini
+// and the data files that lists.
+func (g *Grouper) mrxsReason(folder string, b *build) string {
+	name := path.Base(folder)
+	ini := g.files[folder+"/Slidedat.ini"]
+	if ini == nil {
+		for _, f := range b.files {
+			if strings.EqualFold(f.rel, folder+"/Slidedat.ini") {
+				ini = f
+			}
+		}
+	}
+	if ini == nil {
+		return "waiting for " + name + "/Slidedat.ini"
+	}
+	if ini.info != nil && ini.info.err != "" {
+		return "Slidedat.ini of " + name + " unusable: " + ini.info.err
+	}
+	if ini.info != nil {
+		for _, d := range ini.info.companions {
+			if g.files[folder+"/"+d] == nil {
+				return "waiting for " + name + "/" + d
+			}
+		}
+	}
+	return ""
+}
+
+func (g *Grouper) ignore(ev *evaluation, f *fileState, reason string) {
+	ev.ignored = append(ev.ignored, ignored{f.rel, reason})
+	if !f.reported {
+		f.reported = true
+		g.log.Info("file ignored", "file", f.rel, "reason", reason)
+	}
+}

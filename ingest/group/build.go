@@ -1,0 +1,253 @@
+package group
+
+import (
+	"fmt"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// build is a group being put together during one evaluation.
+type build struct {
+	key    string
+	kind   Kind
+	files  []*fileState
+	reason string // why it waits; empty: ready
+
+	main   *fileState   // the file that names the others (.mhd, .vms, .mrxs)
+	series *seriesState // DICOM
+	gen    int32
+}
+
+// ignored is a file that no group takes, and why.
+type ignored struct {
+	rel, reason string
+}
+
+// evaluation is everything one pass over the files decided.
+type evaluation struct {
+	ready    []*build // complete, settled, content not returned yet
+	waiting  []*build
+	returned []*build // ready, but returned already with this content
+	ignored  []ignored
+}
+
+func lowerExt(name string) string {
+	if hasSuffixFold(name, ".nii.gz") {
+		return ".nii.gz"
+	}
+	return strings.ToLower(path.Ext(name))
+}
+
+// isLoneImageExt lists the single-file formats the server converts
+// (docs/ARCHITECTURE.md, "Which files form one image").
+func isLoneImageExt(ext string) bool {
+	switch ext {
+	case ".mha", ".nii", ".nii.gz", ".nrrd", ".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif",
+		".png", ".jpg", ".jpeg", ".e2e", ".fds", ".fda":
+		return true
+	}
+	return false
+}
+
+func genKey(base string, gen int32) string {
+	if gen <= 1 {
+		return base
+	}
+	return base + "#" + strconv.Itoa(int(gen))
+}
+
+// settled reports whether f kept its content for Settle and was seen twice.
+func (g *Grouper) settled(f *fileState, now int64) bool {
+	return now-f.since >= int64(g.w.Settle) && f.obs >= 2
+}
+
+// evaluate classifies changed files and decides every group's state.
+// With confirm, a file of an otherwise ready group that was seen only once
+// is stat'ed again (the second observation) before the group counts as ready.
+func (g *Grouper) evaluate(now time.Time, confirm bool) evaluation {
+	nowNs := now.UnixNano()
+	g.dirty = false
+	g.nextWake = time.Time{}
+	for _, f := range g.files {
+		if f.class == classNone || f.classSig != f.cur {
+			g.classify(f)
+		}
+		if now.Sub(time.Unix(0, f.since)) < g.w.Settle {
+			if w := time.Unix(0, f.since).Add(g.w.Settle); g.nextWake.IsZero() || w.Before(g.nextWake) {
+				g.nextWake = w
+			}
+		}
+	}
+	var ev evaluation
+	var builds []*build
+	switch g.mode {
+	case "file":
+		builds = g.buildFiles()
+	case "folder":
+		builds = g.buildFolders(&ev)
+	default:
+		builds = g.buildAuto(&ev, nowNs)
+	}
+	for _, b := range builds {
+		if len(b.files) > 1 {
+			sort.Slice(b.files, func(i, j int) bool { return b.files[i].rel < b.files[j].rel })
+		}
+		if b.reason == "" {
+			b.reason = g.settleReason(b, nowNs)
+		}
+		if b.reason == "" && confirm && !g.confirm(b, now) {
+			b.reason = "settling: changed on a second look"
+		}
+		switch {
+		case b.reason != "":
+			ev.waiting = append(ev.waiting, b)
+		case g.alreadyReturned(b):
+			ev.returned = append(ev.returned, b)
+		default:
+			ev.ready = append(ev.ready, b)
+		}
+	}
+	// Returned groups (most of a big folder that is kept) need no order.
+	for _, list := range [][]*build{ev.ready, ev.waiting} {
+		sort.Slice(list, func(i, j int) bool { return list[i].key < list[j].key })
+	}
+	sort.Slice(ev.ignored, func(i, j int) bool { return ev.ignored[i].rel < ev.ignored[j].rel })
+	return ev
+}
+
+// settleReason says why b's files are not settled yet, or "".
+func (g *Grouper) settleReason(b *build, now int64) string {
+	var left time.Duration
+	for _, f := range b.files {
+		if d := time.Duration(f.since + int64(g.w.Settle) - now); d > left {
+			left = d
+		}
+	}
+	if left > 0 {
+		return "settling: " + left.Round(time.Second).String() + " left"
+	}
+	return ""
+}
+
+// confirm gives each file of b seen only once its second observation by
+// stat'ing it; a change restarts its settling.
+func (g *Grouper) confirm(b *build, now time.Time) bool {
+	ok := true
+	for _, f := range b.files {
+		if f.obs >= 2 {
+			continue
+		}
+		info, err := g.stat(filepath.Join(g.root, filepath.FromSlash(f.rel)))
+		if err != nil {
+			// Gone or unreadable: the watcher's notice or the next scan says
+			// which; until then the group is not ready.
+			ok = false
+			continue
+		}
+		g.Observe(filepath.Join(g.root, filepath.FromSlash(f.rel)), info, now)
+		if f.obs < 2 {
+			ok = false
+			if w := now.Add(g.w.Settle); g.nextWake.IsZero() || w.Before(g.nextWake) {
+				g.nextWake = w
+			}
+		}
+	}
+	return ok
+}
+
+func (g *Grouper) alreadyReturned(b *build) bool {
+	for _, f := range b.files {
+		if f.retKey != b.key || f.retSig != f.cur {
+			return false
+		}
+	}
+	return true
+}
+
+// unreadable is the waiting reason of a file whose header could not be read.
+func unreadable(f *fileState) string {
+	if f.class == classNone && f.info != nil && f.info.err != "" {
+		return "cannot read " + path.Base(f.rel) + ": " + f.info.err
+	}
+	return ""
+}
+
+// buildFiles: every file its own image.
+func (g *Grouper) buildFiles() []*build {
+	out := make([]*build, 0, len(g.files))
+	for _, f := range g.files {
+		b := &build{key: f.rel, kind: KindSingle, files: []*fileState{f}, reason: unreadable(f)}
+		if f.class == classDICOMPartial {
+			b.reason = "DICOM file not complete (" + f.info.err + ")"
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// buildFolders: every direct subfolder of the root is one item.
+func (g *Grouper) buildFolders(ev *evaluation) []*build {
+	byKey := make(map[string]*build)
+	var out []*build
+	for _, f := range g.files {
+		top, _, nested := strings.Cut(f.rel, "/")
+		if !nested {
+			if !f.reported {
+				f.reported = true
+				g.log.Info("file directly in the drop folder ignored in folder mode", "file", f.rel)
+			}
+			ev.ignored = append(ev.ignored, ignored{f.rel, "folder mode: only subfolders are items"})
+			continue
+		}
+		b := byKey[top]
+		if b == nil {
+			b = &build{key: top, kind: KindFolder}
+			byKey[top] = b
+			out = append(out, b)
+		}
+		b.files = append(b.files, f)
+	}
+	for _, b := range out {
+		for _, f := range b.files {
+			if r := g.incompleteReason(f); r != "" {
+				b.reason = r
+				break
+			}
+		}
+	}
+	return out
+}
+
+// incompleteReason says why a file is not structurally complete on its own
+// (folder mode, where any file may be a value).
+func (g *Grouper) incompleteReason(f *fileState) string {
+	if r := unreadable(f); r != "" {
+		return r
+	}
+	switch f.class {
+	case classDICOMPartial:
+		return "DICOM file " + path.Base(f.rel) + " not complete (" + f.info.err + ")"
+	case classMHD:
+		if f.info.mhd.DataFile != "" {
+			return g.mhdDataReason(f)
+		}
+	}
+	return ""
+}
+
+// mhdDataReason says why the data file an .mhd names is not there yet, or "".
+func (g *Grouper) mhdDataReason(m *fileState) string {
+	h := m.info.mhd
+	d := g.files[path.Join(path.Dir(m.rel), h.DataFile)]
+	switch {
+	case d == nil:
+		return "waiting for data file " + h.DataFile
+	case h.Expected >= 0 && d.cur.size < h.Expected:
+		return fmt.Sprintf("waiting for data file %s: %d of %d bytes", h.DataFile, d.cur.size, h.Expected)
+	}
+	return ""
+}

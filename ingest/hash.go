@@ -1,0 +1,157 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/gcingest/gcingest/state"
+)
+
+// stepHash reads every file once: sizes, times, SHA-256, and plans the
+// uploads.
+func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
+	w, err := p.watchOf(img)
+	if err != nil {
+		return err
+	}
+	files := slices.Clone(img.Files)
+	for i := range files {
+		f := &files[i]
+		before, err := statFile(f.Path, "before upload")
+		if err != nil {
+			return err
+		}
+		if before.Size() == 0 {
+			return inputErrorf("%s is empty (0 bytes); nothing to upload", f.Path)
+		}
+		sum, err := hashFile(ctx, f.Path)
+		if err != nil {
+			return err
+		}
+		after, err := statFile(f.Path, "while it was read")
+		if err != nil {
+			return err
+		}
+		if after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
+			p.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", f.Path)
+			return &waitError{at: p.cfg.Now().Add(2 * time.Second)}
+		}
+		f.Size, f.ModTime, f.SHA256 = after.Size(), after.ModTime().UTC(), sum
+	}
+	title := renderTitle(w.Title, img.Key, files)
+	values, uploads, itemPK, err := p.planItem(ctx, img, w, files)
+	var ce *changedError
+	if errors.As(err, &ce) {
+		p.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", ce.file)
+		return &waitError{at: p.cfg.Now().Add(2 * time.Second)}
+	}
+	if err != nil {
+		return err
+	}
+	now := p.cfg.Now().UTC()
+	return p.save(img, func(r *state.Image) {
+		r.Files, r.Title, r.Uploads, r.Values = files, title, uploads, values
+		if itemPK != "" || r.TargetItem {
+			r.ItemPK = itemPK
+		}
+		r.TargetItem = itemPK != ""
+		r.State = state.Uploading
+		if len(uploads) == 0 {
+			// JSON values only: nothing to upload.
+			r.State, r.ItemIntentAt = state.Uploaded, now
+		}
+	})
+}
+
+// planItem decides the item's values and the uploads they need from the
+// group's files: a lone image is one image value under the watch's
+// interface; a folder is laid out into its values (folder_plan.go). This is
+// the one place the group's kind matters: every step after it works on
+// values and uploads alone.
+func (p *Pipeline) planItem(ctx context.Context, img *state.Image, w Watch, files []state.File) ([]state.Value, []state.Upload, string, error) {
+	switch Kind(img.Kind) {
+	case KindFolder:
+		return p.planFolder(ctx, img, w, files)
+	case KindSingle, KindMHD, KindZip:
+		var uploads []state.Upload
+		add := p.addUpload(&uploads)
+		v, err := imageValue(img.Key, w.Interface, Kind(img.Kind), files, filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d.zip", img.ID)), add)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		return []state.Value{v}, uploads, "", nil
+	}
+	return nil, nil, "", inputErrorf("%s: groups of kind %q are not handled by the pipeline", img.Key, img.Kind)
+}
+
+// addUpload returns a function that appends an upload, stamped with the
+// part size and the intent time, to uploads and returns its index.
+func (p *Pipeline) addUpload(uploads *[]state.Upload) func(state.Upload) int {
+	now := p.cfg.Now().UTC()
+	return func(u state.Upload) int {
+		u.PartSize, u.IntentAt = p.cfg.PartSize, now
+		*uploads = append(*uploads, u)
+		return len(*uploads) - 1
+	}
+}
+
+// imageValue plans files as one image for the interface slug: one upload
+// per file (basenames unchanged: the server pairs an .mhd with its data
+// file by name), or, for a kind that needs it, one deterministic ZIP of
+// them all built at spool.
+func imageValue(key, slug string, kind Kind, files []state.File, spool string, add func(state.Upload) int) (state.Value, error) {
+	v := state.Value{Interface: slug, Kind: state.ValueImage}
+	for _, f := range files {
+		v.Files = append(v.Files, f.Rel)
+	}
+	if kind == KindZip {
+		v.Uploads = []int{add(state.Upload{Filename: "image-" + titleHash(files) + ".zip", Path: spool, ZipOf: slices.Clone(v.Files)})}
+		return v, nil
+	}
+	seen := map[string]bool{}
+	for _, f := range files {
+		name := path.Base(f.Rel)
+		if seen[name] {
+			return v, inputErrorf("%s: two files named %s in one image; the server needs unique names", key, name)
+		}
+		seen[name] = true
+		v.Uploads = append(v.Uploads, add(state.Upload{Filename: name, Path: f.Path, Size: f.Size}))
+	}
+	return v, nil
+}
+
+func statFile(name, when string) (os.FileInfo, error) {
+	fi, err := os.Stat(name)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, inputErrorf("%s was deleted %s", name, when)
+	case errors.Is(err, os.ErrPermission):
+		return nil, inputErrorf("cannot read %s: permission denied", name)
+	case err != nil:
+		return nil, fmt.Errorf("stat %s: %w", name, err)
+	case !fi.Mode().IsRegular():
+		return nil, inputErrorf("%s is not a regular file", name)
+	}
+	return fi, nil
+}
+
+// changedFile returns the first source file whose size or modification
+// time differs from what was hashed, or "" when none did.
+func changedFile(img *state.Image, when string) (string, error) {
+	for _, f := range img.Files {
+		fi, err := statFile(f.Path, when)
+		if err != nil {
+			return "", err
+		}
+		if fi.Size() != f.Size || !fi.ModTime().Equal(f.ModTime) {
+			return f.Path, nil
+		}
+	}
+	return "", nil
+}

@@ -1,0 +1,188 @@
+package ingest
+
+import (
+	"archive/zip"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gcingest/gcingest/durable"
+	"github.com/gcingest/gcingest/state"
+)
+
+// zipTime is the modification time of every ZIP entry, so that the same
+// files always make the same bytes.
+var zipTime = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// spoolPath is where upload n of image id is built: a ZIP of several
+// files, or a JSON value sent as a file.
+func (p *Pipeline) spoolPath(id uint64, n int, ext string) string {
+	return filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d-%d%s", id, n, ext))
+}
+
+// ensureSpools builds the ZIPs and writes the JSON files the item's
+// unfinished uploads send, when they are missing (or not the size
+// recorded), and records a new ZIP's size. Both are deterministic (fixed
+// order and timestamps), so a resumed upload sends the bytes it started
+// with. A source file that changed since it was hashed sends the image
+// back to pending instead.
+func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
+	for _, v := range img.Values {
+		if v.Kind != state.ValueFile || len(v.JSON) == 0 || len(v.Uploads) != 1 {
+			continue
+		}
+		u := img.Uploads[v.Uploads[0]]
+		if u.Completed {
+			continue
+		}
+		if fi, err := os.Stat(u.Path); err == nil && fi.Size() == int64(len(v.JSON)) {
+			continue
+		}
+		if err := os.MkdirAll(p.cfg.SpoolDir, 0o755); err != nil {
+			return fmt.Errorf("make spool folder %s: %w", p.cfg.SpoolDir, err)
+		}
+		if err := durable.WriteFile(u.Path, v.JSON, 0o644); err != nil {
+			return fmt.Errorf("write %s for %s: %w", u.Path, v.Interface, err)
+		}
+	}
+	for i, u := range img.Uploads {
+		if len(u.ZipOf) == 0 || u.Completed {
+			continue
+		}
+		if fi, err := os.Stat(u.Path); err == nil && u.Size > 0 && fi.Size() == u.Size {
+			continue
+		}
+		changed, err := changedFile(img, "before it was zipped")
+		if err != nil {
+			return err
+		}
+		if changed != "" {
+			return p.backToPending(ctx, img, changed)
+		}
+		var files []state.File
+		for _, f := range img.Files {
+			if slices.Contains(u.ZipOf, f.Rel) {
+				files = append(files, f)
+			}
+		}
+		size, err := writeZip(ctx, u.Path, files)
+		if err != nil {
+			return err
+		}
+		if changed, err := changedFile(img, "while it was zipped"); err != nil || changed != "" {
+			os.Remove(u.Path)
+			if err != nil {
+				return err
+			}
+			return p.backToPending(ctx, img, changed)
+		}
+		if u.PK != "" && u.Size != size {
+			// Cannot happen with a deterministic ZIP of unchanged files; if
+			// it does, the started upload is for other bytes: start over.
+			return p.backToPending(ctx, img, u.Path)
+		}
+		if err := p.save(img, func(r *state.Image) { r.Uploads[i].Size = size }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeSpools deletes the item's spool files: its ZIPs and JSON files.
+func (p *Pipeline) removeSpools(img *state.Image) {
+	for _, u := range img.Uploads {
+		if len(u.ZipOf) > 0 {
+			os.Remove(u.Path)
+		}
+	}
+	for _, v := range img.Values {
+		if v.Kind == state.ValueFile && len(v.JSON) > 0 && len(v.Uploads) == 1 && v.Uploads[0] < len(img.Uploads) {
+			os.Remove(img.Uploads[v.Uploads[0]].Path)
+		}
+	}
+}
+
+// writeZip writes the files, sorted by relative path and stored relative
+// to their common folder, into a ZIP at name (temp file, fsync, rename).
+func writeZip(ctx context.Context, name string, files []state.File) (int64, error) {
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		return 0, fmt.Errorf("make spool folder for %s: %w", name, err)
+	}
+	sorted := slices.Clone(files)
+	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
+	prefix := commonDir(sorted)
+	var size int64
+	err := durable.Write(name, 0o600, func(f *os.File) error {
+		zw := zip.NewWriter(f)
+		for _, sf := range sorted {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := zipOne(zw, sf, prefix); err != nil {
+				return err
+			}
+		}
+		if err := zw.Close(); err != nil {
+			return fmt.Errorf("finish zip %s: %w", name, err)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", f.Name(), err)
+		}
+		size = fi.Size()
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return size, nil
+}
+
+// zipOne stores the file sf in zw, named relative to prefix, with the
+// fixed time and mode that make the ZIP deterministic.
+func zipOne(zw *zip.Writer, sf state.File, prefix string) error {
+	hdr := &zip.FileHeader{Name: strings.TrimPrefix(sf.Rel, prefix), Method: zip.Store, Modified: zipTime}
+	hdr.SetMode(0o644)
+	w, err := zw.CreateHeader(hdr)
+	if err != nil {
+		return fmt.Errorf("zip %s: %w", sf.Path, err)
+	}
+	src, err := os.Open(sf.Path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return inputErrorf("%s was deleted before upload", sf.Path)
+		}
+		if os.IsPermission(err) {
+			return inputErrorf("cannot read %s: permission denied", sf.Path)
+		}
+		return fmt.Errorf("zip %s: %w", sf.Path, err)
+	}
+	defer src.Close()
+	if _, err := io.Copy(w, src); err != nil {
+		return fmt.Errorf("zip %s: %w", sf.Path, err)
+	}
+	return nil
+}
+
+// commonDir is the folder prefix ("a/b/") all files share, or "".
+func commonDir(files []state.File) string {
+	if len(files) == 0 {
+		return ""
+	}
+	dir := path.Dir(files[0].Rel)
+	for _, f := range files[1:] {
+		for dir != "." && !strings.HasPrefix(f.Rel, dir+"/") {
+			dir = path.Dir(dir)
+		}
+	}
+	if dir == "." {
+		return ""
+	}
+	return dir + "/"
+}

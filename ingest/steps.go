@@ -1,0 +1,225 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/ingest/group"
+	"github.com/gcingest/gcingest/state"
+)
+
+// inputError is a problem with the files themselves (gone, empty,
+// unreadable): permanent, the image fails with this message.
+type inputError struct{ msg string }
+
+func (e *inputError) Error() string { return e.msg }
+
+func inputErrorf(format string, args ...any) error {
+	return &inputError{msg: fmt.Sprintf(format, args...)}
+}
+
+// importError is the server's own report that it could not import the
+// image: permanent.
+type importError struct{ msg string }
+
+func (e *importError) Error() string { return e.msg }
+
+// configError is a problem of the configuration or the account (an
+// archive that cannot be found): never the image's fault, so retried.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// storeError is a failed state write: the pipeline stops taking work.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// waitError asks for the image to be looked at again at a given time,
+// without an error (an import still running, a file still being written).
+type waitError struct{ at time.Time }
+
+func (e *waitError) Error() string { return "wait until " + e.at.String() }
+
+// save commits fn's change to img in one transaction and refreshes img.
+func (p *Pipeline) save(img *state.Image, fn func(*state.Image)) error {
+	out, err := p.store.Update(img.ID, func(r *state.Image) error { fn(r); return nil })
+	if err != nil {
+		return &storeError{err}
+	}
+	*img = out
+	return nil
+}
+
+// process moves one image as far as it can go now.
+func (p *Pipeline) process(ctx context.Context, id uint64) {
+	img, err := p.store.Get(id)
+	if err != nil {
+		p.log.Error("read image record", "id", id, "err", err)
+		return
+	}
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		if p.cfg.BeforeStep != nil {
+			if err := p.cfg.BeforeStep(id, img.State); err != nil {
+				return
+			}
+		}
+		var err error
+		switch img.State {
+		case state.Pending:
+			err = p.stepHash(ctx, &img)
+		case state.Uploading:
+			err = p.stepUpload(ctx, &img)
+		case state.Uploaded, state.Item:
+			err = p.stepItem(ctx, &img)
+		case state.Attaching:
+			err = p.stepReattach(ctx, &img)
+		case state.Importing:
+			err = p.stepPoll(ctx, &img)
+		case state.Done, state.Duplicate:
+			if img.ActionDone {
+				return
+			}
+			err = p.stepAfter(ctx, &img)
+		case state.Failed:
+			if img.ActionDone {
+				return
+			}
+			err = p.stepFailedFiles(ctx, &img)
+		case state.Retrying:
+			if img.NextAttempt.After(p.cfg.Now()) {
+				p.enqueue(id, img.NextAttempt)
+				return
+			}
+			err = p.save(&img, func(r *state.Image) {
+				r.State, r.RetryFrom, r.NextAttempt = r.RetryFrom, "", time.Time{}
+				if r.State == "" {
+					r.State = state.Pending
+				}
+			})
+		case state.Finished:
+			return
+		default:
+			err = fmt.Errorf("unknown state %q", img.State)
+		}
+		if err != nil {
+			p.handle(ctx, &img, err)
+			return
+		}
+	}
+}
+
+// handle decides what an error means for the image.
+func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
+	var we *waitError
+	var se *storeError
+	switch {
+	case errors.As(err, &we):
+		p.enqueue(img.ID, we.at)
+		return
+	case errors.As(err, &se):
+		p.stop(se.err)
+		return
+	case ctx.Err() != nil:
+		// Shutting down: the state is as last committed; the next run
+		// continues from there.
+		p.log.Debug("image parked", "id", img.ID, "state", img.State)
+		return
+	}
+	log := p.log.With("id", img.ID, "key", img.Key, "state", img.State)
+	// img may know more than the state file (upload pks and completions
+	// not committed yet): keep them.
+	uploads := cloneUploads(img.Uploads)
+	from := img.State
+	if from == state.Retrying {
+		from = img.RetryFrom
+	}
+	if from == state.Failed || from == state.Done || from == state.Duplicate {
+		// The image's fate is known; only its file action (or the abort
+		// of its uploads) failed. Try that again later, never changing
+		// the state: an imported image is never marked failed.
+		next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
+		log.Error("after-upload action failed; will try again", "err", err, "at", next.Format(time.RFC3339))
+		_ = p.save(img, func(r *state.Image) { r.Attempts++; r.LastError = err.Error() })
+		p.enqueue(img.ID, next)
+		return
+	}
+	if permanent(err) {
+		log.Error("image failed", "err", err)
+		p.mu.Lock()
+		delete(p.polls, img.ID)
+		delete(p.created, img.ID)
+		p.mu.Unlock()
+		if serr := p.save(img, func(r *state.Image) {
+			r.Uploads = uploads
+			r.State, r.RetryFrom, r.LastError, r.NextAttempt = state.Failed, "", err.Error(), time.Time{}
+		}); serr != nil {
+			p.handle(ctx, img, serr)
+			return
+		}
+		if cerr := p.stepFailedFiles(ctx, img); cerr != nil {
+			p.handle(ctx, img, cerr)
+		}
+		return
+	}
+	next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
+	if serr := p.save(img, func(r *state.Image) {
+		r.Uploads = uploads
+		r.State, r.RetryFrom = state.Retrying, from
+		r.Attempts++
+		r.LastError, r.NextAttempt = err.Error(), next
+	}); serr != nil {
+		p.handle(ctx, img, serr)
+		return
+	}
+	log.Warn("transient error; retrying", "err", err, "attempt", img.Attempts, "at", next.Format(time.RFC3339))
+	p.enqueue(img.ID, next)
+}
+
+// permanent reports whether err will not go away by trying again.
+func permanent(err error) bool {
+	var ie *inputError
+	var gp *group.Problem
+	var me *importError
+	var ce *configError
+	switch {
+	case errors.As(err, &ie) || errors.As(err, &gp) || errors.As(err, &me):
+		return true
+	case errors.As(err, &ce):
+		return false
+	}
+	var ge *gcapi.Error
+	if !errors.As(err, &ge) {
+		return false // network trouble, or something we do not know: keep trying
+	}
+	m := strings.ToLower(ge.Message)
+	switch {
+	case ge.StatusCode == http.StatusUnauthorized:
+		return false // the token, not this image: fixed by the operator
+	case ge.StatusCode == http.StatusForbidden && strings.Contains(m, "upload limit"):
+		return false // the byte quota frees up as imports consume uploads
+	case ge.StatusCode == http.StatusBadRequest && strings.Contains(m, "too many uploads"):
+		return false
+	case ge.StatusCode == http.StatusRequestTimeout, ge.StatusCode == http.StatusTooManyRequests:
+		return false
+	}
+	return ge.StatusCode >= 400 && ge.StatusCode < 500
+}
+
+func (p *Pipeline) watchOf(img *state.Image) (Watch, error) {
+	w, ok := p.watches[img.Watch]
+	if !ok {
+		return Watch{}, inputErrorf("watch %s is no longer configured", img.Watch)
+	}
+	return w, nil
+}

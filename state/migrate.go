@@ -1,0 +1,87 @@
+package state
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// migrateV2 rewrites every record of a schema-2 file for schema 3, in the
+// transaction of the upgrade:
+//
+//   - a lone image (any kind but "folder") that has planned its uploads
+//     gets its one value: an image value from all its files and uploads,
+//     with the item's previous image URL (prev_value) as Value.Prev, and
+//     confirmed once the image was done (or found in the archive already).
+//     Its interface stays empty: schema 2 took it from the watch at every
+//     step, and the pipeline fills it in from the watch on resuming.
+//   - a ZIP image's spool (spool) becomes its upload's ZipOf, the list of
+//     files the ZIP is rebuilt from, as a folder item's ZIPs always had.
+//   - prev_value and spool are dropped.
+//
+// A pending record has no uploads yet and plans its value when hashed, as
+// every new record does. Indexes (state, key) do not change.
+func migrateV2(tx *bolt.Tx) error {
+	b := tx.Bucket(bucketImages)
+	type rewrite struct{ k, v []byte }
+	var out []rewrite
+	err := b.ForEach(func(k, v []byte) error {
+		nv, err := upgradeV2Record(v)
+		if err != nil {
+			return fmt.Errorf("image %x: %w", k, err)
+		}
+		out = append(out, rewrite{slices.Clone(k), nv})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range out { // not inside ForEach: bbolt forbids writes while iterating
+		if err := b.Put(r.k, r.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// v2Only are the schema-2 fields schema 3 dropped.
+type v2Only struct {
+	Spool     string `json:"spool"`
+	PrevValue string `json:"prev_value"`
+}
+
+func upgradeV2Record(v []byte) ([]byte, error) {
+	var old v2Only
+	if err := json.Unmarshal(v, &old); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	var img Image
+	if err := json.Unmarshal(v, &img); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if img.Kind != "folder" && len(img.Uploads) > 0 && len(img.Values) == 0 {
+		var rels []string
+		for _, f := range img.Files {
+			rels = append(rels, f.Rel)
+		}
+		if old.Spool != "" && len(img.Uploads) == 1 && len(img.Uploads[0].ZipOf) == 0 {
+			img.Uploads[0].ZipOf = slices.Clone(rels)
+		}
+		val := Value{Kind: ValueImage, Files: rels, Prev: old.PrevValue}
+		for i := range img.Uploads {
+			val.Uploads = append(val.Uploads, i)
+		}
+		switch img.State {
+		case Done, Finished, Duplicate:
+			val.Confirmed = true
+		}
+		img.Values = []Value{val}
+	}
+	nv, err := json.Marshal(&img)
+	if err != nil {
+		return nil, fmt.Errorf("encode: %w", err)
+	}
+	return nv, nil
+}
