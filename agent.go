@@ -51,6 +51,14 @@ func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.L
 	}
 	defer st.Close()
 
+	// After the state file's lock, so that a second agent on the same
+	// state file hears about that first.
+	locks := newFolderLocks(cfg.State.Path, log)
+	defer locks.close()
+	if err := locks.acquire(cfg); err != nil {
+		return err
+	}
+
 	metrics := status.NewMetrics()
 	src := &pipelineSource{started: time.Now(), metrics: metrics}
 	var statusDone chan error
@@ -68,11 +76,12 @@ func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.L
 	}
 
 	for {
-		nc, err := runAgentOnce(ctx, cfg, token, st, metrics, src, log, reload, ready)
+		nc, err := runAgentOnce(ctx, cfg, token, st, metrics, src, log, reload, ready, locks)
 		if err != nil || nc == nil {
 			return err
 		}
 		log.Info("applying the reloaded watch list", "watches", len(nc.Watch))
+		locks.keepOnly(nc)
 		cfg = nc
 	}
 }
@@ -82,7 +91,7 @@ func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.L
 // cur: a config naming a missing folder or an unknown archive must not stop
 // an agent that was working. What SIGHUP cannot change (the state file, the
 // status listener, the server) is kept from cur.
-func acceptReload(ctx context.Context, cur, nc *config.Config, token string, log *slog.Logger) *config.Config {
+func acceptReload(ctx context.Context, cur, nc *config.Config, token string, log *slog.Logger, locks *folderLocks) *config.Config {
 	if nc.State.Path != cur.State.Path || nc.Status.Listen != cur.Status.Listen || nc.GrandChallenge != cur.GrandChallenge {
 		log.Warn("SIGHUP applies the watch list and upload settings; changes to [state], [status] or [grand_challenge] take effect at the next restart")
 		nc.State, nc.Status, nc.GrandChallenge = cur.State, cur.Status, cur.GrandChallenge
@@ -91,6 +100,10 @@ func acceptReload(ctx context.Context, cur, nc *config.Config, token string, log
 		if ctx.Err() == nil {
 			log.Error("SIGHUP: the new watch list is refused; keeping the running one", "err", err)
 		}
+		return nil
+	}
+	if err := locks.acquire(nc); err != nil {
+		log.Error("SIGHUP: the new watch list is refused; keeping the running one", "err", err)
 		return nil
 	}
 	return nc
@@ -128,7 +141,7 @@ func checkReload(ctx context.Context, nc *config.Config, token string, log *slog
 // runAgentOnce runs one generation of client, pipeline and watchers. It
 // returns a new config when one arrived on reload, nil when ctx is done.
 func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *state.Store, metrics *status.Metrics,
-	src *pipelineSource, log *slog.Logger, reload <-chan *config.Config, ready func(*agentInfo)) (*config.Config, error) {
+	src *pipelineSource, log *slog.Logger, reload <-chan *config.Config, ready func(*agentInfo), locks *folderLocks) (*config.Config, error) {
 	client, guard, err := newAgentClient(cfg, token, log, metrics)
 	if err != nil {
 		return nil, err
@@ -177,7 +190,7 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 		select {
 		case <-ctx.Done():
 		case nc := <-reload:
-			next = acceptReload(ctx, cfg, nc, token, log)
+			next = acceptReload(ctx, cfg, nc, token, log, locks)
 		case <-guard.refused:
 			refused = true
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/gcingest/gcingest/folderlock"
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/state"
 )
@@ -15,7 +16,7 @@ const (
 	exitError  = 1 // a runtime error: the server, the network, a file
 	exitUsage  = 2 // the command line or the config is wrong
 	exitAuth   = 3 // the server refused the token
-	exitLocked = 4 // another gcingest holds the state file
+	exitLocked = 4 // another gcingest holds the state file or a drop folder
 )
 
 // usageError is a mistake on the command line; hint says what to do.
@@ -58,6 +59,9 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, gcapi.ErrUnauthorized), errors.Is(err, errAuth):
 		fmt.Fprintln(stderr, "check the token: GRAND_CHALLENGE_TOKEN, grand_challenge.token or token_file (a new one at https://grand-challenge.org/settings/api-tokens/)")
 		return exitAuth
+	case errors.As(err, new(*folderlock.HeldError)):
+		fmt.Fprintln(stderr, "stop the other gcingest, or remove this folder from one of the two configs")
+		return exitLocked
 	case errors.Is(err, state.ErrLocked):
 		fmt.Fprintln(stderr, "stop the other gcingest (or the service: gcingest service stop) or use another state.path")
 		return exitLocked

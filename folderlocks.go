@@ -1,0 +1,80 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/gcingest/gcingest/config"
+	"github.com/gcingest/gcingest/folderlock"
+)
+
+// folderLocks holds the lock of every watched folder for as long as it is
+// watched, across SIGHUP reloads. It is used by runAgent's goroutine only.
+type folderLocks struct {
+	owner string // written into each lock file for the other agent's message
+	held  map[string]*folderlock.Lock
+	log   *slog.Logger
+}
+
+func newFolderLocks(statePath string, log *slog.Logger) *folderLocks {
+	host, _ := os.Hostname()
+	return &folderLocks{
+		owner: fmt.Sprintf("host %s, pid %d, state %s", host, os.Getpid(), statePath),
+		held:  map[string]*folderlock.Lock{},
+		log:   log,
+	}
+}
+
+// acquire locks every folder of cfg not locked yet. A folder held by another
+// agent is an error (and what was newly locked here is released again); a
+// folder that cannot hold a lock (read-only, a file system without locks) is
+// logged and watched all the same.
+func (fl *folderLocks) acquire(cfg *config.Config) error {
+	var added []string
+	for _, w := range cfg.Watch {
+		dir := filepath.Clean(w.Path)
+		if _, ok := fl.held[dir]; ok {
+			continue
+		}
+		l, err := folderlock.Acquire(dir, fl.owner)
+		if errors.Is(err, folderlock.ErrUnsupported) {
+			fl.log.Warn("drop folder cannot hold gcingest's lock file; a second agent watching it would not be noticed", "watch", dir, "err", err)
+			continue
+		}
+		if err != nil {
+			for _, d := range added {
+				fl.held[d].Close()
+				delete(fl.held, d)
+			}
+			return err
+		}
+		fl.held[dir] = l
+		added = append(added, dir)
+	}
+	return nil
+}
+
+// keepOnly releases the locks of folders cfg no longer watches.
+func (fl *folderLocks) keepOnly(cfg *config.Config) {
+	keep := map[string]bool{}
+	for _, w := range cfg.Watch {
+		keep[filepath.Clean(w.Path)] = true
+	}
+	for dir, l := range fl.held {
+		if !keep[dir] {
+			l.Close()
+			delete(fl.held, dir)
+		}
+	}
+}
+
+// close releases every lock.
+func (fl *folderLocks) close() {
+	for dir, l := range fl.held {
+		l.Close()
+		delete(fl.held, dir)
+	}
+}
