@@ -206,14 +206,22 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 	return next, nil
 }
 
+// verifyTimeout bounds the start-up check of the server.
+const verifyTimeout = 90 * time.Second
+
 // verifyServer checks, before any work starts, that the token works and each
 // watch's archive and interface exist. A permanent answer (401, 404) stops the
 // agent with a message naming the key. A network failure does not: a service
 // started at boot may come up before the network, and the pipeline retries on
 // its own.
 func verifyServer(ctx context.Context, c *gcapi.Client, cfg *config.Config, log *slog.Logger) error {
+	// A server that answers a byte at a time must not hold the start for
+	// the client's whole retry budget (minutes per call): past this, the
+	// agent starts and the pipeline waits for the server as on any outage.
+	vctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
 	for i, w := range cfg.Watch {
-		if _, err := c.ArchiveBySlug(ctx, w.Archive); err != nil {
+		if _, err := c.ArchiveBySlug(vctx, w.Archive); err != nil {
 			switch {
 			case ctx.Err() != nil:
 				return nil
@@ -225,7 +233,7 @@ func verifyServer(ctx context.Context, c *gcapi.Client, cfg *config.Config, log 
 			}
 			return fmt.Errorf("watch[%d].archive %q: %w", i, w.Archive, err)
 		}
-		iface, err := c.InterfaceBySlug(ctx, w.Interface)
+		iface, err := c.InterfaceBySlug(vctx, w.Interface)
 		if err != nil {
 			if gcapi.IsNotFound(err) {
 				return &configError{fmt.Errorf("watch[%d].interface: the server has no interface (socket) %q: check the slug: %w", i, w.Interface, err)}
@@ -240,7 +248,7 @@ func verifyServer(ctx context.Context, c *gcapi.Client, cfg *config.Config, log 
 			return &configError{fmt.Errorf("watch[%d].interface: %q is a %s socket (kind %q), but the watch's main image needs an image socket", i, w.Interface, iface.SuperKind, iface.Kind)}
 		}
 		for pattern, slug := range w.Values {
-			if _, err := c.InterfaceBySlug(ctx, slug); gcapi.IsNotFound(err) {
+			if _, err := c.InterfaceBySlug(vctx, slug); gcapi.IsNotFound(err) {
 				return &configError{fmt.Errorf("watch[%d].values %q: the server has no interface (socket) %q: check the slug: %w", i, pattern, slug, err)}
 			}
 		}
