@@ -4,6 +4,8 @@ import (
 	"archive/zip"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,6 +73,15 @@ func LoadSecret(name string) ([]byte, error) {
 		return nil, fmt.Errorf("read de-identification secret %s: %w", name, err)
 	}
 	return b, nil
+}
+
+// seriesTitleHash is what {hash} is in the title of a DICOM group's item:
+// 12 hex digits of a SHA-256 over the group key (folder, study, stack or
+// series, SOP class), so the item is found again when a late file brings
+// the series back with more files, or after the state file is lost.
+func seriesTitleHash(key string) string {
+	sum := sha256.Sum256([]byte("gcingest dicom series\x00" + key))
+	return hex.EncodeToString(sum[:])[:12]
 }
 
 // LogDeidentification says at start-up, once per watch, whether its DICOM

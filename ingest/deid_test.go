@@ -387,3 +387,58 @@ func TestLoadSecret(t *testing.T) {
 		t.Errorf("a short secret gave %v; want an error naming the file", err)
 	}
 }
+
+// TestLateSliceSameItem: a slice that arrives after its series was sent
+// makes the same item hold the complete series (its value replaced by an
+// image of every file), never a second item; with and without
+// de-identification.
+func TestLateSliceSameItem(t *testing.T) {
+	for _, deid := range []bool{false, true} {
+		t.Run(map[bool]string{false: "as is", true: "deidentified"}[deid], func(t *testing.T) {
+			h, _ := deidHarness(t, "")
+			h.watch.Deidentify = deid
+			const study, series = "1.2.826.0.1.558.1", "1.2.826.0.1.558.1.2"
+			slice := func(i int) []byte {
+				return ctSpec{study: study, series: series, instance: series + "." + string(rune('0'+i))}.bytes()
+			}
+			h.write("s/IM1", slice(1))
+			h.write("s/IM2", slice(2))
+			p := h.pipeline(h.config())
+			submitPlanned(t, h, p)
+			stop := start(p)
+			if imgs := h.waitSettled(1); imgs[0].State != state.Finished {
+				t.Fatalf("first: %s (%s)", imgs[0].State, imgs[0].LastError)
+			}
+			h.write("s/IM3", slice(3))
+			submitPlanned(t, h, p)
+			imgs := h.waitSettled(2)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			if len(imgs) != 2 || imgs[1].State != state.Finished || imgs[1].Title != imgs[0].Title || imgs[1].ItemPK != imgs[0].ItemPK {
+				t.Fatalf("records %+v; want a second record finished on the first one's item, same title", imgs)
+			}
+			items := h.srv.Items(testArchive)
+			if len(items) != 1 {
+				t.Fatalf("archive has %d items; want 1", len(items))
+			}
+			v := items[0].Value(testIface)
+			if v == nil || v.Image == nil {
+				t.Fatal("item has no image")
+			}
+			pk := strings.TrimSuffix(*v.Image, "/")
+			pk = pk[strings.LastIndexByte(pk, '/')+1:]
+			content, err := h.srv.ImageContent(pk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			zr, err := zip.NewReader(bytes.NewReader(content), int64(len(content)))
+			if err != nil {
+				t.Fatalf("image content is not the ZIP sent: %v", err)
+			}
+			if len(zr.File) != 3 {
+				t.Errorf("the item's image holds %d files; want the complete series of 3", len(zr.File))
+			}
+		})
+	}
+}
