@@ -156,7 +156,14 @@ func (p *Pipeline) writeSpoolZip(ctx context.Context, img *state.Image, name str
 			return 0, err
 		}
 	}
-	if !deid {
+	switch {
+	case strings.HasSuffix(name, dicomSetFile) && len(files) == 1:
+		// One file of a DICOM image set (planDICOMSet), always de-identified.
+		if d == nil {
+			return 0, fmt.Errorf("%s: a DICOM image set file planned without de-identification", img.Key)
+		}
+		return writeDeidFile(ctx, d, name, files[0])
+	case !deid:
 		return writeZip(ctx, name, files)
 	}
 	return writeDeidZip(ctx, d, name, files)
@@ -241,18 +248,24 @@ func deidOne(zw *zip.Writer, d *dicom.Deidentifier, sf state.File, prefix string
 		return openErr(sf.Path, err)
 	}
 	defer src.Close()
-	_, err = d.Rewrite(w, src)
+	if _, err := d.Rewrite(w, src); err != nil {
+		return deidErr(sf.Path, err)
+	}
+	return nil
+}
+
+// deidErr says why a file could not be de-identified: a rejection (with
+// the procedure's reason) or an unreadable file fails the group, named.
+func deidErr(name string, err error) error {
 	var re *dicom.RejectError
 	var fe *dicom.FormatError
 	switch {
 	case errors.As(err, &re):
-		return inputErrorf("DICOM file %s not sent: %v", sf.Path, err)
+		return inputErrorf("DICOM file %s not sent: %v", name, err)
 	case errors.Is(err, dicom.ErrTruncated), errors.As(err, &fe):
-		return inputErrorf("DICOM file %s cannot be de-identified: %v; its series was not sent", sf.Path, err)
-	case err != nil:
-		return fmt.Errorf("de-identify %s: %w", sf.Path, err)
+		return inputErrorf("DICOM file %s cannot be de-identified: %v; its series was not sent", name, err)
 	}
-	return nil
+	return fmt.Errorf("de-identify %s: %w", name, err)
 }
 
 // openErr says why a file to send cannot be opened; a file that is gone or
@@ -265,4 +278,67 @@ func openErr(name string, err error) error {
 		return inputErrorf("cannot read %s: permission denied", name)
 	}
 	return fmt.Errorf("open %s: %w", name, err)
+}
+
+// dicomSetFile is the spool file extension of one de-identified DICOM file
+// sent on its own (to a DICOM Image Set socket); writeSpoolZip writes such
+// a file instead of a ZIP.
+const dicomSetFile = ".dcm"
+
+// planDICOMSet plans a DICOM group for a socket of kind DICOM Image Set
+// as Grand Challenge's client does (gcapi/create_strategies.py,
+// DICOMImageSetFileCreateStrategy): every file de-identified and sent as
+// its own upload named dicom_image_<i>.dcm, the value's user_uploads with
+// image_name, here the item's title. ok is false for anything else.
+func (p *Pipeline) planDICOMSet(ctx context.Context, img *state.Image, w Watch, files []state.File, add func(state.Upload) int) (state.Value, bool, error) {
+	v := state.Value{Interface: w.Interface, Kind: state.ValueImage}
+	if !group.IsDICOMKey(img.Key) || w.Group == "folder" {
+		return v, false, nil
+	}
+	s, err := p.socket(ctx, w.Interface)
+	if err != nil || s.Kind != KindDICOMImageSet {
+		return v, false, err
+	}
+	v.SocketKind = s.Kind
+	v.ImageName = renderTitle(w.Title, img.Key, files)
+	sorted := slices.Clone(files)
+	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
+	for i, f := range sorted {
+		v.Files = append(v.Files, f.Rel)
+		v.Uploads = append(v.Uploads, add(state.Upload{
+			Filename: fmt.Sprintf("dicom_image_%d.dcm", i),
+			Path:     filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d-%d%s", img.ID, i, dicomSetFile)),
+			ZipOf:    []string{f.Rel},
+		}))
+	}
+	return v, true, nil
+}
+
+// writeDeidFile writes one file rewritten by d at name (temporary file,
+// fsync, rename).
+func writeDeidFile(ctx context.Context, d *dicom.Deidentifier, name string, sf state.File) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		return 0, fmt.Errorf("make spool folder for %s: %w", name, err)
+	}
+	var size int64
+	err := durable.Write(name, 0o600, func(f *os.File) error {
+		src, err := os.Open(sf.Path)
+		if err != nil {
+			return openErr(sf.Path, err)
+		}
+		defer src.Close()
+		res, err := d.Rewrite(f, src)
+		if err != nil {
+			return deidErr(sf.Path, err)
+		}
+		size = res.Written
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return size, nil
 }

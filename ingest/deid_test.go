@@ -442,3 +442,61 @@ func TestLateSliceSameItem(t *testing.T) {
 		})
 	}
 }
+
+// TestDICOMImageSetSocket: for a socket of kind DICOM Image Set the files
+// are de-identified whatever the watch says, sent one upload each
+// (dicom_image_<i>.dcm) and attached with image_name, the item's title.
+func TestDICOMImageSetSocket(t *testing.T) {
+	h, rec := deidHarness(t, "DICOM Image Set")
+	const study, series = "1.2.826.0.1.559.1", "1.2.826.0.1.559.1.2"
+	for i := 1; i <= 3; i++ {
+		h.write("set/IM"+string(rune('0'+i)), ctSpec{study: study, series: series, instance: series + "." + string(rune('0'+i))}.bytes())
+	}
+	p := h.pipeline(h.config())
+	submitPlanned(t, h, p)
+	stop := start(p)
+	imgs := h.waitSettled(1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if imgs[0].State != state.Finished {
+		t.Fatalf("image %s (%s)", imgs[0].State, imgs[0].LastError)
+	}
+	// The fake deletes uploads once imported: the names are in the requests.
+	rec.mu.Lock()
+	sent := string(bytes.Join(rec.sent, nil))
+	rec.mu.Unlock()
+	for _, name := range []string{"dicom_image_0.dcm", "dicom_image_1.dcm", "dicom_image_2.dcm"} {
+		if !strings.Contains(sent, `"filename":"`+name+`"`) {
+			t.Errorf("no upload named %s created", name)
+		}
+	}
+	if strings.Contains(sent, ".zip") {
+		t.Errorf("a ZIP was sent to a DICOM Image Set socket")
+	}
+	items := h.srv.Items(testArchive)
+	if len(items) != 1 {
+		t.Fatalf("%d items; want 1", len(items))
+	}
+	v := items[0].Value("dicom-set")
+	if v == nil || v.Image == nil {
+		t.Fatalf("item has no DICOM image set")
+	}
+	var named bool
+	for _, im := range h.srv.Images() {
+		if im.DICOMImageSet != nil && im.Name == imgs[0].Title {
+			named = true
+		}
+	}
+	if !named {
+		t.Errorf("no DICOM image set named %q on the server", imgs[0].Title)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	all := bytes.Join(rec.sent, nil)
+	for _, s := range append(slices.Clone(identifying), study, series) {
+		if bytes.Contains(all, []byte(s)) {
+			t.Errorf("the server received %q", s)
+		}
+	}
+}
