@@ -101,7 +101,6 @@ type fileState struct {
 	retKey   string // the group this file was last returned in by Ready
 	retSig   sig    // and its content then
 	reported bool   // "ignored"/"unsupported" logged for this content
-	late     bool   // late arrival logged
 }
 
 // NewGrouper returns a Grouper for w. Invalid exclude patterns are logged and
