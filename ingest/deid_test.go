@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -497,6 +498,20 @@ func TestDICOMImageSetSocket(t *testing.T) {
 	for _, s := range append(slices.Clone(identifying), study, series) {
 		if bytes.Contains(all, []byte(s)) {
 			t.Errorf("the server received %q", s)
+		}
+	}
+}
+
+func TestLogDeidentification(t *testing.T) {
+	for _, deid := range []bool{false, true} {
+		var buf bytes.Buffer
+		LogDeidentification(slog.New(slog.NewTextHandler(&buf, nil)), Watch{Deidentify: deid})
+		want := "DICOM headers are sent as they are"
+		if deid {
+			want = "de-identified here before upload"
+		}
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("deidentify %v logged %q; want it to say %q", deid, buf.String(), want)
 		}
 	}
 }
