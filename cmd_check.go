@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/gcingest/gcingest/config"
+	"github.com/gcingest/gcingest/dicom"
 	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/ingest"
 )
 
 const helpCheck = `Checks the config, then the server and the folders, and prints one line
@@ -140,6 +142,8 @@ func (sc *serverChecks) check(ctx context.Context, k *checker, i int, w config.W
 	switch {
 	case err != nil:
 		k.fail("%s.interface %q: %s", key, w.Interface, ifaceProblem(err))
+	case it.Kind == ingest.KindDICOMImageSet:
+		checkDICOMSet(k, key, w)
 	case it.SuperKind != gcapi.SuperKindImage:
 		k.fail("%s.interface %q: is a %q interface (%s); images need an image interface such as \"generic-medical-image\"", key, w.Interface, it.Kind, it.SuperKind)
 	default:
@@ -268,4 +272,37 @@ func writableDir(p string) error {
 		return fmt.Errorf("remove test file %s: %w", path.Base(name), err)
 	}
 	return nil
+}
+
+// checkDICOMSet reports on a watch whose socket is of kind DICOM Image
+// Set: only DICOM series go there, always de-identified with Grand
+// Challenge's procedure, which accepts only the SOP classes it has rules
+// for.
+func checkDICOMSet(k *checker, key string, w config.Watch) {
+	p, err := dicom.DefaultProcedure()
+	if err != nil {
+		k.fail("%s.interface %q: DICOM Image Set: the embedded de-identification procedure does not load: %v", key, w.Interface, err)
+		return
+	}
+	if w.Group == "folder" {
+		k.fail("%s.interface %q: DICOM Image Set sockets are not supported in folder mode; use group = \"auto\"", key, w.Interface)
+		return
+	}
+	var classes []string
+	for _, c := range p.SOPClasses() {
+		if n := sopClassName[c]; n != "" {
+			c += " (" + n + ")"
+		}
+		classes = append(classes, c)
+	}
+	k.ok("%s.interface %q: DICOM Image Set: DICOM series only, each de-identified here with Grand Challenge's procedure %s, "+
+		"which accepts SOP classes %s; other files dropped there fail", key, w.Interface, p.Version, strings.Join(classes, ", "))
+}
+
+// sopClassName names the SOP classes the procedure may list.
+var sopClassName = map[string]string{
+	"1.2.840.10008.5.1.4.1.1.2":   "CT Image Storage",
+	"1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+	"1.2.840.10008.5.1.4.1.1.4":   "MR Image Storage",
+	"1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
 }

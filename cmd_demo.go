@@ -93,6 +93,7 @@ path = %q
 archive = %q
 interface = %q
 settle = "1s"
+dicom_settle = "1s"
 rescan = "2s"
 `, srv.URL, srv.Token(), filepath.Join(dir, "state.db"), listen, drop, demoArchive, demoInterface)
 	if err := os.WriteFile(cfgPath, []byte(toml), 0o600); err != nil {

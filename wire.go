@@ -230,6 +230,8 @@ func watches(cfg *config.Config) []ingest.Watch {
 			Interface:   w.Interface,
 			Group:       w.Group,
 			Settle:      time.Duration(w.Settle),
+			DICOMSettle: time.Duration(w.DICOMSettle),
+			Deidentify:  w.Deidentify,
 			Rescan:      time.Duration(w.Rescan),
 			Poll:        w.Poll,
 			Exclude:     slices.Clone(w.Exclude),

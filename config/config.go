@@ -85,6 +85,8 @@ type Watch struct {
 	Interface   string            `toml:"interface"`
 	Group       string            `toml:"group"`
 	Settle      Duration          `toml:"settle"`
+	DICOMSettle Duration          `toml:"dicom_settle"` // a DICOM series is complete after this long without a new file
+	Deidentify  bool              `toml:"deidentify"`   // DICOM de-identified before upload
 	Rescan      Duration          `toml:"rescan"`
 	Poll        bool              `toml:"poll"`
 	Exclude     []string          `toml:"exclude"`
@@ -100,6 +102,7 @@ type Watch struct {
 const (
 	DefaultGroup       = "auto"
 	DefaultSettle      = 30 * time.Second
+	DefaultDICOMSettle = 60 * time.Second
 	DefaultRescan      = time.Minute
 	DefaultAfterUpload = "keep"
 	DefaultTitle       = "{path} [{hash}]"
@@ -194,6 +197,9 @@ func (w *Watch) applyDefaults() {
 	}
 	if w.Settle == 0 {
 		w.Settle = Duration(DefaultSettle)
+	}
+	if w.DICOMSettle == 0 {
+		w.DICOMSettle = Duration(DefaultDICOMSettle)
 	}
 	if w.Rescan == 0 {
 		w.Rescan = Duration(DefaultRescan)
@@ -322,6 +328,12 @@ func (c *Config) Validate() error {
 		}
 		if w.Settle < 0 {
 			bad(key("settle"), "is negative", `write it like "30s"`)
+		}
+		if w.DICOMSettle < 0 {
+			bad(key("dicom_settle"), "is negative", `write it like "60s"`)
+		}
+		if w.Deidentify && w.Group == "folder" {
+			bad(key("deidentify"), "is not supported in folder mode", "use group = auto for DICOM to de-identify")
 		}
 		if w.Rescan < Duration(time.Second) {
 			bad(key("rescan"), fmt.Sprintf("%s is too short", time.Duration(w.Rescan)), `use at least "1s"; "1m" is usual`)

@@ -34,7 +34,8 @@ func TestExampleParsesAndValidates(t *testing.T) {
 	// The example documents the watch defaults: they must equal what an
 	// omitted key gets.
 	if w.Group != DefaultGroup || time.Duration(w.Settle) != DefaultSettle || time.Duration(w.Rescan) != DefaultRescan ||
-		w.AfterUpload != DefaultAfterUpload || w.Title != DefaultTitle {
+		w.AfterUpload != DefaultAfterUpload || w.Title != DefaultTitle ||
+		time.Duration(w.DICOMSettle) != DefaultDICOMSettle || w.Deidentify {
 		t.Errorf("watch[0] = %+v, want the documented defaults", w)
 	}
 	if got, want := c.Watch[1].Values["*.pdf"], "report"; got != want {
@@ -65,6 +66,9 @@ func TestDefaultsApplied(t *testing.T) {
 	w := c.Watch[0]
 	if w.Group != "auto" || time.Duration(w.Settle) != 30*time.Second || time.Duration(w.Rescan) != time.Minute || w.AfterUpload != "keep" || w.Title != "{path} [{hash}]" {
 		t.Errorf("defaults not applied: %+v", w)
+	}
+	if time.Duration(w.DICOMSettle) != time.Minute || w.Deidentify {
+		t.Errorf("dicom_settle = %v, deidentify = %v; want 1m0s and false by default", time.Duration(w.DICOMSettle), w.Deidentify)
 	}
 	if got, want := c.PartSizeBytes(), int64(32<<20); got != want {
 		t.Errorf("part size = %d, want %d", got, want)
@@ -274,5 +278,35 @@ func TestMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("got %v, want an error wrapping ErrNotExist", err)
+	}
+}
+
+func TestDICOMKeys(t *testing.T) {
+	for _, tt := range []struct {
+		name, extra, wantErr string
+	}{
+		{"set", "dicom_settle = \"2m\"\ndeidentify = true\n", ""},
+		{"negative settle", "dicom_settle = \"-1s\"\n", "watch[0].dicom_settle"},
+		{"folder mode", "group = \"folder\"\ndeidentify = true\n", "watch[0].deidentify"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(strings.NewReader(minimal+tt.extra), "d.toml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if w := c.Watch[0]; time.Duration(w.DICOMSettle) != 2*time.Minute || !w.Deidentify {
+					t.Errorf("got dicom_settle %v, deidentify %v", time.Duration(w.DICOMSettle), w.Deidentify)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("got %v, want an error naming %s", err, tt.wantErr)
+			}
+		})
 	}
 }

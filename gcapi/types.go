@@ -126,6 +126,10 @@ type ValueUpdate struct {
 	UserUpload  string          `json:"user_upload,omitempty"`  // upload api_url
 	Image       string          `json:"image,omitempty"`        // image api_url
 	Value       json.RawMessage `json:"value,omitempty"`        // JSON value, sent as is
+	// ImageName goes with UserUploads for a socket of kind DICOM Image Set,
+	// which requires it (grand-challenge.org
+	// app/grandchallenge/components/serializers.py, _validate_dicom_image).
+	ImageName string `json:"image_name,omitempty"`
 }
 
 // Upload is a user upload (one S3 multipart upload).

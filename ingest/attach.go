@@ -25,6 +25,7 @@ func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) err
 			for _, i := range v.Uploads {
 				u.UserUploads = append(u.UserUploads, img.Uploads[i].APIURL)
 			}
+			u.ImageName = v.ImageName // DICOM Image Set sockets (deid.go)
 		case state.ValueFile:
 			u.UserUpload = img.Uploads[v.Uploads[0]].APIURL
 		case state.ValueJSON:

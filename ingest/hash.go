@@ -81,6 +81,10 @@ func (p *Pipeline) planItem(ctx context.Context, img *state.Image, w Watch, file
 	case KindSingle, KindMHD, KindZip:
 		var uploads []state.Upload
 		add := p.addUpload(&uploads)
+		// DICOM for a DICOM Image Set socket: one de-identified file per upload (deid.go).
+		if v, ok, err := p.planDICOMSet(ctx, img, w, files, add); ok || err != nil {
+			return []state.Value{v}, uploads, "", err
+		}
 		v, err := imageValue(img.Key, w.Interface, Kind(img.Kind), files, filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d.zip", img.ID)), add)
 		if err != nil {
 			return nil, nil, "", err

@@ -21,6 +21,8 @@ type Watch struct {
 	Interface   string            // socket slug for the image
 	Group       string            // auto | file | folder
 	Settle      time.Duration     // unchanged this long before an image is ready
+	DICOMSettle time.Duration     // a DICOM series is complete after this long without a new file
+	Deidentify  bool              // DICOM de-identified before upload (always for DICOM Image Set sockets)
 	Rescan      time.Duration     // full rescan interval
 	Poll        bool              // rescans only, no file-system events
 	Exclude     []string          // glob patterns on base names, never picked up
@@ -34,7 +36,7 @@ type Watch struct {
 
 // Grouping returns what package group needs of w.
 func (w Watch) Grouping() group.Watch {
-	return group.Watch{Path: w.Path, Group: w.Group, Settle: w.Settle, Exclude: w.Exclude,
+	return group.Watch{Path: w.Path, Group: w.Group, Settle: w.Settle, DICOMSettle: w.DICOMSettle, Exclude: w.Exclude,
 		DoneDir: w.DoneDir, FailedDir: w.FailedDir, Interface: w.Interface, Values: w.Values}
 }
 

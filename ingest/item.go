@@ -86,8 +86,10 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		v.Prev, v.Confirmed = valueNow(it, v), false
 		switch {
 		case v.Prev == "":
-		case w.Replace:
+		case w.Replace, group.IsDICOMKey(img.Key) && !img.TargetItem:
 			// Replaced on purpose; Prev tells our value from the old one.
+			// A DICOM series' item is keyed by the series (deid.go): a late
+			// file makes it hold the complete series, never a second item.
 		case img.TargetItem:
 			return inputErrorf("item %s already has a value for %s; set replace = true on the watch to replace it", it.PK, v.Interface)
 		case hashed:

@@ -71,7 +71,8 @@ func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
 				files = append(files, f)
 			}
 		}
-		size, err := writeZip(ctx, u.Path, files)
+		// DICOM groups are checked and, when asked, de-identified (deid.go).
+		size, err := p.writeSpoolZip(ctx, img, u.Path, files)
 		if err != nil {
 			return err
 		}

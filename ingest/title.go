@@ -13,6 +13,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -32,6 +33,11 @@ func renderTitle(tmpl, key string, files []state.File) string {
 	}
 	p := titlePath(key, files)
 	hash := titleHash(files)
+	if group.IsDICOMKey(key) {
+		// A DICOM series is one item whatever arrives late: its title is
+		// keyed by the series, not the content (deid.go, seriesTitleHash).
+		hash = seriesTitleHash(key)
+	}
 	render := func(p string) string {
 		return strings.NewReplacer("{path}", p, "{name}", path.Base(p), "{hash}", hash).Replace(tmpl)
 	}

@@ -110,6 +110,9 @@ type Value struct {
 	// arrived only when the item shows something else (or, for JSON, ours).
 	Prev      string `json:"prev,omitempty"`
 	Confirmed bool   `json:"confirmed,omitempty"` // the server shows the value
+	// ImageName names a DICOM image set (a socket of kind DICOM Image
+	// Set takes user_uploads with image_name).
+	ImageName string `json:"image_name,omitempty"`
 }
 
 // Image is one image's durable record.

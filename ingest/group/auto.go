@@ -62,8 +62,7 @@ func (g *Grouper) buildAuto(ev *evaluation, now int64) []*build {
 		}
 	}
 
-	series := make(map[string]*build)     // generation key → group
-	seen := make(map[string]bool)         // series keys with files present
+	series := make(map[string]*build)     // series key → group
 	undetermined := make(map[string]bool) // folders with a file not yet identified
 	var dicomGroups []*build
 	for _, f := range g.files {
@@ -91,45 +90,28 @@ func (g *Grouper) buildAuto(ev *evaluation, now int64) []*build {
 			single(f, "")
 		case classDICOM, classDICOMPartial:
 			h := f.info.dicom
-			if !h.UIDsKnown {
-				// Cut short before its UIDs: which series it joins is not known.
-				if !g.settled(f, now) {
+			if !h.UIDsKnown || h.CheckGroupKey() != nil {
+				// Cut short before its UIDs (which series it joins is not
+				// known), or without them (panimg cannot group it): a DICOM
+				// group of its own, so that it is checked (and fails, if
+				// cut) and de-identified like any series.
+				if !h.UIDsKnown && !g.settled(f, now) {
 					undetermined[dir(f.rel)] = true
 				}
-				single(f, "DICOM file not complete ("+f.info.err+")")
-				continue
-			}
-			if h.Series == "" || h.Study == "" {
-				if !f.reported {
+				if h.UIDsKnown && !f.reported {
 					f.reported = true
-					g.log.Warn("DICOM file without StudyInstanceUID or SeriesInstanceUID sent as an image of its own", "file", f.rel)
+					g.log.Warn("DICOM file without the UIDs the server groups by sent as an image of its own", "file", f.rel, "reason", h.CheckGroupKey())
 				}
-				b := &build{key: f.rel, kind: KindSingle, files: []*fileState{f}}
-				if f.class == classDICOMPartial {
-					b.reason = "DICOM file not complete (" + f.info.err + ")"
-				}
-				out = append(out, b)
+				dicomGroups = append(dicomGroups, &build{key: "dicom:" + f.rel, kind: KindZip, files: []*fileState{f}, dicom: true})
 				continue
 			}
-			base := "dicom:" + h.Study + "/" + h.Series + "/" + h.SOPClass
-			seen[base] = true
-			st := g.series[base]
-			if st == nil {
-				st = &seriesState{next: 1}
-				g.series[base] = st
-			}
-			gen := f.gen
-			if gen == 0 {
-				gen = st.next
-				if st.next > 1 && !f.late {
-					f.late = true
-					g.log.Warn("DICOM file arrived for a series already returned; it starts a new image", "file", f.rel, "series", base, "image", genKey(base, gen))
-				}
-			}
-			key := genKey(base, gen)
+			// A file arriving for a series already returned joins it: the
+			// group comes back with every file, under the same key, and the
+			// pipeline replaces the item's value with the complete series.
+			key := seriesKey(dir(f.rel), h.Header)
 			b := series[key]
 			if b == nil {
-				b = &build{key: key, kind: KindZip, series: st, gen: gen}
+				b = &build{key: key, kind: KindZip, dicom: true}
 				series[key] = b
 				dicomGroups = append(dicomGroups, b)
 			}
@@ -149,17 +131,11 @@ func (g *Grouper) buildAuto(ev *evaluation, now int64) []*build {
 			g.ignore(ev, f, "Slidedat.ini outside an .mrxs slide folder")
 		}
 	}
-	for base := range g.series {
-		if !seen[base] {
-			delete(g.series, base) // all its files are gone
-		}
-	}
 	for _, b := range dicomGroups {
-		if len(b.files) == 1 {
-			b.kind = KindSingle
-		}
 		for _, f := range b.files {
-			if f.class == classDICOMPartial {
+			if f.class == classDICOMPartial && !g.dicomSettled(f, now) {
+				// Still being written, or cut: after the DICOM settle time
+				// the group goes on and fails there with the file named.
 				b.reason = "DICOM file " + path.Base(f.rel) + " not complete (" + f.info.err + ")"
 				break
 			}

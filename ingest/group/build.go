@@ -5,7 +5,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -17,9 +16,8 @@ type build struct {
 	files  []*fileState
 	reason string // why it waits; empty: ready
 
-	main   *fileState   // the file that names the others (.mhd, .vms, .mrxs)
-	series *seriesState // DICOM
-	gen    int32
+	main  *fileState // the file that names the others (.mhd, .vms, .mrxs)
+	dicom bool       // a DICOM group: settles after DICOMSettle
 }
 
 // ignored is a file that no group takes, and why.
@@ -53,16 +51,28 @@ func isLoneImageExt(ext string) bool {
 	return false
 }
 
-func genKey(base string, gen int32) string {
-	if gen <= 1 {
-		return base
-	}
-	return base + "#" + strconv.Itoa(int(gen))
-}
-
 // settled reports whether f kept its content for Settle and was seen twice.
 func (g *Grouper) settled(f *fileState, now int64) bool {
 	return now-f.since >= int64(g.w.Settle) && f.obs >= 2
+}
+
+// dicomSettle is how long a DICOM series must go without a new or changed
+// file before it is complete: Watch.DICOMSettle, or Settle when that is
+// longer or DICOMSettle is unset.
+func (g *Grouper) dicomSettle() time.Duration {
+	return max(g.w.DICOMSettle, g.w.Settle)
+}
+
+// dicomSettled reports whether f kept its content for the DICOM settle time.
+func (g *Grouper) dicomSettled(f *fileState, now int64) bool {
+	return now-f.since >= int64(g.dicomSettle()) && f.obs >= 2
+}
+
+// wakeAt makes NextWake no later than t.
+func (g *Grouper) wakeAt(t time.Time) {
+	if g.nextWake.IsZero() || t.Before(g.nextWake) {
+		g.nextWake = t
+	}
 }
 
 // evaluate classifies changed files and decides every group's state.
@@ -99,6 +109,9 @@ func (g *Grouper) evaluate(now time.Time, confirm bool) evaluation {
 		if b.reason == "" {
 			b.reason = g.settleReason(b, nowNs)
 		}
+		if b.dicom {
+			g.dicomWake(b, nowNs)
+		}
 		if b.reason == "" && confirm && !g.confirm(b, now) {
 			b.reason = "settling: changed on a second look"
 		}
@@ -119,16 +132,31 @@ func (g *Grouper) evaluate(now time.Time, confirm bool) evaluation {
 	return ev
 }
 
-// settleReason says why b's files are not settled yet, or "".
+// dicomWake makes the grouper wake when the DICOM settle time of b's
+// newest file ends, which may be later than Settle's.
+func (g *Grouper) dicomWake(b *build, now int64) {
+	for _, f := range b.files {
+		if end := f.since + int64(g.dicomSettle()); end > now {
+			g.wakeAt(time.Unix(0, end))
+		}
+	}
+}
+
+// settleReason says why b's files are not settled yet, or "". A DICOM
+// series waits for DICOMSettle after its newest file.
 func (g *Grouper) settleReason(b *build, now int64) string {
+	settle, what := g.w.Settle, "settling: "
+	if b.dicom {
+		settle, what = g.dicomSettle(), "series settling (no new file for "+g.dicomSettle().String()+"): "
+	}
 	var left time.Duration
 	for _, f := range b.files {
-		if d := time.Duration(f.since + int64(g.w.Settle) - now); d > left {
+		if d := time.Duration(f.since + int64(settle) - now); d > left {
 			left = d
 		}
 	}
 	if left > 0 {
-		return "settling: " + left.Round(time.Second).String() + " left"
+		return what + left.Round(time.Second).String() + " left"
 	}
 	return ""
 }

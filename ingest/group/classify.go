@@ -14,7 +14,6 @@ import (
 func (g *Grouper) classify(f *fileState) {
 	name := path.Base(f.rel)
 	ext := lowerExt(name)
-	old := f.info
 	f.info = nil
 	cls := classNone
 	switch {
@@ -60,12 +59,6 @@ func (g *Grouper) classify(f *fileState) {
 	if cls == classNone {
 		return // unreadable: f.info.err says why; read again next time
 	}
-	if cls != classDICOM && cls != classDICOMPartial || old == nil || f.info == nil ||
-		old.dicom.Study != f.info.dicom.Study || old.dicom.Series != f.info.dicom.Series || old.dicom.SOPClass != f.info.dicom.SOPClass {
-		// Its series changed (or it is no longer DICOM): a generation it was
-		// returned in no longer applies.
-		f.gen = 0
-	}
 	f.class, f.classSig = cls, f.cur
 }
 
@@ -106,12 +99,12 @@ func classifyDICOM(f *fileState, r io.ReaderAt, size int64, ext string) fileClas
 		}
 		return classUnknown
 	}
-	h, err := readDICOMHeader(r, size)
+	h, err := readDICOM(r, size)
 	f.info = &fileInfo{dicom: h}
 	switch {
 	case err == nil:
 		return classDICOM
-	case errors.Is(err, errDICOMIncomplete):
+	case truncated(err):
 		f.info.err = err.Error()
 		return classDICOMPartial
 	default:

@@ -12,6 +12,7 @@ type dicomSpec struct {
 	implicit                          bool // implicit VR little endian data set
 	encapsulated                      bool // pixel data as fragments of undefined length
 	noSeries                          bool
+	stackID                           string // (0020,9056) at the top level when set: a 4D set
 }
 
 // makeDICOM writes a Part-10 file: preamble, meta group, a few attributes
@@ -94,6 +95,9 @@ func (s dicomSpec) bytes() []byte {
 		el(0x0020, 0x000E, "UI", []byte(s.series))
 	}
 	el(0x0020, 0x0013, "IS", []byte(lastPart(s.instance)))
+	if s.stackID != "" {
+		el(0x0020, 0x9056, "SH", []byte(s.stackID))
+	}
 	el(0x0028, 0x0010, "US", []byte{1, 0})
 	pix := make([]byte, s.pixels)
 	for i := range pix {
@@ -119,6 +123,8 @@ func lastPart(uid string) string {
 }
 
 const (
-	testCTClass = "1.2.840.10008.5.1.4.1.1.2"
-	testMRClass = "1.2.840.10008.5.1.4.1.1.4"
+	tsImplicitLE    = "1.2.840.10008.1.2"
+	undefinedLength = 0xFFFFFFFF
+	testCTClass     = "1.2.840.10008.5.1.4.1.1.2"
+	testMRClass     = "1.2.840.10008.5.1.4.1.1.4"
 )

@@ -15,14 +15,18 @@ import (
 // Watch is what grouping needs to know of a drop folder (the ingest
 // package's Watch carries the rest).
 type Watch struct {
-	Path      string            // absolute root of the drop folder
-	Group     string            // auto | file | folder; "" is auto
-	Settle    time.Duration     // unchanged this long before a group is ready
-	Exclude   []string          // glob patterns on base names, never picked up
-	DoneDir   string            // absolute; never grouped when inside the root
-	FailedDir string            // absolute; never grouped when inside the root
-	Interface string            // folder mode: the main image's socket slug
-	Values    map[string]string // folder mode: glob → socket slug
+	Path   string        // absolute root of the drop folder
+	Group  string        // auto | file | folder; "" is auto
+	Settle time.Duration // unchanged this long before a group is ready
+	// DICOMSettle is how long a DICOM series goes without a new or changed
+	// file before it counts as complete (the stable age of a PACS); Settle
+	// when shorter.
+	DICOMSettle time.Duration
+	Exclude     []string          // glob patterns on base names, never picked up
+	DoneDir     string            // absolute; never grouped when inside the root
+	FailedDir   string            // absolute; never grouped when inside the root
+	Interface   string            // folder mode: the main image's socket slug
+	Values      map[string]string // folder mode: glob → socket slug
 }
 
 // Kind says how a group's files are sent to the server.
@@ -50,10 +54,14 @@ type Group struct {
 	Watch string // Watch.Path
 	// Key identifies the group within its watch and stays the same while the
 	// files do: the relative path of the main file, the folder's relative
-	// path, or "dicom:<study>/<series>/<sop class>".
+	// path, or for DICOM "dicom:<folder>/<study>/<stack or series>/<sop
+	// class>" (or "dicom:<file>" for a file that cannot be grouped).
 	Key   string
 	Kind  Kind
 	Files []File // sorted by Rel
+	// Label describes a DICOM group for people (folder, series number and
+	// description, file count); empty otherwise.
+	Label string
 }
 
 // Problem is something wrong with the files that the user must fix (a

@@ -30,8 +30,8 @@ func fixDICOM(series, class string, i int) []byte {
 	return makeDICOM(fixStudy, series, class, series+"."+strconv.Itoa(i), 256)
 }
 
-func fixKey(series, class string) string {
-	return "dicom:" + fixStudy + "/" + series + "/" + class
+func fixKey(folder, series, class string) string {
+	return "dicom:" + folder + "/" + fixStudy + "/" + series + "/" + class
 }
 
 // fixtureCase is one folder under testdata/group: the files of its drop/
@@ -118,7 +118,7 @@ func groupFixtureCases() []fixtureCase {
 				"series/IM2": fixDICOM(fixSeriesA, ctA, 2),
 				"series/IM3": fixDICOM(fixSeriesA, ctA, 3),
 			},
-			expect: []string{"ready zip " + fixKey(fixSeriesA, ctA) + " series/IM1 series/IM2 series/IM3"},
+			expect: []string{"ready zip " + fixKey("series", fixSeriesA, ctA) + " series/IM1 series/IM2 series/IM3"},
 		},
 		{
 			name: "dicom-interleaved", about: "two series whose files alternate in one folder are two images",
@@ -130,12 +130,12 @@ func groupFixtureCases() []fixtureCase {
 				"mixed/0005": fixDICOM(fixSeriesA, ctA, 3),
 			},
 			expect: []string{
-				"ready zip " + fixKey(fixSeriesA, ctA) + " mixed/0001 mixed/0003 mixed/0005",
-				"ready zip " + fixKey(fixSeriesB, mrB) + " mixed/0002 mixed/0004",
+				"ready zip " + fixKey("mixed", fixSeriesA, ctA) + " mixed/0001 mixed/0003 mixed/0005",
+				"ready zip " + fixKey("mixed", fixSeriesB, mrB) + " mixed/0002 mixed/0004",
 			},
 		},
 		{
-			name: "dicom-truncated", about: "a DICOM file that does not parse to its end holds back its series; one cut before its UIDs waits alone",
+			name: "dicom-truncated", about: "a DICOM file that does not parse to its end holds back its series until the DICOM settle time, then goes on with it (to fail, naming the file); one cut before its UIDs goes on alone",
 			files: map[string][]byte{
 				"s/IM1":     fixDICOM(fixSeriesA, ctA, 1),
 				"s/IM2":     fixDICOM(fixSeriesA, ctA, 2),
@@ -143,14 +143,14 @@ func groupFixtureCases() []fixtureCase {
 				"early/IM1": early,
 			},
 			expect: []string{
-				"waiting zip " + fixKey(fixSeriesA, ctA) + " s/IM1 s/IM2 s/IM3: DICOM file IM3 not complete",
-				"waiting single early/IM1: DICOM file not complete",
+				"ready zip " + fixKey("s", fixSeriesA, ctA) + " s/IM1 s/IM2 s/IM3",
+				"ready zip dicom:early/IM1 early/IM1",
 			},
 		},
 		{
-			name: "dicom-no-series", about: "DICOM files without SeriesInstanceUID are each an image of their own",
+			name: "dicom-no-series", about: "DICOM files without SeriesInstanceUID are each an image of their own (a DICOM group, so de-identified like any)",
 			files:  map[string][]byte{"a/IM1": noSeries(1), "a/IM2.dcm": noSeries(2)},
-			expect: []string{"ready single a/IM1", "ready single a/IM2.dcm"},
+			expect: []string{"ready zip dicom:a/IM1 a/IM1", "ready zip dicom:a/IM2.dcm a/IM2.dcm"},
 		},
 		{
 			name: "hidden-temp", about: "hidden and temporary names are never picked up, not even as ignored",
@@ -240,7 +240,7 @@ func groupFixtureCases() []fixtureCase {
 				"ready single " + qs("Überblick_脳.nii.gz"),
 				"ready single " + qs("case#2.mha"),
 				"ready mhd " + qs("my brain.mhd", "my brain.raw"),
-				"ready zip " + fixKey(fixSeriesA, ctA) + " " + qs("patient #1/série 2/IM 1", "patient #1/série 2/IM 2"),
+				"ready zip " + qs(fixKey("patient #1/série 2", fixSeriesA, ctA)) + " " + qs("patient #1/série 2/IM 1", "patient #1/série 2/IM 2"),
 				"ignored " + qs("patient #1/série 2/notes #1") + ": unknown file type",
 				"ready zip " + qs("slide 1.mrxs", "slide 1/Data0000.dat", "slide 1/Slidedat.ini"),
 			},

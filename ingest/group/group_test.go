@@ -22,7 +22,7 @@ func dcmA(i int) []byte {
 // TestGroupAuto covers each grouping decision of group = auto with files on
 // disk that have settled: what becomes one image, what waits and why.
 func TestGroupAuto(t *testing.T) {
-	seriesKey := "dicom:" + studyA + "/" + seriesA + "/" + testCTClass
+	seriesKey := "dicom:s/" + studyA + "/" + seriesA + "/" + testCTClass
 	longDir := strings.Repeat("a-very-long-folder-name-", 8) + "/" + strings.Repeat("deeper-still-", 10)
 	tests := []struct {
 		name        string
@@ -56,7 +56,7 @@ func TestGroupAuto(t *testing.T) {
 			},
 			wantReady: []string{
 				longDir + "/img.mha single " + longDir + "/img.mha",
-				seriesKey + " zip series #1/IM 0001,series #1/IM 0002",
+				"dicom:series #1/" + studyA + "/" + seriesA + "/" + testCTClass + " zip series #1/IM 0001,series #1/IM 0002",
 				"scan 1/ct #2.mha single scan 1/ct #2.mha",
 				"with space/ct a.mhd mhd with space/ct a.mhd,with space/ct a.raw",
 				"with space/other name.tif single with space/other name.tif",
@@ -107,7 +107,7 @@ func TestGroupAuto(t *testing.T) {
 			files: map[string][]byte{"orphan.raw": make([]byte, 8)},
 		},
 		{
-			name: "DICOM series by UIDs, not by name or folder",
+			name: "DICOM series by UIDs within a folder, not by name",
 			files: map[string][]byte{
 				"s/IM0001": dcmA(1), "s/IM0002": dcmA(2), "s/x.dcm": dcmA(3),
 				"s/other.dcm": makeDICOM(studyA, seriesB, testCTClass, seriesB+".1", 64),
@@ -115,21 +115,24 @@ func TestGroupAuto(t *testing.T) {
 			},
 			wantReady: []string{
 				seriesKey + " zip s/IM0001,s/IM0002,s/x.dcm",
-				"dicom:" + studyA + "/" + seriesB + "/" + testCTClass + " zip s/other.dcm,t/IM0009",
+				"dicom:s/" + studyA + "/" + seriesB + "/" + testCTClass + " zip s/other.dcm",
+				"dicom:t/" + studyA + "/" + seriesB + "/" + testCTClass + " zip t/IM0009",
 			},
 		},
 		{
 			name:      "same series, different SOP class: two images",
 			files:     map[string][]byte{"a": dcmA(1), "b": makeDICOM(studyA, seriesA, testMRClass, seriesA+".7", 64)},
-			wantReady: []string{seriesKey + " single a", "dicom:" + studyA + "/" + seriesA + "/" + testMRClass + " single b"},
+			wantReady: []string{"dicom:./" + studyA + "/" + seriesA + "/" + testCTClass + " zip a", "dicom:./" + studyA + "/" + seriesA + "/" + testMRClass + " zip b"},
 		},
 		{
-			name: "truncated DICOM waits",
+			// It waits for the DICOM settle time (TestDICOMTruncatedGoesOnAfterSettle),
+			// here the same as Settle, then goes on, to fail in the pipeline with the file named.
+			name: "truncated DICOM goes on after the settle time",
 			files: map[string][]byte{
 				"s/IM0001": dcmA(1)[:len(dcmA(1))-100], // cut in the pixel data: its series is known
 				"t/IM0001": dcmA(1)[:200],              // cut before its UIDs: a file of its own
 			},
-			wantWaiting: map[string]string{seriesKey: "IM0001 not complete", "t/IM0001": "not complete"},
+			wantReady: []string{seriesKey + " zip s/IM0001", "dicom:t/IM0001 zip t/IM0001"},
 		},
 		{
 			name: "DICOM without a series UID or with a broken header is its own image",
@@ -143,7 +146,7 @@ func TestGroupAuto(t *testing.T) {
 					return b
 				}(),
 			},
-			wantReady: []string{"badvr single badvr", "nomagic.dcm single nomagic.dcm", "noseries.dcm single noseries.dcm"},
+			wantReady: []string{"badvr single badvr", "nomagic.dcm single nomagic.dcm", "dicom:noseries.dcm zip noseries.dcm"},
 		},
 		{
 			name:  "unknown types are left alone",

@@ -24,13 +24,12 @@ import (
 // Ready stats a file itself when it has been seen only once, which is the
 // second observation a file written once and then left alone needs.
 //
-// Late DICOM arrivals: a DICOM file that arrives for a series already
-// returned by Ready is never merged into the returned group. It starts a new
-// group whose key is the series key with a suffix, "dicom:s/se/sop#2", then
-// "#3", while the grouper remembers the returned files. (After a restart
-// the grouper remembers nothing, so all files of the series present then
-// form one group under the plain key; its content fingerprint differs from
-// the one uploaded before, which the pipeline treats as new content.)
+// DICOM series settle as a PACS decides a study is stable: no new instance
+// for Watch.DICOMSettle. A file that arrives for a series already returned
+// by Ready joins it: the group is returned again, same key, every file, and
+// the pipeline makes the same item hold the complete series. A file that
+// stays cut (truncated) for DICOMSettle no longer holds its series back: the
+// group is returned and fails in the pipeline with the file named.
 type Grouper struct {
 	w       Watch
 	root    string // cleaned Watch.Path
@@ -41,7 +40,6 @@ type Grouper struct {
 
 	files   map[string]*fileState // by rel path
 	dirs    map[string]int32      // rel dir → number of tracked files below it
-	series  map[string]*seriesState
 	scanGen uint32
 
 	dirty    bool      // something changed since the last evaluation
@@ -52,6 +50,7 @@ type Grouper struct {
 // Waiting is a group (or a file not yet identified) that is not ready, and why.
 type Waiting struct {
 	Key    string
+	Label  string   // DICOM: folder, series, file count (the key is UIDs)
 	Kind   Kind     // empty for a file not yet identified
 	Files  []string // rel paths, sorted
 	Reason string   // e.g. "settling: 12s left", "waiting for data file ct.raw"
@@ -83,7 +82,7 @@ const (
 
 // fileInfo is the per-class detail of a file that needed reading.
 type fileInfo struct {
-	dicom      dicomHeader
+	dicom      dicomInfo
 	mhd        mhdHeader
 	companions []string
 	err        string // why the header is broken, unsupported or unreadable
@@ -101,14 +100,8 @@ type fileState struct {
 
 	retKey   string // the group this file was last returned in by Ready
 	retSig   sig    // and its content then
-	gen      int32  // DICOM: the generation of its series it was returned in
 	reported bool   // "ignored"/"unsupported" logged for this content
-	late     bool   // late arrival logged
 }
-
-// seriesState remembers, per DICOM series key, which generation the next
-// group of new files gets.
-type seriesState struct{ next int32 }
 
 // NewGrouper returns a Grouper for w. Invalid exclude patterns are logged and
 // ignored (the config validates them; this is a second line).
@@ -117,14 +110,13 @@ func NewGrouper(w Watch, log *slog.Logger) *Grouper {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Grouper{
-		w:      w,
-		root:   filepath.Clean(w.Path),
-		log:    log,
-		mode:   w.Group,
-		files:  make(map[string]*fileState),
-		dirs:   make(map[string]int32),
-		series: make(map[string]*seriesState),
-		stat:   os.Stat,
+		w:     w,
+		root:  filepath.Clean(w.Path),
+		log:   log,
+		mode:  w.Group,
+		files: make(map[string]*fileState),
+		dirs:  make(map[string]int32),
+		stat:  os.Stat,
 	}
 	if g.mode == "" {
 		g.mode = "auto"
@@ -328,8 +320,7 @@ func (g *Grouper) NextWake() time.Time { return g.nextWake }
 
 // Ready returns the groups that became ready since the last call, sorted by
 // key. A returned group is not returned again unless the content (size or
-// modification time) of one of its files changes or, except for DICOM
-// series, a file joins it; files that disappear (moved or deleted after
+// modification time) of one of its files changes or a file joins it; files that disappear (moved or deleted after
 // upload) never cause a return.
 func (g *Grouper) Ready(now time.Time) []Group {
 	if !g.dirty && (g.nextWake.IsZero() || now.Before(g.nextWake)) {
@@ -340,12 +331,6 @@ func (g *Grouper) Ready(now time.Time) []Group {
 	for _, b := range ev.ready {
 		for _, f := range b.files {
 			f.retKey, f.retSig = b.key, f.cur
-			if b.series != nil {
-				f.gen = b.gen
-			}
-		}
-		if b.series != nil && b.gen >= b.series.next {
-			b.series.next = b.gen + 1
 		}
 		out = append(out, g.group(b))
 	}
@@ -358,7 +343,11 @@ func (g *Grouper) Waiting(now time.Time) []Waiting {
 	ev := g.evaluate(now, false)
 	out := make([]Waiting, 0, len(ev.waiting))
 	for _, b := range ev.waiting {
-		out = append(out, Waiting{Key: b.key, Kind: b.kind, Files: rels(b.files), Reason: b.reason})
+		wt := Waiting{Key: b.key, Kind: b.kind, Files: rels(b.files), Reason: b.reason}
+		if b.dicom {
+			wt.Label = dicomLabel(b)
+		}
+		out = append(out, wt)
 	}
 	return out
 }
@@ -373,6 +362,9 @@ func rels(fs []*fileState) []string {
 
 func (g *Grouper) group(b *build) Group {
 	gr := Group{Watch: g.w.Path, Key: b.key, Kind: b.kind, Files: make([]File, len(b.files))}
+	if b.dicom {
+		gr.Label = dicomLabel(b)
+	}
 	for i, f := range b.files {
 		gr.Files[i] = File{
 			Path:    filepath.Join(g.root, filepath.FromSlash(f.rel)),

@@ -32,8 +32,12 @@ type PlanReport struct {
 
 // PlanEntry is one group (ready or waiting) or one ignored file.
 type PlanEntry struct {
-	State  string // PlanReady | PlanWaiting | PlanIgnored
-	Key    string
+	State string // PlanReady | PlanWaiting | PlanIgnored
+	Key   string
+	// Label describes a DICOM group for people (folder, series number and
+	// description, SOP class, file count); plan prints it instead of the
+	// key, which is made of UIDs.
+	Label  string
 	Kind   Kind   // empty for ignored files and files not identified yet
 	Files  []File // sorted by Rel
 	Reason string // why it waits or is ignored; for a folder item, why it would fail
@@ -104,7 +108,8 @@ func Plan(ctx context.Context, w Watch, log *slog.Logger) (PlanReport, error) {
 	ev := g.evaluate(now, false)
 	add := func(state string, bs []*build) {
 		for _, b := range bs {
-			e := PlanEntry{State: state, Key: b.key, Kind: b.kind, Files: g.group(b).Files, Reason: b.reason}
+			gr := g.group(b)
+			e := PlanEntry{State: state, Key: b.key, Label: gr.Label, Kind: b.kind, Files: gr.Files, Reason: b.reason}
 			if b.kind == KindFolder && e.Reason == "" {
 				planFolderEntry(w, &e)
 			}
@@ -208,11 +213,14 @@ func (r PlanReport) WriteText(w io.Writer) error {
 		for _, f := range e.Files {
 			size += f.Size
 		}
-		kind := string(e.Kind)
+		kind, name := string(e.Kind), e.Key
 		if kind == "" {
 			kind = "-"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", e.State, kind, len(e.Files), humanSize(size), oneLine(e.Key), oneLine(e.Reason))
+		if e.Label != "" {
+			kind, name = "dicom", e.Label
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", e.State, kind, len(e.Files), humanSize(size), oneLine(name), oneLine(e.Reason))
 		if e.Item != "" {
 			fmt.Fprintf(tw, "  \t\t\t\t  adds to item %s (%s)\t\n", oneLine(e.Item), ItemFile)
 		}

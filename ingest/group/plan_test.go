@@ -40,7 +40,7 @@ func TestPlan(t *testing.T) {
 	for _, e := range rep.Entries {
 		got[e.Key] = e.State + " " + e.Reason
 	}
-	key := "dicom:" + studyA + "/" + seriesA + "/" + testCTClass
+	key := "dicom:s/" + studyA + "/" + seriesA + "/" + testCTClass
 	want := map[string]string{
 		"old.mha":   "ready ",
 		key:         "ready ",
@@ -61,10 +61,13 @@ func TestPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := sb.String()
-	for _, s := range []string{"2 ready, 2 waiting, 1 ignored", "STATE", "waiting for data file ct.raw", key, "zip"} {
+	for _, s := range []string{"2 ready, 2 waiting, 1 ignored", "STATE", "waiting for data file ct.raw", "DICOM s: CT, 2 files", "dicom"} {
 		if !strings.Contains(text, s) {
 			t.Errorf("plan text lacks %q:\n%s", s, text)
 		}
+	}
+	if strings.Contains(text, key) {
+		t.Errorf("plan text shows the UID key %q instead of a label:\n%s", key, text)
 	}
 }
 
