@@ -207,15 +207,16 @@ func writeDeidZip(ctx context.Context, d *dicom.Deidentifier, name string, files
 	}
 	sorted := slices.Clone(files)
 	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
-	prefix := commonDir(sorted)
 	var size int64
 	err := durable.Write(name, 0o600, func(f *os.File) error {
 		zw := zip.NewWriter(f)
-		for _, sf := range sorted {
+		for i, sf := range sorted {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := deidOne(zw, d, sf, prefix); err != nil {
+			// Entries are numbered, not named: file names from a scanner
+			// or PACS export can hold the patient's name or ID.
+			if err := deidOne(zw, d, sf, fmt.Sprintf("%04d.dcm", i+1)); err != nil {
 				return err
 			}
 		}
@@ -235,9 +236,9 @@ func writeDeidZip(ctx context.Context, d *dicom.Deidentifier, name string, files
 	return size, nil
 }
 
-// deidOne stores sf in zw rewritten by d, with zipOne's fixed time and mode.
-func deidOne(zw *zip.Writer, d *dicom.Deidentifier, sf state.File, prefix string) error {
-	hdr := &zip.FileHeader{Name: strings.TrimPrefix(sf.Rel, prefix), Method: zip.Store, Modified: zipTime}
+// deidOne stores sf in zw as entry, rewritten by d, with zipOne's fixed time and mode.
+func deidOne(zw *zip.Writer, d *dicom.Deidentifier, sf state.File, entry string) error {
+	hdr := &zip.FileHeader{Name: entry, Method: zip.Store, Modified: zipTime}
 	hdr.SetMode(0o644)
 	w, err := zw.CreateHeader(hdr)
 	if err != nil {
