@@ -13,6 +13,7 @@ import (
 
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/status"
 )
 
 const helpCheck = `Checks the config, then the server and the folders, and prints one line
@@ -21,7 +22,9 @@ per check ("ok", "WARN" or "FAIL"):
   - the config parses and every key is valid; config and token files are
     not readable by others
   - the token works (the first archive is found with it)
-  - each archive exists and this account can see it
+  - each archive exists and this account may add items to it (proved with
+    a create the server must refuse for its values alone)
+  - the status port is free ([status] listen), as run needs it
   - each interface exists and fits: an image interface for the watch's
     images; for [watch.values], an image interface for image files and a
     file or value interface for others
@@ -66,6 +69,7 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 	for _, w := range cfg.Warnings() {
 		k.warn("%s", w)
 	}
+	checkStatusPort(k, cfg.Status.Listen)
 	tok, src, err := cfg.Token(c.getenv)
 	if err != nil {
 		k.fail("token: %v", err)
@@ -133,7 +137,7 @@ func (sc *serverChecks) check(ctx context.Context, k *checker, i int, w config.W
 		case err != nil:
 			k.fail("%s.archive %q: %v", key, w.Archive, err)
 		default:
-			k.ok("%s.archive %q: %q", key, w.Archive, a.Title)
+			sc.checkUpload(ctx, k, key, w.Archive, a)
 		}
 	}
 	it, err := sc.iface(ctx, w.Interface)
@@ -268,4 +272,39 @@ func writableDir(p string) error {
 		return fmt.Errorf("remove test file %s: %w", path.Base(name), err)
 	}
 	return nil
+}
+
+// checkUpload proves the account may add items to the archive, without
+// creating one (gcapi.Client.CanUpload): an account that can only view the
+// archive passes every other check and then fails every image with
+// "archive: Invalid hyperlink - Object does not exist.".
+func (sc *serverChecks) checkUpload(ctx context.Context, k *checker, key, slug string, a *gcapi.Archive) {
+	ok, err := sc.cl.CanUpload(ctx, a.APIURL)
+	switch {
+	case err != nil:
+		sc.archives[slug] = err
+		k.fail("%s.archive %q: could not check upload rights: %v", key, slug, err)
+	case !ok:
+		sc.archives[slug] = errNoUpload
+		k.fail("%s.archive %q: %q is visible to this account, but it may not add items to it; ask an editor of the archive to add the account as an uploader", key, slug, a.Title)
+	default:
+		k.ok("%s.archive %q: %q, this account may upload", key, slug, a.Title)
+	}
+}
+
+var errNoUpload = errors.New("no upload rights")
+
+// checkStatusPort fails when run could not open its status listener: a
+// port in use makes run exit with code 2.
+func checkStatusPort(k *checker, listen string) {
+	if listen == "" {
+		return
+	}
+	ln, err := status.Listen(listen)
+	if err != nil {
+		k.fail("status.listen: %v", err)
+		return
+	}
+	ln.Close()
+	k.ok("status.listen %s: free", listen)
 }

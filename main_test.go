@@ -198,10 +198,42 @@ func TestCheck(t *testing.T) {
 			t.Errorf("exit code %d, stderr %s", r.code, r.stderr)
 		}
 		golden(t, "check-ok.txt", r.stdout, f.subst())
+		// The one write is the upload-rights probe, which the server must
+		// refuse for its values.
 		for _, req := range f.srv.Requests() {
-			if req.Method != "GET" {
+			if req.Method != "GET" && (req.Method != "POST" || req.Path != "/api/v1/archives/items/") {
 				t.Errorf("check sent %s %s; it must create nothing", req.Method, req.Path)
 			}
+		}
+		if n := len(f.srv.Items("my-archive")); n != 0 {
+			t.Errorf("check left %d items in the archive", n)
+		}
+	})
+	t.Run("archive the account can only view", func(t *testing.T) {
+		f := newFixture(t, "good-token", "")
+		f.srv.AddArchiveAccess("viewed", "Viewed", gcapitest.AccessView)
+		src, _ := os.ReadFile(f.cfg)
+		f.writeConfig(t, strings.Replace(string(src), `archive = "my-archive"`, `archive = "viewed"`, 1))
+		r := runCLI(t, map[string]string{"GRAND_CHALLENGE_TOKEN": "good-token"}, "check", "--config", f.cfg)
+		if r.code != exitError || !strings.Contains(r.stdout, `FAIL  watch[0].archive "viewed": "Viewed" is visible to this account, but it may not add items`) {
+			t.Errorf("exit %d, stdout:\n%s", r.code, r.stdout)
+		}
+		if n := len(f.srv.Items("viewed")); n != 0 {
+			t.Errorf("check left %d items in the archive", n)
+		}
+	})
+	t.Run("status port in use", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		f := newFixture(t, "good-token", "")
+		src, _ := os.ReadFile(f.cfg)
+		f.writeConfig(t, strings.Replace(string(src), `listen = ""`, fmt.Sprintf("listen = %q", ln.Addr().String()), 1))
+		r := runCLI(t, map[string]string{"GRAND_CHALLENGE_TOKEN": "good-token"}, "check", "--config", f.cfg)
+		if r.code != exitError || !strings.Contains(r.stdout, "FAIL  status.listen: status listener "+ln.Addr().String()+": port already in use") {
+			t.Errorf("exit %d, stdout:\n%s", r.code, r.stdout)
 		}
 	})
 	t.Run("problems", func(t *testing.T) {
