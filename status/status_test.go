@@ -363,3 +363,37 @@ func TestListenerRefusesBrowserRequests(t *testing.T) {
 		})
 	}
 }
+
+// The bytes counter moves while a part is on the wire, not only once the
+// storage answered: the backend looks at the counter after reading half of
+// the part and before answering.
+func TestUploadedBytesCountDuringAPart(t *testing.T) {
+	m := NewMetrics()
+	var midway int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.CopyN(io.Discard, r.Body, 1<<20)
+		// The client may have read ahead of what the server consumed, but
+		// never less than that.
+		m.mu.Lock()
+		midway = m.bytes
+		m.mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer backend.Close()
+	hc := &http.Client{Transport: m.InstrumentTransport(nil)}
+	req, _ := http.NewRequest(http.MethodPut, backend.URL+"/s3/uploads/1/abc?partNumber=1", strings.NewReader(strings.Repeat("x", 2<<20)))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if midway < 1<<20 {
+		t.Errorf("counter at %d bytes after the server read 1 MiB of the part, want at least %d", midway, 1<<20)
+	}
+	m.mu.Lock()
+	got := m.bytes
+	m.mu.Unlock()
+	if got != 2<<20 {
+		t.Errorf("counter at %d after the part, want %d", got, 2<<20)
+	}
+}
