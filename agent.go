@@ -36,6 +36,12 @@ type agentInfo struct {
 // resolved by the caller (cli.token), so that the demo can give its fake
 // server's token whatever the environment holds.
 func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.Logger, reload <-chan *config.Config, ready func(a *agentInfo)) error {
+	return runAgentProgress(ctx, cfg, token, log, reload, ready, nil)
+}
+
+// runAgentProgress is runAgent with a hook that hears of upload progress
+// (the live display of `gcingest run` at a terminal); nil for none.
+func runAgentProgress(ctx context.Context, cfg *config.Config, token string, log *slog.Logger, reload <-chan *config.Config, ready func(a *agentInfo), progress func(ingest.ProgressEvent)) error {
 	if err := checkWatchFolders(cfg); err != nil {
 		return err
 	}
@@ -68,7 +74,7 @@ func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.L
 	}
 
 	for {
-		nc, err := runAgentOnce(ctx, cfg, token, st, metrics, src, log, reload, ready)
+		nc, err := runAgentOnce(ctx, cfg, token, st, metrics, src, log, reload, ready, progress)
 		if err != nil || nc == nil {
 			return err
 		}
@@ -128,7 +134,7 @@ func checkReload(ctx context.Context, nc *config.Config, token string, log *slog
 // runAgentOnce runs one generation of client, pipeline and watchers. It
 // returns a new config when one arrived on reload, nil when ctx is done.
 func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *state.Store, metrics *status.Metrics,
-	src *pipelineSource, log *slog.Logger, reload <-chan *config.Config, ready func(*agentInfo)) (*config.Config, error) {
+	src *pipelineSource, log *slog.Logger, reload <-chan *config.Config, ready func(*agentInfo), progress func(ingest.ProgressEvent)) (*config.Config, error) {
 	client, guard, err := newAgentClient(cfg, token, log, metrics)
 	if err != nil {
 		return nil, err
@@ -142,6 +148,7 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 		Concurrency:     cfg.Upload.Concurrency,
 		PartConcurrency: cfg.Upload.PartConcurrency,
 		PartSize:        cfg.PartSizeBytes(),
+		Progress:        progress,
 	}, st, client, log.With("part", "pipeline"))
 	src.setPipeline(p)
 
