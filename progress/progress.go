@@ -34,11 +34,11 @@ type Display struct {
 }
 
 type entry struct {
-	key          string
-	sent, total  int64
-	start        time.Time // first report in this process
-	sent0        int64     // bytes sent before start (an earlier run, parts resumed)
-	last         time.Time
+	key         string
+	sent, total int64
+	start       time.Time // first report in this process
+	sent0       int64     // bytes sent before start (an earlier run, parts resumed)
+	last        time.Time
 }
 
 // New returns a display that draws on w (a terminal). now is the clock;
