@@ -152,7 +152,22 @@ type Image struct {
 	Created  time.Time `json:"created"`
 	Updated  time.Time `json:"updated"`
 	Finished time.Time `json:"finished,omitzero"`
+
+	// Errors is the image's history of errors, oldest first, the last
+	// MaxErrors kept: Update appends each new LastError with its time, so
+	// `gcingest status ID` tells the whole story.
+	Errors []ErrorNote `json:"errors,omitempty"`
 }
+
+// ErrorNote is one error of an image, when it happened and in which state.
+type ErrorNote struct {
+	At    time.Time `json:"at"`
+	State State     `json:"state"`
+	Msg   string    `json:"msg"`
+}
+
+// MaxErrors is how many errors an image's record keeps.
+const MaxErrors = 20
 
 // Unfinished reports whether the pipeline still has work to do on img.
 func (img *Image) Unfinished() bool { return !img.State.Terminal() || !img.ActionDone }
@@ -580,6 +595,12 @@ func (s *Store) Update(id uint64, fn func(*Image) error) (Image, error) {
 		}
 		img.ID, img.Watch, img.Key = old.ID, old.Watch, old.Key // identity never changes
 		img.Updated = s.now().UTC()
+		if img.LastError != "" && img.LastError != old.LastError {
+			img.Errors = append(slices.Clone(old.Errors), ErrorNote{At: img.Updated, State: old.State, Msg: img.LastError})
+			if n := len(img.Errors); n > MaxErrors {
+				img.Errors = img.Errors[n-MaxErrors:]
+			}
+		}
 		if err := put(tx, &img, old); err != nil {
 			return &dirtyError{err}
 		}
