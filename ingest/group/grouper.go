@@ -44,6 +44,7 @@ type Grouper struct {
 	series  map[string]*seriesState
 	scanGen uint32
 
+	unknown  int       // files now ignored as of unknown type (Unknown)
 	dirty    bool      // something changed since the last evaluation
 	nextWake time.Time // when a settling file settles; zero: none
 	stat     func(string) (fs.FileInfo, error)
@@ -103,6 +104,7 @@ type fileState struct {
 	retSig   sig    // and its content then
 	gen      int32  // DICOM: the generation of its series it was returned in
 	reported bool   // "ignored"/"unsupported" logged for this content
+	unknown  bool   // counted in Grouper.unknown
 	late     bool   // late arrival logged
 }
 
@@ -299,6 +301,9 @@ func (g *Grouper) remove(rel string) {
 }
 
 func (g *Grouper) drop(rel string) {
+	if f := g.files[rel]; f != nil && f.unknown {
+		g.unknown--
+	}
 	delete(g.files, rel)
 	g.addDirs(rel, -1)
 	g.dirty = true
@@ -317,6 +322,10 @@ func (g *Grouper) addDirs(rel string, d int32) {
 		}
 	}
 }
+
+// Unknown returns how many tracked files are ignored as of a type the
+// server does not import (each logged once as "file ignored").
+func (g *Grouper) Unknown() int { return g.unknown }
 
 // Len returns the number of files the grouper tracks.
 func (g *Grouper) Len() int { return len(g.files) }
