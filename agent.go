@@ -58,7 +58,7 @@ func runAgentProgress(ctx context.Context, cfg *config.Config, token string, log
 	defer st.Close()
 
 	metrics := status.NewMetrics()
-	src := &pipelineSource{started: time.Now(), metrics: metrics}
+	src := &pipelineSource{started: time.Now(), metrics: metrics, st: st}
 	var statusDone chan error
 	if cfg.Status.Listen != "" {
 		// Listen before anything else so a taken port fails at once.
@@ -148,7 +148,14 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 		Concurrency:     cfg.Upload.Concurrency,
 		PartConcurrency: cfg.Upload.PartConcurrency,
 		PartSize:        cfg.PartSizeBytes(),
-		Progress:        progress,
+		Progress: func(ev ingest.ProgressEvent) {
+			if ev.Imported {
+				metrics.UploadSucceeded(time.Now())
+			}
+			if progress != nil {
+				progress(ev)
+			}
+		},
 	}, st, client, log.With("part", "pipeline"))
 	src.setPipeline(p)
 
@@ -169,7 +176,7 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 		go func() {
 			defer wg.Done()
 			wlog := log.With("watch", w.Path)
-			if err := runWatch(ctx, w, p, wlog); err != nil {
+			if err := runWatch(ctx, w, p, wlog, func(n int) { src.setUnknown(w.Path, n) }); err != nil {
 				wlog.Error("watch stopped", "err", err)
 			}
 		}()
@@ -248,7 +255,9 @@ const submitRetry = 10 * time.Second
 
 // runWatch feeds one folder's notices to its grouper and the ready groups to
 // the pipeline, until ctx is done. This goroutine owns the grouper.
-func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog.Logger) error {
+// setUnknown is told how many files of unknown type the folder holds after
+// each look.
+func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog.Logger, setUnknown func(int)) error {
 	wt, err := watcher.New(watcher.Options{Root: w.Path, Rescan: w.Rescan, Poll: w.Poll, Logger: log})
 	if err != nil {
 		return err
@@ -287,6 +296,7 @@ func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog
 		case <-timer.C:
 		}
 		unsubmitted = append(unsubmitted, g.Ready(time.Now())...)
+		setUnknown(g.Unknown())
 		for len(unsubmitted) > 0 {
 			err := p.Submit(ctx, unsubmitted[0])
 			if err != nil && ctx.Err() != nil {

@@ -47,7 +47,7 @@ func commands() []command {
 		{"run", "[--config FILE]", "run the agent in the foreground (also what the service runs)", helpRun, (*cli).cmdRun},
 		{"check", "[--config FILE]", "check the config, the token, archives, interfaces and folders; creates nothing", helpCheck, (*cli).cmdCheck},
 		{"plan", "[--config FILE]", "dry run: how the drop folders would be grouped, what is ready, what waits", helpPlan, (*cli).cmdPlan},
-		{"status", "[--config FILE] [--json]", "every image with its state, files, item pk and last error", helpStatus, (*cli).cmdStatus},
+		{"status", "[--config FILE] [--all | --state S] [--json] [ID]", "images in progress or failed, with counts; one image's whole story", helpStatus, (*cli).cmdStatus},
 		{"retry", "[--config FILE] (ID... | --failed)", "send failed images through the pipeline again", helpRetry, (*cli).cmdRetry},
 		{"service", "install|uninstall|start|stop|restart|status [--config FILE]", "manage the system service", helpService, (*cli).cmdService},
 		{"pull", "[--config FILE] --archive SLUG --out DIR [--interface SLUG]...", "download an archive's images; resumable", helpPull, (*cli).cmdPull},

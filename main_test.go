@@ -424,8 +424,39 @@ func TestStatus(t *testing.T) {
 		}
 		golden(t, "status-state.txt", r.stdout, f.subst())
 	})
+	t.Run("every image", func(t *testing.T) {
+		r := runCLI(t, nil, "status", "--config", f.cfg, "--all")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		golden(t, "status-state-all.txt", r.stdout, f.subst())
+	})
+	t.Run("one state", func(t *testing.T) {
+		r := runCLI(t, nil, "status", "--config", f.cfg, "--state", "failed")
+		if r.code != exitOK || !strings.Contains(r.stdout, "case2.mhd") || strings.Contains(r.stdout, "case3") {
+			t.Errorf("exit %d, stdout:\n%s", r.code, r.stdout)
+		}
+		if r := runCLI(t, nil, "status", "--config", f.cfg, "--state", "broken"); r.code != exitUsage {
+			t.Errorf("--state broken: exit %d, want %d", r.code, exitUsage)
+		}
+	})
+	t.Run("one image", func(t *testing.T) {
+		r := runCLI(t, nil, "status", "--config", f.cfg, "2")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		for _, want := range []string{"image     2\n", "state     failed\n", "key       case2.mhd\n", "case2.raw  8.0 MiB\n",
+			"  failed  Could not read header\n", "import failed: Could not read header\n"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("status 2 lacks %q:\n%s", want, r.stdout)
+			}
+		}
+		if r := runCLI(t, nil, "status", "--config", f.cfg, "99"); r.code != exitError {
+			t.Errorf("status 99: exit %d, want %d", r.code, exitError)
+		}
+	})
 	t.Run("json", func(t *testing.T) {
-		r := runCLI(t, nil, "status", "--config", f.cfg, "--json")
+		r := runCLI(t, nil, "status", "--config", f.cfg, "--json", "--all")
 		var rep status.Report
 		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 			t.Fatalf("not JSON: %v\n%s", err, r.stdout)
@@ -459,7 +490,7 @@ func TestStatus(t *testing.T) {
 
 type reportSource struct{ rep *status.Report }
 
-func (s reportSource) Report(context.Context) (*status.Report, error) {
+func (s reportSource) Report(context.Context, status.Query) (*status.Report, error) {
 	r := *s.rep
 	r.CountStates()
 	return &r, nil

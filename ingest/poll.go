@@ -99,6 +99,9 @@ func (p *Pipeline) markDone(img *state.Image, w Watch, imageURL string) error {
 	}
 	// One line per finished image says where its files went.
 	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, actErr))
+	if p.cfg.Progress != nil {
+		p.cfg.Progress(ProgressEvent{ID: img.ID, Key: img.Key, Imported: true})
+	}
 	return actErr
 }
 

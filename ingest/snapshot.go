@@ -63,7 +63,7 @@ func (p *Pipeline) addProgress(id uint64, n int64) {
 }
 
 // ProgressEvent is one report to PipelineConfig.Progress: an image's
-// uploads as bytes are sent.
+// uploads as bytes are sent, and its import.
 type ProgressEvent struct {
 	ID  uint64
 	Key string // the image's group key within its watch
@@ -73,4 +73,7 @@ type ProgressEvent struct {
 	// Delta is the bytes just sent; 0 on the first report of an upload
 	// step, which gives Sent from what the state file records.
 	Delta int64
+	// Imported is set on the one event of an image whose values the item
+	// shows (done); Sent and Total are zero then.
+	Imported bool
 }

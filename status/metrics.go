@@ -272,3 +272,12 @@ func num(f float64) string {
 	}
 	return strconv.FormatFloat(f, 'g', -1, 64)
 }
+
+// writeUnknown writes the files of unknown type by watch.
+func writeUnknown(w io.Writer, unknown map[string]int) {
+	fmt.Fprintln(w, "# HELP gcingest_unknown_files Files in a watched folder of no type the server imports, left where they are.")
+	fmt.Fprintln(w, "# TYPE gcingest_unknown_files gauge")
+	for _, k := range sortedKeys(unknown) {
+		fmt.Fprintf(w, "gcingest_unknown_files{watch=%q} %d\n", escape(k), unknown[k])
+	}
+}

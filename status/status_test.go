@@ -22,7 +22,7 @@ type fakeSource struct {
 	retried []string
 }
 
-func (f *fakeSource) Report(ctx context.Context) (*Report, error) {
+func (f *fakeSource) Report(ctx context.Context, q Query) (*Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r := f.rep
@@ -214,7 +214,7 @@ func TestServeRealListenerAndClient(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- ServeListener(ctx, ln, src, NewMetrics(), discard()) }()
 
-	rep, err := Fetch(context.Background(), addr)
+	rep, err := Fetch(context.Background(), addr, Query{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestServeRealListenerAndClient(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("ServeListener after cancel: %v", err)
 	}
-	_, err = Fetch(context.Background(), addr)
+	_, err = Fetch(context.Background(), addr, Query{})
 	if !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Fetch with nothing listening: got %v, want ErrNotRunning", err)
 	}
@@ -265,7 +265,7 @@ func TestListenRefusesNonLoopback(t *testing.T) {
 
 func TestWriteTable(t *testing.T) {
 	src := sample()
-	rep, _ := src.Report(context.Background())
+	rep, _ := src.Report(context.Background(), Query{All: true})
 	var buf bytes.Buffer
 	if err := rep.WriteTable(&buf, t0); err != nil {
 		t.Fatal(err)
