@@ -51,6 +51,7 @@ func commands() []command {
 		{"retry", "[--config FILE] (ID... | --failed)", "send failed images through the pipeline again", helpRetry, (*cli).cmdRetry},
 		{"service", "install|uninstall|start|stop|restart|status [--config FILE]", "manage the system service", helpService, (*cli).cmdService},
 		{"pull", "[--config FILE] --archive SLUG --out DIR [--interface SLUG]...", "download an archive's images; resumable", helpPull, (*cli).cmdPull},
+		{"relink", "[--config FILE] --archive SLUG --from SOCKET --to SOCKET [--item PK]... [--dry-run]", "attach an archive's images under another image interface too; no re-upload", helpRelink, (*cli).cmdRelink},
 		{"archives", "[--config FILE]", "the archives this token can see, with their slugs, for writing the config", helpArchives, (*cli).cmdArchives},
 		{"interfaces", "[--config FILE] [--archive SLUG]", "the interfaces (sockets) with their slugs and kinds; those an archive uses", helpInterfaces, (*cli).cmdInterfaces},
 		{"demo", "[--keep]", "the whole flow against a built-in fake server; no account needed", helpDemo, (*cli).cmdDemo},
