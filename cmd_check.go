@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path"
 	"sort"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/ingest"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/status"
 )
 
@@ -30,6 +33,10 @@ per check ("ok", "WARN" or "FAIL"):
     file or value interface for others
   - each drop folder exists and is readable; done_dir and failed_dir exist,
     are writable and are on the same file system as the drop folder
+  - with group = "folder", every folder item ready now passes every rule
+    run applies to it (values.json, item.txt, [watch.values], the kind of
+    each interface, one file per file interface, JSON values of the right
+    type): the same code as run
 
 It creates nothing on the server. Exit code 0 when every check passed,
 1 when one failed, 3 when the server refused the token.
@@ -85,11 +92,14 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 	}
 	sc := &serverChecks{cl: cl, url: cfg.GrandChallenge.URL, archives: map[string]error{},
 		ifaces: map[string]*gcapi.Interface{}, ifaceErr: map[string]error{}}
+	fc := ingest.NewFolderChecker(cl, log)
+	iws := watches(cfg)
 	for i, w := range cfg.Watch {
 		if err := sc.check(ctx, k, i, w); err != nil {
 			return err
 		}
 		checkFolders(k, i, w)
+		checkFolderItems(ctx, k, fc, i, iws[i], log.With("watch", w.Path))
 	}
 	if err := checkResolvedFolders(cfg); err != nil {
 		k.fail("%v", err)
@@ -307,4 +317,96 @@ func checkStatusPort(k *checker, listen string) {
 	}
 	ln.Close()
 	k.ok("status.listen %s: free", listen)
+}
+
+// planFails marks, in a plan report, a folder item that run would refuse:
+// it is not ready, whatever its files' age.
+const planFails = "fails"
+
+// checkPlanFolders applies run's rules (ingest.FolderChecker) to the ready
+// folder items of rep and marks each that run would refuse with planFails
+// and the reason. fc may be nil (no server to ask): then only the rules
+// that need no server count. It returns the items marked, and the first
+// error that was not the folder's (the network): those items stay ready.
+func checkPlanFolders(ctx context.Context, fc *ingest.FolderChecker, w ingest.Watch, rep *group.PlanReport) ([]group.PlanEntry, error) {
+	var failed []group.PlanEntry
+	var firstErr error
+	for i, e := range rep.Entries {
+		if e.State != group.PlanReady || e.Kind != group.KindFolder {
+			continue
+		}
+		if r, ok := strings.CutPrefix(e.Reason, "will fail: "); ok {
+			e.State, e.Reason = planFails, r
+		} else if fc != nil {
+			err := fc.Check(ctx, w, e.Key, e.Files)
+			switch {
+			case err == nil:
+				continue
+			case ingest.IsFolderProblem(err):
+				e.State, e.Reason = planFails, err.Error()
+			default:
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+		} else {
+			continue
+		}
+		rep.Entries[i] = e
+		failed = append(failed, e)
+	}
+	return failed, firstErr
+}
+
+// maxFolderFails bounds the folder lines check prints per watch.
+const maxFolderFails = 20
+
+// checkFolderItems runs every folder rule of run on the folder items ready
+// in watch i now, and prints a FAIL per item run would refuse.
+func checkFolderItems(ctx context.Context, k *checker, fc *ingest.FolderChecker, i int, w ingest.Watch, log *slog.Logger) {
+	if w.Group != "folder" || readableDir(w.Path) != nil {
+		return // an unreadable folder has its FAIL already
+	}
+	key := fmt.Sprintf("watch[%d]", i)
+	rep, err := group.Plan(ctx, w.Grouping(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		k.fail("%s.path: %v", key, err)
+		return
+	}
+	ready := 0
+	for _, e := range rep.Entries {
+		if e.State == group.PlanReady && e.Kind == group.KindFolder {
+			ready++
+		}
+	}
+	failed, err := checkPlanFolders(ctx, fc, w, &rep)
+	for j, e := range failed {
+		if j == maxFolderFails {
+			k.fail("%s: %d more folder items run would refuse (gcingest plan lists them)", key, len(failed)-maxFolderFails)
+			break
+		}
+		k.fail("%s folder %s: %s", key, e.Key, e.Reason)
+	}
+	switch {
+	case err != nil:
+		k.warn("%s: folder items not all checked against the server: %v", key, err)
+	case len(failed) == 0:
+		k.ok("%s: %s ready now, each passes run's folder rules", key, plural(ready, "folder item", "folder items"))
+	}
+}
+
+// planChecker is the folder checker of `gcingest plan`: nil without a
+// token, for plan works offline too (then only the rules that need no
+// server apply).
+func (c *cli) planChecker(cfg *config.Config, log *slog.Logger) *ingest.FolderChecker {
+	tok, _, err := cfg.Token(c.getenv)
+	if err != nil {
+		return nil
+	}
+	cl, err := newAPIClient(cfg, tok, log, nil, gcapi.WithRetry(gcapi.RetryPolicy{MaxAttempts: 2, MaxDelay: time.Second}))
+	if err != nil {
+		return nil
+	}
+	return ingest.NewFolderChecker(cl, log)
 }
