@@ -46,3 +46,33 @@ func TestUpdateKeepsErrorHistory(t *testing.T) {
 		}
 	})
 }
+
+func TestDelete(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "state.db"))
+	a, b := newImage("a.mha"), newImage("b.mha")
+	for _, img := range []*Image{a, b} {
+		if err := s.Create(img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Update(a.ID, func(r *Image) error { r.State = Finished; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Delete(a.ID, 999)
+	if err != nil || n != 1 {
+		t.Fatalf("Delete = %d, %v; want 1, nil", n, err)
+	}
+	if _, err := s.Get(a.ID); err == nil {
+		t.Error("the deleted image is still there")
+	}
+	counts, _ := s.Counts()
+	if counts[Finished] != 0 || counts[Pending] != 1 {
+		t.Errorf("counts after delete %v, want pending 1 only", counts)
+	}
+	if imgs, _ := s.ByKey("/drop", "a.mha"); len(imgs) != 0 {
+		t.Errorf("the key index still names %d images", len(imgs))
+	}
+	if imgs, _ := s.List(Finished); len(imgs) != 0 {
+		t.Errorf("the state index still names %d images", len(imgs))
+	}
+}

@@ -762,3 +762,38 @@ func byKey(tx *bolt.Tx, watch, key string) ([]Image, error) {
 	}
 	return out, nil
 }
+
+// Delete removes the images with these IDs and their index entries in one
+// transaction, and returns how many it removed; IDs not recorded are
+// skipped. Only records nothing will look at again may go: a record is
+// what keeps its files from being sent twice.
+func (s *Store) Delete(ids ...uint64) (int, error) {
+	n := 0
+	err := s.write(func(tx *bolt.Tx) error {
+		n = 0
+		for _, id := range ids {
+			img, err := get(tx, id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketImages).Delete(idKey(id)); err != nil {
+				return &dirtyError{err}
+			}
+			if err := tx.Bucket(bucketByState).Delete(stateKey(img.State, id)); err != nil {
+				return &dirtyError{err}
+			}
+			if err := tx.Bucket(bucketByKey).Delete(append(keyPrefix(img.Watch, img.Key), idKey(id)...)); err != nil {
+				return &dirtyError{err}
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete %d images from %s: %w", len(ids), s.path, err)
+	}
+	return n, nil
+}
