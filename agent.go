@@ -59,6 +59,15 @@ func runAgentProgress(ctx context.Context, cfg *config.Config, token string, log
 
 	metrics := status.NewMetrics()
 	src := &pipelineSource{started: time.Now(), metrics: metrics, st: st}
+	if keep := time.Duration(cfg.State.Keep); keep > 0 {
+		pctx, pcancel := context.WithCancel(ctx)
+		pdone := make(chan struct{})
+		go func() {
+			defer close(pdone)
+			pruneLoop(pctx, st, keep, pruneEvery, log)
+		}()
+		defer func() { pcancel(); <-pdone }()
+	}
 	var statusDone chan error
 	if cfg.Status.Listen != "" {
 		// Listen before anything else so a taken port fails at once.
