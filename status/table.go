@@ -14,6 +14,9 @@ import (
 // the counts by state of every image recorded. now makes "next attempt"
 // relative ("in 2m") and keeps the output reproducible in tests.
 func (r *Report) WriteTable(w io.Writer, now time.Time) error {
+	if len(r.Images) == 0 && r.Query.Selected() != nil {
+		fmt.Fprintf(w, "no image is %s\n", describeStates(r.Query))
+	}
 	if len(r.Images) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSTATE\tIMAGE\tFILES\tPROGRESS\tITEM\tNEXT")
@@ -54,12 +57,8 @@ func (r *Report) WriteTable(w io.Writer, now time.Time) error {
 		return err
 	}
 	var note string
-	switch sel := r.Query.Selected(); {
-	case r.Query.ID != "" || sel == nil || len(r.Images) == total:
-	case len(r.Query.States) > 0:
-		note = fmt.Sprintf("shown: %d in state %s; --all shows every image", len(r.Images), strings.Join(r.Query.States, ", "))
-	default:
-		note = fmt.Sprintf("shown: the %d unfinished; --all shows every image, --state S those in one state", len(r.Images))
+	if sel := r.Query.Selected(); sel != nil && len(r.Images) < total {
+		note = fmt.Sprintf("shown: %d %s; --all shows every image, --state S those in one state", len(r.Images), describeStates(r.Query))
 	}
 	if n := r.unknownTotal(); n > 0 {
 		if note != "" {
@@ -72,6 +71,14 @@ func (r *Report) WriteTable(w io.Writer, now time.Time) error {
 		return err
 	}
 	return nil
+}
+
+// describeStates says which images the query selects.
+func describeStates(q Query) string {
+	if len(q.States) > 0 {
+		return "in state " + strings.Join(q.States, " or ")
+	}
+	return "in progress or failed"
 }
 
 func (r *Report) unknownTotal() int {

@@ -40,7 +40,7 @@ func TestWriteTableNeverCutsAnError(t *testing.T) {
 	if cause < 0 || whole < cause || !strings.Contains(got, "END\n") {
 		t.Errorf("want the cause first, then the whole error uncut:\n%s", got)
 	}
-	for _, want := range []string{"42 images: finished 41, failed 1", "shown: the 1 unfinished; --all shows every image"} {
+	for _, want := range []string{"42 images: finished 41, failed 1", "shown: 1 in progress or failed; --all shows every image"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
