@@ -36,6 +36,12 @@ type agentInfo struct {
 // resolved by the caller (cli.token), so that the demo can give its fake
 // server's token whatever the environment holds.
 func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.Logger, reload <-chan *config.Config, ready func(a *agentInfo)) error {
+	return runAgentProgress(ctx, cfg, token, log, reload, ready, nil)
+}
+
+// runAgentProgress is runAgent with a hook that hears of upload progress
+// (the live display of `gcingest run` at a terminal); nil for none.
+func runAgentProgress(ctx context.Context, cfg *config.Config, token string, log *slog.Logger, reload <-chan *config.Config, ready func(a *agentInfo), progress func(ingest.ProgressEvent)) error {
 	if err := checkWatchFolders(cfg); err != nil {
 		return err
 	}
@@ -60,7 +66,16 @@ func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.L
 	}
 
 	metrics := status.NewMetrics()
-	src := &pipelineSource{started: time.Now(), metrics: metrics}
+	src := &pipelineSource{started: time.Now(), metrics: metrics, st: st}
+	if keep := time.Duration(cfg.State.Keep); keep > 0 {
+		pctx, pcancel := context.WithCancel(ctx)
+		pdone := make(chan struct{})
+		go func() {
+			defer close(pdone)
+			pruneLoop(pctx, st, keep, pruneEvery, log)
+		}()
+		defer func() { pcancel(); <-pdone }()
+	}
 	var statusDone chan error
 	if cfg.Status.Listen != "" {
 		// Listen before anything else so a taken port fails at once.
@@ -76,7 +91,7 @@ func runAgent(ctx context.Context, cfg *config.Config, token string, log *slog.L
 	}
 
 	for {
-		nc, err := runAgentOnce(ctx, cfg, token, st, metrics, src, log, reload, ready, locks)
+		nc, err := runAgentOnce(ctx, cfg, token, st, metrics, src, log, reload, ready, locks, progress)
 		if err != nil || nc == nil {
 			return err
 		}
@@ -141,7 +156,8 @@ func checkReload(ctx context.Context, nc *config.Config, token string, log *slog
 // runAgentOnce runs one generation of client, pipeline and watchers. It
 // returns a new config when one arrived on reload, nil when ctx is done.
 func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *state.Store, metrics *status.Metrics,
-	src *pipelineSource, log *slog.Logger, reload <-chan *config.Config, ready func(*agentInfo), locks *folderLocks) (*config.Config, error) {
+	src *pipelineSource, log *slog.Logger, reload <-chan *config.Config, ready func(*agentInfo), locks *folderLocks,
+	progress func(ingest.ProgressEvent)) (*config.Config, error) {
 	client, guard, err := newAgentClient(cfg, token, log, metrics)
 	if err != nil {
 		return nil, err
@@ -155,6 +171,14 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 		Concurrency:     cfg.Upload.Concurrency,
 		PartConcurrency: cfg.Upload.PartConcurrency,
 		PartSize:        cfg.PartSizeBytes(),
+		Progress: func(ev ingest.ProgressEvent) {
+			if ev.Imported {
+				metrics.UploadSucceeded(time.Now())
+			}
+			if progress != nil {
+				progress(ev)
+			}
+		},
 	}, st, client, log.With("part", "pipeline"))
 	src.setPipeline(p)
 
@@ -175,7 +199,7 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 		go func() {
 			defer wg.Done()
 			wlog := log.With("watch", w.Path)
-			if err := runWatch(ctx, w, p, wlog); err != nil {
+			if err := runWatch(ctx, w, p, wlog, func(n int) { src.setUnknown(w.Path, n) }); err != nil {
 				wlog.Error("watch stopped", "err", err)
 			}
 		}()
@@ -262,7 +286,9 @@ const submitRetry = 10 * time.Second
 
 // runWatch feeds one folder's notices to its grouper and the ready groups to
 // the pipeline, until ctx is done. This goroutine owns the grouper.
-func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog.Logger) error {
+// setUnknown is told how many files of unknown type the folder holds after
+// each look.
+func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog.Logger, setUnknown func(int)) error {
 	wt, err := watcher.New(watcher.Options{Root: w.Path, Rescan: w.Rescan, Poll: w.Poll, Logger: log})
 	if err != nil {
 		return err
@@ -302,6 +328,7 @@ func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog
 		case <-timer.C:
 		}
 		unsubmitted = append(unsubmitted, g.Ready(time.Now())...)
+		setUnknown(g.Unknown())
 		for len(unsubmitted) > 0 {
 			err := p.Submit(ctx, unsubmitted[0])
 			if err != nil && ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path"
 	"sort"
@@ -15,6 +16,8 @@ import (
 	"github.com/gcingest/gcingest/dicom"
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest"
+	"github.com/gcingest/gcingest/ingest/group"
+	"github.com/gcingest/gcingest/status"
 )
 
 const helpCheck = `Checks the config, then the server and the folders, and prints one line
@@ -23,12 +26,18 @@ per check ("ok", "WARN" or "FAIL"):
   - the config parses and every key is valid; config and token files are
     not readable by others
   - the token works (the first archive is found with it)
-  - each archive exists and this account can see it
+  - each archive exists and this account may add items to it (proved with
+    a create the server must refuse for its values alone)
+  - the status port is free ([status] listen), as run needs it
   - each interface exists and fits: an image interface for the watch's
     images; for [watch.values], an image interface for image files and a
     file or value interface for others
   - each drop folder exists and is readable; done_dir and failed_dir exist,
     are writable and are on the same file system as the drop folder
+  - with group = "folder", every folder item ready now passes every rule
+    run applies to it (values.json, item.txt, [watch.values], the kind of
+    each interface, one file per file interface, JSON values of the right
+    type): the same code as run
 
 It creates nothing on the server. Exit code 0 when every check passed,
 1 when one failed, 3 when the server refused the token.
@@ -68,6 +77,7 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 	for _, w := range cfg.Warnings() {
 		k.warn("%s", w)
 	}
+	checkStatusPort(k, cfg.Status.Listen)
 	tok, src, err := cfg.Token(c.getenv)
 	if err != nil {
 		k.fail("token: %v", err)
@@ -83,11 +93,14 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 	}
 	sc := &serverChecks{cl: cl, url: cfg.GrandChallenge.URL, archives: map[string]error{},
 		ifaces: map[string]*gcapi.Interface{}, ifaceErr: map[string]error{}}
+	fc := ingest.NewFolderChecker(cl, log)
+	iws := watches(cfg)
 	for i, w := range cfg.Watch {
 		if err := sc.check(ctx, k, i, w); err != nil {
 			return err
 		}
 		checkFolders(k, i, w)
+		checkFolderItems(ctx, k, fc, i, iws[i], log.With("watch", w.Path))
 	}
 	if err := checkResolvedFolders(cfg); err != nil {
 		k.fail("%v", err)
@@ -135,7 +148,7 @@ func (sc *serverChecks) check(ctx context.Context, k *checker, i int, w config.W
 		case err != nil:
 			k.fail("%s.archive %q: %v", key, w.Archive, err)
 		default:
-			k.ok("%s.archive %q: %q", key, w.Archive, a.Title)
+			sc.checkUpload(ctx, k, key, w.Archive, a)
 		}
 	}
 	it, err := sc.iface(ctx, w.Interface)
@@ -305,4 +318,131 @@ var sopClassName = map[string]string{
 	"1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
 	"1.2.840.10008.5.1.4.1.1.4":   "MR Image Storage",
 	"1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+}
+
+// checkUpload proves the account may add items to the archive, without
+// creating one (gcapi.Client.CanUpload): an account that can only view the
+// archive passes every other check and then fails every image with
+// "archive: Invalid hyperlink - Object does not exist.".
+func (sc *serverChecks) checkUpload(ctx context.Context, k *checker, key, slug string, a *gcapi.Archive) {
+	ok, err := sc.cl.CanUpload(ctx, a.APIURL)
+	switch {
+	case err != nil:
+		sc.archives[slug] = err
+		k.fail("%s.archive %q: could not check upload rights: %v", key, slug, err)
+	case !ok:
+		sc.archives[slug] = errNoUpload
+		k.fail("%s.archive %q: %q is visible to this account, but it may not add items to it; ask an editor of the archive to add the account as an uploader", key, slug, a.Title)
+	default:
+		k.ok("%s.archive %q: %q, this account may upload", key, slug, a.Title)
+	}
+}
+
+var errNoUpload = errors.New("no upload rights")
+
+// checkStatusPort fails when run could not open its status listener: a
+// port in use makes run exit with code 2.
+func checkStatusPort(k *checker, listen string) {
+	if listen == "" {
+		return
+	}
+	ln, err := status.Listen(listen)
+	if err != nil {
+		k.fail("status.listen: %v", err)
+		return
+	}
+	ln.Close()
+	k.ok("status.listen %s: free", listen)
+}
+
+// planFails marks, in a plan report, a folder item that run would refuse:
+// it is not ready, whatever its files' age.
+const planFails = "fails"
+
+// checkPlanFolders applies run's rules (ingest.FolderChecker) to the ready
+// folder items of rep and marks each that run would refuse with planFails
+// and the reason. fc may be nil (no server to ask): then only the rules
+// that need no server count. It returns the items marked, and the first
+// error that was not the folder's (the network): those items stay ready.
+func checkPlanFolders(ctx context.Context, fc *ingest.FolderChecker, w ingest.Watch, rep *group.PlanReport) ([]group.PlanEntry, error) {
+	var failed []group.PlanEntry
+	var firstErr error
+	for i, e := range rep.Entries {
+		if e.State != group.PlanReady || e.Kind != group.KindFolder {
+			continue
+		}
+		if r, ok := strings.CutPrefix(e.Reason, "will fail: "); ok {
+			e.State, e.Reason = planFails, r
+		} else if fc != nil {
+			err := fc.Check(ctx, w, e.Key, e.Files)
+			switch {
+			case err == nil:
+				continue
+			case ingest.IsFolderProblem(err):
+				e.State, e.Reason = planFails, err.Error()
+			default:
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+		} else {
+			continue
+		}
+		rep.Entries[i] = e
+		failed = append(failed, e)
+	}
+	return failed, firstErr
+}
+
+// maxFolderFails bounds the folder lines check prints per watch.
+const maxFolderFails = 20
+
+// checkFolderItems runs every folder rule of run on the folder items ready
+// in watch i now, and prints a FAIL per item run would refuse.
+func checkFolderItems(ctx context.Context, k *checker, fc *ingest.FolderChecker, i int, w ingest.Watch, log *slog.Logger) {
+	if w.Group != "folder" || readableDir(w.Path) != nil {
+		return // an unreadable folder has its FAIL already
+	}
+	key := fmt.Sprintf("watch[%d]", i)
+	rep, err := group.Plan(ctx, w.Grouping(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		k.fail("%s.path: %v", key, err)
+		return
+	}
+	ready := 0
+	for _, e := range rep.Entries {
+		if e.State == group.PlanReady && e.Kind == group.KindFolder {
+			ready++
+		}
+	}
+	failed, err := checkPlanFolders(ctx, fc, w, &rep)
+	for j, e := range failed {
+		if j == maxFolderFails {
+			k.fail("%s: %d more folder items run would refuse (gcingest plan lists them)", key, len(failed)-maxFolderFails)
+			break
+		}
+		k.fail("%s folder %s: %s", key, e.Key, e.Reason)
+	}
+	switch {
+	case err != nil:
+		k.warn("%s: folder items not all checked against the server: %v", key, err)
+	case len(failed) == 0:
+		k.ok("%s: %s ready now, each passes run's folder rules", key, plural(ready, "folder item", "folder items"))
+	}
+}
+
+// planChecker is the folder checker of `gcingest plan`: nil without a
+// token, for plan works offline too (then only the rules that need no
+// server apply).
+func (c *cli) planChecker(cfg *config.Config, log *slog.Logger) *ingest.FolderChecker {
+	tok, _, err := cfg.Token(c.getenv)
+	if err != nil {
+		return nil
+	}
+	cl, err := newAPIClient(cfg, tok, log, nil, gcapi.WithRetry(gcapi.RetryPolicy{MaxAttempts: 2, MaxDelay: time.Second}))
+	if err != nil {
+		return nil
+	}
+	return ingest.NewFolderChecker(cl, log)
 }

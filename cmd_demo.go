@@ -150,7 +150,7 @@ func watchDemo(ctx context.Context, srv *gcapitest.Server, listen string, want i
 		case <-tick.C:
 		}
 		settled := true // every image the agent knows has reached the end of its road
-		if rep, err := status.Fetch(ctx, listen); err == nil {
+		if rep, err := status.Fetch(ctx, listen, status.Query{All: true}); err == nil {
 			for _, im := range rep.Images {
 				line := im.State
 				if im.State == status.StateUploading && im.BytesTotal > 0 {

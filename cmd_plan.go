@@ -53,6 +53,11 @@ func (c *cli) cmdPlan(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("plan watch[%d] %s: %w", i, w.Path, err)
 		}
+		// A folder item run would refuse is not ready: run's own rules,
+		// the server asked when a token is at hand (cmd_check.go).
+		if _, err := checkPlanFolders(ctx, c.planChecker(cfg, log), w, &rep); err != nil {
+			fmt.Fprintf(c.stdout, "(some folder items not checked against the server: %v)\n", err)
+		}
 		if st != nil {
 			if err := markRecorded(&rep, w.Path, st); err != nil {
 				return err

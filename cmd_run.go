@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
+	"time"
 
 	"github.com/kardianos/service"
 
 	"github.com/gcingest/gcingest/config"
+	"github.com/gcingest/gcingest/ingest"
+	"github.com/gcingest/gcingest/progress"
 )
 
 const helpRun = `Runs the agent in the foreground until SIGINT or SIGTERM: watches every
@@ -39,13 +43,38 @@ func (c *cli) cmdRun(ctx context.Context, args []string) error {
 	if !service.Interactive() {
 		return runService(ctx, cfg, tok)
 	}
+	if f, ok := c.stderr.(*os.File); ok && progress.IsTerminal(f) && cfg.Log.Format != "json" {
+		return runWithDisplay(ctx, cfg, tok, f)
+	}
 	log := newLogger(cfg, c.stderr, tok)
 	return runForeground(ctx, cfg, tok, log)
+}
+
+// runWithDisplay is `gcingest run` at a terminal: the log lines scroll above
+// a live display of the uploads in flight (per image: bytes, rate, time
+// left; totals).
+func runWithDisplay(ctx context.Context, cfg *config.Config, token string, tty *os.File) error {
+	disp := progress.New(tty, nil)
+	log := newLogger(cfg, disp, token)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		disp.Run(ctx, 500*time.Millisecond)
+	}()
+	defer func() { cancel(); <-done }()
+	return runForegroundProgress(ctx, cfg, token, log, func(ev ingest.ProgressEvent) {
+		disp.Update(ev.ID, ev.Key, ev.Sent, ev.Total)
+	})
 }
 
 // runForeground is `gcingest run` at a terminal, and what the service
 // adapter runs too.
 func runForeground(ctx context.Context, cfg *config.Config, token string, log *slog.Logger) error {
+	return runForegroundProgress(ctx, cfg, token, log, nil)
+}
+
+func runForegroundProgress(ctx context.Context, cfg *config.Config, token string, log *slog.Logger, progress func(ingest.ProgressEvent)) error {
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
@@ -58,7 +87,7 @@ func runForeground(ctx context.Context, cfg *config.Config, token string, log *s
 		defer close(done)
 		reloadOnSIGHUP(ctx, cfg.Path, log, reload)
 	}()
-	err := runAgent(ctx, cfg, token, log, reload, func(*agentInfo) { log.Info("agent up") })
+	err := runAgentProgress(ctx, cfg, token, log, reload, func(*agentInfo) { log.Info("agent up") }, progress)
 	cancel()
 	<-done
 	if err != nil {

@@ -303,6 +303,16 @@ func (e *e2eEnv) assertExactlyOnce(want map[string]bool) {
 	}
 }
 
+// chaosSize is how many images the kill test drops and how many times it
+// stops the agent: enough by default to catch the agent in every state in a
+// few seconds of kills, and the long run with GCINGEST_SOAK=1.
+func chaosSize() (images, kills int) {
+	if os.Getenv("GCINGEST_SOAK") != "" {
+		return 300, 24
+	}
+	return 80, 12
+}
+
 func TestE2EKilledAtRandomMomentsLandsEveryImageOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end process test; runs without -short")
@@ -318,10 +328,11 @@ func TestE2EKilledAtRandomMomentsLandsEveryImageOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newE2E(t, gcapitest.Options{Seed: 7, ImportDelay: 150 * time.Millisecond}, "")
 			e.srv.SetFaults(tc.faults)
-			want := e.writeImages(300)
+			images, kills := chaosSize()
+			want := e.writeImages(images)
 			rng := rand.New(rand.NewPCG(42, uint64(len(tc.name))))
 			atKill := map[state.State]int{}
-			for i := range 24 {
+			for i := range kills {
 				cmd := e.start()
 				time.Sleep(time.Duration(100+rng.IntN(1400)) * time.Millisecond) // a random moment, not a wait
 				if i%6 == 5 {

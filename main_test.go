@@ -198,10 +198,42 @@ func TestCheck(t *testing.T) {
 			t.Errorf("exit code %d, stderr %s", r.code, r.stderr)
 		}
 		golden(t, "check-ok.txt", r.stdout, f.subst())
+		// The one write is the upload-rights probe, which the server must
+		// refuse for its values.
 		for _, req := range f.srv.Requests() {
-			if req.Method != "GET" {
+			if req.Method != "GET" && (req.Method != "POST" || req.Path != "/api/v1/archives/items/") {
 				t.Errorf("check sent %s %s; it must create nothing", req.Method, req.Path)
 			}
+		}
+		if n := len(f.srv.Items("my-archive")); n != 0 {
+			t.Errorf("check left %d items in the archive", n)
+		}
+	})
+	t.Run("archive the account can only view", func(t *testing.T) {
+		f := newFixture(t, "good-token", "")
+		f.srv.AddArchiveAccess("viewed", "Viewed", gcapitest.AccessView)
+		src, _ := os.ReadFile(f.cfg)
+		f.writeConfig(t, strings.Replace(string(src), `archive = "my-archive"`, `archive = "viewed"`, 1))
+		r := runCLI(t, map[string]string{"GRAND_CHALLENGE_TOKEN": "good-token"}, "check", "--config", f.cfg)
+		if r.code != exitError || !strings.Contains(r.stdout, `FAIL  watch[0].archive "viewed": "Viewed" is visible to this account, but it may not add items`) {
+			t.Errorf("exit %d, stdout:\n%s", r.code, r.stdout)
+		}
+		if n := len(f.srv.Items("viewed")); n != 0 {
+			t.Errorf("check left %d items in the archive", n)
+		}
+	})
+	t.Run("status port in use", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		f := newFixture(t, "good-token", "")
+		src, _ := os.ReadFile(f.cfg)
+		f.writeConfig(t, strings.Replace(string(src), `listen = ""`, fmt.Sprintf("listen = %q", ln.Addr().String()), 1))
+		r := runCLI(t, map[string]string{"GRAND_CHALLENGE_TOKEN": "good-token"}, "check", "--config", f.cfg)
+		if r.code != exitError || !strings.Contains(r.stdout, "FAIL  status.listen: status listener "+ln.Addr().String()+": port already in use") {
+			t.Errorf("exit %d, stdout:\n%s", r.code, r.stdout)
 		}
 	})
 	t.Run("problems", func(t *testing.T) {
@@ -392,8 +424,39 @@ func TestStatus(t *testing.T) {
 		}
 		golden(t, "status-state.txt", r.stdout, f.subst())
 	})
+	t.Run("every image", func(t *testing.T) {
+		r := runCLI(t, nil, "status", "--config", f.cfg, "--all")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		golden(t, "status-state-all.txt", r.stdout, f.subst())
+	})
+	t.Run("one state", func(t *testing.T) {
+		r := runCLI(t, nil, "status", "--config", f.cfg, "--state", "failed")
+		if r.code != exitOK || !strings.Contains(r.stdout, "case2.mhd") || strings.Contains(r.stdout, "case3") {
+			t.Errorf("exit %d, stdout:\n%s", r.code, r.stdout)
+		}
+		if r := runCLI(t, nil, "status", "--config", f.cfg, "--state", "broken"); r.code != exitUsage {
+			t.Errorf("--state broken: exit %d, want %d", r.code, exitUsage)
+		}
+	})
+	t.Run("one image", func(t *testing.T) {
+		r := runCLI(t, nil, "status", "--config", f.cfg, "2")
+		if r.code != exitOK {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		for _, want := range []string{"image     2\n", "state     failed\n", "key       case2.mhd\n", "case2.raw  8.0 MiB\n",
+			"  failed  Could not read header\n", "import failed: Could not read header\n"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("status 2 lacks %q:\n%s", want, r.stdout)
+			}
+		}
+		if r := runCLI(t, nil, "status", "--config", f.cfg, "99"); r.code != exitError {
+			t.Errorf("status 99: exit %d, want %d", r.code, exitError)
+		}
+	})
 	t.Run("json", func(t *testing.T) {
-		r := runCLI(t, nil, "status", "--config", f.cfg, "--json")
+		r := runCLI(t, nil, "status", "--config", f.cfg, "--json", "--all")
 		var rep status.Report
 		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 			t.Fatalf("not JSON: %v\n%s", err, r.stdout)
@@ -427,7 +490,7 @@ func TestStatus(t *testing.T) {
 
 type reportSource struct{ rep *status.Report }
 
-func (s reportSource) Report(context.Context) (*status.Report, error) {
+func (s reportSource) Report(context.Context, status.Query) (*status.Report, error) {
 	r := *s.rep
 	r.CountStates()
 	return &r, nil

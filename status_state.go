@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gcingest/gcingest/config"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/gcingest/gcingest/config"
 
 	"github.com/gcingest/gcingest/ingest"
 	"github.com/gcingest/gcingest/state"
@@ -17,21 +19,64 @@ import (
 // statusFromState builds the status report from the state file, opened
 // read-only, for `gcingest status` while no agent runs. A file held by a
 // running agent fails with state.ErrLocked.
-func statusFromState(path string) (*status.Report, error) {
+func statusFromState(path string, q status.Query) (*status.Report, error) {
 	st, err := state.Open(path, state.Options{ReadOnly: true, Timeout: 500 * time.Millisecond})
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
-	imgs, err := st.List()
+	rep, err := reportFrom(st, q, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read state file %s: %w", path, err)
 	}
-	rep := &status.Report{Version: versionString(), Images: make([]status.Image, 0, len(imgs))}
-	for _, img := range imgs {
-		rep.Images = append(rep.Images, statusImage(img))
+	return rep, nil
+}
+
+// reportFrom builds a report of the images q selects, reading only those
+// records (the state index finds them), with the counts of every state.
+// active, if non-nil, gives the progress of images being uploaded now.
+func reportFrom(st *state.Store, q status.Query, active map[uint64]ingest.ImageStatus) (*status.Report, error) {
+	counts, err := st.Counts()
+	if err != nil {
+		return nil, err
 	}
-	rep.CountStates()
+	rep := &status.Report{Version: versionString(), Images: []status.Image{}, Counts: map[string]int{}, Query: q}
+	for s, n := range counts {
+		rep.Counts[string(s)] = n
+	}
+	var imgs []state.Image
+	if q.ID != "" {
+		id, err := strconv.ParseUint(q.ID, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("image ID %q is not a number; the IDs are in the first column of gcingest status", q.ID)
+		}
+		img, err := st.Get(id)
+		if errors.Is(err, state.ErrNotFound) {
+			return rep, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		imgs = []state.Image{img}
+	} else {
+		var states []state.State
+		for _, s := range q.Selected() {
+			states = append(states, state.State(s))
+		}
+		if imgs, err = st.List(states...); err != nil {
+			return nil, err
+		}
+	}
+	for _, img := range imgs {
+		si := statusImage(img)
+		if is, ok := active[img.ID]; ok && is.Active && is.BytesTotal > 0 {
+			si.BytesSent, si.BytesTotal = is.BytesSent, is.BytesTotal
+		}
+		if q.ID != "" {
+			si.Detail = statusDetail(img)
+		}
+		rep.Images = append(rep.Images, si)
+	}
 	return rep, nil
 }
 
@@ -56,13 +101,7 @@ func statusImage(img state.Image) status.Image {
 	}
 	for _, u := range img.Uploads {
 		si.BytesTotal += u.Size
-		if u.Completed {
-			si.BytesSent += u.Size
-			continue
-		}
-		for _, p := range u.Parts {
-			si.BytesSent += p.Size
-		}
+		si.BytesSent += uploadSent(u)
 	}
 	if si.BytesTotal == 0 {
 		for _, f := range img.Files {
@@ -70,6 +109,36 @@ func statusImage(img state.Image) status.Image {
 		}
 	}
 	return si
+}
+
+func uploadSent(u state.Upload) int64 {
+	if u.Completed {
+		return u.Size
+	}
+	var n int64
+	for _, p := range u.Parts {
+		n += p.Size
+	}
+	return n
+}
+
+// statusDetail is one image's whole story for `gcingest status ID`.
+func statusDetail(img state.Image) *status.Detail {
+	d := &status.Detail{Kind: img.Kind, SessionPK: img.SessionPK, ImageURL: img.ImageURL, MovedTo: img.MovedTo,
+		Created: img.Created, Finished: img.Finished, Files: []status.DetailFile{}}
+	for _, f := range img.Files {
+		d.Files = append(d.Files, status.DetailFile{Rel: f.Rel, Path: f.Path, Size: f.Size})
+	}
+	for _, u := range img.Uploads {
+		d.Uploads = append(d.Uploads, status.DetailUpload{Filename: u.Filename, Size: u.Size, Sent: uploadSent(u), PK: u.PK, Completed: u.Completed})
+	}
+	for _, v := range img.Values {
+		d.Values = append(d.Values, status.DetailValue{Interface: v.Interface, Kind: v.Kind, Files: v.Files, Confirmed: v.Confirmed})
+	}
+	for _, e := range img.Errors {
+		d.Errors = append(d.Errors, status.ErrorNote{At: e.At, State: string(e.State), Msg: e.Msg})
+	}
+	return d
 }
 
 // retryInState sends images through the pipeline again while no agent
@@ -108,8 +177,10 @@ func (r storeRetrier) RetryFailed(ctx context.Context) ([]uint64, error) {
 type pipelineSource struct {
 	mu      sync.Mutex
 	p       *ingest.Pipeline // replaced when SIGHUP restarts the pipeline
+	st      *state.Store
 	started time.Time
-	metrics *status.Metrics // may be nil; queue depth and last success are set from each report
+	metrics *status.Metrics // may be nil; queue depth is set from each count
+	unknown map[string]int  // files of unknown type, by watch path
 }
 
 func (s *pipelineSource) setPipeline(p *ingest.Pipeline) {
@@ -124,34 +195,64 @@ func (s *pipelineSource) pipeline() *ingest.Pipeline {
 	return s.p
 }
 
-// Report lists every image with the progress of uploads in flight.
-func (s *pipelineSource) Report(ctx context.Context) (*status.Report, error) {
+// setUnknown records how many files of unknown type a watch holds now.
+func (s *pipelineSource) setUnknown(watch string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unknown == nil {
+		s.unknown = map[string]int{}
+	}
+	if n == 0 {
+		delete(s.unknown, watch)
+		return
+	}
+	s.unknown[watch] = n
+}
+
+func (s *pipelineSource) unknownFiles() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.unknown)
+}
+
+// Report lists the images q selects, with the progress of uploads in
+// flight; it reads only the records it lists.
+func (s *pipelineSource) Report(ctx context.Context, q status.Query) (*status.Report, error) {
 	p := s.pipeline()
 	if p == nil {
 		return nil, errors.New("the agent is starting")
 	}
-	snap, err := p.Snapshot(false)
+	snap, err := p.Snapshot(true)
 	if err != nil {
 		return nil, err
 	}
-	rep := &status.Report{Version: versionString(), Started: s.started, Images: make([]status.Image, 0, len(snap))}
-	queued := 0
+	active := make(map[uint64]ingest.ImageStatus, len(snap))
 	for _, is := range snap {
-		if !is.Active && (is.State == state.Pending || is.State == state.Retrying) {
-			queued++
+		if is.Active {
+			active[is.ID] = is
 		}
-		if !is.Finished.IsZero() && (is.State == state.Finished || is.State == state.Done) {
-			s.metrics.UploadSucceeded(is.Finished)
-		}
-		si := statusImage(is.Image)
-		if is.Active && is.BytesTotal > 0 {
-			si.BytesSent, si.BytesTotal = is.BytesSent, is.BytesTotal
-		}
-		rep.Images = append(rep.Images, si)
 	}
-	s.metrics.SetQueueDepth(queued)
-	rep.CountStates()
+	rep, err := reportFrom(s.st, q, active)
+	if err != nil {
+		return nil, err
+	}
+	rep.Started = s.started
+	rep.Unknown = s.unknownFiles()
 	return rep, nil
+}
+
+// Counts serves /metrics from the state index, without reading records.
+func (s *pipelineSource) Counts(ctx context.Context) (map[string]int, map[string]int, error) {
+	counts, err := s.st.Counts()
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make(map[string]int, len(counts))
+	for st, n := range counts {
+		out[string(st)] = n
+	}
+	s.metrics.SetQueueDepth(out[status.StatePending] + out[status.StateRetrying])
+	return out, s.unknownFiles(), nil
 }
 
 // Retry queues the images with ids, or every failed one.

@@ -57,6 +57,10 @@ type GrandChallenge struct {
 // State is the [state] table.
 type State struct {
 	Path string `toml:"path"`
+	// Keep is how long records of finished images are kept before they
+	// are pruned (unless their files are still in a watched folder); 0
+	// keeps them for ever.
+	Keep Duration `toml:"keep"`
 }
 
 // Upload is the [upload] table.
@@ -110,6 +114,7 @@ const (
 	DefaultListen      = "127.0.0.1:9187"
 	DefaultURL         = "https://grand-challenge.org"
 	DefaultStatePath   = "/var/lib/gcingest/state.db"
+	DefaultKeep        = Duration(30 * 24 * time.Hour) // [state] keep
 )
 
 // Duration is a time.Duration written as a string in the file ("30s", "1m").
@@ -132,7 +137,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 func Default() *Config {
 	return &Config{
 		GrandChallenge: GrandChallenge{URL: DefaultURL},
-		State:          State{Path: DefaultStatePath},
+		State:          State{Path: DefaultStatePath, Keep: DefaultKeep},
 		Upload:         Upload{Concurrency: 4, PartConcurrency: 4, PartSize: DefaultPartSize},
 		Status:         Status{Listen: DefaultListen},
 		Log:            Log{Level: "info", Format: "text"},
@@ -279,6 +284,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	abs("state.path", c.State.Path, true)
+	if c.State.Keep < 0 {
+		bad("state.keep", "is negative", `write it like "720h" (30 days), or "0s" to keep every record`)
+	}
 
 	u := c.Upload
 	if u.Concurrency < 1 || u.Concurrency > 64 {

@@ -616,3 +616,41 @@ func checkPK(pk string) error {
 	}
 	return nil
 }
+
+// ErrProbeCreated is returned by CanUpload when the server, against every
+// rule it has, created an item from the probe.
+var ErrProbeCreated = errors.New("the upload-rights probe created an item")
+
+// CanUpload reports whether this account may add items to the archive (by
+// its api_url) without creating one. It posts an item whose values are
+// invalid on purpose: the server validates every field of a create and
+// reports all errors together, and its archive field accepts only archives
+// the user may upload to (grand-challenge.org
+// app/grandchallenge/archives/serializers.py, ArchiveItemPostSerializer:
+// a queryset filtered by upload_archive). So the 400 names "archive" exactly
+// when the account cannot upload; a create never carries values either
+// (components/serializers.py: "Values can only be added via update").
+func (c *Client) CanUpload(ctx context.Context, archiveAPIURL string) (bool, error) {
+	in := struct {
+		Archive string              `json:"archive"`
+		Title   string              `json:"title"`
+		Values  []map[string]string `json:"values"`
+	}{archiveAPIURL, "gcingest check: upload rights (never created)", []map[string]string{{}}}
+	var it ArchiveItem
+	err := c.call(ctx, http.MethodPost, "archives/items/", nil, in, &it, kindCreate)
+	if err == nil {
+		return false, fmt.Errorf("probe archive %s: %w (pk %s)", archiveAPIURL, ErrProbeCreated, it.PK)
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.StatusCode != http.StatusBadRequest {
+		return false, err
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(e.Body, &fields) == nil {
+		_, bad := fields["archive"]
+		return !bad, nil
+	}
+	// A list answer is a non-field error: the fields, archive among them,
+	// passed.
+	return true, nil
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"path"
 	"strings"
@@ -327,4 +328,38 @@ func jsonEqual(a, b json.RawMessage) bool {
 	xb, _ := json.Marshal(x)
 	yb, _ := json.Marshal(y)
 	return bytes.Equal(xb, yb)
+}
+
+// FolderChecker applies to a folder item every rule the pipeline applies
+// when it plans one (values.json, item.txt, [watch.values], the sockets'
+// kinds, the JSON values' types), without recording or sending anything.
+// `gcingest check` and `gcingest plan` use it, so they cannot disagree with
+// run. Sockets are asked once per checker.
+type FolderChecker struct{ p *Pipeline }
+
+// NewFolderChecker returns a checker that asks api about sockets (and about
+// the item an item.txt names).
+func NewFolderChecker(api API, log *slog.Logger) *FolderChecker {
+	return &FolderChecker{p: NewPipeline(PipelineConfig{}, nil, api, log)}
+}
+
+// Check reports what run would refuse in the folder item key of watch w. An
+// error for which IsFolderProblem is true is the folder's to fix; another
+// (the network, the server) says nothing about the folder.
+func (c *FolderChecker) Check(ctx context.Context, w Watch, key string, files []group.File) error {
+	sf := make([]state.File, len(files))
+	for i, f := range files {
+		sf[i] = state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime}
+	}
+	img := &state.Image{Watch: w.Path, Key: key, Kind: string(KindFolder), Files: sf}
+	_, _, _, err := c.p.planFolder(ctx, img, w, sf)
+	return err
+}
+
+// IsFolderProblem reports whether err is a problem of the files themselves,
+// which the pipeline fails the item for without retrying.
+func IsFolderProblem(err error) bool {
+	var ie *inputError
+	var gp *group.Problem
+	return errors.As(err, &ie) || errors.As(err, &gp)
 }

@@ -61,6 +61,11 @@ type PipelineConfig struct {
 	// without writing anything, as if the process died there: tests use it
 	// to simulate crashes.
 	BeforeStep func(id uint64, st state.State) error
+
+	// Progress, if set, hears of upload progress as bytes are sent (for a
+	// live display and the bytes counter of /metrics). It is called from
+	// the workers, never under the pipeline's lock; it must return quickly.
+	Progress func(ProgressEvent)
 }
 
 func (c *PipelineConfig) applyDefaults() {
@@ -126,6 +131,7 @@ type Pipeline struct {
 // progress is what Snapshot shows of an image being worked on.
 type progress struct {
 	sent, total int64
+	key         string
 }
 
 // NewPipeline returns a pipeline over the store and the API. log may be nil.

@@ -97,6 +97,23 @@ func (p *Pipeline) markDone(img *state.Image, w Watch, imageURL string) error {
 	if err != nil {
 		return err
 	}
-	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK)
+	// One line per finished image says where its files went.
+	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, actErr))
+	if p.cfg.Progress != nil {
+		p.cfg.Progress(ProgressEvent{ID: img.ID, Key: img.Key, Imported: true})
+	}
 	return actErr
+}
+
+// filesWent says where an imported image's files are now, for its log line.
+func filesWent(w Watch, movedTo string, actErr error) string {
+	switch {
+	case actErr != nil:
+		return "still in " + w.Path + " (the after-upload action failed and is retried)"
+	case movedTo != "":
+		return "moved to " + movedTo
+	case w.AfterUpload == "delete":
+		return "deleted"
+	}
+	return "kept in " + w.Path
 }

@@ -36,18 +36,44 @@ func (p *Pipeline) Snapshot(unfinishedOnly bool) ([]ImageStatus, error) {
 	return out, nil
 }
 
-func (p *Pipeline) setProgress(id uint64, sent, total int64) {
+func (p *Pipeline) setProgress(img *state.Image, sent, total int64) {
 	p.mu.Lock()
-	if pr, ok := p.active[id]; ok {
-		pr.sent, pr.total = sent, total
+	pr, ok := p.active[img.ID]
+	if ok {
+		pr.sent, pr.total, pr.key = sent, total, img.Key
 	}
 	p.mu.Unlock()
+	if ok && p.cfg.Progress != nil {
+		p.cfg.Progress(ProgressEvent{ID: img.ID, Key: img.Key, Sent: sent, Total: total})
+	}
 }
 
 func (p *Pipeline) addProgress(id uint64, n int64) {
 	p.mu.Lock()
-	if pr, ok := p.active[id]; ok {
+	pr, ok := p.active[id]
+	var ev ProgressEvent
+	if ok {
 		pr.sent += n
+		ev = ProgressEvent{ID: id, Key: pr.key, Sent: pr.sent, Total: pr.total, Delta: n}
 	}
 	p.mu.Unlock()
+	if ok && p.cfg.Progress != nil {
+		p.cfg.Progress(ev)
+	}
+}
+
+// ProgressEvent is one report to PipelineConfig.Progress: an image's
+// uploads as bytes are sent, and its import.
+type ProgressEvent struct {
+	ID  uint64
+	Key string // the image's group key within its watch
+	// Sent and Total are the bytes of the image's uploads sent so far
+	// (parts the server already held included) and in all.
+	Sent, Total int64
+	// Delta is the bytes just sent; 0 on the first report of an upload
+	// step, which gives Sent from what the state file records.
+	Delta int64
+	// Imported is set on the one event of an image whose values the item
+	// shows (done); Sent and Total are zero then.
+	Imported bool
 }

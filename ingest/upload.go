@@ -32,7 +32,7 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 			sent += u.Size
 		}
 	}
-	p.setProgress(img.ID, sent, total)
+	p.setProgress(img, sent, total)
 	for i := range img.Uploads {
 		if img.Uploads[i].Completed {
 			continue

@@ -155,7 +155,22 @@ type Image struct {
 	Created  time.Time `json:"created"`
 	Updated  time.Time `json:"updated"`
 	Finished time.Time `json:"finished,omitzero"`
+
+	// Errors is the image's history of errors, oldest first, the last
+	// MaxErrors kept: Update appends each new LastError with its time, so
+	// `gcingest status ID` tells the whole story.
+	Errors []ErrorNote `json:"errors,omitempty"`
 }
+
+// ErrorNote is one error of an image, when it happened and in which state.
+type ErrorNote struct {
+	At    time.Time `json:"at"`
+	State State     `json:"state"`
+	Msg   string    `json:"msg"`
+}
+
+// MaxErrors is how many errors an image's record keeps.
+const MaxErrors = 20
 
 // Unfinished reports whether the pipeline still has work to do on img.
 func (img *Image) Unfinished() bool { return !img.State.Terminal() || !img.ActionDone }
@@ -583,6 +598,12 @@ func (s *Store) Update(id uint64, fn func(*Image) error) (Image, error) {
 		}
 		img.ID, img.Watch, img.Key = old.ID, old.Watch, old.Key // identity never changes
 		img.Updated = s.now().UTC()
+		if img.LastError != "" && img.LastError != old.LastError {
+			img.Errors = append(slices.Clone(old.Errors), ErrorNote{At: img.Updated, State: old.State, Msg: img.LastError})
+			if n := len(img.Errors); n > MaxErrors {
+				img.Errors = img.Errors[n-MaxErrors:]
+			}
+		}
 		if err := put(tx, &img, old); err != nil {
 			return &dirtyError{err}
 		}
@@ -743,4 +764,39 @@ func byKey(tx *bolt.Tx, watch, key string) ([]Image, error) {
 		out = append(out, *img)
 	}
 	return out, nil
+}
+
+// Delete removes the images with these IDs and their index entries in one
+// transaction, and returns how many it removed; IDs not recorded are
+// skipped. Only records nothing will look at again may go: a record is
+// what keeps its files from being sent twice.
+func (s *Store) Delete(ids ...uint64) (int, error) {
+	n := 0
+	err := s.write(func(tx *bolt.Tx) error {
+		n = 0
+		for _, id := range ids {
+			img, err := get(tx, id)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketImages).Delete(idKey(id)); err != nil {
+				return &dirtyError{err}
+			}
+			if err := tx.Bucket(bucketByState).Delete(stateKey(img.State, id)); err != nil {
+				return &dirtyError{err}
+			}
+			if err := tx.Bucket(bucketByKey).Delete(append(keyPrefix(img.Watch, img.Key), idKey(id)...)); err != nil {
+				return &dirtyError{err}
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete %d images from %s: %w", len(ids), s.path, err)
+	}
+	return n, nil
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -56,14 +57,121 @@ type Image struct {
 	LastError   string    `json:"last_error,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	Updated     time.Time `json:"updated,omitzero"`
+	// Detail is set for a query of one image (Query.ID): its whole story.
+	Detail *Detail `json:"detail,omitempty"`
+}
+
+// Detail is one image's whole story: where its files are, what was sent,
+// the item, and every error with its time.
+type Detail struct {
+	Kind      string         `json:"kind,omitempty"`
+	Files     []DetailFile   `json:"files"`
+	Uploads   []DetailUpload `json:"uploads,omitempty"`
+	Values    []DetailValue  `json:"values,omitempty"`
+	SessionPK string         `json:"session_pk,omitempty"`
+	ImageURL  string         `json:"image_url,omitempty"`
+	MovedTo   string         `json:"moved_to,omitempty"`
+	Created   time.Time      `json:"created,omitzero"`
+	Finished  time.Time      `json:"finished,omitzero"`
+	Errors    []ErrorNote    `json:"errors,omitempty"`
+}
+
+// DetailFile is one file of an image.
+type DetailFile struct {
+	Rel  string `json:"rel"`
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+}
+
+// DetailUpload is one upload of an image.
+type DetailUpload struct {
+	Filename  string `json:"filename"`
+	Size      int64  `json:"size"`
+	Sent      int64  `json:"sent"`
+	PK        string `json:"pk,omitempty"`
+	Completed bool   `json:"completed,omitempty"`
+}
+
+// DetailValue is one value of the image's item.
+type DetailValue struct {
+	Interface string   `json:"interface"`
+	Kind      string   `json:"kind"`
+	Files     []string `json:"files,omitempty"`
+	Confirmed bool     `json:"confirmed,omitempty"`
+}
+
+// ErrorNote is one error, when it happened and in which state.
+type ErrorNote struct {
+	At    time.Time `json:"at"`
+	State string    `json:"state"`
+	Msg   string    `json:"msg"`
+}
+
+// Query selects the images of a report. The zero Query asks for the
+// unfinished ones (UnfinishedStates).
+type Query struct {
+	All    bool     // every image
+	States []string // only these states
+	ID     string   // one image, with its Detail
+}
+
+// UnfinishedStates are the states `gcingest status` lists by default: every
+// image that is not finished or a duplicate, failed ones included (they wait
+// for the operator).
+var UnfinishedStates = []string{StatePending, StateUploading, StateUploaded, StateItem, StateAttaching,
+	StateImporting, StateDone, StateRetrying, StateFailed}
+
+// Selected returns the states the query lists; nil means every state.
+func (q Query) Selected() []string {
+	switch {
+	case q.All || q.ID != "":
+		return nil
+	case len(q.States) > 0:
+		return q.States
+	}
+	return UnfinishedStates
+}
+
+// Values encodes the query for the /status URL.
+func (q Query) Values() url.Values {
+	v := url.Values{}
+	if q.All {
+		v.Set("all", "1")
+	}
+	if len(q.States) > 0 {
+		v.Set("state", strings.Join(q.States, ","))
+	}
+	if q.ID != "" {
+		v.Set("id", q.ID)
+	}
+	return v
+}
+
+// ParseQuery decodes a /status URL's query; an unknown state is an error.
+func ParseQuery(v url.Values) (Query, error) {
+	q := Query{All: v.Get("all") == "1", ID: v.Get("id")}
+	if s := v.Get("state"); s != "" {
+		for _, st := range strings.Split(s, ",") {
+			if !slices.Contains(States, st) {
+				return Query{}, fmt.Errorf("unknown state %q; the states are %s", st, strings.Join(States, ", "))
+			}
+			q.States = append(q.States, st)
+		}
+	}
+	return q, nil
 }
 
 // Report is the /status document.
 type Report struct {
 	Version string         `json:"version"`
 	Started time.Time      `json:"started,omitzero"` // zero when read from the state file
-	Images  []Image        `json:"images"`
-	Counts  map[string]int `json:"counts"` // images by state
+	Images  []Image        `json:"images"`           // those the query selected
+	Counts  map[string]int `json:"counts"`           // every image recorded, by state
+	// Query is what Images were selected by; Counts cover every image.
+	Query Query `json:"query,omitzero"`
+	// Unknown counts the files of no type the server imports, seen in the
+	// watched folders and left there (by watch path).
+	Unknown map[string]int `json:"unknown_files,omitempty"`
 }
 
 // CountStates fills Counts from Images.
@@ -76,7 +184,14 @@ func (r *Report) CountStates() {
 
 // Source gives the current report; the agent implements it.
 type Source interface {
-	Report(ctx context.Context) (*Report, error)
+	Report(ctx context.Context, q Query) (*Report, error)
+}
+
+// Counter gives the number of images by state (and of files of unknown
+// type, by watch) without reading every record. A Source that implements it
+// serves /metrics from it; otherwise /metrics asks for a report.
+type Counter interface {
+	Counts(ctx context.Context) (states, unknown map[string]int, err error)
 }
 
 // Retrier sends images through the pipeline again: those with the given
@@ -236,7 +351,12 @@ func mux(src Source, metrics *Metrics, log *slog.Logger) *http.ServeMux {
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		rep, err := src.Report(r.Context())
+		q, err := ParseQuery(r.URL.Query())
+		if err != nil {
+			http.Error(w, "status: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		rep, err := src.Report(r.Context(), q)
 		if err != nil {
 			log.Warn("status report", "err", err)
 			http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
@@ -248,16 +368,26 @@ func mux(src Source, metrics *Metrics, log *slog.Logger) *http.ServeMux {
 		writeJSON(w, rep)
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		rep, err := src.Report(r.Context())
+		var counts, unknown map[string]int
+		var err error
+		if c, ok := src.(Counter); ok {
+			counts, unknown, err = c.Counts(r.Context())
+		} else {
+			var rep *Report
+			if rep, err = src.Report(r.Context(), Query{All: true}); err == nil {
+				if rep.Counts == nil {
+					rep.CountStates()
+				}
+				counts, unknown = rep.Counts, rep.Unknown
+			}
+		}
 		if err != nil {
 			http.Error(w, "metrics: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
-		if rep.Counts == nil {
-			rep.CountStates()
-		}
 		var buf bytes.Buffer
-		metrics.write(&buf, rep.Counts)
+		metrics.write(&buf, counts)
+		writeUnknown(&buf, unknown)
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		w.Write(buf.Bytes())
 	})
@@ -303,9 +433,13 @@ func client() *http.Client { return &http.Client{Timeout: 10 * time.Second} }
 
 // Fetch gets the report from a running agent at listen ("127.0.0.1:9187").
 // It returns an error wrapping ErrNotRunning when nothing listens there.
-func Fetch(ctx context.Context, listen string) (*Report, error) {
+func Fetch(ctx context.Context, listen string, q Query) (*Report, error) {
 	var rep Report
-	if err := call(ctx, http.MethodGet, listen, "/status", nil, &rep); err != nil {
+	path := "/status"
+	if v := q.Values(); len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	if err := call(ctx, http.MethodGet, listen, path, nil, &rep); err != nil {
 		return nil, err
 	}
 	return &rep, nil

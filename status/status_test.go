@@ -22,7 +22,7 @@ type fakeSource struct {
 	retried []string
 }
 
-func (f *fakeSource) Report(ctx context.Context) (*Report, error) {
+func (f *fakeSource) Report(ctx context.Context, q Query) (*Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r := f.rep
@@ -214,7 +214,7 @@ func TestServeRealListenerAndClient(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- ServeListener(ctx, ln, src, NewMetrics(), discard()) }()
 
-	rep, err := Fetch(context.Background(), addr)
+	rep, err := Fetch(context.Background(), addr, Query{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestServeRealListenerAndClient(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("ServeListener after cancel: %v", err)
 	}
-	_, err = Fetch(context.Background(), addr)
+	_, err = Fetch(context.Background(), addr, Query{})
 	if !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Fetch with nothing listening: got %v, want ErrNotRunning", err)
 	}
@@ -265,7 +265,7 @@ func TestListenRefusesNonLoopback(t *testing.T) {
 
 func TestWriteTable(t *testing.T) {
 	src := sample()
-	rep, _ := src.Report(context.Background())
+	rep, _ := src.Report(context.Background(), Query{All: true})
 	var buf bytes.Buffer
 	if err := rep.WriteTable(&buf, t0); err != nil {
 		t.Fatal(err)
@@ -361,5 +361,39 @@ func TestListenerRefusesBrowserRequests(t *testing.T) {
 				t.Errorf("refused answer still names files: %q", body)
 			}
 		})
+	}
+}
+
+// The bytes counter moves while a part is on the wire, not only once the
+// storage answered: the backend looks at the counter after reading half of
+// the part and before answering.
+func TestUploadedBytesCountDuringAPart(t *testing.T) {
+	m := NewMetrics()
+	var midway int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.CopyN(io.Discard, r.Body, 1<<20)
+		// The client may have read ahead of what the server consumed, but
+		// never less than that.
+		m.mu.Lock()
+		midway = m.bytes
+		m.mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer backend.Close()
+	hc := &http.Client{Transport: m.InstrumentTransport(nil)}
+	req, _ := http.NewRequest(http.MethodPut, backend.URL+"/s3/uploads/1/abc?partNumber=1", strings.NewReader(strings.Repeat("x", 2<<20)))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if midway < 1<<20 {
+		t.Errorf("counter at %d bytes after the server read 1 MiB of the part, want at least %d", midway, 1<<20)
+	}
+	m.mu.Lock()
+	got := m.bytes
+	m.mu.Unlock()
+	if got != 2<<20 {
+		t.Errorf("counter at %d after the part, want %d", got, 2<<20)
 	}
 }

@@ -122,9 +122,9 @@ func (g *Grouper) buildAuto(ev *evaluation, now int64) []*build {
 				out = append(out, &build{key: f.rel, files: []*fileState{f}, reason: "not identified yet"})
 				continue
 			}
-			g.ignore(ev, f, "unknown file type")
+			g.ignoreUnknown(ev, f)
 		case classUnknown:
-			g.ignore(ev, f, "unknown file type")
+			g.ignoreUnknown(ev, f)
 		case classMHDData:
 			g.ignore(ev, f, "data file that no .mhd header names")
 		case classSlidedat:
@@ -187,6 +187,16 @@ func (g *Grouper) mrxsReason(folder string, b *build) string {
 		}
 	}
 	return ""
+}
+
+// ignoreUnknown ignores a file of a type the server does not import, and
+// counts it (Grouper.Unknown) for status and /metrics.
+func (g *Grouper) ignoreUnknown(ev *evaluation, f *fileState) {
+	if !f.unknown {
+		f.unknown = true
+		g.unknown++
+	}
+	g.ignore(ev, f, "unknown file type")
 }
 
 func (g *Grouper) ignore(ev *evaluation, f *fileState, reason string) {

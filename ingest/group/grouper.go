@@ -42,6 +42,7 @@ type Grouper struct {
 	dirs    map[string]int32      // rel dir → number of tracked files below it
 	scanGen uint32
 
+	unknown  int       // files now ignored as of unknown type (Unknown)
 	dirty    bool      // something changed since the last evaluation
 	nextWake time.Time // when a settling file settles; zero: none
 	stat     func(string) (fs.FileInfo, error)
@@ -101,6 +102,7 @@ type fileState struct {
 	retKey   string // the group this file was last returned in by Ready
 	retSig   sig    // and its content then
 	reported bool   // "ignored"/"unsupported" logged for this content
+	unknown  bool   // counted in Grouper.unknown
 }
 
 // NewGrouper returns a Grouper for w. Invalid exclude patterns are logged and
@@ -291,6 +293,9 @@ func (g *Grouper) remove(rel string) {
 }
 
 func (g *Grouper) drop(rel string) {
+	if f := g.files[rel]; f != nil && f.unknown {
+		g.unknown--
+	}
 	delete(g.files, rel)
 	g.addDirs(rel, -1)
 	g.dirty = true
@@ -309,6 +314,10 @@ func (g *Grouper) addDirs(rel string, d int32) {
 		}
 	}
 }
+
+// Unknown returns how many tracked files are ignored as of a type the
+// server does not import (each logged once as "file ignored").
+func (g *Grouper) Unknown() int { return g.unknown }
 
 // Len returns the number of files the grouper tracks.
 func (g *Grouper) Len() int { return len(g.files) }

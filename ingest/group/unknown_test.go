@@ -1,0 +1,33 @@
+package group
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestUnknownFilesAreCounted(t *testing.T) {
+	tr := newTree(t)
+	tr.write("notes.docx", []byte("not an image"))
+	tr.write("a/readme.txt", []byte("neither"))
+	tr.write("ct.mha", []byte("ObjectType = Image\nNDims = 2\nDimSize = 1 1\nElementType = MET_UCHAR\nElementDataFile = LOCAL\nx"))
+	g := NewGrouper(tr.watch("auto"), nil)
+	tr.scan(g, t0)
+	tr.scan(g, t0.Add(testSettle))
+	g.Ready(t0.Add(testSettle))
+	if got := g.Unknown(); got != 2 {
+		t.Errorf("Unknown() = %d after the first look, want 2", got)
+	}
+	g.Ready(t0.Add(testSettle + time.Minute))
+	if got := g.Unknown(); got != 2 {
+		t.Errorf("Unknown() = %d after another look, want 2 (each file once)", got)
+	}
+	if err := os.Remove(tr.abs("notes.docx")); err != nil {
+		t.Fatal(err)
+	}
+	tr.scan(g, t0.Add(testSettle+2*time.Minute))
+	g.Ready(t0.Add(testSettle + 2*time.Minute))
+	if got := g.Unknown(); got != 1 {
+		t.Errorf("Unknown() = %d after one was removed, want 1", got)
+	}
+}

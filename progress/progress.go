@@ -1,0 +1,217 @@
+// Package progress draws what `gcingest run` is uploading at a terminal:
+// one line per image (bytes, rate, time left) and a line of totals, kept
+// below the log lines, which scroll above it. Away from a terminal nothing
+// is drawn; the log lines alone tell the story.
+package progress
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// stale is how long an image may go without progress before its line is
+// dropped: it left the upload step (a retry wait, a failure) without
+// sending its last byte.
+const stale = time.Minute
+
+// maxLines caps the image lines drawn; the totals line counts the rest.
+const maxLines = 8
+
+// Display keeps the uploads in flight and draws them. Safe for concurrent
+// use: Update is called from the pipeline's workers, Write from the logger.
+type Display struct {
+	mu     sync.Mutex
+	w      io.Writer
+	now    func() time.Time
+	images map[uint64]*entry
+	drawn  int // lines on the screen below the last log line
+}
+
+type entry struct {
+	key         string
+	sent, total int64
+	start       time.Time // first report in this process
+	sent0       int64     // bytes sent before start (an earlier run, parts resumed)
+	last        time.Time
+}
+
+// New returns a display that draws on w (a terminal). now is the clock;
+// nil means time.Now.
+func New(w io.Writer, now func() time.Time) *Display {
+	if now == nil {
+		now = time.Now
+	}
+	return &Display{w: w, now: now, images: map[uint64]*entry{}}
+}
+
+// IsTerminal reports whether f is a terminal (a character device), where
+// a display that redraws itself makes sense.
+func IsTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// Update records an image's progress: sent of total bytes of its uploads.
+func (d *Display) Update(id uint64, key string, sent, total int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	e := d.images[id]
+	if e == nil || sent < e.sent {
+		e = &entry{key: key, start: now, sent0: sent}
+		d.images[id] = e
+	}
+	e.sent, e.total, e.last = sent, total, now
+}
+
+// Write writes log output above the display: the drawn lines are cleared,
+// p is written, and the lines are drawn again below it.
+func (d *Display) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.clearLocked()
+	n, err := d.w.Write(p)
+	d.drawLocked()
+	return n, err
+}
+
+// Run redraws the display every interval until ctx is done, then clears it.
+func (d *Display) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.mu.Lock()
+			d.clearLocked()
+			d.mu.Unlock()
+			return
+		case <-t.C:
+			d.mu.Lock()
+			d.clearLocked()
+			d.drawLocked()
+			d.mu.Unlock()
+		}
+	}
+}
+
+func (d *Display) clearLocked() {
+	if d.drawn > 0 {
+		// Up to the first drawn line, then clear to the end of the screen.
+		fmt.Fprintf(d.w, "\x1b[%dA\r\x1b[J", d.drawn)
+		d.drawn = 0
+	}
+}
+
+func (d *Display) drawLocked() {
+	lines := d.linesLocked()
+	if len(lines) == 0 {
+		return
+	}
+	io.WriteString(d.w, strings.Join(lines, "\n")+"\n")
+	d.drawn = len(lines)
+}
+
+// Lines returns what the display draws now, without terminal control codes.
+func (d *Display) Lines() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.linesLocked()
+}
+
+func (d *Display) linesLocked() []string {
+	now := d.now()
+	ids := make([]uint64, 0, len(d.images))
+	for id, e := range d.images {
+		if e.sent >= e.total || now.Sub(e.last) > stale {
+			delete(d.images, id)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	var out []string
+	var sent, total, rate float64
+	for i, id := range ids {
+		e := d.images[id]
+		r := e.rate(now)
+		sent, total, rate = sent+float64(e.sent), total+float64(e.total), rate+r
+		if i < maxLines {
+			out = append(out, fmt.Sprintf("  %-40s %s", shorten(e.key, 40), figures(float64(e.sent), float64(e.total), r)))
+		}
+	}
+	head := fmt.Sprintf("uploading %d %s", len(ids), plural(len(ids), "image", "images"))
+	if len(ids) > maxLines {
+		head += fmt.Sprintf(" (%d not shown)", len(ids)-maxLines)
+	}
+	return append(out, fmt.Sprintf("%s: %s", head, figures(sent, total, rate)))
+}
+
+// rate is the image's bytes per second sent in this process.
+func (e *entry) rate(now time.Time) float64 {
+	el := now.Sub(e.start).Seconds()
+	if el < 0.5 {
+		return 0
+	}
+	return float64(e.sent-e.sent0) / el
+}
+
+// figures is "45.2 MiB / 95.0 MiB  47%  12.3 MiB/s  4s left".
+func figures(sent, total, rate float64) string {
+	pct := 0.0
+	if total > 0 {
+		pct = 100 * sent / total
+	}
+	s := fmt.Sprintf("%s / %s %3.0f%%", size(sent), size(total), pct)
+	if rate <= 0 {
+		return s + "  -- MiB/s"
+	}
+	left := time.Duration((total - sent) / rate * float64(time.Second))
+	return s + fmt.Sprintf("  %s/s  %s left", size(rate), eta(left))
+}
+
+func size(n float64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%.0f B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", n/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", n/(1<<20))
+	}
+	return fmt.Sprintf("%.2f GiB", n/(1<<30))
+}
+
+func eta(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		return strings.TrimSuffix(d.Round(time.Second).String(), "0s")
+	}
+	return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+}
+
+func shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return "..." + string(r[len(r)-n+3:])
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
