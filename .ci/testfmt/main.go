@@ -38,10 +38,11 @@ type printer struct {
 	running map[key]time.Time
 	output  map[key][]string // of tests and packages, until they pass or fail
 	failed  bool
+	counts  map[string]int // tests (subtests too) by "pass", "fail", "skip"
 }
 
 func main() {
-	p := &printer{w: os.Stdout, running: map[key]time.Time{}, output: map[key][]string{}}
+	p := &printer{w: os.Stdout, running: map[key]time.Time{}, output: map[key][]string{}, counts: map[string]int{}}
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(20 * time.Second)
@@ -67,6 +68,8 @@ func main() {
 		p.handle(ev, time.Now())
 	}
 	close(done)
+	// The plain closing line any reader of test output understands.
+	fmt.Fprintf(p.w, "tests: %d passed, %d failed, %d skipped\n", p.counts["pass"], p.counts["fail"], p.counts["skip"])
 	if err := sc.Err(); err != nil {
 		fmt.Fprintln(os.Stderr, "testfmt:", err)
 		os.Exit(1)
@@ -81,6 +84,9 @@ func (p *printer) handle(ev event, now time.Time) {
 	defer p.mu.Unlock()
 	k := key{ev.Package, ev.Test}
 	top := ev.Test != "" && !strings.Contains(ev.Test, "/")
+	if ev.Test != "" && (ev.Action == "pass" || ev.Action == "fail" || ev.Action == "skip") {
+		p.counts[ev.Action]++
+	}
 	switch ev.Action {
 	case "run":
 		if top {
@@ -97,7 +103,10 @@ func (p *printer) handle(ev event, now time.Time) {
 		if top && ev.Elapsed >= slow.Seconds() {
 			fmt.Fprintf(p.w, "    %-6s %s %s (%.1fs)\n", ev.Action, short(ev.Package), ev.Test, ev.Elapsed)
 		}
-		if ev.Test == "" {
+		switch {
+		case ev.Test == "" && ev.Action == "skip":
+			fmt.Fprintf(p.w, "?      %s [no test files]\n", ev.Package)
+		case ev.Test == "":
 			fmt.Fprintf(p.w, "ok     %s %.1fs\n", ev.Package, ev.Elapsed)
 		}
 		if top || ev.Test == "" {
