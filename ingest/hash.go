@@ -96,6 +96,7 @@ func (p *Pipeline) addUpload(uploads *[]state.Upload) func(state.Upload) int {
 	now := p.cfg.Now().UTC()
 	return func(u state.Upload) int {
 		u.PartSize, u.IntentAt = p.cfg.PartSize, now
+		u.Filename = uploadName(u.Filename)
 		*uploads = append(*uploads, u)
 		return len(*uploads) - 1
 	}
@@ -117,6 +118,11 @@ func imageValue(key, slug string, kind Kind, files []state.File, spool string, a
 	seen := map[string]bool{}
 	for _, f := range files {
 		name := path.Base(f.Rel)
+		if kind == KindMHD && uploadName(name) != name {
+			// The server pairs the header with its data file by the
+			// names the header holds: a shortened name breaks the pair.
+			return v, inputErrorf("%s: %s is longer than the server's %d-byte upload filename limit (or not valid UTF-8); an .mhd pair must keep its names: rename both files", key, name, maxUploadName)
+		}
 		if seen[name] {
 			return v, inputErrorf("%s: two files named %s in one image; the server needs unique names", key, name)
 		}

@@ -113,7 +113,6 @@ type Pipeline struct {
 	archives map[string]*gcapi.Archive
 	sockets  map[string]*gcapi.Interface // by slug, asked once per run
 	created  map[uint64][]string         // upload pks this process created, by image, until it settles
-	names    map[string]*nameLock        // upload filenames being created or scanned for orphans
 	// recovering holds the unfinished images found at start that have not
 	// had their first step yet; new work waits until they have, so that
 	// everything from an earlier run is reconciled before anything new is
@@ -144,7 +143,6 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		sockets:    map[string]*gcapi.Interface{},
 		created:    map[uint64][]string{},
 		recovering: map[uint64]bool{},
-		names:      map[string]*nameLock{},
 		wake:       make(chan struct{}, 1),
 		halt:       make(chan struct{}),
 	}
