@@ -84,15 +84,9 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 // with the item intent.
 func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error {
 	u := img.Uploads[i]
-	f, err := os.Open(u.Path)
+	f, err := p.openUpload(img, u)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return inputErrorf("%s was deleted before upload", u.Path)
-		}
-		if errors.Is(err, os.ErrPermission) {
-			return inputErrorf("cannot read %s: permission denied", u.Path)
-		}
-		return fmt.Errorf("open %s: %w", u.Path, err)
+		return err
 	}
 	defer f.Close()
 	partSize := u.PartSize
@@ -158,6 +152,37 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 	}
 	uploads := cloneUploads(img.Uploads)
 	return p.save(img, func(r *state.Image) { r.Uploads = uploads })
+}
+
+// openUpload opens what upload u sends. A source file is opened once,
+// without following a symbolic link, and must be, on the open handle, the
+// file that was hashed (size, modification time, device, inode and change
+// time): every byte sent is read from that handle, so a file renamed over
+// it, or swapped for a link to something else, is never sent. A spool file
+// (a ZIP, a JSON value) is the agent's own.
+func (p *Pipeline) openUpload(img *state.Image, u state.Upload) (*os.File, error) {
+	for _, rec := range img.Files {
+		if rec.Path != u.Path || len(u.ZipOf) > 0 {
+			continue
+		}
+		f, fi, err := openSource(u.Path, "before upload")
+		if err != nil {
+			return nil, err
+		}
+		if !sameAsHashed(fi, rec) {
+			f.Close()
+			return nil, &changedError{file: u.Path}
+		}
+		return f, nil
+	}
+	f, err := os.Open(u.Path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, inputErrorf("%s was deleted before upload", u.Path)
+		}
+		return nil, fmt.Errorf("open %s: %w", u.Path, err)
+	}
+	return f, nil
 }
 
 func cloneUploads(in []state.Upload) []state.Upload {

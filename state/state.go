@@ -54,6 +54,11 @@ type File struct {
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"mtime"`
 	SHA256  string    `json:"sha256,omitempty"` // hex; empty until hashed
+	// Ident is the file's identity when it was hashed, where the platform
+	// tells it: "device:inode:ctime" (package ingest, fileIdent). A file
+	// with another identity may hold other bytes, whatever its size and
+	// modification time say.
+	Ident string `json:"ident,omitempty"`
 }
 
 // Part is one accepted part of a multipart upload.
