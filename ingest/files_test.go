@@ -258,3 +258,79 @@ func lastID(imgs []state.Image) uint64 {
 	}
 	return id
 }
+
+// lookCounter is a context that is cancelled (as by SIGTERM) once it has
+// been asked whether it is, after a few looks: the work has started.
+type lookCounter struct {
+	context.Context
+	looks, after int64
+}
+
+func (c *lookCounter) Err() error {
+	if atomic.AddInt64(&c.looks, 1) > c.after {
+		return context.Canceled
+	}
+	return nil
+}
+
+// bigSparse makes a file of size bytes that takes no disk space.
+func bigSparse(t *testing.T, name string, size int64) {
+	t.Helper()
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A stop during a ZIP build, a hash or a cross-device copy of a large file
+// is seen between chunks, not at the end of the file: each returns the
+// cancellation and leaves nothing half-written behind.
+func TestCancelledLargeCopiesStopBetweenChunks(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "big.dcm")
+	bigSparse(t, src, 64<<20)
+	fi, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := state.File{Rel: "s/big.dcm", Path: src, Size: fi.Size(), ModTime: fi.ModTime()}
+	t.Run("zip", func(t *testing.T) {
+		ctx := &lookCounter{Context: context.Background(), after: 3}
+		out := filepath.Join(dir, "spool", "z.zip")
+		_, err := writeZip(ctx, out, []state.File{rec})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("writeZip = %v; want context.Canceled", err)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a cancelled ZIP build left %s: %v", out, err)
+		}
+	})
+	t.Run("hash", func(t *testing.T) {
+		ctx := &lookCounter{Context: context.Background(), after: 3}
+		if _, _, err := hashSource(ctx, src); !errors.Is(err, context.Canceled) {
+			t.Fatalf("hashSource = %v; want context.Canceled", err)
+		}
+	})
+	t.Run("cross-device copy", func(t *testing.T) {
+		ctx := &lookCounter{Context: context.Background(), after: 3}
+		to := filepath.Join(dir, "done", "big.dcm")
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := copyMove(ctx, src, to); !errors.Is(err, context.Canceled) {
+			t.Fatalf("copyMove = %v; want context.Canceled", err)
+		}
+		if _, err := os.Stat(src); err != nil {
+			t.Errorf("the source of a cancelled move is gone: %v", err)
+		}
+		if _, err := os.Stat(to); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("a cancelled move left %s: %v", to, err)
+		}
+	})
+}
