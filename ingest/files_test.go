@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
@@ -333,4 +334,64 @@ func TestCancelledLargeCopiesStopBetweenChunks(t *testing.T) {
 			t.Errorf("a cancelled move left %s: %v", to, err)
 		}
 	})
+}
+
+// A file name that is not valid UTF-8 is kept byte for byte in the state
+// file: the image uploads (under a valid UTF-8 upload filename), and a
+// failed one is moved to failed_dir and back by retry. Through a UTF-8
+// conversion the name became another that named no file ("was deleted
+// before upload") and retry could not bring it back.
+func TestNonUTF8FileName(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "move")
+	name := "scan-\xff\xfe.mha"
+	var fail atomic.Bool
+	fail.Store(true)
+	h.srv.SetFaults(gcapitest.Faults{FailImport: func([]string) string {
+		if fail.Load() {
+			return "corrupt image"
+		}
+		return ""
+	}})
+	f := h.write(name, gcapitest.SampleMHA(1, 4, 4, 2))
+	p := h.pipeline(h.config())
+	stop := start(p)
+	if err := p.Submit(context.Background(), h.group(KindSingle, name, f)); err != nil {
+		t.Fatal(err)
+	}
+	imgs := h.waitSettled(1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if imgs[0].Files[0].Path != f.Path || imgs[0].Files[0].Rel != name {
+		t.Fatalf("recorded %q (%q); want %q (%q)", imgs[0].Files[0].Path, imgs[0].Files[0].Rel, f.Path, name)
+	}
+	if imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "corrupt image") {
+		t.Fatalf("image is %s (%s); want failed by the import", imgs[0].State, imgs[0].LastError)
+	}
+	if _, err := os.Stat(filepath.Join(h.watch.FailedDir, name)); err != nil {
+		t.Fatalf("not moved to failed_dir under its own name: %v", err)
+	}
+	fail.Store(false)
+	if _, err := Retry(context.Background(), h.store, []uint64{imgs[0].ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(f.Path); err != nil {
+		t.Fatalf("retry did not bring the file back: %v", err)
+	}
+	p = h.pipeline(h.config())
+	stop = start(p)
+	imgs = h.waitSettled(1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if imgs[0].State != state.Finished {
+		t.Fatalf("image is %s (%s); want finished", imgs[0].State, imgs[0].LastError)
+	}
+	if got := imgs[0].Uploads[0].Filename; !utf8.ValidString(got) || !strings.HasSuffix(got, ".mha") {
+		t.Errorf("upload filename %q; want valid UTF-8 ending .mha", got)
+	}
+	if _, err := os.Stat(filepath.Join(h.watch.DoneDir, name)); err != nil {
+		t.Errorf("not moved to done_dir under its own name: %v", err)
+	}
+	h.checkArchive(1)
 }

@@ -153,6 +153,9 @@ type Image struct {
 	// the move to failed_dir (failed) was performed.
 	ActionDone bool   `json:"action_done,omitempty"`
 	MovedTo    string `json:"moved_to,omitempty"` // where the files went, if anywhere
+	// RawNames holds, as bytes, the names above that are not valid UTF-8
+	// (see rawnames.go); set when the record is written.
+	RawNames map[string][]byte `json:"raw_names,omitempty"`
 
 	Created  time.Time `json:"created"`
 	Updated  time.Time `json:"updated"`
@@ -426,10 +429,12 @@ func get(tx *bolt.Tx, id uint64) (*Image, error) {
 	if err := json.Unmarshal(v, &img); err != nil {
 		return nil, fmt.Errorf("decode image %d: %w", id, err)
 	}
+	restoreRawNames(&img)
 	return &img, nil
 }
 
 func put(tx *bolt.Tx, img *Image, old *Image) error {
+	keepRawNames(img)
 	v, err := json.Marshal(img)
 	if err != nil {
 		return fmt.Errorf("encode image %d: %w", img.ID, err)
@@ -633,6 +638,7 @@ func (s *Store) List(states ...State) ([]Image, error) {
 				if err := json.Unmarshal(v, &img); err != nil {
 					return fmt.Errorf("decode image %x: %w", k, err)
 				}
+				restoreRawNames(&img)
 				out = append(out, img)
 				return nil
 			})
