@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -394,4 +396,74 @@ func TestNonUTF8FileName(t *testing.T) {
 		t.Errorf("not moved to done_dir under its own name: %v", err)
 	}
 	h.checkArchive(1)
+}
+
+// A file added to a folder whose record is still being uploaded joins it:
+// the folder is planned again with the file, and the item holds its value.
+// Before, the second submission was skipped (the record "re-checks its
+// files itself", but only the files it had) and the file was dropped.
+func TestFileAddedToPendingFolderJoinsIt(t *testing.T) {
+	h := newFolderHarness(t, gcapitest.Options{})
+	g := h.folder("f", map[string][]byte{
+		"ct.mha":      gcapitest.SampleMHA(1, 4, 4, 2),
+		"values.json": []byte(`{"lung-volume": 1.5}`),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	open := make(chan struct{})
+	created := make(chan struct{}, 8)
+	var gateOnce sync.Once
+	api := hooks{API: h.api,
+		created: func(*gcapi.Upload) error { created <- struct{}{}; return nil },
+		body: func(r io.ReaderAt) io.ReaderAt {
+			held := false
+			gateOnce.Do(func() { held = true })
+			if !held {
+				return r
+			}
+			return gate{r: r, ctx: ctx, open: open}
+		},
+	}
+	p := NewPipeline(h.config(), h.store, h.learning(api), nil)
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	if err := p.Submit(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-created:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no upload created within 30s")
+	}
+	overlay := h.write("f/overlay.mha", gcapitest.SampleMHA(2, 4, 4, 2))
+	g2 := g
+	g2.Files = append(slices.Clone(g.Files), overlay)
+	sort.Slice(g2.Files, func(i, j int) bool { return g2.Files[i].Rel < g2.Files[j].Rel })
+	if err := p.Submit(ctx, g2); err != nil {
+		t.Fatal(err)
+	}
+	close(open)
+	imgs := h.waitSettled(1)
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 1 || imgs[0].State != state.Finished {
+		t.Fatalf("records %v; want one, finished", imgs)
+	}
+	items := h.srv.Items(testArchive)
+	if len(items) != 1 {
+		t.Fatalf("archive has %d items; want 1", len(items))
+	}
+	if v := items[0].Value(ifaceOverlay); v == nil || v.Image == nil {
+		t.Errorf("item %q has no %s value: the added file was dropped", items[0].Title, ifaceOverlay)
+	}
+	if v := items[0].Value(testIface); v == nil || v.Image == nil {
+		t.Errorf("item %q has no %s value", items[0].Title, testIface)
+	}
+	for _, u := range h.srv.Uploads() {
+		if u.Status == gcapi.UploadInitialized {
+			t.Errorf("upload %s (%s) left Initialized", u.PK, u.Filename)
+		}
+	}
 }

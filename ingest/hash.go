@@ -21,6 +21,12 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 		return err
 	}
 	files := slices.Clone(img.Files)
+	joined := fingerprint(img.Joined)
+	if len(img.Joined) > 0 {
+		// The group's files changed before it reached its item: plan it
+		// with the files as they are now.
+		files = slices.Clone(img.Joined)
+	}
 	for i := range files {
 		f := &files[i]
 		sum, fi, err := hashSource(ctx, f.Path)
@@ -47,6 +53,9 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	now := p.cfg.Now().UTC()
 	return p.save(img, func(r *state.Image) {
 		r.Files, r.Title, r.Uploads, r.Values = files, title, uploads, values
+		if fingerprint(r.Joined) == joined {
+			r.Joined = nil // planned with them; newer ones wait for the next hash
+		}
 		if itemPK != "" || r.TargetItem {
 			r.ItemPK = itemPK
 		}

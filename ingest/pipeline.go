@@ -215,13 +215,16 @@ func (p *Pipeline) Submit(ctx context.Context, g Group) error {
 		img.Files = append(img.Files, state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime.UTC()})
 	}
 	fp := fingerprint(img.Files)
+	var join uint64
 	created, err := p.store.CreateUnless(img, func(existing []state.Image) bool {
+		join = 0
 		for i := range existing {
-			if fingerprint(existing[i].Files) == fp {
+			if fingerprint(existing[i].Files) == fp || fingerprint(existing[i].Joined) == fp {
 				return true
 			}
 		}
 		if n := len(existing); n > 0 && beforeItem(&existing[n-1]) {
+			join = existing[n-1].ID
 			return true
 		}
 		return false
@@ -229,6 +232,9 @@ func (p *Pipeline) Submit(ctx context.Context, g Group) error {
 	if err != nil {
 		p.stop(err)
 		return fmt.Errorf("submit %s: %w", g.Key, err)
+	}
+	if join != 0 {
+		return p.joinFiles(ctx, g, join, img.Files)
 	}
 	if created {
 		p.log.Info("image recorded", "id", img.ID, "watch", g.Watch, "key", g.Key, "files", len(g.Files))

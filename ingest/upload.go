@@ -20,6 +20,12 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 	if img.State != state.Uploading {
 		return nil // went back to pending
 	}
+	if joined, err := p.joinedFile(img); err != nil || joined != "" {
+		if err != nil {
+			return err
+		}
+		return p.backToPending(ctx, img, joined)
+	}
 	if len(img.Uploads) == 0 {
 		return p.save(img, func(r *state.Image) { r.State, r.ItemIntentAt = state.Uploaded, p.cfg.Now().UTC() })
 	}
@@ -55,6 +61,12 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 		changed, err = changedFile(img, "during upload")
 		if err != nil {
 			return err
+		}
+		if changed == "" {
+			changed, err = p.joinedFile(img)
+			if err != nil {
+				return err
+			}
 		}
 		if changed != "" {
 			return p.backToPending(ctx, img, changed)

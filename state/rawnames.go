@@ -19,6 +19,10 @@ func names(img *Image) map[string]*string {
 		f := &img.Files[i]
 		m["files."+strconv.Itoa(i)+".rel"], m["files."+strconv.Itoa(i)+".path"] = &f.Rel, &f.Path
 	}
+	for i := range img.Joined {
+		f := &img.Joined[i]
+		m["joined."+strconv.Itoa(i)+".rel"], m["joined."+strconv.Itoa(i)+".path"] = &f.Rel, &f.Path
+	}
 	for i := range img.Uploads {
 		u := &img.Uploads[i]
 		m["uploads."+strconv.Itoa(i)+".path"] = &u.Path

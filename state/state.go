@@ -153,6 +153,10 @@ type Image struct {
 	// the move to failed_dir (failed) was performed.
 	ActionDone bool   `json:"action_done,omitempty"`
 	MovedTo    string `json:"moved_to,omitempty"` // where the files went, if anywhere
+	// Joined are the group's files as last seen, when they changed (a
+	// file added to a folder, say) after the image was recorded but
+	// before it reached its item: they replace Files at the next hash.
+	Joined []File `json:"joined,omitempty"`
 	// RawNames holds, as bytes, the names above that are not valid UTF-8
 	// (see rawnames.go); set when the record is written.
 	RawNames map[string][]byte `json:"raw_names,omitempty"`
