@@ -467,3 +467,18 @@ func TestFileAddedToPendingFolderJoinsIt(t *testing.T) {
 		}
 	}
 }
+
+func TestEscapedNames(t *testing.T) {
+	img := state.Image{Key: "a/scan-\xff.mha", Files: []state.File{{Rel: "a/scan-\xff.mha", Path: "/d/a/scan-\xff.mha"}},
+		RawNames: map[string][]byte{"key": []byte("a/scan-\xff.mha")}}
+	got := EscapedNames(img)
+	if got.Key != `a/scan-\xff.mha` || got.Files[0].Path != `/d/a/scan-\xff.mha` {
+		t.Errorf("EscapedNames = %q, %q; want the invalid byte escaped", got.Key, got.Files[0].Path)
+	}
+	if img.Files[0].Path != "/d/a/scan-\xff.mha" {
+		t.Error("EscapedNames changed the record's files")
+	}
+	if ok := (EscapedNames(state.Image{Key: "ü.mha"})).Key; ok != "ü.mha" {
+		t.Errorf("a valid name became %q", ok)
+	}
+}
