@@ -402,3 +402,61 @@ func TestUploadName(t *testing.T) {
 		t.Errorf("two long names differing at the end both became %q; want them distinct", a)
 	}
 }
+
+// An upload create answered 500 after the server acted (gcapi reports it
+// as ErrAmbiguous and never repeats it): the next attempt creates a new
+// upload, and the stray one, whose pk we never learnt, is left alone for
+// the server's 24 h cleanup. The old orphan scan aborted any Initialized
+// upload of the same name, another agent's included.
+func TestAmbiguousUploadCreateIsNotRetriedInPlaceNorItsStrayTouched(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{Seed: 1}, "keep")
+	h.srv.SetFaults(gcapitest.Faults{Rate500: 1, PathPrefix: "/api/v1/uploads/"})
+	var mu sync.Mutex
+	var aborted []string
+	api := hooks{API: h.api, aborted: func(u *gcapi.Upload) {
+		mu.Lock()
+		aborted = append(aborted, u.PK)
+		mu.Unlock()
+	}, created: func(*gcapi.Upload) error { return nil }}
+	// The first create gets its 500; from then on the server answers.
+	faulted := func() bool {
+		for _, r := range h.srv.Requests() {
+			if r.Fault == "500" {
+				return true
+			}
+		}
+		return false
+	}
+	p := NewPipeline(h.config(), h.store, h.learning(api), nil)
+	stop := start(p)
+	if err := p.Submit(context.Background(), h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !faulted() {
+		if time.Now().After(deadline) {
+			t.Fatal("no create was answered 500 within 30s")
+		}
+		time.Sleep(time.Millisecond) // polling a condition
+	}
+	h.srv.SetFaults(gcapitest.Faults{})
+	imgs := h.waitSettled(1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if imgs[0].State != state.Finished {
+		t.Fatalf("image is %s (%s); want finished", imgs[0].State, imgs[0].LastError)
+	}
+	if s := h.srv.Stats(); s.UploadCreates < 2 {
+		t.Errorf("%d upload creates; want a new one after the ambiguous answer", s.UploadCreates)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(aborted) > 0 {
+		t.Errorf("aborted %v; want nothing aborted (the stray's pk was never learnt)", aborted)
+	}
+	if h.strays() == 0 {
+		t.Error("no stray upload left Initialized; the test proves nothing")
+	}
+	h.checkArchive(1)
+}
