@@ -78,7 +78,7 @@ const copyChunk = 1 << 20
 
 // copyCtx copies src to dst in chunks, checking ctx before each.
 func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
-	buf := make([]byte, 256<<10)
+	buf := make([]byte, 128<<10)
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
