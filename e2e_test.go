@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +64,7 @@ type e2eEnv struct {
 	logsMu  sync.Mutex
 	started int // log offset of the last start
 	archive string
+	runs    int // agent processes started
 }
 
 const e2eInterface = "generic-medical-image"
@@ -128,6 +130,7 @@ func (e *e2eEnv) start() *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	e.runs++
 	return cmd
 }
 
@@ -217,6 +220,29 @@ func countFiles(root string) int {
 	return n
 }
 
+// recordedUploads returns every upload pk the state file holds.
+func (e *e2eEnv) recordedUploads() map[string]bool {
+	e.t.Helper()
+	st, err := state.Open(filepath.Join(e.dir, "state", "state.db"), state.Options{ReadOnly: true})
+	if err != nil {
+		e.t.Fatalf("open the state file: %v", err)
+	}
+	defer st.Close()
+	imgs, err := st.List()
+	if err != nil {
+		e.t.Fatalf("read the state file: %v", err)
+	}
+	out := map[string]bool{}
+	for _, im := range imgs {
+		for _, u := range im.Uploads {
+			if u.PK != "" {
+				out[u.PK] = true
+			}
+		}
+	}
+	return out
+}
+
 // noteStates counts, from the state file, the states images were left in.
 func (e *e2eEnv) noteStates(into map[state.State]int) {
 	st, err := state.Open(filepath.Join(e.dir, "state", "state.db"), state.Options{ReadOnly: true})
@@ -282,10 +308,31 @@ func (e *e2eEnv) assertExactlyOnce(want map[string]bool) {
 	if got := len(e.srv.Images()); got != len(want) {
 		t.Errorf("server built %d images, want %d (a value was replaced or imported twice)", got, len(want))
 	}
-	for _, u := range e.srv.Uploads() {
-		if u.Status == gcapi.UploadInitialized {
-			t.Errorf("multipart upload %s (%s) left Initialized", u.PK, u.Filename)
+	// An upload the agent recorded must not be left open. One whose create
+	// answer never reached it (killed or stopped mid-request, or a 500 or
+	// reset after the server acted) is not its to abort: it never learnt
+	// the pk, and the name alone may be another agent's. The server deletes
+	// it after 24 hours. There can be at most one such per create in flight
+	// when a process ended, or per ambiguous create answer.
+	recorded := e.recordedUploads()
+	strays, ambiguous := 0, 0
+	for _, r := range e.srv.Requests() {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.Path, "/uploads/") && (r.Fault == "500" || r.Fault == "reset") {
+			ambiguous++
 		}
+	}
+	for _, u := range e.srv.Uploads() {
+		if u.Status != gcapi.UploadInitialized {
+			continue
+		}
+		if recorded[u.PK] {
+			t.Errorf("multipart upload %s (%s) left Initialized", u.PK, u.Filename)
+			continue
+		}
+		strays++
+	}
+	if limit := ambiguous + 4*e.runs; strays > limit {
+		t.Errorf("%d uploads the agent never recorded left Initialized; want at most %d (4 creates in flight per process ended, plus %d ambiguous answers)", strays, limit, ambiguous)
 	}
 	if n := countFiles(e.drop); n != 0 {
 		t.Errorf("drop folder still holds %d files", n)

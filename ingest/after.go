@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,7 +22,7 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
-	movedTo, err := afterAction(img, w)
+	movedTo, err := afterAction(ctx, img, w)
 	if err != nil {
 		return err
 	}
@@ -38,9 +37,14 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 
 // afterAction keeps, moves or deletes the image's files as the watch says.
 // Doing it twice is harmless. It returns where the files went, if moved.
-func afterAction(img *state.Image, w Watch) (string, error) {
+// A file is moved or deleted only once it is proven to hold what was sent
+// (uploadedOnly).
+func afterAction(ctx context.Context, img *state.Image, w Watch) (string, error) {
 	if w.AfterUpload == "move" || w.AfterUpload == "delete" {
-		img = uploadedOnly(img)
+		var err error
+		if img, err = uploadedOnly(ctx, img); err != nil {
+			return "", err
+		}
 	}
 	switch w.AfterUpload {
 	case "", "keep":
@@ -49,7 +53,7 @@ func afterAction(img *state.Image, w Watch) (string, error) {
 		if w.DoneDir == "" {
 			return "", inputErrorf("after_upload = move but watch %s has no done_dir", w.Path)
 		}
-		return moveFiles(img, w.DoneDir)
+		return moveFiles(ctx, img, moveTarget(img, w.DoneDir))
 	case "delete":
 		for _, f := range img.Files {
 			if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -63,21 +67,33 @@ func afterAction(img *state.Image, w Watch) (string, error) {
 }
 
 // uploadedOnly returns img with only the files that still hold what was
-// uploaded (size and modification time as hashed) or are already gone. A
-// file written again under the same name since (a scanner exporting again)
-// holds content the archive does not have: it stays in the drop folder,
-// where the watcher finds it as a new image.
-func uploadedOnly(img *state.Image) *state.Image {
+// uploaded, or are already gone. Size and modification time are not proof
+// (a same-size rewrite with its time set back passes them): the file must
+// be the one hashed (device, inode, change time) or hash the same again
+// (contentIsHashed). A file written again under the same name since (a
+// scanner exporting again) holds content the archive does not have: it
+// stays in the drop folder, where the watcher finds it as a new image.
+func uploadedOnly(ctx context.Context, img *state.Image) (*state.Image, error) {
 	out := *img
 	out.Files = nil
 	for _, f := range img.Files {
-		fi, err := os.Stat(f.Path)
-		if err == nil && f.SHA256 != "" && (fi.Size() != f.Size || !fi.ModTime().Equal(f.ModTime)) {
+		if _, err := os.Lstat(f.Path); errors.Is(err, os.ErrNotExist) || f.SHA256 == "" {
+			out.Files = append(out.Files, f) // moved or deleted by an earlier attempt
 			continue
 		}
-		out.Files = append(out.Files, f)
+		same, err := contentIsHashed(ctx, f.Path, f)
+		var ie *inputError
+		if errors.As(err, &ie) {
+			continue // not a regular file any more, or unreadable: not ours to move
+		}
+		if err != nil {
+			return nil, err
+		}
+		if same {
+			out.Files = append(out.Files, f)
+		}
 	}
-	return &out
+	return &out, nil
 }
 
 // stepFailedFiles aborts the failed image's open uploads and moves its
@@ -98,11 +114,24 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 	w, _ := p.watchOf(img)
 	movedTo := ""
 	if w.FailedDir != "" {
-		var err error
-		movedTo, err = moveFiles(img, w.FailedDir)
-		if err != nil {
+		// Where the files go is committed before the first rename: after
+		// a crash between a rename and the commit, a target recomputed
+		// from what is on disk could name another image's files (a name
+		// clash sends this image to failed_dir/<id>, and the clashing
+		// file looks just like this image's moved one), and a retry would
+		// bring that file back as this image.
+		movedTo = img.MovedTo
+		if movedTo == "" {
+			movedTo = moveTarget(img, w.FailedDir)
+			if err := p.save(img, func(r *state.Image) { r.MovedTo = movedTo }); err != nil {
+				return err
+			}
+		}
+		if _, err := moveFiles(ctx, img, movedTo); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
 			p.log.Error("could not move the files of a failed image; left in place", "id", img.ID, "err", err)
-			movedTo = ""
 		} else {
 			for _, n := range failureNotes(img) {
 				note := filepath.Join(movedTo, filepath.FromSlash(n.Rel))
@@ -116,17 +145,30 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 }
 
 // restoreFailed moves a failed image's files back from failed_dir to where
-// they were found, for gcingest retry.
+// they were found, for gcingest retry. A file is moved back only when it
+// is the one recorded: the same size and modification time, and the same
+// content (hashed again); anything else in its place (another image's
+// file of the same name) stays where it is and the retry is refused.
 func restoreFailed(img *state.Image) error {
+	ctx := context.Background() // a retry from the command line: short, run by hand
 	for _, f := range img.Files {
 		from := filepath.Join(img.MovedTo, filepath.FromSlash(f.Rel))
-		if _, err := os.Stat(f.Path); err == nil {
+		if _, err := os.Lstat(f.Path); err == nil {
 			continue // already back
+		}
+		if f.SHA256 != "" {
+			same, err := contentIsHashed(ctx, from, state.File{Size: f.Size, ModTime: f.ModTime, SHA256: f.SHA256})
+			if err != nil {
+				return fmt.Errorf("check %s before moving it back: %w", from, err)
+			}
+			if !same {
+				return inputErrorf("%s is not the file this image recorded (size, time or content differ); left where it is", from)
+			}
 		}
 		if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
 			return fmt.Errorf("make folder for %s: %w", f.Path, err)
 		}
-		if err := moveFile(from, f.Path); err != nil {
+		if err := moveFile(ctx, from, f.Path); err != nil {
 			return err
 		}
 	}
@@ -146,31 +188,38 @@ func failureNotes(img *state.Image) []group.Note {
 	return group.FailureNotes(Kind(img.Kind), img.Key, rels, img.ID, time.Now(), img.LastError)
 }
 
-// moveFiles moves the image's files to dir/<rel>, making folders. A file
-// already moved (absent at its source, present at the target) counts as
-// moved, so a repeated call after a crash finishes the job. When a target
-// name is taken by another file, the image goes to dir/<id>/<rel> instead:
-// nothing is overwritten. It returns the folder the files went to.
-func moveFiles(img *state.Image, dir string) (string, error) {
-	base := dir
+// moveTarget is the folder the image's files go to in dir: dir itself,
+// or dir/<id> when a target name is already taken, so that nothing is
+// overwritten.
+func moveTarget(img *state.Image, dir string) string {
 	for _, f := range img.Files {
-		to := filepath.Join(base, filepath.FromSlash(f.Rel))
-		if _, err := os.Stat(to); err == nil {
-			if _, serr := os.Stat(f.Path); serr == nil {
-				base = filepath.Join(dir, fmt.Sprintf("%06d", img.ID))
-				break
+		to := filepath.Join(dir, filepath.FromSlash(f.Rel))
+		if _, err := os.Lstat(to); err == nil {
+			if _, serr := os.Lstat(f.Path); serr == nil {
+				return filepath.Join(dir, fmt.Sprintf("%06d", img.ID))
 			}
 		}
 	}
+	return dir
+}
+
+// moveFiles moves the image's files to base/<rel>, making folders. A file
+// already moved (absent at its source) counts as moved, so a repeated call
+// after a crash finishes the job. A target taken by another file is not
+// overwritten. It returns base.
+func moveFiles(ctx context.Context, img *state.Image, base string) (string, error) {
 	for _, f := range img.Files {
 		to := filepath.Join(base, filepath.FromSlash(f.Rel))
-		if _, err := os.Stat(f.Path); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Lstat(f.Path); errors.Is(err, os.ErrNotExist) {
 			continue // moved by an earlier attempt, or deleted by someone
+		}
+		if _, err := os.Lstat(to); err == nil {
+			return "", fmt.Errorf("move %s to %s: the target exists; not overwriting it", f.Path, to)
 		}
 		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
 			return "", fmt.Errorf("make folder for %s: %w", to, err)
 		}
-		if err := moveFile(f.Path, to); err != nil {
+		if err := moveFile(ctx, f.Path, to); err != nil {
 			return "", err
 		}
 		removeEmptyParents(filepath.Dir(f.Path), img.Watch)
@@ -179,8 +228,9 @@ func moveFiles(img *state.Image, dir string) (string, error) {
 }
 
 // moveFile renames from to to; across file systems it copies to a temporary
-// name beside the target, syncs, renames into place and removes the source.
-func moveFile(from, to string) error {
+// name beside the target in chunks that stop when ctx is done, syncs,
+// renames into place and removes the source.
+func moveFile(ctx context.Context, from, to string) error {
 	err := os.Rename(from, to)
 	if err == nil || !errors.Is(err, syscall.EXDEV) {
 		if err != nil {
@@ -188,17 +238,18 @@ func moveFile(from, to string) error {
 		}
 		return nil
 	}
-	in, err := os.Open(from)
+	return copyMove(ctx, from, to)
+}
+
+// copyMove is moveFile across file systems.
+func copyMove(ctx context.Context, from, to string) error {
+	in, fi, err := openSource(from, "before it was moved")
 	if err != nil {
 		return fmt.Errorf("move %s: %w", from, err)
 	}
 	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return fmt.Errorf("move %s: %w", from, err)
-	}
 	err = durable.Write(to, 0o644, func(out *os.File) error {
-		if _, err := io.Copy(out, in); err != nil {
+		if _, err := copyCtx(ctx, out, in); err != nil {
 			return fmt.Errorf("copy %s to %s: %w", from, to, err)
 		}
 		return nil

@@ -142,7 +142,7 @@ func (p *Pipeline) confirmValues(ctx context.Context, img *state.Image, w Watch,
 	}
 	if all {
 		img.Values = values
-		return true, p.markDone(img, w, imageURL(it, w.Interface))
+		return true, p.markDone(ctx, img, w, imageURL(it, w.Interface))
 	}
 	if changed {
 		return false, p.save(img, func(r *state.Image) { r.Values = values })

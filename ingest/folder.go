@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"math"
 	"path"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest/group"
@@ -362,4 +364,48 @@ func IsFolderProblem(err error) bool {
 	var ie *inputError
 	var gp *group.Problem
 	return errors.As(err, &ie) || errors.As(err, &gp)
+}
+
+// joinFiles records files, the group's files as seen now, on the image id
+// that has not reached its item yet (a file added to a folder whose record
+// is pending, say): the image is planned again with them (stepHash), so no
+// file is left out. If the image reached its item in the meantime, the
+// group is submitted again and becomes a new record.
+func (p *Pipeline) joinFiles(ctx context.Context, g Group, id uint64, files []state.File) error {
+	joined := false
+	_, err := p.store.Update(id, func(r *state.Image) error {
+		if beforeItem(r) {
+			r.Joined, joined = files, true
+		}
+		return nil
+	})
+	if err != nil {
+		p.stop(err)
+		return fmt.Errorf("submit %s: %w", g.Key, err)
+	}
+	if !joined {
+		return p.Submit(ctx, g)
+	}
+	p.log.Info("files of a recorded image changed before it reached its item; planning it again", "id", id, "key", g.Key, "files", len(files))
+	p.enqueue(id, time.Time{})
+	return nil
+}
+
+// joinedFile returns a file of the image's group seen after it was
+// planned (state.Image.Joined), read from the state file, or "" when none
+// is: the image must be planned again before it reaches its item.
+func (p *Pipeline) joinedFile(img *state.Image) (string, error) {
+	cur, err := p.store.Get(img.ID)
+	if err != nil {
+		return "", &storeError{err}
+	}
+	if len(cur.Joined) == 0 {
+		return "", nil
+	}
+	for _, f := range cur.Joined {
+		if !slices.ContainsFunc(img.Files, func(g state.File) bool { return g.Rel == f.Rel }) {
+			return f.Path, nil
+		}
+	}
+	return cur.Joined[0].Path, nil
 }

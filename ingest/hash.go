@@ -21,28 +21,24 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 		return err
 	}
 	files := slices.Clone(img.Files)
+	joined := fingerprint(img.Joined)
+	if len(img.Joined) > 0 {
+		// The group's files changed before it reached its item: plan it
+		// with the files as they are now.
+		files = slices.Clone(img.Joined)
+	}
 	for i := range files {
 		f := &files[i]
-		before, err := statFile(f.Path, "before upload")
-		if err != nil {
-			return err
-		}
-		if before.Size() == 0 {
-			return inputErrorf("%s is empty (0 bytes); nothing to upload", f.Path)
-		}
-		sum, err := hashFile(ctx, f.Path)
-		if err != nil {
-			return err
-		}
-		after, err := statFile(f.Path, "while it was read")
-		if err != nil {
-			return err
-		}
-		if after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
+		sum, fi, err := hashSource(ctx, f.Path)
+		var ce *changedError
+		if errors.As(err, &ce) {
 			p.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", f.Path)
 			return &waitError{at: p.cfg.Now().Add(2 * time.Second)}
 		}
-		f.Size, f.ModTime, f.SHA256 = after.Size(), after.ModTime().UTC(), sum
+		if err != nil {
+			return err
+		}
+		f.Size, f.ModTime, f.SHA256, f.Ident = fi.Size(), fi.ModTime().UTC(), sum, fileIdent(fi)
 	}
 	title := renderTitle(w.Title, img.Key, files)
 	values, uploads, itemPK, err := p.planItem(ctx, img, w, files)
@@ -57,6 +53,9 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	now := p.cfg.Now().UTC()
 	return p.save(img, func(r *state.Image) {
 		r.Files, r.Title, r.Uploads, r.Values = files, title, uploads, values
+		if fingerprint(r.Joined) == joined {
+			r.Joined = nil // planned with them; newer ones wait for the next hash
+		}
 		if itemPK != "" || r.TargetItem {
 			r.ItemPK = itemPK
 		}
@@ -100,6 +99,7 @@ func (p *Pipeline) addUpload(uploads *[]state.Upload) func(state.Upload) int {
 	now := p.cfg.Now().UTC()
 	return func(u state.Upload) int {
 		u.PartSize, u.IntentAt = p.cfg.PartSize, now
+		u.Filename = uploadName(u.Filename)
 		*uploads = append(*uploads, u)
 		return len(*uploads) - 1
 	}
@@ -121,6 +121,11 @@ func imageValue(key, slug string, kind Kind, files []state.File, spool string, a
 	seen := map[string]bool{}
 	for _, f := range files {
 		name := path.Base(f.Rel)
+		if kind == KindMHD && uploadName(name) != name {
+			// The server pairs the header with its data file by the
+			// names the header holds: a shortened name breaks the pair.
+			return v, inputErrorf("%s: %s is longer than the server's %d-byte upload filename limit (or not valid UTF-8); an .mhd pair must keep its names: rename both files", key, name, maxUploadName)
+		}
 		if seen[name] {
 			return v, inputErrorf("%s: two files named %s in one image; the server needs unique names", key, name)
 		}
@@ -130,8 +135,43 @@ func imageValue(key, slug string, kind Kind, files []state.File, spool string, a
 	return v, nil
 }
 
+// hashSource reads the file at name once, through one handle opened
+// without following a symbolic link, and returns its SHA-256 and the
+// handle's stat from before the read. A file that changed while it was
+// read, or whose name no longer leads to the handle's file, is a
+// *changedError.
+func hashSource(ctx context.Context, name string) (string, os.FileInfo, error) {
+	f, before, err := openSource(name, "before upload")
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	if before.Size() == 0 {
+		return "", nil, inputErrorf("%s is empty (0 bytes); nothing to upload", name)
+	}
+	sum, err := hashOpen(ctx, f)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return "", nil, inputErrorf("cannot read %s: permission denied", name)
+		}
+		return "", nil, err
+	}
+	after, err := f.Stat()
+	if err != nil {
+		return "", nil, fmt.Errorf("stat %s: %w", name, err)
+	}
+	named, err := os.Lstat(name)
+	if err != nil || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) ||
+		fileIdent(after) != fileIdent(before) || !os.SameFile(named, after) {
+		return "", nil, &changedError{file: name}
+	}
+	return sum, before, nil
+}
+
+// statFile stats name itself, not what a symbolic link points to: a file
+// swapped for a link is not a regular file.
 func statFile(name, when string) (os.FileInfo, error) {
-	fi, err := os.Stat(name)
+	fi, err := os.Lstat(name)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return nil, inputErrorf("%s was deleted %s", name, when)
@@ -145,15 +185,16 @@ func statFile(name, when string) (os.FileInfo, error) {
 	return fi, nil
 }
 
-// changedFile returns the first source file whose size or modification
-// time differs from what was hashed, or "" when none did.
+// changedFile returns the first source file that is not what was hashed
+// (size, modification time and, where known, device, inode and change
+// time), or "" when none is.
 func changedFile(img *state.Image, when string) (string, error) {
 	for _, f := range img.Files {
 		fi, err := statFile(f.Path, when)
 		if err != nil {
 			return "", err
 		}
-		if fi.Size() != f.Size || !fi.ModTime().Equal(f.ModTime) {
+		if !sameAsHashed(fi, f) {
 			return f.Path, nil
 		}
 	}

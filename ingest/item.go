@@ -110,22 +110,37 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 	}
 	if open == 0 {
 		p.log.Info("identical item already in the archive; not sending it again", "id", img.ID, "item", it.PK, "title", img.Title)
-		return p.save(img, func(r *state.Image) {
+		joined := false
+		err := p.save(img, func(r *state.Image) {
+			if joined = len(r.Joined) > 0; joined {
+				return // a file joined the group: plan again first
+			}
 			r.Uploads, r.Values = uploads, values
 			r.ItemPK, r.ImageURL = it.PK, imageURL(it, w.Interface)
 			r.ImagePK = lastSegment(r.ImageURL)
 			r.State = state.Duplicate
 			r.LastError = fmt.Sprintf("item %s with title %q already holds %s", it.PK, img.Title, describeValues(values))
 		})
+		if err == nil && joined {
+			return p.backToPending(ctx, img, "a file that joined "+img.Key)
+		}
+		return err
 	}
 	intent := img.ItemIntentAt
+	joined := false
 	if err := p.save(img, func(r *state.Image) {
+		if joined = len(r.Joined) > 0; joined {
+			return // a file joined the group (folder.go, joinFiles): plan again first
+		}
 		r.Uploads, r.Values, r.ItemIntentAt = uploads, values, intent
 		r.ItemPK = it.PK
 		r.PatchSentAt = p.cfg.Now().UTC()
 		r.State = state.Attaching
 	}); err != nil {
 		return err
+	}
+	if joined {
+		return p.backToPending(ctx, img, "a file that joined "+img.Key)
 	}
 	return p.sendPatch(ctx, img, w)
 }

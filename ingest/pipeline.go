@@ -118,7 +118,6 @@ type Pipeline struct {
 	archives map[string]*gcapi.Archive
 	sockets  map[string]*gcapi.Interface // by slug, asked once per run
 	created  map[uint64][]string         // upload pks this process created, by image, until it settles
-	names    map[string]*nameLock        // upload filenames being created or scanned for orphans
 	// recovering holds the unfinished images found at start that have not
 	// had their first step yet; new work waits until they have, so that
 	// everything from an earlier run is reconciled before anything new is
@@ -150,7 +149,6 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		sockets:    map[string]*gcapi.Interface{},
 		created:    map[uint64][]string{},
 		recovering: map[uint64]bool{},
-		names:      map[string]*nameLock{},
 		wake:       make(chan struct{}, 1),
 		halt:       make(chan struct{}),
 	}
@@ -223,13 +221,16 @@ func (p *Pipeline) Submit(ctx context.Context, g Group) error {
 		img.Files = append(img.Files, state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime.UTC()})
 	}
 	fp := fingerprint(img.Files)
+	var join uint64
 	created, err := p.store.CreateUnless(img, func(existing []state.Image) bool {
+		join = 0
 		for i := range existing {
-			if fingerprint(existing[i].Files) == fp {
+			if fingerprint(existing[i].Files) == fp || fingerprint(existing[i].Joined) == fp {
 				return true
 			}
 		}
 		if n := len(existing); n > 0 && beforeItem(&existing[n-1]) {
+			join = existing[n-1].ID
 			return true
 		}
 		return false
@@ -237,6 +238,9 @@ func (p *Pipeline) Submit(ctx context.Context, g Group) error {
 	if err != nil {
 		p.stop(err)
 		return fmt.Errorf("submit %s: %w", g.Key, err)
+	}
+	if join != 0 {
+		return p.joinFiles(ctx, g, join, img.Files)
 	}
 	if created {
 		p.log.Info("image recorded", "id", img.ID, "watch", g.Watch, "key", g.Key, "files", len(g.Files))

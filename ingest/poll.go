@@ -74,12 +74,12 @@ func (p *Pipeline) pollMore(ctx context.Context, img *state.Image) error {
 // one is gone), so done, the action and finished are one commit; if the
 // process dies between the action and the commit, the next run finds the
 // value on the item again and finishes the job.
-func (p *Pipeline) markDone(img *state.Image, w Watch, imageURL string) error {
+func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imageURL string) error {
 	p.mu.Lock()
 	delete(p.polls, img.ID)
 	delete(p.created, img.ID)
 	p.mu.Unlock()
-	movedTo, actErr := afterAction(img, w)
+	movedTo, actErr := afterAction(ctx, img, w)
 	if actErr == nil {
 		p.removeSpools(img)
 	}

@@ -1,6 +1,11 @@
 package ingest
 
-import "github.com/gcingest/gcingest/state"
+import (
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/gcingest/gcingest/state"
+)
 
 // ImageStatus is one image as the status endpoint shows it.
 type ImageStatus struct {
@@ -27,7 +32,7 @@ func (p *Pipeline) Snapshot(unfinishedOnly bool) ([]ImageStatus, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, img := range imgs {
-		out[i].Image = img
+		out[i].Image = EscapedNames(img)
 		if pr, ok := p.active[img.ID]; ok {
 			out[i].Active = true
 			out[i].BytesSent, out[i].BytesTotal = pr.sent, pr.total
@@ -76,4 +81,30 @@ type ProgressEvent struct {
 	// Imported is set on the one event of an image whose values the item
 	// shows (done); Sent and Total are zero then.
 	Imported bool
+}
+
+// EscapedNames returns img for showing: its key, watch, moved-to folder
+// and file names that are not valid UTF-8 are escaped the way Go quotes
+// them ("scan-\xff.mha"), instead of turning into U+FFFD when encoded as
+// JSON; valid names are left as they are. The record itself keeps the
+// bytes.
+func EscapedNames(img state.Image) state.Image {
+	img.Key, img.Watch, img.MovedTo = escapeName(img.Key), escapeName(img.Watch), escapeName(img.MovedTo)
+	if img.RawNames == nil {
+		return img
+	}
+	img.Files = append([]state.File(nil), img.Files...)
+	for i := range img.Files {
+		img.Files[i].Rel, img.Files[i].Path = escapeName(img.Files[i].Rel), escapeName(img.Files[i].Path)
+	}
+	img.RawNames = nil
+	return img
+}
+
+func escapeName(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }

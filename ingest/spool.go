@@ -4,7 +4,6 @@ import (
 	"archive/zip"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -125,7 +124,7 @@ func writeZip(ctx context.Context, name string, files []state.File) (int64, erro
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := zipOne(zw, sf, prefix); err != nil {
+			if err := zipOne(ctx, zw, sf, prefix); err != nil {
 				return err
 			}
 		}
@@ -146,26 +145,22 @@ func writeZip(ctx context.Context, name string, files []state.File) (int64, erro
 }
 
 // zipOne stores the file sf in zw, named relative to prefix, with the
-// fixed time and mode that make the ZIP deterministic.
-func zipOne(zw *zip.Writer, sf state.File, prefix string) error {
+// fixed time and mode that make the ZIP deterministic. The file is opened
+// without following a symbolic link and copied in chunks that stop when
+// ctx is done, so a cancelled build of a large ZIP returns at once.
+func zipOne(ctx context.Context, zw *zip.Writer, sf state.File, prefix string) error {
 	hdr := &zip.FileHeader{Name: strings.TrimPrefix(sf.Rel, prefix), Method: zip.Store, Modified: zipTime}
 	hdr.SetMode(0o644)
 	w, err := zw.CreateHeader(hdr)
 	if err != nil {
 		return fmt.Errorf("zip %s: %w", sf.Path, err)
 	}
-	src, err := os.Open(sf.Path)
+	src, _, err := openSource(sf.Path, "before upload")
 	if err != nil {
-		if os.IsNotExist(err) {
-			return inputErrorf("%s was deleted before upload", sf.Path)
-		}
-		if os.IsPermission(err) {
-			return inputErrorf("cannot read %s: permission denied", sf.Path)
-		}
-		return fmt.Errorf("zip %s: %w", sf.Path, err)
+		return err
 	}
 	defer src.Close()
-	if _, err := io.Copy(w, src); err != nil {
+	if _, err := copyCtx(ctx, w, src); err != nil {
 		return fmt.Errorf("zip %s: %w", sf.Path, err)
 	}
 	return nil

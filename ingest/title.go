@@ -1,13 +1,9 @@
 package ingest
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"io"
-	"os"
 	"path"
 	"sort"
 	"strings"
@@ -87,38 +83,4 @@ func titleHash(files []state.File) string {
 		io.WriteString(h, l)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12]
-}
-
-// hashFile returns the hex SHA-256 of a file, read in a stream that stops
-// when ctx is done.
-func hashFile(ctx context.Context, name string) (string, error) {
-	f, err := os.Open(name)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return "", inputErrorf("%s was deleted before upload", name)
-	case errors.Is(err, os.ErrPermission):
-		return "", inputErrorf("cannot read %s: permission denied", name)
-	case err != nil:
-		return "", fmt.Errorf("open %s: %w", name, err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	buf := make([]byte, 128<<10)
-	for {
-		if err := ctx.Err(); err != nil {
-			return "", err
-		}
-		n, err := f.Read(buf)
-		h.Write(buf[:n])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if errors.Is(err, os.ErrPermission) {
-				return "", inputErrorf("cannot read %s: permission denied", name)
-			}
-			return "", fmt.Errorf("read %s: %w", name, err)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"sync"
-	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/state"
@@ -21,6 +19,12 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 	}
 	if img.State != state.Uploading {
 		return nil // went back to pending
+	}
+	if joined, err := p.joinedFile(img); err != nil || joined != "" {
+		if err != nil {
+			return err
+		}
+		return p.backToPending(ctx, img, joined)
 	}
 	if len(img.Uploads) == 0 {
 		return p.save(img, func(r *state.Image) { r.State, r.ItemIntentAt = state.Uploaded, p.cfg.Now().UTC() })
@@ -46,11 +50,23 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 			return p.backToPending(ctx, img, changed)
 		}
 		if err := p.uploadOne(ctx, img, i); err != nil {
+			var ce *changedError
+			if errors.As(err, &ce) {
+				// Stopped before the complete: the stale upload is still
+				// Initialized, and backToPending aborts it (it is ours).
+				return p.backToPending(ctx, img, ce.file)
+			}
 			return err
 		}
 		changed, err = changedFile(img, "during upload")
 		if err != nil {
 			return err
+		}
+		if changed == "" {
+			changed, err = p.joinedFile(img)
+			if err != nil {
+				return err
+			}
 		}
 		if changed != "" {
 			return p.backToPending(ctx, img, changed)
@@ -61,60 +77,42 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 
 // uploadOne sends upload i of img, creating or resuming it.
 //
-// A file larger than one part has its pk recorded before any part is sent
-// and each part as it is accepted, so a restart resumes it. A file of one
-// part is cheaper to send again than to record: its pk stays in memory
-// until the "attaching" commit, and after a crash the upload is found by
-// the orphan scan (Initialized: aborted) or simply left to expire
-// (Completed). The last upload's completion is not committed either: the
-// server's upload status is the truth a restart asks for.
+// Every upload's pk is committed before its first byte is sent, one-part
+// uploads too, and each part as it is accepted, so a restart resumes (or,
+// on failure, aborts) exactly the uploads this agent created and nothing
+// else on the account: another agent may be sending a file of the same
+// name with the same token.
+//
+// A create whose answer never arrived (a crash, or gcapi.ErrAmbiguous: a
+// 5xx or broken connection after the request was sent) is not repeated in
+// place and not looked for: the next attempt creates a new upload. The
+// stray one, if the server made it, is not ours to abort (we never learnt
+// its pk, and an upload of the same name may be someone else's); the
+// server deletes uploads left Initialized after 24 hours (grand-challenge.org
+// app/grandchallenge/uploads/tasks.py, delete_old_user_uploads).
+//
+// The last upload's completion is not committed: the server's upload status
+// is the truth a restart asks for, and the "uploaded" state is committed
+// with the item intent.
 func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error {
 	u := img.Uploads[i]
-	if u.PK == "" && (u.IntentAt.Before(p.started) || img.Attempts > 0) {
-		// A create may have reached the server without its answer
-		// reaching us (crash, lost response): abort such orphans first.
-		if err := p.abortOrphans(ctx, u.Filename, u.IntentAt); err != nil {
-			return err
-		}
-	}
-	f, err := os.Open(u.Path)
+	f, err := p.openUpload(img, u)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return inputErrorf("%s was deleted before upload", u.Path)
-		}
-		if errors.Is(err, os.ErrPermission) {
-			return inputErrorf("cannot read %s: permission denied", u.Path)
-		}
-		return fmt.Errorf("open %s: %w", u.Path, err)
+		return err
 	}
 	defer f.Close()
 	partSize := u.PartSize
 	if partSize <= 0 {
 		partSize = gcapi.DefaultPartSize
 	}
-	singlePart := u.Size <= max(partSize, gcapi.MinPartSize)
-	// No orphan scan for this name may run while our create is in flight:
-	// it would take our new upload for an orphan.
-	unlock := func() {}
-	if u.PK == "" {
-		unlock = p.lockName(u.Filename)
-	}
-	defer func() { unlock() }()
 	fu := gcapi.FileUpload{
-		Filename:        u.Filename,
+		Filename:        uploadName(u.Filename),
 		Body:            f,
 		Size:            u.Size,
 		PartSize:        partSize,
 		PartConcurrency: p.cfg.PartConcurrency,
 		OnCreated: func(up *gcapi.Upload) error {
 			p.addCreated(img.ID, up.PK)
-			unlock()
-			unlock = func() {}
-			ru := &img.Uploads[i]
-			ru.PK, ru.S3UploadID, ru.APIURL, ru.Created, ru.Parts = up.PK, up.S3UploadID, up.APIURL, up.Created, nil
-			if singlePart {
-				return nil
-			}
 			return p.save(img, func(r *state.Image) {
 				ru := &r.Uploads[i]
 				ru.PK, ru.S3UploadID, ru.APIURL, ru.Created = up.PK, up.S3UploadID, up.APIURL, up.Created
@@ -122,8 +120,13 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 			})
 		},
 		OnPart: func(part gcapi.Part) error {
-			if singlePart {
-				return nil
+			// A file that changes while it is sent must not have its
+			// upload completed: checked after every part, so the last
+			// part's check comes before the complete.
+			if changed, err := changedFile(img, "during upload"); err != nil {
+				return err
+			} else if changed != "" {
+				return &changedError{file: changed}
 			}
 			return p.save(img, func(r *state.Image) {
 				ru := &r.Uploads[i]
@@ -134,16 +137,21 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 		Progress: func(n int64) { p.addProgress(img.ID, n) },
 	}
 	if u.PK != "" {
-		fu.Resume = &gcapi.Upload{PK: u.PK, S3UploadID: u.S3UploadID, APIURL: u.APIURL, Filename: u.Filename, Status: gcapi.UploadInitialized}
+		fu.Resume = &gcapi.Upload{PK: u.PK, S3UploadID: u.S3UploadID, APIURL: u.APIURL, Filename: fu.Filename, Status: gcapi.UploadInitialized}
 		for _, q := range u.Parts {
 			fu.Done = append(fu.Done, gcapi.Part{PartNumber: q.Number, ETag: q.ETag, Size: q.Size})
 		}
 	}
 	done, err := p.api.UploadFile(ctx, fu)
 	if err != nil {
+		if s3Transient(err) {
+			return &s3TransientError{fmt.Errorf("upload %s: %w", u.Path, err)}
+		}
 		return fmt.Errorf("upload %s: %w", u.Path, err)
 	}
-	if done.PK != u.PK {
+	if done.PK != img.Uploads[i].PK {
+		// Resume found the recorded upload aborted or gone and created a
+		// new one; OnCreated recorded it.
 		p.addCreated(img.ID, done.PK)
 	}
 	ru := &img.Uploads[i]
@@ -158,79 +166,43 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 	return p.save(img, func(r *state.Image) { r.Uploads = uploads })
 }
 
+// openUpload opens what upload u sends. A source file is opened once,
+// without following a symbolic link, and must be, on the open handle, the
+// file that was hashed (size, modification time, device, inode and change
+// time): every byte sent is read from that handle, so a file renamed over
+// it, or swapped for a link to something else, is never sent. A spool file
+// (a ZIP, a JSON value) is the agent's own.
+func (p *Pipeline) openUpload(img *state.Image, u state.Upload) (*os.File, error) {
+	for _, rec := range img.Files {
+		if rec.Path != u.Path || len(u.ZipOf) > 0 {
+			continue
+		}
+		f, fi, err := openSource(u.Path, "before upload")
+		if err != nil {
+			return nil, err
+		}
+		if !sameAsHashed(fi, rec) {
+			f.Close()
+			return nil, &changedError{file: u.Path}
+		}
+		return f, nil
+	}
+	f, err := os.Open(u.Path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, inputErrorf("%s was deleted before upload", u.Path)
+		}
+		return nil, fmt.Errorf("open %s: %w", u.Path, err)
+	}
+	return f, nil
+}
+
 func cloneUploads(in []state.Upload) []state.Upload {
 	out := slices.Clone(in)
 	for i := range out {
 		out[i].Parts = slices.Clone(out[i].Parts)
 	}
 	return out
-}
-
-// abortOrphans aborts Initialized uploads named filename that no image
-// records: uploads whose create reached the server but whose pk never
-// reached the state file.
-//
-// Only uploads created after intentAt (less orphanClockSkew for the
-// server's clock) can be ours: an older one with the same name belongs to
-// someone else using the account, and is left alone.
-func (p *Pipeline) abortOrphans(ctx context.Context, filename string, intentAt time.Time) error {
-	defer p.lockName(filename)()
-	ups, err := p.api.Uploads(ctx)
-	if err != nil {
-		return fmt.Errorf("list uploads to find unrecorded %s: %w", filename, err)
-	}
-	var cands []gcapi.Upload
-	for _, u := range ups {
-		tooOld := !intentAt.IsZero() && !u.Created.IsZero() && u.Created.Before(intentAt.Add(-orphanClockSkew))
-		if u.Filename == filename && u.Status == gcapi.UploadInitialized && !tooOld {
-			cands = append(cands, u)
-		}
-	}
-	if len(cands) == 0 {
-		return nil
-	}
-	known, err := p.recordedUploads()
-	if err != nil {
-		return err
-	}
-	for _, u := range cands {
-		if known[u.PK] {
-			continue
-		}
-		p.log.Info("aborting an upload whose pk was never recorded", "upload", u.PK, "file", filename)
-		if _, err := p.api.AbortUpload(ctx, &u); err != nil {
-			return fmt.Errorf("abort unrecorded upload %s of %s: %w", u.PK, filename, err)
-		}
-	}
-	return nil
-}
-
-// orphanClockSkew is how far the server's clock may lag ours.
-const orphanClockSkew = 10 * time.Minute
-
-// recordedUploads returns every upload pk in the state file, and those
-// being created right now.
-func (p *Pipeline) recordedUploads() (map[string]bool, error) {
-	imgs, err := p.store.List(state.Uploading, state.Retrying, state.Uploaded, state.Item, state.Attaching, state.Importing)
-	if err != nil {
-		return nil, &storeError{err}
-	}
-	known := map[string]bool{}
-	p.mu.Lock()
-	for _, pks := range p.created {
-		for _, pk := range pks {
-			known[pk] = true
-		}
-	}
-	p.mu.Unlock()
-	for _, img := range imgs {
-		for _, u := range img.Uploads {
-			if u.PK != "" {
-				known[u.PK] = true
-			}
-		}
-	}
-	return known, nil
 }
 
 // backToPending abandons the uploads of an image whose file changed after
@@ -251,16 +223,8 @@ func (p *Pipeline) backToPending(ctx context.Context, img *state.Image, changed 
 // upload that is not Initialized is a server error.
 func (p *Pipeline) abortOpen(ctx context.Context, img *state.Image) error {
 	for _, u := range img.Uploads {
-		if u.PK == "" {
-			if !u.IntentAt.IsZero() && !u.Completed {
-				if err := p.abortOrphans(ctx, u.Filename, u.IntentAt); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		if u.Completed {
-			continue
+		if u.PK == "" || u.Completed {
+			continue // never created (or its answer never came: not ours to touch), or consumed by the import
 		}
 		cur, err := p.api.Upload(ctx, u.PK)
 		if gcapi.IsNotFound(err) {
@@ -277,34 +241,6 @@ func (p *Pipeline) abortOpen(ctx context.Context, img *state.Image) error {
 		}
 	}
 	return nil
-}
-
-// nameLock serialises creating uploads of one filename with scanning for
-// orphans of that filename.
-type nameLock struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lockName locks filename and returns its unlock.
-func (p *Pipeline) lockName(filename string) (unlock func()) {
-	p.mu.Lock()
-	l := p.names[filename]
-	if l == nil {
-		l = &nameLock{}
-		p.names[filename] = l
-	}
-	l.refs++
-	p.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		p.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(p.names, filename)
-		}
-		p.mu.Unlock()
-	}
 }
 
 func (p *Pipeline) addCreated(id uint64, pk string) {

@@ -54,6 +54,11 @@ type File struct {
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"mtime"`
 	SHA256  string    `json:"sha256,omitempty"` // hex; empty until hashed
+	// Ident is the file's identity when it was hashed, where the platform
+	// tells it: "device:inode:ctime" (package ingest, fileIdent). A file
+	// with another identity may hold other bytes, whatever its size and
+	// modification time say.
+	Ident string `json:"ident,omitempty"`
 }
 
 // Part is one accepted part of a multipart upload.
@@ -151,6 +156,13 @@ type Image struct {
 	// the move to failed_dir (failed) was performed.
 	ActionDone bool   `json:"action_done,omitempty"`
 	MovedTo    string `json:"moved_to,omitempty"` // where the files went, if anywhere
+	// Joined are the group's files as last seen, when they changed (a
+	// file added to a folder, say) after the image was recorded but
+	// before it reached its item: they replace Files at the next hash.
+	Joined []File `json:"joined,omitempty"`
+	// RawNames holds, as bytes, the names above that are not valid UTF-8
+	// (see rawnames.go); set when the record is written.
+	RawNames map[string][]byte `json:"raw_names,omitempty"`
 
 	Created  time.Time `json:"created"`
 	Updated  time.Time `json:"updated"`
@@ -439,10 +451,12 @@ func get(tx *bolt.Tx, id uint64) (*Image, error) {
 	if err := json.Unmarshal(v, &img); err != nil {
 		return nil, fmt.Errorf("decode image %d: %w", id, err)
 	}
+	restoreRawNames(&img)
 	return &img, nil
 }
 
 func put(tx *bolt.Tx, img *Image, old *Image) error {
+	keepRawNames(img)
 	v, err := json.Marshal(img)
 	if err != nil {
 		return fmt.Errorf("encode image %d: %w", img.ID, err)
@@ -652,6 +666,7 @@ func (s *Store) List(states ...State) ([]Image, error) {
 				if err := json.Unmarshal(v, &img); err != nil {
 					return fmt.Errorf("decode image %x: %w", k, err)
 				}
+				restoreRawNames(&img)
 				out = append(out, img)
 				return nil
 			})
