@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest/group"
@@ -69,7 +71,7 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
-	ar, err := p.archive(ctx, w.Archive)
+	ar, err := p.archive(ctx, p.archiveSlug(img, w))
 	if err != nil {
 		return err
 	}
@@ -83,7 +85,12 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 	open := 0
 	for i := range values {
 		v := &values[i]
-		v.Prev, v.Confirmed = valueNow(it, v), false
+		if v.Confirmed {
+			// Landed in an earlier attempt (its other values' uploads
+			// were sent again): ours, not a value to refuse.
+			continue
+		}
+		v.Prev = valueNow(it, v)
 		switch {
 		case v.Prev == "":
 		case w.Replace:
@@ -107,14 +114,7 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		}
 	}
 	if open == 0 {
-		p.log.Info("identical item already in the archive; not sending it again", "id", img.ID, "item", it.PK, "title", img.Title)
-		return p.save(img, func(r *state.Image) {
-			r.Uploads, r.Values = uploads, values
-			r.ItemPK, r.ImageURL = it.PK, imageURL(it, w.Interface)
-			r.ImagePK = lastSegment(r.ImageURL)
-			r.State = state.Duplicate
-			r.LastError = fmt.Sprintf("item %s with title %q already holds %s", it.PK, img.Title, describeValues(values))
-		})
+		return p.markDuplicate(img, w, it, uploads, values)
 	}
 	intent := img.ItemIntentAt
 	if err := p.save(img, func(r *state.Image) {
@@ -126,6 +126,57 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		return err
 	}
 	return p.sendPatch(ctx, img, w)
+}
+
+// markDuplicate records that the item it already holds every value of img.
+func (p *Pipeline) markDuplicate(img *state.Image, w Watch, it *gcapi.ArchiveItem, uploads []state.Upload, values []state.Value) error {
+	p.log.Info("identical item already in the archive; not sending it again", "id", img.ID, "item", it.PK, "title", img.Title)
+	return p.save(img, func(r *state.Image) {
+		r.Uploads, r.Values = uploads, values
+		r.ItemPK, r.ImageURL = it.PK, imageURL(it, mainInterface(img, w))
+		r.ImagePK = lastSegment(r.ImageURL)
+		r.State = state.Duplicate
+		r.WaitingFor, r.Until = "", time.Time{}
+		r.LastError = fmt.Sprintf("item %s with title %q already holds %s", it.PK, img.Title, describeValues(values))
+	})
+}
+
+// alreadyInArchive recognises, before anything is uploaded, an image whose
+// item (same title, and the title carries the content's hash) already
+// holds every value: after the state file was lost, say. It is marked a
+// duplicate and reports true. The lookup is in the archive's title index,
+// listed once per run, so new images cost no request.
+func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool, error) {
+	w, err := p.watchOf(img)
+	if err != nil {
+		return false, err
+	}
+	if img.TargetItem || img.ItemPK != "" || w.Replace || img.Title == "" ||
+		!strings.Contains(cmp.Or(w.Title, DefaultTitle), "{hash}") {
+		return false, nil
+	}
+	for _, u := range img.Uploads {
+		if u.PK != "" || u.Completed || !u.IntentAt.IsZero() {
+			return false, nil // under way: its item step reconciles
+		}
+	}
+	ar, err := p.archive(ctx, p.archiveSlug(img, w))
+	if err != nil {
+		return false, err
+	}
+	it, err := p.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
+	if err != nil || it == nil {
+		return false, err
+	}
+	values := state.CloneValues(img.Values)
+	for i := range values {
+		v := &values[i]
+		if v.Prev = valueNow(it, v); v.Prev == "" {
+			return false, nil // not all there: sent, and joined to this item
+		}
+		v.Confirmed = true
+	}
+	return true, p.markDuplicate(img, w, it, cloneUploads(img.Uploads), values)
 }
 
 // describeValues names the values for a message: "an image for ct-image"
@@ -149,6 +200,7 @@ func describeValues(values []state.Value) string {
 func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Watch, ar *gcapi.Archive) (*gcapi.ArchiveItem, error) {
 	var it *gcapi.ArchiveItem
 	var err error
+	title := normalizeTitle(img.Title)
 	switch {
 	case img.ItemPK != "":
 		it, err = p.api.ArchiveItem(ctx, img.ItemPK)
@@ -159,27 +211,99 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 			return nil, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
 		}
 		if img.TargetItem && it.Archive != "" && it.Archive != ar.APIURL {
-			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, img.ItemPK, w.Archive)
+			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, img.ItemPK, p.archiveSlug(img, w))
 		}
 		return it, nil
 	case img.ItemIntentAt.Before(p.started) || img.Attempts > 0:
-		// A create may have happened without us hearing of it.
-		if it, err = p.api.ArchiveItemByTitle(ctx, ar.PK, img.Title); err != nil {
-			return nil, fmt.Errorf("find archive item %q: %w", img.Title, err)
+		// A create may have happened without us hearing of it: a listing
+		// begun after the image's last commit (which followed any earlier
+		// attempt) shows it.
+		if it, err = p.itemByTitle(ctx, ar, title, img.Updated); err != nil {
+			return nil, err
 		}
 		if it != nil {
 			return it, nil
 		}
 	}
-	it, err = p.api.CreateArchiveItem(ctx, ar.APIURL, img.Title)
+	it, err = p.api.CreateArchiveItem(ctx, ar.APIURL, title)
 	if gcapi.IsTitleConflict(err) {
-		it, err = p.api.ArchiveItemByTitle(ctx, ar.PK, img.Title)
+		it, err = p.itemByTitle(ctx, ar, title, p.cfg.Now())
 		if err == nil && it == nil {
 			err = fmt.Errorf("the title is taken but no item with it is visible")
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create archive item %q: %w", img.Title, err)
+		return nil, fmt.Errorf("create archive item %q: %w", title, err)
+	}
+	p.index(ar.PK).add(it.Title, it.PK)
+	return it, nil
+}
+
+// archiveSlug is the archive img goes to: the one recorded with it, or,
+// for records from before archives were recorded, the watch's.
+func (p *Pipeline) archiveSlug(img *state.Image, w Watch) string {
+	return cmp.Or(img.Archive, w.Archive)
+}
+
+// titleIndex maps the titles of one archive's items to their pks, from one
+// listing of the archive shared by every image: a restart with hundreds of
+// images in flight lists the archive once, not once per image.
+type titleIndex struct {
+	mu   sync.Mutex // held while listing, so concurrent lookups share one listing
+	at   time.Time  // when the last listing began; zero: never listed
+	pks  map[string]string
+	size int
+}
+
+func (x *titleIndex) add(title, pk string) {
+	x.mu.Lock()
+	if x.pks != nil {
+		x.pks[title] = pk
+	}
+	x.mu.Unlock()
+}
+
+func (p *Pipeline) index(archivePK string) *titleIndex {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	x := p.titles[archivePK]
+	if x == nil {
+		x = &titleIndex{}
+		p.titles[archivePK] = x
+	}
+	return x
+}
+
+// itemByTitle returns the archive's item with that title, or nil, from a
+// listing begun after after (listing the archive again when the index is
+// older), and then gets the item itself, so its values are current.
+func (p *Pipeline) itemByTitle(ctx context.Context, ar *gcapi.Archive, title string, after time.Time) (*gcapi.ArchiveItem, error) {
+	x := p.index(ar.PK)
+	x.mu.Lock()
+	if !x.at.After(after) {
+		began := p.cfg.Now()
+		items, err := p.api.ArchiveItems(ctx, ar.PK)
+		if err != nil {
+			x.mu.Unlock()
+			return nil, fmt.Errorf("find archive item %q: %w", title, err)
+		}
+		x.pks = make(map[string]string, len(items))
+		for i := range items {
+			x.pks[items[i].Title] = items[i].PK
+		}
+		x.at, x.size = began, len(items)
+	}
+	pk := x.pks[title]
+	x.mu.Unlock()
+	if pk == "" {
+		return nil, nil
+	}
+	it, err := p.api.ArchiveItem(ctx, pk)
+	if gcapi.IsNotFound(err) {
+		return nil, nil // deleted since the listing
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get archive item %s (%q): %w", pk, title, err)
 	}
 	return it, nil
 }

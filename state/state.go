@@ -110,6 +110,11 @@ type Value struct {
 	// arrived only when the item shows something else (or, for JSON, ours).
 	Prev      string `json:"prev,omitempty"`
 	Confirmed bool   `json:"confirmed,omitempty"` // the server shows the value
+	// SessionPK is the upload session importing an image value, captured
+	// from the session list while it still names our uploads: after the
+	// build the server empties its user_uploads, so only this pk links a
+	// session that fails later to the value.
+	SessionPK string `json:"session_pk,omitempty"`
 }
 
 // Image is one image's durable record.
@@ -120,12 +125,27 @@ type Image struct {
 	Kind  string `json:"kind"`  // ingest.Kind
 	Files []File `json:"files"`
 	Title string `json:"title,omitempty"`
+	// Archive is the archive slug the image goes to, fixed when it is
+	// recorded: a config edit applies to new images only. Empty in records
+	// from before it was kept: the watch's archive then.
+	Archive string `json:"archive,omitempty"`
 
 	State       State     `json:"state"`
 	RetryFrom   State     `json:"retry_from,omitempty"` // the state a Retrying image resumes in
 	Attempts    int       `json:"attempts,omitempty"`   // consecutive failed attempts
 	LastError   string    `json:"last_error,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// WaitingFor says what a waiting image waits for ("the import of
+	// ct-image", "blocked: quota"), and Until when the agent stops waiting
+	// and goes back to the server's truth (docs/PATTERNS.md, liveness).
+	WaitingFor string    `json:"waiting_for,omitempty"`
+	Until      time.Time `json:"until,omitzero"`
+	// Resent counts the times the image's uploads were sent again after
+	// the server lost them (expired before the import took them).
+	Resent int `json:"resent,omitempty"`
+	// BlockedSince is when the server's upload quota first refused this
+	// image's upload, in the current stretch of refusals.
+	BlockedSince time.Time `json:"blocked_since,omitzero"`
 
 	Uploads []Upload `json:"uploads,omitempty"`
 
