@@ -57,7 +57,7 @@ type PipelineConfig struct {
 	// still fills the quota is the image itself. Default 25h.
 	QuotaTimeout time.Duration
 	RetryBase    time.Duration // first backoff after a transient error; default 5s
-	RetryMax      time.Duration // longest backoff; default 10m
+	RetryMax     time.Duration // longest backoff; default 10m
 
 	Now func() time.Time // the clock; default time.Now
 
@@ -119,7 +119,7 @@ type Pipeline struct {
 	started  time.Time // when Run began: uploads created before it may be ours and unrecorded
 	stopErr  error     // a state write failed: no new work is taken
 	archives map[string]*gcapi.Archive
-	titles   map[string]*titleIndex // by archive pk
+	titles   map[string]*titleIndex      // by archive pk
 	sockets  map[string]*gcapi.Interface // by slug, asked once per run
 	created  map[uint64][]string         // upload pks this process created, by image, until it settles
 	names    map[string]*nameLock        // upload filenames being created or scanned for orphans
