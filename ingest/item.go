@@ -156,7 +156,7 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 		return false, nil
 	}
 	for _, u := range img.Uploads {
-		if u.PK != "" || u.Completed || !u.IntentAt.IsZero() {
+		if u.PK != "" || u.Completed {
 			return false, nil // under way: its item step reconciles
 		}
 	}
