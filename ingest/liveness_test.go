@@ -337,3 +337,19 @@ func TestKnownImagesRecognisedAfterStateLost(t *testing.T) {
 	}
 	h.checkArchive(len(groups))
 }
+
+// S3's 400 RequestTimeout and ExpiredToken on a part PUT are healed by
+// sending the part again (with fresh presigned URLs): the image lands.
+func TestS3PartTimeoutsAreTransient(t *testing.T) {
+	for _, f := range []gcapitest.Faults{{RateS3RequestTimeout: 0.5}, {RateS3ExpiredToken: 0.5}} {
+		t.Run(fmt.Sprintf("%+v", f), func(t *testing.T) {
+			h := newHarness(t, gcapitest.Options{Seed: 3}, "keep")
+			h.srv.SetFaults(f)
+			g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 64, 64, 64)))
+			imgs, ok := h.runFor(h.config(), 20*time.Second, g)
+			if !ok || imgs[0].State != state.Finished {
+				t.Fatalf("got %s; want finished", describe(imgs))
+			}
+		})
+	}
+}

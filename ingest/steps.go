@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -229,6 +230,19 @@ func isQuota(err error) bool {
 		strings.Contains(strings.ToLower(ge.Message), "upload limit")
 }
 
+// isS3Transient reports S3's 400 answers to a part PUT that sending it
+// again heals: the body came too slowly (RequestTimeout), or the presigned
+// URL's credentials expired (ExpiredToken, RequestExpired)
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+func isS3Transient(ge *gcapi.Error) bool {
+	for _, code := range []string{"RequestTimeout", "ExpiredToken", "RequestExpired", "TokenRefreshRequired"} {
+		if strings.HasPrefix(ge.Message, code+":") || ge.Message == code || bytes.Contains(ge.Body, []byte("<Code>"+code+"</Code>")) {
+			return true
+		}
+	}
+	return false
+}
+
 // waitingForRetry says, for status, what a retrying image waits for.
 func waitingForRetry(err error) string {
 	var ce *configError
@@ -268,6 +282,8 @@ func permanent(err error) bool {
 		return false
 	case ge.StatusCode == http.StatusRequestTimeout, ge.StatusCode == http.StatusTooManyRequests:
 		return false
+	case ge.StatusCode == http.StatusBadRequest && isS3Transient(ge):
+		return false // S3 on a part PUT: the next attempt gets fresh presigned URLs
 	}
 	return ge.StatusCode >= 400 && ge.StatusCode < 500
 }
