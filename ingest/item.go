@@ -249,10 +249,10 @@ func (p *Pipeline) archiveSlug(img *state.Image, w Watch) string {
 // listing of the archive shared by every image: a restart with hundreds of
 // images in flight lists the archive once, not once per image.
 type titleIndex struct {
-	mu   sync.Mutex // held while listing, so concurrent lookups share one listing
-	at   time.Time  // when the last listing began; zero: never listed
-	pks  map[string]string
-	size int
+	mu    sync.Mutex // held while listing, so concurrent lookups share one listing
+	at    time.Time  // when the last listing began; zero: never listed
+	pks   map[string]string
+	items map[string]*gcapi.ArchiveItem // by pk, as the last listing showed them
 }
 
 func (x *titleIndex) add(title, pk string) {
@@ -274,24 +274,36 @@ func (p *Pipeline) index(archivePK string) *titleIndex {
 	return x
 }
 
+// listArchive lists the archive into x unless x's last listing began
+// after after. x.mu is held.
+func (p *Pipeline) listArchive(ctx context.Context, x *titleIndex, ar *gcapi.Archive, after time.Time) error {
+	if x.at.After(after) {
+		return nil
+	}
+	began := p.cfg.Now()
+	items, err := p.api.ArchiveItems(ctx, ar.PK)
+	if err != nil {
+		return err
+	}
+	x.pks = make(map[string]string, len(items))
+	x.items = make(map[string]*gcapi.ArchiveItem, len(items))
+	for i := range items {
+		x.pks[items[i].Title] = items[i].PK
+		x.items[items[i].PK] = &items[i]
+	}
+	x.at = began
+	return nil
+}
+
 // itemByTitle returns the archive's item with that title, or nil, from a
 // listing begun after after (listing the archive again when the index is
 // older), and then gets the item itself, so its values are current.
 func (p *Pipeline) itemByTitle(ctx context.Context, ar *gcapi.Archive, title string, after time.Time) (*gcapi.ArchiveItem, error) {
 	x := p.index(ar.PK)
 	x.mu.Lock()
-	if !x.at.After(after) {
-		began := p.cfg.Now()
-		items, err := p.api.ArchiveItems(ctx, ar.PK)
-		if err != nil {
-			x.mu.Unlock()
-			return nil, fmt.Errorf("find archive item %q: %w", title, err)
-		}
-		x.pks = make(map[string]string, len(items))
-		for i := range items {
-			x.pks[items[i].Title] = items[i].PK
-		}
-		x.at, x.size = began, len(items)
+	if err := p.listArchive(ctx, x, ar, after); err != nil {
+		x.mu.Unlock()
+		return nil, fmt.Errorf("find archive item %q: %w", title, err)
 	}
 	pk := x.pks[title]
 	x.mu.Unlock()

@@ -353,3 +353,36 @@ func TestS3PartTimeoutsAreTransient(t *testing.T) {
 		})
 	}
 }
+
+// Many images importing at once are watched through one listing of the
+// archive per poll cycle, not one GET per item with a growing backoff.
+func TestManyImportsReadFromOneListingPerCycle(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{ImportDelay: 300 * time.Millisecond}, "keep")
+	var groups []Group
+	for i := range 2 * listFrom {
+		rel := fmt.Sprintf("d%02d/img.mha", i)
+		groups = append(groups, h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(i), 4, 4, 2))))
+	}
+	cfg := h.config()
+	cfg.Concurrency = 8
+	imgs, ok := h.runFor(cfg, 30*time.Second, groups...)
+	if !ok {
+		t.Fatalf("not settled: %s", describe(imgs))
+	}
+	gets, listings := 0, 0
+	for _, r := range h.srv.Requests() {
+		switch {
+		case r.Method == "GET" && r.Path == "/api/v1/archives/items/":
+			listings++
+		case r.Method == "GET" && strings.HasPrefix(r.Path, "/api/v1/archives/items/"):
+			gets++
+		}
+	}
+	// One GET right after each PATCH, a few while fewer than listFrom
+	// import; the rest from listings.
+	if listings == 0 || gets > 4*len(groups) {
+		t.Errorf("%d item GETs and %d archive listings for %d images; want listings and at most %d GETs",
+			gets, listings, len(groups), 4*len(groups))
+	}
+	h.checkArchive(len(groups))
+}

@@ -115,11 +115,17 @@ type Pipeline struct {
 	waiting  map[uint64]time.Time // due later (retries, import polls)
 	active   map[uint64]*progress // being worked on
 	polls    map[uint64]int       // import polls so far, for the backoff
+	looked   map[uint64]time.Time // when each importing image's item was last looked at
 	running  bool
 	started  time.Time // when Run began: uploads created before it may be ours and unrecorded
 	stopErr  error     // a state write failed: no new work is taken
 	archives map[string]*gcapi.Archive
-	titles   map[string]*titleIndex      // by archive pk
+	titles   map[string]*titleIndex // by archive pk
+	// The last listing of upload sessions, shared (sessionList); sessMu
+	// is held while listing, so waiting images share one listing.
+	sessMu   sync.Mutex
+	sessAt   time.Time
+	sessions []gcapi.UploadSession
 	sockets  map[string]*gcapi.Interface // by slug, asked once per run
 	created  map[uint64][]string         // upload pks this process created, by image, until it settles
 	names    map[string]*nameLock        // upload filenames being created or scanned for orphans
@@ -149,6 +155,7 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		waiting:    map[uint64]time.Time{},
 		active:     map[uint64]*progress{},
 		polls:      map[uint64]int{},
+		looked:     map[uint64]time.Time{},
 		archives:   map[string]*gcapi.Archive{},
 		titles:     map[string]*titleIndex{},
 		sockets:    map[string]*gcapi.Interface{},

@@ -45,6 +45,14 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	if now.After(img.Until) {
 		return p.deadline(ctx, img, building)
 	}
+	p.mu.Lock()
+	many := len(p.polls) >= listFrom
+	p.mu.Unlock()
+	if many {
+		// One listing per cycle serves every importing image: a short,
+		// fixed cycle sees each import finish within one cycle.
+		return &waitError{at: now.Add(p.cfg.PollInterval)}
+	}
 	return &waitError{at: now.Add(p.pollWait(n))}
 }
 
@@ -66,12 +74,56 @@ func (p *Pipeline) look(ctx context.Context, img *state.Image) (it *gcapi.Archiv
 	if err != nil {
 		return nil, false, err
 	}
-	it, err = p.api.ArchiveItem(ctx, img.ItemPK)
-	if err != nil {
-		return nil, false, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
+	if it, err = p.itemNow(ctx, img, w); err != nil {
+		return nil, false, err
 	}
 	done, err = p.confirmValues(ctx, img, w, it)
 	return it, done, err
+}
+
+// listFrom is how many images must be importing at once before their items
+// are read from one listing of the archive per poll cycle instead of one
+// GET each: below it a GET per image is cheaper than listing an archive.
+const listFrom = 16
+
+// itemNow returns the image's item as the server shows it after the
+// image's last look: from the archive's listing when many images import
+// at once (one listing per cycle serves them all), else by its pk.
+func (p *Pipeline) itemNow(ctx context.Context, img *state.Image, w Watch) (*gcapi.ArchiveItem, error) {
+	p.mu.Lock()
+	many := len(p.polls) >= listFrom
+	last := p.looked[img.ID]
+	p.looked[img.ID] = p.cfg.Now()
+	p.mu.Unlock()
+	if many && img.State == state.Importing {
+		ar, err := p.archive(ctx, p.archiveSlug(img, w))
+		if err != nil {
+			return nil, err
+		}
+		x := p.index(ar.PK)
+		x.mu.Lock()
+		err = p.listArchive(ctx, x, ar, maxTime(last, img.PatchSentAt))
+		it := x.items[img.ItemPK]
+		x.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("list archive %s: %w", ar.PK, err)
+		}
+		if it != nil {
+			return it, nil
+		}
+	}
+	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+	if err != nil {
+		return nil, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
+	}
+	return it, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // readSessions links each open image value to the upload session importing
@@ -101,9 +153,9 @@ func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture b
 	}
 	changed := false
 	if capture && len(ours) > 0 {
-		sessions, err := p.api.UploadSessions(ctx)
+		sessions, err := p.sessionList(ctx, img.PatchSentAt)
 		if err != nil {
-			return nil, fmt.Errorf("list upload sessions: %w", err)
+			return nil, err
 		}
 		for _, se := range sessions {
 			for _, pk := range se.UserUploads {
@@ -138,6 +190,23 @@ func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture b
 		}
 	}
 	return building, nil
+}
+
+// sessionList is the account's upload sessions from a listing begun after
+// after, shared by every image that needs one: each importing image needs
+// the list once it has sent its PATCH, and one listing serves all that had.
+func (p *Pipeline) sessionList(ctx context.Context, after time.Time) ([]gcapi.UploadSession, error) {
+	p.sessMu.Lock()
+	defer p.sessMu.Unlock()
+	if !p.sessAt.After(after) {
+		began := p.cfg.Now()
+		sessions, err := p.api.UploadSessions(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list upload sessions: %w", err)
+		}
+		p.sessions, p.sessAt = sessions, began
+	}
+	return p.sessions, nil
 }
 
 // deadline goes back to the server's truth once an import took longer than
@@ -242,6 +311,7 @@ func (p *Pipeline) resend(img *state.Image, lost []int, why string) error {
 func (p *Pipeline) markDone(img *state.Image, w Watch, imageURL string) error {
 	p.mu.Lock()
 	delete(p.polls, img.ID)
+	delete(p.looked, img.ID)
 	delete(p.created, img.ID)
 	p.mu.Unlock()
 	movedTo, actErr := afterAction(img, w)

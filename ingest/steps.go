@@ -174,6 +174,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		log.Error("image failed", "err", err)
 		p.mu.Lock()
 		delete(p.polls, img.ID)
+		delete(p.looked, img.ID)
 		delete(p.created, img.ID)
 		p.mu.Unlock()
 		if serr := p.save(img, func(r *state.Image) {
