@@ -386,3 +386,35 @@ func TestManyImportsReadFromOneListingPerCycle(t *testing.T) {
 	}
 	h.checkArchive(len(groups))
 }
+
+// A watch's archive and interface edited while an image imports apply to
+// new images only: the image lands where it was recorded to go, and the
+// agent does not wait for it under the new interface.
+func TestTargetsFrozenPerRecord(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
+	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
+	p := h.pipeline(h.config())
+	stop := start(p)
+	if err := p.Submit(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, h, func(img state.Image) bool { return img.State == state.Importing })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.AddArchive("other", "Other")
+	h.srv.AddInterface("mr-image", "Image")
+	h.watch.Archive, h.watch.Interface = "other", "mr-image"
+	h.srv.Advance(2 * time.Hour)
+	imgs, ok := h.runFor(h.config(), 20*time.Second)
+	if !ok || imgs[0].State != state.Finished || imgs[0].ImagePK == "" {
+		t.Fatalf("got %s; want finished with its image", describe(imgs))
+	}
+	if got := imgs[0].Archive; got != testArchive {
+		t.Errorf("record's archive = %q; want %q", got, testArchive)
+	}
+	h.checkArchive(1)
+	if n := len(h.srv.Items("other")); n != 0 {
+		t.Errorf("the new archive has %d items; want 0", n)
+	}
+}
