@@ -243,9 +243,12 @@ func (p *Pipeline) findSession(ctx context.Context, img *state.Image) (*gcapi.Up
 		}
 		return se, nil
 	}
-	sessions, err := p.api.UploadSessions(ctx)
+	// A listing begun after the image's last commit (which followed any
+	// PATCH attempt's answer) and after this run began (so after any
+	// crash) shows a session that PATCH made.
+	sessions, err := p.sessionList(ctx, maxTime(img.Updated, p.started))
 	if err != nil {
-		return nil, fmt.Errorf("list upload sessions: %w", err)
+		return nil, err
 	}
 	ours := map[string]bool{}
 	for _, u := range img.Uploads {

@@ -153,7 +153,8 @@ func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture b
 	}
 	changed := false
 	if capture && len(ours) > 0 {
-		sessions, err := p.sessionList(ctx, img.PatchSentAt)
+		// Begun after the last commit, which followed the PATCH's answer.
+		sessions, err := p.sessionList(ctx, img.Updated)
 		if err != nil {
 			return nil, err
 		}
