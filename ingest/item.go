@@ -151,14 +151,29 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 	if err != nil {
 		return false, err
 	}
-	if img.TargetItem || img.ItemPK != "" || w.Replace || img.Title == "" ||
-		!strings.Contains(cmp.Or(w.Title, DefaultTitle), "{hash}") {
+	if img.TargetItem || img.ItemPK != "" {
 		return false, nil
 	}
 	for _, u := range img.Uploads {
 		if u.PK != "" || u.Completed {
 			return false, nil // under way: its item step reconciles
 		}
+	}
+	if pk, err := p.heldBy(img); err != nil || pk != "" {
+		if err != nil {
+			return false, err
+		}
+		// Every file is in an item we landed, under another grouping
+		// (the watch's group changed, files kept): not sent again.
+		p.log.Info("files already in the archive; not sending them again", "id", img.ID, "item", pk)
+		return true, p.save(img, func(r *state.Image) {
+			r.ItemPK, r.State = pk, state.Duplicate
+			r.WaitingFor, r.Until = "", time.Time{}
+			r.LastError = fmt.Sprintf("archive item %s already holds these files (sent as part of another image); not sent again", pk)
+		})
+	}
+	if w.Replace || img.Title == "" || !strings.Contains(cmp.Or(w.Title, DefaultTitle), "{hash}") {
+		return false, nil // the title says nothing about the content
 	}
 	ar, err := p.archive(ctx, p.archiveSlug(img, w))
 	if err != nil {
@@ -177,6 +192,49 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 		v.Confirmed = true
 	}
 	return true, p.markDuplicate(img, w, it, cloneUploads(img.Uploads), values)
+}
+
+// heldBy returns the item that holds every file of img (same watch, same
+// relative path, same content), sent by an earlier record of this state
+// file that landed, or "". The records that landed are read once per run.
+func (p *Pipeline) heldBy(img *state.Image) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held == nil {
+		landed, err := p.store.List(state.Done, state.Finished)
+		if err != nil {
+			return "", fmt.Errorf("list images already sent: %w", err)
+		}
+		p.held = map[string]string{}
+		for i := range landed {
+			p.holdLocked(&landed[i])
+		}
+	}
+	pk := ""
+	for _, f := range img.Files {
+		got := p.held[heldKey(img.Watch, f)]
+		if got == "" || (pk != "" && got != pk) || f.SHA256 == "" {
+			return "", nil
+		}
+		pk = got
+	}
+	return pk, nil
+}
+
+// holdLocked notes the files of an image that landed. p.mu is held.
+func (p *Pipeline) holdLocked(img *state.Image) {
+	if p.held == nil || img.ItemPK == "" {
+		return
+	}
+	for _, f := range img.Files {
+		if f.SHA256 != "" {
+			p.held[heldKey(img.Watch, f)] = img.ItemPK
+		}
+	}
+}
+
+func heldKey(watch string, f state.File) string {
+	return watch + "\x00" + f.Rel + "\x00" + f.SHA256
 }
 
 // describeValues names the values for a message: "an image for ct-image"

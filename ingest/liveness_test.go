@@ -418,3 +418,26 @@ func TestTargetsFrozenPerRecord(t *testing.T) {
 		t.Errorf("the new archive has %d items; want 0", n)
 	}
 }
+
+// After the watch's group changes, files kept in the drop folder whose
+// content an item we landed already holds are not sent again as new items.
+func TestGroupChangeDoesNotResendKeptFiles(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	hdr, raw := gcapitest.SampleMHDPair(2, 8, 8, 2, "pair.raw")
+	mhd, rawF := h.write("b/pair.mhd", hdr), h.write("b/pair.raw", raw)
+	h.runAll(h.group(KindMHD, "b/pair.mhd", mhd, rawF))
+	before := len(h.srv.Requests())
+	// group = "file": every file is its own image now.
+	imgs := h.runAll(h.group(KindSingle, "b/pair.mhd", mhd), h.group(KindSingle, "b/pair.raw", rawF))
+	for _, img := range imgs[1:] {
+		if img.State != state.Duplicate {
+			t.Errorf("image %s is %s (%s); want duplicate", img.Key, img.State, img.LastError)
+		}
+	}
+	for _, r := range h.srv.Requests()[before:] {
+		if r.Method == "POST" {
+			t.Errorf("%s %s after the group change; want nothing created", r.Method, r.Path)
+		}
+	}
+	h.checkArchive(1)
+}
