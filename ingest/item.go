@@ -198,8 +198,8 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 // relative path, same content), sent by an earlier record of this state
 // file that landed, or "". The records that landed are read once per run.
 func (p *Pipeline) heldBy(img *state.Image) (string, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.heldMu.Lock()
+	defer p.heldMu.Unlock()
 	if p.held == nil {
 		landed, err := p.store.List(state.Done, state.Finished)
 		if err != nil {
@@ -221,7 +221,7 @@ func (p *Pipeline) heldBy(img *state.Image) (string, error) {
 	return pk, nil
 }
 
-// holdLocked notes the files of an image that landed. p.mu is held.
+// holdLocked notes the files of an image that landed. p.heldMu is held.
 func (p *Pipeline) holdLocked(img *state.Image) {
 	if p.held == nil || img.ItemPK == "" {
 		return

@@ -116,12 +116,15 @@ type Pipeline struct {
 	active   map[uint64]*progress // being worked on
 	polls    map[uint64]int       // import polls so far, for the backoff
 	looked   map[uint64]time.Time // when each importing image's item was last looked at
-	held     map[string]string    // watch, file and content → item pk of images that landed (heldBy); nil until read
 	running  bool
 	started  time.Time // when Run began: uploads created before it may be ours and unrecorded
 	stopErr  error     // a state write failed: no new work is taken
 	archives map[string]*gcapi.Archive
 	titles   map[string]*titleIndex // by archive pk
+	// held maps watch, file and content to the item pk of images that
+	// landed (heldBy); nil until read. heldMu guards it.
+	heldMu sync.Mutex
+	held   map[string]string
 	// The last listing of upload sessions, shared (sessionList); sessMu
 	// is held while listing, so waiting images share one listing.
 	sessMu   sync.Mutex

@@ -334,9 +334,9 @@ func (p *Pipeline) markDone(img *state.Image, w Watch, imageURL string) error {
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
+	p.heldMu.Lock()
 	p.holdLocked(img)
-	p.mu.Unlock()
+	p.heldMu.Unlock()
 	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK)
 	return actErr
 }
