@@ -13,7 +13,7 @@ const (
 	// honours it (max_limit 1000: grand-challenge.org
 	// app/grandchallenge/api/pagination.py), so every page but the last is
 	// full.
-	pageLimit = 100
+	pageLimit = 1000
 	// maxWalks bounds how often a list is walked when it looks incomplete.
 	maxWalks = 3
 	// maxListCount is the most rows a list may claim to hold. Far more than
