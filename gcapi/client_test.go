@@ -451,7 +451,7 @@ func TestPaginationDedupe(t *testing.T) {
 		}
 	})
 	t.Run("item added during the walk", func(t *testing.T) {
-		before := items(1, pageLimit*3/2+1) // two pages
+		before := items(1, pageLimit*3/2+1)           // two pages
 		after := append([]string{"it000"}, before...) // a new row sorts first
 		rc := &recorder{answer: func(n int, w http.ResponseWriter, r *http.Request) {
 			if r.URL.Query().Get("archive") != "a1" {
