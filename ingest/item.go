@@ -272,11 +272,17 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, img.ItemPK, p.archiveSlug(img, w))
 		}
 		return it, nil
-	case img.ItemIntentAt.Before(p.started) || img.Attempts > 0:
-		// A create may have happened without us hearing of it: a listing
-		// begun after the image's last commit (which followed any earlier
-		// attempt) shows it.
-		if it, err = p.itemByTitle(ctx, ar, title, img.Updated); err != nil {
+	case img.ItemIntentAt.Before(p.started) || img.Created.Before(p.started) || img.Attempts > 0:
+		// A create may have happened without us hearing of it. In an
+		// earlier run (the process died): any listing of this run shows
+		// it, so one listing serves every image recovered. In this run
+		// (an earlier attempt failed): a listing begun after the image's
+		// last commit, which followed that attempt.
+		after := p.started
+		if img.Attempts > 0 {
+			after = maxTime(after, img.Updated)
+		}
+		if it, err = p.itemByTitle(ctx, ar, title, after); err != nil {
 			return nil, err
 		}
 		if it != nil {

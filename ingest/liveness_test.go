@@ -441,3 +441,64 @@ func TestGroupChangeDoesNotResendKeptFiles(t *testing.T) {
 	}
 	h.checkArchive(1)
 }
+
+// createThenDie creates the item and then never answers, as a process
+// killed while the response was on its way.
+type createThenDie struct{ API }
+
+func (a createThenDie) CreateArchiveItem(ctx context.Context, ar, title string) (*gcapi.ArchiveItem, error) {
+	if _, err := a.API.CreateArchiveItem(ctx, ar, title); err != nil {
+		return nil, err
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A restart with many images whose items were created without the answer
+// being recorded lists the archive once for all of them.
+func TestRecoveryListsTheArchiveOnce(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	const n = 20
+	var groups []Group
+	for i := range n {
+		rel := fmt.Sprintf("d%02d/img.mha", i)
+		groups = append(groups, h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(i), 4, 4, 2))))
+	}
+	cfg := h.config()
+	cfg.Concurrency = n
+	p := NewPipeline(cfg, h.store, createThenDie{h.api}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	for _, g := range groups {
+		if err := p.Submit(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(h.srv.Items(testArchive)) < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d items created; want %d", len(h.srv.Items(testArchive)), n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	h.reopen()
+	before := len(h.srv.Requests())
+	imgs, ok := h.runFor(h.config(), 20*time.Second)
+	if !ok {
+		t.Fatalf("not settled: %s", describe(imgs))
+	}
+	listings := 0
+	for _, r := range h.srv.Requests()[before:] {
+		if r.Method == "GET" && r.Path == "/api/v1/archives/items/" {
+			listings++
+		}
+	}
+	if listings != 1 {
+		t.Errorf("the archive was listed %d times for %d recovered images; want once", listings, n)
+	}
+	h.checkArchive(n)
+}
