@@ -502,3 +502,16 @@ func TestRecoveryListsTheArchiveOnce(t *testing.T) {
 	}
 	h.checkArchive(n)
 }
+
+// An import the server reports running for ever ends after
+// maxImportWaits deadlines, with the reason.
+func TestStuckImportFailsInTheEnd(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
+	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
+	cfg := h.config()
+	cfg.ImportTimeout = 20 * time.Millisecond
+	imgs, ok := h.runFor(cfg, 20*time.Second, g)
+	if !ok || imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "has not finished") {
+		t.Fatalf("got %s; want failed, the import named", describe(imgs))
+	}
+}

@@ -15,6 +15,10 @@ import (
 // fails: once heals an agent stopped for a day; more would loop.
 const maxResend = 2
 
+// maxImportWaits bounds the wait for an import the server reports still
+// running, in ImportTimeouts: a session stuck for a day is not coming.
+const maxImportWaits = 8
+
 // stepPoll looks once at an importing item: done when it shows every
 // value. Otherwise each image value's outcome is read from its upload
 // session, and past the image's deadline (Until) the agent goes back to the
@@ -266,6 +270,10 @@ func (p *Pipeline) deadline(ctx context.Context, img *state.Image, building []st
 			"again %d times did not help; see your notifications on Grand Challenge", strings.Join(names, ", "), img.ItemPK, img.Resent)}
 	case len(lost) > 0:
 		return p.resend(img, lost, "its uploads are gone from the server before an import took them (expired)")
+	}
+	if limit := maxImportWaits * p.cfg.ImportTimeout; p.cfg.Now().Sub(img.PatchSentAt) > limit {
+		return &importError{msg: fmt.Sprintf("the server's import of %s has not finished %s after the uploads were attached "+
+			"(archive item %s); ask the Grand Challenge admins about it, then gcingest retry", strings.Join(building, ", "), limit, img.ItemPK)}
 	}
 	until := p.cfg.Now().Add(p.cfg.ImportTimeout)
 	p.log.Warn("import still running on the server; waiting longer", "id", img.ID, "item", img.ItemPK, "values", building)
