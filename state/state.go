@@ -202,7 +202,8 @@ type Store struct {
 
 	// Group commit: writers queue their change; whoever finds no commit
 	// running commits everything queued in one transaction (one fsync
-	// for many images) and repeats while more arrived meanwhile.
+	// for many images), then hands the next batch, queued meanwhile, to
+	// the first writer in it.
 	wmu        sync.Mutex
 	pending    []*writeOp
 	committing bool
@@ -212,6 +213,7 @@ type writeOp struct {
 	fn   func(tx *bolt.Tx) error
 	err  error
 	done chan struct{}
+	lead chan struct{} // this op's writer is to commit the next batch
 }
 
 // dirtyError marks a failure after an op began writing: its transaction
@@ -473,23 +475,33 @@ func (s *Store) write(fn func(tx *bolt.Tx) error) error {
 	if s.readOnly {
 		return fmt.Errorf("state file %s is open read-only", s.path)
 	}
-	op := &writeOp{fn: fn, done: make(chan struct{})}
+	op := &writeOp{fn: fn, done: make(chan struct{}), lead: make(chan struct{}, 1)}
 	s.wmu.Lock()
 	s.pending = append(s.pending, op)
 	if s.committing {
 		s.wmu.Unlock()
-		<-op.done
-		return op.err
-	}
-	s.committing = true
-	for len(s.pending) > 0 {
-		batch := s.pending
-		s.pending = nil
-		s.wmu.Unlock()
-		s.commit(batch)
+		select {
+		case <-op.done:
+			return op.err
+		case <-op.lead:
+			// The last committer handed over: commit what is queued.
+		}
 		s.wmu.Lock()
 	}
-	s.committing = false
+	s.committing = true
+	batch := s.pending
+	s.pending = nil
+	s.wmu.Unlock()
+	s.commit(batch)
+	// One batch per committer: the writers that queued meanwhile get the
+	// next, led by the first of them, so nobody waits for batches that
+	// are not theirs.
+	s.wmu.Lock()
+	if len(s.pending) > 0 {
+		s.pending[0].lead <- struct{}{}
+	} else {
+		s.committing = false
+	}
 	s.wmu.Unlock()
 	return op.err
 }
