@@ -12,7 +12,9 @@ import (
 
 // maxResend is how often an image's uploads are sent again after the
 // server lost them (expired before an import took them) before the image
-// fails: once heals an agent stopped for a day; more would loop.
+// fails: once heals an agent stopped for a day, twice one stopped again
+// before the import; more would be a loop (uploads consumed by an import
+// whose failure we could not read look the same).
 const maxResend = 2
 
 // maxImportWaits bounds the wait for an import the server reports still
