@@ -357,17 +357,46 @@ func TestS3PartTimeoutsAreTransient(t *testing.T) {
 // Many images importing at once are watched through one listing of the
 // archive per poll cycle, not one GET per item with a growing backoff.
 func TestManyImportsReadFromOneListingPerCycle(t *testing.T) {
-	h := newHarness(t, gcapitest.Options{ImportDelay: 300 * time.Millisecond}, "keep")
+	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
 	var groups []Group
 	for i := range 2 * listFrom {
 		rel := fmt.Sprintf("d%02d/img.mha", i)
 		groups = append(groups, h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(i), 4, 4, 2))))
 	}
-	cfg := h.config()
-	cfg.Concurrency = 8
-	imgs, ok := h.runFor(cfg, 30*time.Second, groups...)
-	if !ok {
-		t.Fatalf("not settled: %s", describe(imgs))
+	p := h.pipeline(h.config())
+	stop := start(p)
+	for _, g := range groups {
+		if err := p.Submit(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitAll := func(cond func(state.Image) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			imgs, err := h.store.List()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, img := range imgs {
+				if cond(img) {
+					n++
+				}
+			}
+			if n == len(groups) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("condition not met after 30s: %s", describe(imgs))
+			}
+			time.Sleep(5 * time.Millisecond) // polling a condition
+		}
+	}
+	waitAll(func(img state.Image) bool { return img.State == state.Importing })
+	h.srv.Advance(2 * time.Hour) // every import finishes
+	waitAll(func(img state.Image) bool { return img.State == state.Finished })
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 	gets, listings := 0, 0
 	for _, r := range h.srv.Requests() {
