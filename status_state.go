@@ -95,6 +95,8 @@ func statusImage(img state.Image) status.Image {
 		LastError:   img.LastError,
 		NextAttempt: img.NextAttempt,
 		Updated:     img.Updated,
+		WaitingFor:  img.WaitingFor,
+		Until:       img.Until,
 	}
 	for _, f := range img.Files {
 		si.Files = append(si.Files, f.Rel)

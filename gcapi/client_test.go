@@ -432,7 +432,7 @@ func TestPaginationDedupe(t *testing.T) {
 		return r
 	}
 	t.Run("order changes between pages", func(t *testing.T) {
-		all := items(0, 150)
+		all := items(0, pageLimit*3/2) // two pages
 		rc := &recorder{answer: func(n int, w http.ResponseWriter, r *http.Request) {
 			if n%3 == 1 { // the second page of the first walk sees another order
 				page(w, r, reverse(all))
@@ -451,7 +451,7 @@ func TestPaginationDedupe(t *testing.T) {
 		}
 	})
 	t.Run("item added during the walk", func(t *testing.T) {
-		before := items(1, 151)
+		before := items(1, pageLimit*3/2+1)           // two pages
 		after := append([]string{"it000"}, before...) // a new row sorts first
 		rc := &recorder{answer: func(n int, w http.ResponseWriter, r *http.Request) {
 			if r.URL.Query().Get("archive") != "a1" {
@@ -471,12 +471,13 @@ func TestPaginationDedupe(t *testing.T) {
 		checkItems(t, got, after)
 	})
 	t.Run("title lookup", func(t *testing.T) {
-		all := items(0, 120)
+		all := items(0, pageLimit+pageLimit/5) // the title on the second page
+		last := all[len(all)-10]
 		rc := &recorder{answer: func(n int, w http.ResponseWriter, r *http.Request) { page(w, r, all) }}
 		c, _ := newTestClient(t, rc)
-		it, err := c.ArchiveItemByTitle(context.Background(), "a1", "it110")
-		if err != nil || it == nil || it.PK != "it110" {
-			t.Fatalf("ArchiveItemByTitle(it110) = %v, %v; want item it110", it, err)
+		it, err := c.ArchiveItemByTitle(context.Background(), "a1", last)
+		if err != nil || it == nil || it.PK != last {
+			t.Fatalf("ArchiveItemByTitle(%s) = %v, %v; want item %s", last, it, err, last)
 		}
 		it, err = c.ArchiveItemByTitle(context.Background(), "a1", "nope")
 		if err != nil || it != nil {

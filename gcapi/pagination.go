@@ -9,11 +9,12 @@ import (
 )
 
 const (
-	// pageLimit is the page size asked for, as gcapi does. The server
-	// honours it (max_limit 1000: grand-challenge.org
-	// app/grandchallenge/api/pagination.py), so every page but the last is
-	// full.
-	pageLimit = 100
+	// pageLimit is the page size asked for: the server's largest
+	// (max_limit 1000: grand-challenge.org
+	// app/grandchallenge/api/pagination.py), so an archive or an account's
+	// upload sessions are walked in few requests. Every page but the last
+	// is full.
+	pageLimit = 1000
 	// maxWalks bounds how often a list is walked when it looks incomplete.
 	maxWalks = 3
 	// maxListCount is the most rows a list may claim to hold. Far more than

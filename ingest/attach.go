@@ -2,7 +2,10 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/state"
@@ -36,7 +39,21 @@ func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) err
 		updates = append(updates, u)
 	}
 	if _, err := p.api.UpdateArchiveItem(ctx, img.ItemPK, updates); err != nil {
-		return fmt.Errorf("attach %d values to archive item %s: %w", len(updates), img.ItemPK, err)
+		err = fmt.Errorf("attach %d values to archive item %s: %w", len(updates), img.ItemPK, err)
+		var ge *gcapi.Error
+		if errors.As(err, &ge) && ge.StatusCode == http.StatusBadRequest {
+			// "Invalid hyperlink - Object does not exist." for an upload
+			// the server deleted (expired after a day, say): the PATCH
+			// applied nothing; send those uploads again, to this item.
+			lost, lerr := p.lostUploads(ctx, img)
+			if lerr != nil {
+				return lerr
+			}
+			if len(lost) > 0 && img.Resent < maxResend {
+				return p.resend(img, lost, "the server no longer has the uploads (expired before they were attached)")
+			}
+		}
+		return err
 	}
 	p.mu.Lock()
 	p.polls[img.ID] = 0
@@ -48,7 +65,39 @@ func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) err
 			return err
 		}
 	}
-	return p.save(img, func(r *state.Image) { r.State = state.Importing })
+	return p.save(img, func(r *state.Image) { p.toImporting(r) })
+}
+
+// toImporting moves r to importing, with its deadline.
+func (p *Pipeline) toImporting(r *state.Image) {
+	r.State = state.Importing
+	if r.PatchSentAt.IsZero() {
+		r.PatchSentAt = p.cfg.Now().UTC()
+	}
+	r.Until, r.WaitingFor = r.PatchSentAt.Add(p.cfg.ImportTimeout), waitingForImport(r)
+	r.BlockedSince = time.Time{}
+}
+
+// lostUploads returns the open values whose uploads the server no longer
+// has.
+func (p *Pipeline) lostUploads(ctx context.Context, img *state.Image) ([]int, error) {
+	var lost []int
+	for i, v := range img.Values {
+		if v.Confirmed {
+			continue
+		}
+		for _, u := range v.Uploads {
+			_, err := p.api.Upload(ctx, img.Uploads[u].PK)
+			if gcapi.IsNotFound(err) {
+				lost = append(lost, i)
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("check upload %s of %s: %w", img.Uploads[u].PK, v.Interface, err)
+			}
+		}
+	}
+	return lost, nil
 }
 
 // stepReattach reconciles an item whose PATCH may or may not have reached
@@ -60,7 +109,7 @@ func (p *Pipeline) stepReattach(ctx context.Context, img *state.Image) error {
 		return err
 	}
 	if arrived(img, it) {
-		return p.save(img, func(r *state.Image) { r.State = state.Importing })
+		return p.save(img, func(r *state.Image) { p.toImporting(r) })
 	}
 	var pending []state.Upload
 	for _, v := range img.Values {
@@ -142,7 +191,7 @@ func (p *Pipeline) confirmValues(ctx context.Context, img *state.Image, w Watch,
 	}
 	if all {
 		img.Values = values
-		return true, p.markDone(ctx, img, w, imageURL(it, w.Interface))
+		return true, p.markDone(ctx, img, w, imageURL(it, mainInterface(img, w)))
 	}
 	if changed {
 		return false, p.save(img, func(r *state.Image) { r.Values = values })
@@ -165,12 +214,15 @@ func (p *Pipeline) patchArrived(ctx context.Context, img *state.Image, uploads [
 		if se.Status == gcapi.SessionFailed {
 			return true, &importError{msg: "the server could not import " + what + ": " + se.ErrorMessage}
 		}
-		return true, p.save(img, func(r *state.Image) { r.State, r.SessionPK = state.Importing, se.PK })
+		return true, p.save(img, func(r *state.Image) { p.toImporting(r); r.SessionPK = se.PK })
 	}
 	for _, u := range uploads {
 		cur, err := p.api.Upload(ctx, u.PK)
 		if gcapi.IsNotFound(err) {
-			return true, p.save(img, func(r *state.Image) { r.State = state.Importing })
+			// Consumed by an import, or expired: importing's deadline
+			// tells which (deadline in poll.go) and sends it again if it
+			// expired.
+			return true, p.save(img, func(r *state.Image) { p.toImporting(r) })
 		}
 		if err != nil {
 			return false, fmt.Errorf("check upload %s: %w", u.PK, err)
@@ -192,9 +244,12 @@ func (p *Pipeline) findSession(ctx context.Context, img *state.Image) (*gcapi.Up
 		}
 		return se, nil
 	}
-	sessions, err := p.api.UploadSessions(ctx)
+	// A listing begun after the image's last commit (which followed any
+	// PATCH attempt's answer) and after this run began (so after any
+	// crash) shows a session that PATCH made.
+	sessions, err := p.sessionList(ctx, maxTime(img.Updated, p.started))
 	if err != nil {
-		return nil, fmt.Errorf("list upload sessions: %w", err)
+		return nil, err
 	}
 	ours := map[string]bool{}
 	for _, u := range img.Uploads {
@@ -208,4 +263,16 @@ func (p *Pipeline) findSession(ctx context.Context, img *state.Image) (*gcapi.Up
 		}
 	}
 	return nil, nil
+}
+
+// mainInterface is the interface of the image's main image value, fixed
+// when its values were planned (the watch's interface may have changed
+// since).
+func mainInterface(img *state.Image, w Watch) string {
+	for _, v := range img.Values {
+		if v.Kind == state.ValueImage && v.Interface != "" {
+			return v.Interface
+		}
+	}
+	return w.Interface
 }

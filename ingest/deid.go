@@ -106,7 +106,7 @@ func (p *Pipeline) deidentifies(ctx context.Context, img *state.Image, w Watch) 
 	if w.Deidentify {
 		return true, nil
 	}
-	s, err := p.socket(ctx, w.Interface)
+	s, err := p.socket(ctx, mainInterface(img, w))
 	if err != nil {
 		return false, err
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest/group"
@@ -69,7 +71,7 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
-	ar, err := p.archive(ctx, w.Archive)
+	ar, err := p.archive(ctx, p.archiveSlug(img, w))
 	if err != nil {
 		return err
 	}
@@ -83,7 +85,12 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 	open := 0
 	for i := range values {
 		v := &values[i]
-		v.Prev, v.Confirmed = valueNow(it, v), false
+		if v.Confirmed {
+			// Landed in an earlier attempt (its other values' uploads
+			// were sent again): ours, not a value to refuse.
+			continue
+		}
+		v.Prev = valueNow(it, v)
 		switch {
 		case v.Prev == "":
 		case w.Replace, group.IsDICOMKey(img.Key) && !img.TargetItem:
@@ -109,22 +116,7 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		}
 	}
 	if open == 0 {
-		p.log.Info("identical item already in the archive; not sending it again", "id", img.ID, "item", it.PK, "title", img.Title)
-		joined := false
-		err := p.save(img, func(r *state.Image) {
-			if joined = len(r.Joined) > 0; joined {
-				return // a file joined the group: plan again first
-			}
-			r.Uploads, r.Values = uploads, values
-			r.ItemPK, r.ImageURL = it.PK, imageURL(it, w.Interface)
-			r.ImagePK = lastSegment(r.ImageURL)
-			r.State = state.Duplicate
-			r.LastError = fmt.Sprintf("item %s with title %q already holds %s", it.PK, img.Title, describeValues(values))
-		})
-		if err == nil && joined {
-			return p.backToPending(ctx, img, "a file that joined "+img.Key)
-		}
-		return err
+		return p.markDuplicate(ctx, img, w, it, uploads, values)
 	}
 	intent := img.ItemIntentAt
 	joined := false
@@ -143,6 +135,125 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		return p.backToPending(ctx, img, "a file that joined "+img.Key)
 	}
 	return p.sendPatch(ctx, img, w)
+}
+
+// markDuplicate records that the item it already holds every value of img.
+func (p *Pipeline) markDuplicate(ctx context.Context, img *state.Image, w Watch, it *gcapi.ArchiveItem, uploads []state.Upload, values []state.Value) error {
+	p.log.Info("identical item already in the archive; not sending it again", "id", img.ID, "item", it.PK, "title", img.Title)
+	joined := false
+	err := p.save(img, func(r *state.Image) {
+		if joined = len(r.Joined) > 0; joined {
+			return // a file joined the group: plan again first
+		}
+		r.Uploads, r.Values = uploads, values
+		r.ItemPK, r.ImageURL = it.PK, imageURL(it, mainInterface(img, w))
+		r.ImagePK = lastSegment(r.ImageURL)
+		r.State = state.Duplicate
+		r.WaitingFor, r.Until = "", time.Time{}
+		r.LastError = fmt.Sprintf("item %s with title %q already holds %s", it.PK, img.Title, describeValues(values))
+	})
+	if err == nil && joined {
+		return p.backToPending(ctx, img, "a file that joined "+img.Key)
+	}
+	return err
+}
+
+// alreadyInArchive recognises, before anything is uploaded, an image whose
+// item (same title, and the title carries the content's hash) already
+// holds every value: after the state file was lost, say. It is marked a
+// duplicate and reports true. The lookup is in the archive's title index,
+// listed once per run, so new images cost no request.
+func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool, error) {
+	w, err := p.watchOf(img)
+	if err != nil {
+		return false, err
+	}
+	if img.TargetItem || img.ItemPK != "" {
+		return false, nil
+	}
+	for _, u := range img.Uploads {
+		if u.PK != "" || u.Completed {
+			return false, nil // under way: its item step reconciles
+		}
+	}
+	if pk, err := p.heldBy(img); err != nil || pk != "" {
+		if err != nil {
+			return false, err
+		}
+		// Every file is in an item we landed, under another grouping
+		// (the watch's group changed, files kept): not sent again.
+		p.log.Info("files already in the archive; not sending them again", "id", img.ID, "item", pk)
+		return true, p.save(img, func(r *state.Image) {
+			r.ItemPK, r.State = pk, state.Duplicate
+			r.WaitingFor, r.Until = "", time.Time{}
+			r.LastError = fmt.Sprintf("archive item %s already holds these files (sent as part of another image); not sent again", pk)
+		})
+	}
+	if w.Replace || img.Title == "" || !strings.Contains(cmp.Or(w.Title, DefaultTitle), "{hash}") || group.IsDICOMKey(img.Key) {
+		// The title says nothing about the content: a DICOM series' title
+		// is keyed by the series, so that late slices join its item.
+		return false, nil
+	}
+	ar, err := p.archive(ctx, p.archiveSlug(img, w))
+	if err != nil {
+		return false, err
+	}
+	it, err := p.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
+	if err != nil || it == nil {
+		return false, err
+	}
+	values := state.CloneValues(img.Values)
+	for i := range values {
+		v := &values[i]
+		if v.Prev = valueNow(it, v); v.Prev == "" {
+			return false, nil // not all there: sent, and joined to this item
+		}
+		v.Confirmed = true
+	}
+	return true, p.markDuplicate(ctx, img, w, it, cloneUploads(img.Uploads), values)
+}
+
+// heldBy returns the item that holds every file of img (same watch, same
+// relative path, same content), sent by an earlier record of this state
+// file that landed, or "". The records that landed are read once per run.
+func (p *Pipeline) heldBy(img *state.Image) (string, error) {
+	p.heldMu.Lock()
+	defer p.heldMu.Unlock()
+	if p.held == nil {
+		landed, err := p.store.List(state.Done, state.Finished)
+		if err != nil {
+			return "", fmt.Errorf("list images already sent: %w", err)
+		}
+		p.held = map[string]string{}
+		for i := range landed {
+			p.holdLocked(&landed[i])
+		}
+	}
+	pk := ""
+	for _, f := range img.Files {
+		got := p.held[heldKey(img.Watch, f)]
+		if got == "" || (pk != "" && got != pk) || f.SHA256 == "" {
+			return "", nil
+		}
+		pk = got
+	}
+	return pk, nil
+}
+
+// holdLocked notes the files of an image that landed. p.heldMu is held.
+func (p *Pipeline) holdLocked(img *state.Image) {
+	if p.held == nil || img.ItemPK == "" {
+		return
+	}
+	for _, f := range img.Files {
+		if f.SHA256 != "" {
+			p.held[heldKey(img.Watch, f)] = img.ItemPK
+		}
+	}
+}
+
+func heldKey(watch string, f state.File) string {
+	return watch + "\x00" + f.Rel + "\x00" + f.SHA256
 }
 
 // describeValues names the values for a message: "an image for ct-image"
@@ -166,6 +277,7 @@ func describeValues(values []state.Value) string {
 func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Watch, ar *gcapi.Archive) (*gcapi.ArchiveItem, error) {
 	var it *gcapi.ArchiveItem
 	var err error
+	title := normalizeTitle(img.Title)
 	switch {
 	case img.ItemPK != "":
 		it, err = p.api.ArchiveItem(ctx, img.ItemPK)
@@ -176,27 +288,117 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 			return nil, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
 		}
 		if img.TargetItem && it.Archive != "" && it.Archive != ar.APIURL {
-			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, img.ItemPK, w.Archive)
+			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, img.ItemPK, p.archiveSlug(img, w))
 		}
 		return it, nil
-	case img.ItemIntentAt.Before(p.started) || img.Attempts > 0:
-		// A create may have happened without us hearing of it.
-		if it, err = p.api.ArchiveItemByTitle(ctx, ar.PK, img.Title); err != nil {
-			return nil, fmt.Errorf("find archive item %q: %w", img.Title, err)
+	case img.ItemIntentAt.Before(p.started) || img.Created.Before(p.started) || img.Attempts > 0:
+		// A create may have happened without us hearing of it. In an
+		// earlier run (the process died): any listing of this run shows
+		// it, so one listing serves every image recovered. In this run
+		// (an earlier attempt failed): a listing begun after the image's
+		// last commit, which followed that attempt.
+		after := p.started
+		if img.Attempts > 0 {
+			after = maxTime(after, img.Updated)
+		}
+		if it, err = p.itemByTitle(ctx, ar, title, after); err != nil {
+			return nil, err
 		}
 		if it != nil {
 			return it, nil
 		}
 	}
-	it, err = p.api.CreateArchiveItem(ctx, ar.APIURL, img.Title)
+	it, err = p.api.CreateArchiveItem(ctx, ar.APIURL, title)
 	if gcapi.IsTitleConflict(err) {
-		it, err = p.api.ArchiveItemByTitle(ctx, ar.PK, img.Title)
+		it, err = p.itemByTitle(ctx, ar, title, p.cfg.Now())
 		if err == nil && it == nil {
 			err = fmt.Errorf("the title is taken but no item with it is visible")
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create archive item %q: %w", img.Title, err)
+		return nil, fmt.Errorf("create archive item %q: %w", title, err)
+	}
+	p.index(ar.PK).add(it.Title, it.PK)
+	return it, nil
+}
+
+// archiveSlug is the archive img goes to: the one recorded with it, or,
+// for records from before archives were recorded, the watch's.
+func (p *Pipeline) archiveSlug(img *state.Image, w Watch) string {
+	return cmp.Or(img.Archive, w.Archive)
+}
+
+// titleIndex maps the titles of one archive's items to their pks, from one
+// listing of the archive shared by every image: a restart with hundreds of
+// images in flight lists the archive once, not once per image.
+type titleIndex struct {
+	mu    sync.Mutex // held while listing, so concurrent lookups share one listing
+	at    time.Time  // when the last listing began; zero: never listed
+	pks   map[string]string
+	items map[string]*gcapi.ArchiveItem // by pk, as the last listing showed them
+}
+
+func (x *titleIndex) add(title, pk string) {
+	x.mu.Lock()
+	if x.pks != nil {
+		x.pks[title] = pk
+	}
+	x.mu.Unlock()
+}
+
+func (p *Pipeline) index(archivePK string) *titleIndex {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	x := p.titles[archivePK]
+	if x == nil {
+		x = &titleIndex{}
+		p.titles[archivePK] = x
+	}
+	return x
+}
+
+// listArchive lists the archive into x unless x's last listing began
+// after after. x.mu is held.
+func (p *Pipeline) listArchive(ctx context.Context, x *titleIndex, ar *gcapi.Archive, after time.Time) error {
+	if x.at.After(after) {
+		return nil
+	}
+	began := p.cfg.Now()
+	items, err := p.api.ArchiveItems(ctx, ar.PK)
+	if err != nil {
+		return err
+	}
+	x.pks = make(map[string]string, len(items))
+	x.items = make(map[string]*gcapi.ArchiveItem, len(items))
+	for i := range items {
+		x.pks[items[i].Title] = items[i].PK
+		x.items[items[i].PK] = &items[i]
+	}
+	x.at = began
+	return nil
+}
+
+// itemByTitle returns the archive's item with that title, or nil, from a
+// listing begun after after (listing the archive again when the index is
+// older), and then gets the item itself, so its values are current.
+func (p *Pipeline) itemByTitle(ctx context.Context, ar *gcapi.Archive, title string, after time.Time) (*gcapi.ArchiveItem, error) {
+	x := p.index(ar.PK)
+	x.mu.Lock()
+	if err := p.listArchive(ctx, x, ar, after); err != nil {
+		x.mu.Unlock()
+		return nil, fmt.Errorf("find archive item %q: %w", title, err)
+	}
+	pk := x.pks[title]
+	x.mu.Unlock()
+	if pk == "" {
+		return nil, nil
+	}
+	it, err := p.api.ArchiveItem(ctx, pk)
+	if gcapi.IsNotFound(err) {
+		return nil, nil // deleted since the listing
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get archive item %s (%q): %w", pk, title, err)
 	}
 	return it, nil
 }

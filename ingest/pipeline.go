@@ -28,7 +28,7 @@ type Store interface {
 type API interface {
 	ArchiveBySlug(ctx context.Context, slug string) (*gcapi.Archive, error)
 	InterfaceBySlug(ctx context.Context, slug string) (*gcapi.Interface, error)
-	ArchiveItemByTitle(ctx context.Context, archivePK, title string) (*gcapi.ArchiveItem, error)
+	ArchiveItems(ctx context.Context, archivePK string) ([]gcapi.ArchiveItem, error)
 	ArchiveItem(ctx context.Context, pk string) (*gcapi.ArchiveItem, error)
 	CreateArchiveItem(ctx context.Context, archiveAPIURL, title string) (*gcapi.ArchiveItem, error)
 	UpdateArchiveItem(ctx context.Context, pk string, values []gcapi.ValueUpdate) (*gcapi.ArchiveItem, error)
@@ -51,8 +51,13 @@ type PipelineConfig struct {
 	PollInterval  time.Duration // first wait before polling an import; default 1s
 	PollMax       time.Duration // longest wait between import polls; default 30s
 	ImportTimeout time.Duration // after this, a still-running import is reported in LastError; default 3h
-	RetryBase     time.Duration // first backoff after a transient error; default 5s
-	RetryMax      time.Duration // longest backoff; default 10m
+	// QuotaTimeout is how long an image may stay blocked by the upload
+	// quota before it fails, naming its size: by then every upload the
+	// account had when it was first blocked has expired (24 h), so what
+	// still fills the quota is the image itself. Default 25h.
+	QuotaTimeout time.Duration
+	RetryBase    time.Duration // first backoff after a transient error; default 5s
+	RetryMax     time.Duration // longest backoff; default 10m
 
 	Now func() time.Time // the clock; default time.Now
 
@@ -87,6 +92,9 @@ func (c *PipelineConfig) applyDefaults() {
 	if c.ImportTimeout <= 0 {
 		c.ImportTimeout = 3 * time.Hour
 	}
+	if c.QuotaTimeout <= 0 {
+		c.QuotaTimeout = 25 * time.Hour
+	}
 	if c.RetryBase <= 0 {
 		c.RetryBase = 5 * time.Second
 	}
@@ -112,10 +120,21 @@ type Pipeline struct {
 	waiting  map[uint64]time.Time // due later (retries, import polls)
 	active   map[uint64]*progress // being worked on
 	polls    map[uint64]int       // import polls so far, for the backoff
+	looked   map[uint64]time.Time // when each importing image's item was last looked at
 	running  bool
 	started  time.Time // when Run began: uploads created before it may be ours and unrecorded
 	stopErr  error     // a state write failed: no new work is taken
 	archives map[string]*gcapi.Archive
+	titles   map[string]*titleIndex // by archive pk
+	// held maps watch, file and content to the item pk of images that
+	// landed (heldBy); nil until read. heldMu guards it.
+	heldMu sync.Mutex
+	held   map[string]string
+	// The last listing of upload sessions, shared (sessionList); sessMu
+	// is held while listing, so waiting images share one listing.
+	sessMu   sync.Mutex
+	sessAt   time.Time
+	sessions []gcapi.UploadSession
 	sockets  map[string]*gcapi.Interface // by slug, asked once per run
 	created  map[uint64][]string         // upload pks this process created, by image, until it settles
 	// recovering holds the unfinished images found at start that have not
@@ -145,7 +164,9 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		waiting:    map[uint64]time.Time{},
 		active:     map[uint64]*progress{},
 		polls:      map[uint64]int{},
+		looked:     map[uint64]time.Time{},
 		archives:   map[string]*gcapi.Archive{},
+		titles:     map[string]*titleIndex{},
 		sockets:    map[string]*gcapi.Interface{},
 		created:    map[uint64][]string{},
 		recovering: map[uint64]bool{},
@@ -216,7 +237,7 @@ func (p *Pipeline) Submit(ctx context.Context, g Group) error {
 	default:
 		return fmt.Errorf("submit %s: groups of kind %q are not handled by the pipeline yet", g.Key, g.Kind)
 	}
-	img := &state.Image{Watch: g.Watch, Key: g.Key, Kind: string(g.Kind), State: state.Pending}
+	img := &state.Image{Watch: g.Watch, Key: g.Key, Kind: string(g.Kind), State: state.Pending, Archive: p.watches[g.Watch].Archive}
 	for _, f := range g.Files {
 		img.Files = append(img.Files, state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime.UTC()})
 	}

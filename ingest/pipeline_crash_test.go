@@ -60,8 +60,8 @@ func call[T any](c *crasher, f func() (T, error)) (T, error) {
 	return v, err
 }
 
-func (a crashAPI) ArchiveItemByTitle(ctx context.Context, ar, title string) (*gcapi.ArchiveItem, error) {
-	return call(a.c, func() (*gcapi.ArchiveItem, error) { return a.API.ArchiveItemByTitle(ctx, ar, title) })
+func (a crashAPI) ArchiveItems(ctx context.Context, ar string) ([]gcapi.ArchiveItem, error) {
+	return call(a.c, func() ([]gcapi.ArchiveItem, error) { return a.API.ArchiveItems(ctx, ar) })
 }
 func (a crashAPI) InterfaceBySlug(ctx context.Context, slug string) (*gcapi.Interface, error) {
 	return call(a.c, func() (*gcapi.Interface, error) { return a.API.InterfaceBySlug(ctx, slug) })

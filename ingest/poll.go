@@ -3,19 +3,74 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/state"
 )
 
+// maxResend is how often an image's uploads are sent again after the
+// server lost them (expired before an import took them) before the image
+// fails: once heals an agent stopped for a day, twice one stopped again
+// before the import; more would be a loop (uploads consumed by an import
+// whose failure we could not read look the same).
+const maxResend = 2
+
+// maxImportWaits bounds the wait for an import the server reports still
+// running, in ImportTimeouts: a session stuck for a day is not coming.
+const maxImportWaits = 8
+
 // stepPoll looks once at an importing item: done when it shows every
-// value; otherwise the next look is scheduled.
+// value. Otherwise each image value's outcome is read from its upload
+// session, and past the image's deadline (Until) the agent goes back to the
+// server's truth (deadline).
 func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	_, done, err := p.look(ctx, img)
 	if err != nil || done {
 		return err
 	}
-	return p.pollMore(ctx, img)
+	p.mu.Lock()
+	n := p.polls[img.ID]
+	p.polls[img.ID] = n + 1
+	p.mu.Unlock()
+	// Capture sessions early, while they still name our uploads; after
+	// that only now and then: a session whose build is over names none.
+	building, err := p.readSessions(ctx, img, n < 3 || n%10 == 9)
+	if err != nil {
+		return err
+	}
+	now := p.cfg.Now()
+	if img.Until.IsZero() {
+		// A record from before deadlines were kept.
+		until := img.PatchSentAt.Add(p.cfg.ImportTimeout)
+		if err := p.save(img, func(r *state.Image) { r.Until, r.WaitingFor = until, waitingForImport(r) }); err != nil {
+			return err
+		}
+	}
+	if now.After(img.Until) {
+		return p.deadline(ctx, img, building)
+	}
+	p.mu.Lock()
+	many := len(p.polls) >= listFrom
+	p.mu.Unlock()
+	if many {
+		// One listing per cycle serves every importing image: a short,
+		// fixed cycle sees each import finish within one cycle.
+		return &waitError{at: now.Add(p.cfg.PollInterval)}
+	}
+	return &waitError{at: now.Add(p.pollWait(n))}
+}
+
+// waitingForImport says what an importing image waits for, for status.
+func waitingForImport(img *state.Image) string {
+	var open []string
+	for _, v := range img.Values {
+		if !v.Confirmed {
+			open = append(open, v.Interface)
+		}
+	}
+	return "the server to attach " + strings.Join(open, ", ") + " to archive item " + img.ItemPK
 }
 
 // look gets the item and confirms the values it shows (confirmValues); done
@@ -25,48 +80,238 @@ func (p *Pipeline) look(ctx context.Context, img *state.Image) (it *gcapi.Archiv
 	if err != nil {
 		return nil, false, err
 	}
-	it, err = p.api.ArchiveItem(ctx, img.ItemPK)
-	if err != nil {
-		return nil, false, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
+	if it, err = p.itemNow(ctx, img, w); err != nil {
+		return nil, false, err
 	}
 	done, err = p.confirmValues(ctx, img, w, it)
 	return it, done, err
 }
 
-// pollMore checks, now and then, whether an import of the image's uploads
-// failed, notes an import that takes very long, and schedules the next look.
-func (p *Pipeline) pollMore(ctx context.Context, img *state.Image) error {
+// listFrom is how many images must be importing at once before their items
+// are read from one listing of the archive per poll cycle instead of one
+// GET each: below it a GET per image is cheaper than listing an archive.
+const listFrom = 16
+
+// itemNow returns the image's item as the server shows it after the
+// image's last look: from the archive's listing when many images import
+// at once (one listing per cycle serves them all), else by its pk.
+func (p *Pipeline) itemNow(ctx context.Context, img *state.Image, w Watch) (*gcapi.ArchiveItem, error) {
 	p.mu.Lock()
-	n := p.polls[img.ID]
-	p.polls[img.ID] = n + 1
+	many := len(p.polls) >= listFrom
+	last := p.looked[img.ID]
+	p.looked[img.ID] = p.cfg.Now()
 	p.mu.Unlock()
-	// Listing sessions is costly (all of them, every page): only once an
-	// import takes a while, and then every third look.
-	if img.SessionPK != "" || (n >= 2 && n%3 == 2) {
-		se, err := p.findSession(ctx, img)
+	if many && img.State == state.Importing {
+		ar, err := p.archive(ctx, p.archiveSlug(img, w))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if se != nil {
-			if se.Status == gcapi.SessionFailed {
-				return &importError{msg: "the server could not import the image: " + se.ErrorMessage}
+		x := p.index(ar.PK)
+		x.mu.Lock()
+		err = p.listArchive(ctx, x, ar, maxTime(last, img.PatchSentAt))
+		it := x.items[img.ItemPK]
+		x.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("list archive %s: %w", ar.PK, err)
+		}
+		if it != nil {
+			return it, nil
+		}
+	}
+	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+	if err != nil {
+		return nil, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
+	}
+	return it, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// readSessions links each open image value to the upload session importing
+// it (capture: only the session list, while the session still names our
+// uploads, tells which it is) and reads the linked ones: a Failed session is
+// the image's permanent failure, with the server's message. It returns the
+// interfaces whose import is still running on the server.
+func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture bool) (building []string, err error) {
+	values := state.CloneValues(img.Values)
+	ours := map[string]int{} // upload pk → value index
+	for i := range values {
+		v := &values[i]
+		if v.Confirmed || v.Kind != state.ValueImage {
+			continue
+		}
+		if v.SessionPK == "" && img.SessionPK != "" && len(values) == 1 {
+			v.SessionPK = img.SessionPK // a record from before sessions were kept per value
+		}
+		if v.SessionPK != "" {
+			continue
+		}
+		for _, u := range v.Uploads {
+			if pk := img.Uploads[u].PK; pk != "" {
+				ours[pk] = i
 			}
-			if img.SessionPK == "" {
-				if err := p.save(img, func(r *state.Image) { r.SessionPK = se.PK }); err != nil {
-					return err
+		}
+	}
+	changed := false
+	if capture && len(ours) > 0 {
+		// Begun after the last commit, which followed the PATCH's answer.
+		sessions, err := p.sessionList(ctx, img.Updated)
+		if err != nil {
+			return nil, err
+		}
+		for _, se := range sessions {
+			for _, pk := range se.UserUploads {
+				if i, ok := ours[pk]; ok && values[i].SessionPK == "" {
+					values[i].SessionPK, changed = se.PK, true
 				}
 			}
 		}
 	}
-	now := p.cfg.Now()
-	if now.Sub(img.PatchSentAt) > p.cfg.ImportTimeout && img.LastError == "" {
-		msg := fmt.Sprintf("the import has not finished %s after the uploads were attached; still waiting", p.cfg.ImportTimeout)
-		p.log.Warn(msg, "id", img.ID, "item", img.ItemPK)
-		if err := p.save(img, func(r *state.Image) { r.LastError = msg }); err != nil {
-			return err
+	for i := range values {
+		v := &values[i]
+		if v.Confirmed || v.SessionPK == "" {
+			continue
+		}
+		se, err := p.api.UploadSession(ctx, v.SessionPK)
+		if err != nil {
+			return nil, fmt.Errorf("get upload session %s of %s: %w", v.SessionPK, v.Interface, err)
+		}
+		switch se.Status {
+		case gcapi.SessionFailed, gcapi.SessionCancelled:
+			return nil, &importError{msg: fmt.Sprintf("the server could not import the image for %s (upload session %s): %s",
+				v.Interface, se.PK, se.ErrorMessage)}
+		default:
+			// Queued, started, or Succeeded with the image not yet linked
+			// to the item (the linked task runs after the build).
+			building = append(building, v.Interface)
 		}
 	}
-	return &waitError{at: now.Add(p.pollWait(n))}
+	if changed {
+		if err := p.save(img, func(r *state.Image) { r.Values = values }); err != nil {
+			return nil, err
+		}
+	}
+	return building, nil
+}
+
+// sessionList is the account's upload sessions from a listing begun after
+// after, shared by every image that needs one: each importing image needs
+// the list once it has sent its PATCH, and one listing serves all that had.
+func (p *Pipeline) sessionList(ctx context.Context, after time.Time) ([]gcapi.UploadSession, error) {
+	p.sessMu.Lock()
+	defer p.sessMu.Unlock()
+	if !p.sessAt.After(after) {
+		began := p.cfg.Now()
+		sessions, err := p.api.UploadSessions(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list upload sessions: %w", err)
+		}
+		p.sessions, p.sessAt = sessions, began
+	}
+	return p.sessions, nil
+}
+
+// deadline goes back to the server's truth once an import took longer than
+// ImportTimeout: a value whose session is still running waits another
+// ImportTimeout; one whose uploads are gone (expired before an import took
+// them) is sent again to the same item; one whose uploads are still there,
+// unconsumed, was refused by the server with only a notification (a file
+// copy that failed): the image fails, saying where to look.
+func (p *Pipeline) deadline(ctx context.Context, img *state.Image, building []string) error {
+	if _, err := p.readSessions(ctx, img, true); err != nil {
+		return err // a session found now may have failed
+	}
+	var lost []int
+	var unattached []string
+	for i, v := range img.Values {
+		if v.Confirmed || v.SessionPK != "" {
+			continue
+		}
+		if v.Kind == state.ValueJSON {
+			unattached = append(unattached, v.Interface)
+			continue
+		}
+		gone := false
+		for _, u := range v.Uploads {
+			_, err := p.api.Upload(ctx, img.Uploads[u].PK)
+			if gcapi.IsNotFound(err) {
+				gone = true
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("check upload %s of %s: %w", img.Uploads[u].PK, v.Interface, err)
+			}
+		}
+		if gone {
+			lost = append(lost, i)
+		} else {
+			unattached = append(unattached, v.Interface)
+		}
+	}
+	due := img.PatchSentAt.Add(p.cfg.ImportTimeout)
+	switch {
+	case p.cfg.Now().Before(due) && (len(unattached) > 0 || len(lost) > 0):
+		// Looked at early (gcingest retry): an import may still take
+		// these; wait for the real deadline before judging.
+		return p.save(img, func(r *state.Image) { r.Until = due })
+	case len(unattached) > 0:
+		return &importError{msg: fmt.Sprintf("%s not attached to archive item %s %s after the uploads were sent; "+
+			"the server refused it without an error we can read: see your notifications on Grand Challenge",
+			strings.Join(unattached, ", "), img.ItemPK, p.cfg.ImportTimeout)}
+	case len(lost) > 0 && img.Resent >= maxResend:
+		var names []string
+		for _, i := range lost {
+			names = append(names, img.Values[i].Interface)
+		}
+		return &importError{msg: fmt.Sprintf("%s not attached to archive item %s: its uploads are gone and sending them "+
+			"again %d times did not help; see your notifications on Grand Challenge", strings.Join(names, ", "), img.ItemPK, img.Resent)}
+	case len(lost) > 0:
+		return p.resend(img, lost, "its uploads are gone from the server before an import took them (expired)")
+	}
+	if limit := maxImportWaits * p.cfg.ImportTimeout; p.cfg.Now().Sub(img.PatchSentAt) > limit {
+		return &importError{msg: fmt.Sprintf("the server's import of %s has not finished %s after the uploads were attached "+
+			"(archive item %s); ask the Grand Challenge admins about it, then gcingest retry", strings.Join(building, ", "), limit, img.ItemPK)}
+	}
+	until := p.cfg.Now().Add(p.cfg.ImportTimeout)
+	p.log.Warn("import still running on the server; waiting longer", "id", img.ID, "item", img.ItemPK, "values", building)
+	if err := p.save(img, func(r *state.Image) {
+		r.Until = until
+		r.WaitingFor = "the server's import of " + strings.Join(building, ", ") + " (still running)"
+		r.LastError = fmt.Sprintf("the import has not finished %s after the uploads were attached; still waiting", p.cfg.ImportTimeout)
+	}); err != nil {
+		return err
+	}
+	return &waitError{at: p.cfg.Now().Add(p.cfg.PollMax)}
+}
+
+// resend sends the uploads of the given values again, to the same item:
+// the server lost them (expired after 24 h) before an import took them.
+// The item pk is kept; values already on the item stay confirmed.
+func (p *Pipeline) resend(img *state.Image, lost []int, why string) error {
+	p.log.Warn("sending uploads again", "id", img.ID, "item", img.ItemPK, "why", why)
+	p.mu.Lock()
+	delete(p.polls, img.ID)
+	p.mu.Unlock()
+	return p.save(img, func(r *state.Image) {
+		for _, i := range lost {
+			v := &r.Values[i]
+			v.SessionPK, v.Confirmed = "", false
+			for _, u := range v.Uploads {
+				up := &r.Uploads[u]
+				up.IntentAt, up.PK, up.S3UploadID, up.APIURL = time.Time{}, "", "", ""
+				up.Created, up.Parts, up.Completed = time.Time{}, nil, false
+			}
+		}
+		r.SessionPK = ""
+		r.State, r.Resent = state.Uploading, r.Resent+1
+		r.PatchSentAt, r.Until, r.WaitingFor = time.Time{}, time.Time{}, ""
+		r.LastError = why + "; sent again to archive item " + r.ItemPK
+	})
 }
 
 // markDone records the imported image. The after-upload action comes
@@ -77,6 +322,7 @@ func (p *Pipeline) pollMore(ctx context.Context, img *state.Image) error {
 func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imageURL string) error {
 	p.mu.Lock()
 	delete(p.polls, img.ID)
+	delete(p.looked, img.ID)
 	delete(p.created, img.ID)
 	p.mu.Unlock()
 	movedTo, actErr := afterAction(ctx, img, w)
@@ -90,6 +336,7 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 		}
 		r.State, r.ImageURL, r.ImagePK = state.Done, imageURL, lastSegment(imageURL)
 		r.LastError, r.Attempts = "", 0
+		r.WaitingFor, r.Until = "", time.Time{}
 		if actErr == nil {
 			r.State, r.ActionDone, r.MovedTo, r.Finished = state.Finished, true, movedTo, p.cfg.Now().UTC()
 		}
@@ -97,6 +344,9 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 	if err != nil {
 		return err
 	}
+	p.heldMu.Lock()
+	p.holdLocked(img)
+	p.heldMu.Unlock()
 	// One line per finished image says where its files went.
 	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, actErr))
 	if p.cfg.Progress != nil {

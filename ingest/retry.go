@@ -17,10 +17,12 @@ type RetryStore interface {
 	List(states ...state.State) ([]state.Image, error)
 }
 
-// Retry sends the given failed (or retrying) items through the pipeline
+// Retry sends the given failed or waiting items through the pipeline
 // again, on the state file alone: files moved to failed_dir go back where
 // they were found, and a failed item starts over from pending (keeping its
-// item pk, if any); a retrying one is tried again now from where it was.
+// item pk, if any); a retrying one is tried again now from where it was,
+// and an importing one looks at the server's truth now instead of at its
+// deadline.
 // It returns the IDs it changed. A running pipeline queues them
 // (Pipeline.Retry); while no agent runs, the next run finds them
 // unfinished. log may be nil.
@@ -104,11 +106,32 @@ func retryOne(store RetryStore, id uint64, busy func(uint64) bool, log *slog.Log
 	if err != nil {
 		return err
 	}
-	if img.State != state.Failed && img.State != state.Retrying {
-		return fmt.Errorf("retry image %d: it is %s, not failed", id, img.State)
+	if img.State == state.Finished || img.State == state.Done || img.State == state.Duplicate {
+		return fmt.Errorf("retry image %d: it is %s; nothing to retry", id, img.State)
 	}
 	if busy != nil && busy(id) {
 		return fmt.Errorf("retry image %d: it is being worked on", id)
+	}
+	if img.State != state.Failed && img.State != state.Retrying {
+		// Waiting (an import, a deadline): cut the wait short. The next
+		// look goes back to the server's truth at once (deadline in
+		// poll.go) and resumes, sends again or fails with the reason.
+		// Nothing recorded is forgotten, so nothing is sent twice.
+		_, err = store.Update(id, func(r *state.Image) error {
+			if r.State != img.State {
+				return fmt.Errorf("retry image %d: it is %s now", id, r.State)
+			}
+			r.NextAttempt = time.Time{}
+			if r.State == state.Importing {
+				r.Until = time.Unix(1, 0).UTC()
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		log.Info("image looked at again now", "id", id, "key", img.Key, "state", img.State)
+		return nil
 	}
 	if img.State == state.Retrying {
 		// Only the wait is cut short. Its progress (upload pks and parts,
@@ -144,6 +167,7 @@ func retryOne(store RetryStore, id uint64, busy func(uint64) bool, log *slog.Log
 		r.ActionDone, r.MovedTo = false, ""
 		r.Uploads, r.Values = nil, nil
 		r.PatchSentAt, r.SessionPK = time.Time{}, ""
+		r.WaitingFor, r.Until, r.Resent = "", time.Time{}, 0
 		return nil
 	})
 	if err != nil {

@@ -1,6 +1,8 @@
 package ingest
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,7 +81,10 @@ func (p *Pipeline) process(ctx context.Context, id uint64) {
 		case state.Pending:
 			err = p.stepHash(ctx, &img)
 		case state.Uploading:
-			err = p.stepUpload(ctx, &img)
+			var known bool
+			if known, err = p.alreadyInArchive(ctx, &img); err == nil && !known {
+				err = p.stepUpload(ctx, &img)
+			}
 		case state.Uploaded, state.Item:
 			err = p.stepItem(ctx, &img)
 		case state.Attaching:
@@ -103,6 +108,10 @@ func (p *Pipeline) process(ctx context.Context, id uint64) {
 			}
 			err = p.save(&img, func(r *state.Image) {
 				r.State, r.RetryFrom, r.NextAttempt = r.RetryFrom, "", time.Time{}
+				r.WaitingFor, r.Until = "", time.Time{}
+				if r.State == state.Importing {
+					p.toImporting(r)
+				}
 				if r.State == "" {
 					r.State = state.Pending
 				}
@@ -154,15 +163,24 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		p.enqueue(img.ID, next)
 		return
 	}
+	blockedSince := time.Time{}
+	if isQuota(err) {
+		blockedSince = cmp.Or(img.BlockedSince, p.cfg.Now().UTC())
+		if p.cfg.Now().Sub(blockedSince) > p.cfg.QuotaTimeout {
+			err = p.quotaFailure(img, err)
+		}
+	}
 	if permanent(err) {
 		log.Error("image failed", "err", err)
 		p.mu.Lock()
 		delete(p.polls, img.ID)
+		delete(p.looked, img.ID)
 		delete(p.created, img.ID)
 		p.mu.Unlock()
 		if serr := p.save(img, func(r *state.Image) {
 			r.Uploads = uploads
 			r.State, r.RetryFrom, r.LastError, r.NextAttempt = state.Failed, "", err.Error(), time.Time{}
+			r.WaitingFor, r.Until = "", time.Time{}
 		}); serr != nil {
 			p.handle(ctx, img, serr)
 			return
@@ -178,6 +196,8 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		r.State, r.RetryFrom = state.Retrying, from
 		r.Attempts++
 		r.LastError, r.NextAttempt = err.Error(), next
+		r.WaitingFor, r.Until = waitingForRetry(err), next
+		r.BlockedSince = blockedSince
 	}); serr != nil {
 		p.handle(ctx, img, serr)
 		return
@@ -186,7 +206,58 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 	p.enqueue(img.ID, next)
 }
 
-// permanent reports whether err will not go away by trying again.
+// quotaFailure is the permanent form of a quota refusal that outlasted
+// QuotaTimeout, with the sizes that decide it.
+func (p *Pipeline) quotaFailure(img *state.Image, err error) error {
+	var total, done int64
+	for _, u := range img.Uploads {
+		total += u.Size
+		if u.Completed {
+			done += u.Size
+		}
+	}
+	return inputErrorf("the server's upload limit has refused this image for %s (since %s): its uploads are %d bytes, "+
+		"%d of them already sent; the account's quota (completed uploads not yet imported) cannot hold it; "+
+		"ask the Grand Challenge admins for a larger limit, or split the image, then gcingest retry: %v",
+		p.cfg.QuotaTimeout, img.BlockedSince.Format(time.RFC3339), total, done, err)
+}
+
+// isQuota reports the server's per-user byte quota: completed uploads not
+// yet taken by an import count against it (grand-challenge.org
+// app/grandchallenge/uploads/views.py generate_presigned_urls).
+func isQuota(err error) bool {
+	var ge *gcapi.Error
+	return errors.As(err, &ge) && ge.StatusCode == http.StatusForbidden &&
+		strings.Contains(strings.ToLower(ge.Message), "upload limit")
+}
+
+// isS3Transient reports S3's 400 answers to a part PUT that sending it
+// again heals: the body came too slowly (RequestTimeout), or the presigned
+// URL's credentials expired (ExpiredToken, RequestExpired)
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+func isS3Transient(ge *gcapi.Error) bool {
+	for _, code := range []string{"RequestTimeout", "ExpiredToken", "RequestExpired", "TokenRefreshRequired"} {
+		if strings.HasPrefix(ge.Message, code+":") || ge.Message == code || bytes.Contains(ge.Body, []byte("<Code>"+code+"</Code>")) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitingForRetry says, for status, what a retrying image waits for.
+func waitingForRetry(err error) string {
+	var ce *configError
+	switch {
+	case isQuota(err):
+		return "blocked: quota (the server's upload limit; resumes as imports take the account's uploads)"
+	case errors.As(err, &ce):
+		return "the configuration or the account to be fixed"
+	}
+	return "a retry after a transient error"
+}
+
+// permanent reports whether err will not go away by trying again: an error
+// is transient only if waiting can heal it (docs/PATTERNS.md, liveness).
 func permanent(err error) bool {
 	var ie *inputError
 	var gp *group.Problem
@@ -212,6 +283,8 @@ func permanent(err error) bool {
 		return false
 	case ge.StatusCode == http.StatusRequestTimeout, ge.StatusCode == http.StatusTooManyRequests:
 		return false
+	case ge.StatusCode == http.StatusBadRequest && isS3Transient(ge):
+		return false // S3 on a part PUT: the next attempt gets fresh presigned URLs
 	}
 	return ge.StatusCode >= 400 && ge.StatusCode < 500
 }

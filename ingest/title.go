@@ -7,6 +7,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gcingest/gcingest/ingest/group"
@@ -47,10 +48,37 @@ func renderTitle(tmpl, key string, files []state.File) string {
 		}
 		t = render("…" + p[cut:])
 	}
+	t = normalizeTitle(t)
 	for len(t) > maxTitle || !utf8.ValidString(t) {
-		t = t[:len(t)-1]
+		t = normalizeTitle(t[:len(t)-1])
 	}
 	return t
+}
+
+// normalizeTitle makes a title what the server stores, so that it is found
+// again by its title: control characters and bidirectional controls (which
+// could make a title read as another) removed, and surrounding white space
+// trimmed, as Django REST framework's CharField does (trim_whitespace,
+// Python's str.strip).
+func normalizeTitle(t string) string {
+	t = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || isBidiControl(r) {
+			return -1
+		}
+		return r
+	}, t)
+	return strings.TrimSpace(t)
+}
+
+// isBidiControl reports the Unicode bidirectional formatting characters.
+func isBidiControl(r rune) bool {
+	switch {
+	case r == '\u061c', r == '\u200e', r == '\u200f':
+		return true
+	case r >= '\u202a' && r <= '\u202e', r >= '\u2066' && r <= '\u2069':
+		return true
+	}
+	return false
 }
 
 func titlePath(key string, files []state.File) string {

@@ -21,6 +21,10 @@ func TestRenderTitle(t *testing.T) {
 		{"hash only", "scan {hash}", "case042/ct.mha", files, "scan " + hash},
 		{"dicom key uses the folder", "{path}", "dicom:1.2/3.4/5",
 			[]state.File{{Rel: "p1/series/a.dcm"}, {Rel: "p1/series/b.dcm"}}, "p1/series"},
+		// The server trims a title (DRF CharField): one that starts or
+		// ends with white space would never be found again.
+		{"surrounding spaces trimmed", "{name}", " case/ scan.mha ", files, "scan.mha"},
+		{"bidi and control characters dropped", "{name}", "case/scan\u202egpj.mha\t", files, "scangpj.mha"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

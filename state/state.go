@@ -118,6 +118,11 @@ type Value struct {
 	// ImageName names a DICOM image set (a socket of kind DICOM Image
 	// Set takes user_uploads with image_name).
 	ImageName string `json:"image_name,omitempty"`
+	// SessionPK is the upload session importing an image value, captured
+	// from the session list while it still names our uploads: after the
+	// build the server empties its user_uploads, so only this pk links a
+	// session that fails later to the value.
+	SessionPK string `json:"session_pk,omitempty"`
 }
 
 // Image is one image's durable record.
@@ -128,12 +133,27 @@ type Image struct {
 	Kind  string `json:"kind"`  // ingest.Kind
 	Files []File `json:"files"`
 	Title string `json:"title,omitempty"`
+	// Archive is the archive slug the image goes to, fixed when it is
+	// recorded: a config edit applies to new images only. Empty in records
+	// from before it was kept: the watch's archive then.
+	Archive string `json:"archive,omitempty"`
 
 	State       State     `json:"state"`
 	RetryFrom   State     `json:"retry_from,omitempty"` // the state a Retrying image resumes in
 	Attempts    int       `json:"attempts,omitempty"`   // consecutive failed attempts
 	LastError   string    `json:"last_error,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	// WaitingFor says what a waiting image waits for ("the import of
+	// ct-image", "blocked: quota"), and Until when the agent stops waiting
+	// and goes back to the server's truth (docs/PATTERNS.md, liveness).
+	WaitingFor string    `json:"waiting_for,omitempty"`
+	Until      time.Time `json:"until,omitzero"`
+	// Resent counts the times the image's uploads were sent again after
+	// the server lost them (expired before the import took them).
+	Resent int `json:"resent,omitempty"`
+	// BlockedSince is when the server's upload quota first refused this
+	// image's upload, in the current stretch of refusals.
+	BlockedSince time.Time `json:"blocked_since,omitzero"`
 
 	Uploads []Upload `json:"uploads,omitempty"`
 
@@ -212,7 +232,8 @@ type Store struct {
 
 	// Group commit: writers queue their change; whoever finds no commit
 	// running commits everything queued in one transaction (one fsync
-	// for many images) and repeats while more arrived meanwhile.
+	// for many images), then hands the next batch, queued meanwhile, to
+	// the first writer in it.
 	wmu        sync.Mutex
 	pending    []*writeOp
 	committing bool
@@ -222,6 +243,7 @@ type writeOp struct {
 	fn   func(tx *bolt.Tx) error
 	err  error
 	done chan struct{}
+	lead chan struct{} // this op's writer is to commit the next batch
 }
 
 // dirtyError marks a failure after an op began writing: its transaction
@@ -485,23 +507,33 @@ func (s *Store) write(fn func(tx *bolt.Tx) error) error {
 	if s.readOnly {
 		return fmt.Errorf("state file %s is open read-only", s.path)
 	}
-	op := &writeOp{fn: fn, done: make(chan struct{})}
+	op := &writeOp{fn: fn, done: make(chan struct{}), lead: make(chan struct{}, 1)}
 	s.wmu.Lock()
 	s.pending = append(s.pending, op)
 	if s.committing {
 		s.wmu.Unlock()
-		<-op.done
-		return op.err
-	}
-	s.committing = true
-	for len(s.pending) > 0 {
-		batch := s.pending
-		s.pending = nil
-		s.wmu.Unlock()
-		s.commit(batch)
+		select {
+		case <-op.done:
+			return op.err
+		case <-op.lead:
+			// The last committer handed over: commit what is queued.
+		}
 		s.wmu.Lock()
 	}
-	s.committing = false
+	s.committing = true
+	batch := s.pending
+	s.pending = nil
+	s.wmu.Unlock()
+	s.commit(batch)
+	// One batch per committer: the writers that queued meanwhile get the
+	// next, led by the first of them, so nobody waits for batches that
+	// are not theirs.
+	s.wmu.Lock()
+	if len(s.pending) > 0 {
+		s.pending[0].lead <- struct{}{}
+	} else {
+		s.committing = false
+	}
 	s.wmu.Unlock()
 	return op.err
 }

@@ -57,6 +57,10 @@ type Image struct {
 	LastError   string    `json:"last_error,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	Updated     time.Time `json:"updated,omitzero"`
+	// WaitingFor says what a waiting image waits for, and Until when the
+	// agent stops waiting and looks at the server's truth again.
+	WaitingFor string    `json:"waiting_for,omitempty"`
+	Until      time.Time `json:"until,omitzero"`
 	// Detail is set for a query of one image (Query.ID): its whole story.
 	Detail *Detail `json:"detail,omitempty"`
 }

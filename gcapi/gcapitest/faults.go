@@ -103,6 +103,8 @@ func (s *Server) drawFault(method, path string) faultDraw {
 		return faultDraw{kind: fault500, status: 500}
 	case x < base:
 		return faultDraw{kind: faultStall, stall: f.Stall}
+	case total == base:
+		// Not a part PUT: S3's answers do not apply.
 	case x < base+f.RateS3RequestTimeout:
 		return faultDraw{kind: faultS3Timeout, status: 400}
 	case x < total:

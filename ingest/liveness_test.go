@@ -1,0 +1,546 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/gcapi/gcapitest"
+	"github.com/gcingest/gcingest/state"
+)
+
+// runFor submits groups to a pipeline with cfg and waits up to d for every
+// record to settle (nothing left to do); it returns the records and whether
+// they settled. A record that never settles is the failure these tests
+// look for, so it is reported, not fatal.
+func (h *harness) runFor(cfg PipelineConfig, d time.Duration, groups ...Group) ([]state.Image, bool) {
+	h.t.Helper()
+	p := h.pipeline(cfg)
+	stop := start(p)
+	defer func() {
+		if err := stop(); err != nil {
+			h.t.Error(err)
+		}
+	}()
+	for _, g := range groups {
+		if err := p.Submit(context.Background(), g); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(d)
+	for {
+		all, err := h.store.List()
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		settled := 0
+		for _, img := range all {
+			if !img.Unfinished() {
+				settled++
+			}
+		}
+		if settled == len(all) && len(all) > 0 {
+			return all, true
+		}
+		if time.Now().After(deadline) {
+			return all, false
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
+	}
+}
+
+func describe(imgs []state.Image) string {
+	var s []string
+	for _, img := range imgs {
+		s = append(s, fmt.Sprintf("%d %s: %s (%s; waiting for %q until %s)", img.ID, img.Key, img.State, img.LastError,
+			img.WaitingFor, img.Until.Format(time.RFC3339Nano)))
+	}
+	return strings.Join(s, "; ")
+}
+
+// A session that fails in the linked check after a successful build (its
+// uploads already deleted, so user_uploads is empty) fails the image with
+// the server's message, through the session captured while it built.
+func TestLinkedCheckFailureFailsTheImage(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{ImportDelay: 300 * time.Millisecond}, "keep")
+	h.srv.SetFaults(gcapitest.Faults{FailLinkedCheck: func([]string) string { return "Segmentation values out of range" }})
+	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
+	imgs, ok := h.runFor(h.config(), 20*time.Second, g)
+	if !ok || imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "Segmentation values out of range") {
+		t.Fatalf("got %s; want failed with the server's message", describe(imgs))
+	}
+}
+
+// Without a session captured (the build was over before the first look),
+// the deadline still ends the wait: the uploads were consumed, the value
+// never came; sending them again fails the same way, and then the image
+// fails, pointing at the notifications.
+func TestLinkedCheckFailureWithoutSessionEndsAtDeadline(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	h.srv.SetFaults(gcapitest.Faults{FailLinkedCheck: func([]string) string { return "Segmentation values out of range" }})
+	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
+	cfg := h.config()
+	cfg.ImportTimeout = 300 * time.Millisecond
+	imgs, ok := h.runFor(cfg, 20*time.Second, g)
+	if !ok || imgs[0].State != state.Failed {
+		t.Fatalf("got %s; want failed", describe(imgs))
+	}
+	if msg := imgs[0].LastError; !strings.Contains(msg, "Segmentation values out of range") && !strings.Contains(msg, "notifications") {
+		t.Errorf("last error %q names neither the server's message nor the notifications", msg)
+	}
+}
+
+// A file value whose copy fails leaves only a notification: at its
+// deadline the folder fails, saying where to look.
+func TestFileCopyFailureFailsAtDeadline(t *testing.T) {
+	h := newFolderHarness(t, gcapitest.Options{})
+	h.srv.SetFaults(gcapitest.Faults{FailImport: func(names []string) string {
+		if len(names) == 1 && strings.HasSuffix(names[0], ".pdf") {
+			return "could not copy"
+		}
+		return ""
+	}})
+	g := h.folder("case1", map[string][]byte{"ct.mha": gcapitest.SampleMHA(1, 8, 8, 4), "report.pdf": pdf('r')})
+	cfg := h.config()
+	cfg.ImportTimeout = 300 * time.Millisecond
+	imgs, ok := h.runFor(cfg, 20*time.Second, g)
+	if !ok || imgs[0].State != state.Failed {
+		t.Fatalf("got %s; want failed (the report never arrives)", describe(imgs))
+	}
+	for _, want := range []string{ifaceReport, "not attached", "see your notifications on Grand Challenge"} {
+		if !strings.Contains(imgs[0].LastError, want) {
+			t.Errorf("last error %q lacks %q", imgs[0].LastError, want)
+		}
+	}
+	if len(h.srv.Notifications()) == 0 {
+		t.Error("the server sent no notification; the test does not test what it says")
+	}
+}
+
+// Uploads that expire while the agent is stopped between upload and attach
+// are sent again, to the same item.
+func TestExpiredUploadsAreSentAgainToTheSameItem(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	hdr, raw := gcapitest.SampleMHDPair(2, 8, 8, 2, "pair.raw")
+	g := h.group(KindMHD, "b/pair.mhd", h.write("b/pair.mhd", hdr), h.write("b/pair.raw", raw))
+
+	// First run: stop as the item step begins (every upload Completed).
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &crasher{n: 1 << 30, cancel: cancel}
+	cfg := h.config()
+	cfg.BeforeStep = func(_ uint64, st state.State) error {
+		if st == state.Uploaded {
+			c.mu.Lock()
+			c.n = 0 // dies here
+			c.mu.Unlock()
+		}
+		return c.tick()
+	}
+	p := h.pipeline(cfg)
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	if err := p.Submit(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	<-ctx.Done()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	h.reopen()
+	// The item was made by hand meanwhile? No: the day passes.
+	h.srv.ExpireUploads()
+
+	imgs, ok := h.runFor(h.config(), 20*time.Second)
+	if !ok || imgs[0].State != state.Finished {
+		t.Fatalf("got %s; want finished after sending the uploads again", describe(imgs))
+	}
+	if imgs[0].Resent == 0 {
+		t.Errorf("resent = 0; want the uploads sent again")
+	}
+	h.checkArchive(1)
+}
+
+// The same, when the agent stopped with the PATCH recorded as about to be
+// sent: nothing shows it arrived, and its uploads are gone; the deadline
+// finds them gone and sends them again, to the same item.
+func TestExpiredUploadsBeforeAttachAreSentAgain(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &crasher{n: 1, cancel: cancel}
+	cfg := h.config()
+	cfg.ImportTimeout = 200 * time.Millisecond
+	// Dies right after "attaching" is committed, before the PATCH.
+	p := NewPipeline(cfg, h.store, patchCrashAPI{API: h.api, c: c}, nil)
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	if err := p.Submit(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("no PATCH within 20s")
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	h.reopen()
+	if imgs, _ := h.store.List(); len(imgs) != 1 || imgs[0].State != state.Attaching {
+		t.Fatalf("got %s; want the record attaching", describe(imgs))
+	}
+	h.srv.ExpireUploads()
+	imgs, ok := h.runFor(cfg, 20*time.Second)
+	if !ok || imgs[0].State != state.Finished || imgs[0].Resent == 0 {
+		t.Fatalf("got %s; want finished after sending the uploads again", describe(imgs))
+	}
+	h.checkArchive(1)
+}
+
+// patchCrashAPI dies (crasher c) instead of sending a PATCH.
+type patchCrashAPI struct {
+	API
+	c *crasher
+}
+
+func (a patchCrashAPI) UpdateArchiveItem(ctx context.Context, pk string, v []gcapi.ValueUpdate) (*gcapi.ArchiveItem, error) {
+	if err := a.c.tick(); err != nil {
+		return nil, err
+	}
+	return a.API.UpdateArchiveItem(ctx, pk, v)
+}
+
+// waitFor polls the one record until cond holds.
+func waitFor(t *testing.T, h *harness, cond func(state.Image) bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		imgs, err := h.store.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(imgs) == 1 && cond(imgs[0]) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after 20s: %s", describe(imgs))
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition
+	}
+}
+
+// The upload quota is a visible block ("blocked: quota") while waiting can
+// heal it, and a permanent failure naming the sizes once it outlasts
+// QuotaTimeout: a group larger than the quota can never finish.
+func TestQuotaBlocksThenFailsWithSizes(t *testing.T) {
+	hdr, raw := gcapitest.SampleMHDPair(2, 8, 8, 2, "pair.raw")
+	h := newHarness(t, gcapitest.Options{QuotaBytes: int64(len(hdr))}, "keep")
+	g := h.group(KindMHD, "b/pair.mhd", h.write("b/pair.mhd", hdr), h.write("b/pair.raw", raw))
+	cfg := h.config()
+	cfg.QuotaTimeout = time.Hour
+	p := h.pipeline(cfg)
+	stop := start(p)
+	if err := p.Submit(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, h, func(img state.Image) bool {
+		return img.State == state.Retrying && strings.HasPrefix(img.WaitingFor, "blocked: quota") && !img.Until.IsZero()
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.QuotaTimeout = time.Millisecond
+	imgs, ok := h.runFor(cfg, 20*time.Second)
+	if !ok || imgs[0].State != state.Failed {
+		t.Fatalf("got %s; want failed", describe(imgs))
+	}
+	size := fmt.Sprintf("%d bytes", len(hdr)+len(raw))
+	if !strings.Contains(imgs[0].LastError, size) || !strings.Contains(imgs[0].LastError, "upload limit") {
+		t.Errorf("last error %q; want the upload limit and the size %s named", imgs[0].LastError, size)
+	}
+}
+
+// retry works on an image that waits: an importing one looks at the
+// server's truth now.
+func TestRetryImportingImage(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
+	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
+	p := h.pipeline(h.config())
+	stop := start(p)
+	defer stop()
+	if err := p.Submit(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, h, func(img state.Image) bool {
+		return img.State == state.Importing && img.WaitingFor != "" && img.Until.After(time.Now())
+	})
+	imgs, _ := h.store.List()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		err := p.Retry(context.Background(), []uint64{imgs[0].ID})
+		if err == nil {
+			break
+		}
+		// Refused only while a worker is on it (one look at the item).
+		if !strings.Contains(err.Error(), "being worked on") || time.Now().After(deadline) {
+			t.Fatalf("retry of an importing image: %v", err)
+		}
+		time.Sleep(time.Millisecond) // polling a condition
+	}
+	h.srv.Advance(2 * time.Hour)
+	waitFor(t, h, func(img state.Image) bool { return img.State == state.Finished })
+}
+
+// After the state file is lost, images whose items already hold them are
+// recognised before anything is uploaded, and the archive is listed once
+// for all of them, not once per image.
+func TestKnownImagesRecognisedAfterStateLost(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	var groups []Group
+	for i := range 10 {
+		rel := fmt.Sprintf("d%d/img.mha", i)
+		groups = append(groups, h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(i), 4, 4, 2))))
+	}
+	h.runAll(groups...)
+	before := len(h.srv.Requests())
+	// The state file is lost.
+	if err := h.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(h.statePath); err != nil {
+		t.Fatal(err)
+	}
+	h.open()
+	imgs := h.runAll(groups...)
+	for _, img := range imgs {
+		if img.State != state.Duplicate {
+			t.Errorf("image %s is %s (%s); want duplicate", img.Key, img.State, img.LastError)
+		}
+	}
+	uploads, listings := 0, 0
+	for _, r := range h.srv.Requests()[before:] {
+		switch {
+		case r.Method == "POST" && strings.HasPrefix(r.Path, "/api/v1/uploads/"):
+			uploads++
+		case r.Method == "GET" && r.Path == "/api/v1/archives/items/":
+			listings++
+		}
+	}
+	if uploads != 0 {
+		t.Errorf("%d uploads for %d known images; want 0", uploads, len(groups))
+	}
+	if listings != 1 {
+		t.Errorf("the archive was listed %d times; want once", listings)
+	}
+	h.checkArchive(len(groups))
+}
+
+// S3's 400 RequestTimeout and ExpiredToken on a part PUT are healed by
+// sending the part again (with fresh presigned URLs): the image lands.
+func TestS3PartTimeoutsAreTransient(t *testing.T) {
+	for _, f := range []gcapitest.Faults{{RateS3RequestTimeout: 0.5}, {RateS3ExpiredToken: 0.5}} {
+		t.Run(fmt.Sprintf("%+v", f), func(t *testing.T) {
+			h := newHarness(t, gcapitest.Options{Seed: 3}, "keep")
+			h.srv.SetFaults(f)
+			g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 64, 64, 64)))
+			imgs, ok := h.runFor(h.config(), 20*time.Second, g)
+			if !ok || imgs[0].State != state.Finished {
+				t.Fatalf("got %s; want finished", describe(imgs))
+			}
+		})
+	}
+}
+
+// Many images importing at once are watched through one listing of the
+// archive per poll cycle, not one GET per item with a growing backoff.
+func TestManyImportsReadFromOneListingPerCycle(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
+	var groups []Group
+	for i := range 2 * listFrom {
+		rel := fmt.Sprintf("d%02d/img.mha", i)
+		groups = append(groups, h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(i), 4, 4, 2))))
+	}
+	p := h.pipeline(h.config())
+	stop := start(p)
+	for _, g := range groups {
+		if err := p.Submit(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitAll := func(cond func(state.Image) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			imgs, err := h.store.List()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, img := range imgs {
+				if cond(img) {
+					n++
+				}
+			}
+			if n == len(groups) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("condition not met after 30s: %s", describe(imgs))
+			}
+			time.Sleep(5 * time.Millisecond) // polling a condition
+		}
+	}
+	waitAll(func(img state.Image) bool { return img.State == state.Importing })
+	h.srv.Advance(2 * time.Hour) // every import finishes
+	waitAll(func(img state.Image) bool { return img.State == state.Finished })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	gets, listings := 0, 0
+	for _, r := range h.srv.Requests() {
+		switch {
+		case r.Method == "GET" && r.Path == "/api/v1/archives/items/":
+			listings++
+		case r.Method == "GET" && strings.HasPrefix(r.Path, "/api/v1/archives/items/"):
+			gets++
+		}
+	}
+	// One GET right after each PATCH, a few while fewer than listFrom
+	// import; the rest from listings.
+	if listings == 0 || gets > 4*len(groups) {
+		t.Errorf("%d item GETs and %d archive listings for %d images; want listings and at most %d GETs",
+			gets, listings, len(groups), 4*len(groups))
+	}
+	h.checkArchive(len(groups))
+}
+
+// A watch's archive and interface edited while an image imports apply to
+// new images only: the image lands where it was recorded to go, and the
+// agent does not wait for it under the new interface.
+func TestTargetsFrozenPerRecord(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
+	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
+	p := h.pipeline(h.config())
+	stop := start(p)
+	if err := p.Submit(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, h, func(img state.Image) bool { return img.State == state.Importing })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.AddArchive("other", "Other")
+	h.srv.AddInterface("mr-image", "Image")
+	h.watch.Archive, h.watch.Interface = "other", "mr-image"
+	h.srv.Advance(2 * time.Hour)
+	imgs, ok := h.runFor(h.config(), 20*time.Second)
+	if !ok || imgs[0].State != state.Finished || imgs[0].ImagePK == "" {
+		t.Fatalf("got %s; want finished with its image", describe(imgs))
+	}
+	if got := imgs[0].Archive; got != testArchive {
+		t.Errorf("record's archive = %q; want %q", got, testArchive)
+	}
+	h.checkArchive(1)
+	if n := len(h.srv.Items("other")); n != 0 {
+		t.Errorf("the new archive has %d items; want 0", n)
+	}
+}
+
+// After the watch's group changes, files kept in the drop folder whose
+// content an item we landed already holds are not sent again as new items.
+func TestGroupChangeDoesNotResendKeptFiles(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	hdr, raw := gcapitest.SampleMHDPair(2, 8, 8, 2, "pair.raw")
+	mhd, rawF := h.write("b/pair.mhd", hdr), h.write("b/pair.raw", raw)
+	h.runAll(h.group(KindMHD, "b/pair.mhd", mhd, rawF))
+	before := len(h.srv.Requests())
+	// group = "file": every file is its own image now.
+	imgs := h.runAll(h.group(KindSingle, "b/pair.mhd", mhd), h.group(KindSingle, "b/pair.raw", rawF))
+	for _, img := range imgs[1:] {
+		if img.State != state.Duplicate {
+			t.Errorf("image %s is %s (%s); want duplicate", img.Key, img.State, img.LastError)
+		}
+	}
+	for _, r := range h.srv.Requests()[before:] {
+		if r.Method == "POST" {
+			t.Errorf("%s %s after the group change; want nothing created", r.Method, r.Path)
+		}
+	}
+	h.checkArchive(1)
+}
+
+// createThenDie creates the item and then never answers, as a process
+// killed while the response was on its way.
+type createThenDie struct{ API }
+
+func (a createThenDie) CreateArchiveItem(ctx context.Context, ar, title string) (*gcapi.ArchiveItem, error) {
+	if _, err := a.API.CreateArchiveItem(ctx, ar, title); err != nil {
+		return nil, err
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A restart with many images whose items were created without the answer
+// being recorded lists the archive once for all of them.
+func TestRecoveryListsTheArchiveOnce(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	const n = 20
+	var groups []Group
+	for i := range n {
+		rel := fmt.Sprintf("d%02d/img.mha", i)
+		groups = append(groups, h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(i), 4, 4, 2))))
+	}
+	cfg := h.config()
+	cfg.Concurrency = n
+	p := NewPipeline(cfg, h.store, createThenDie{h.api}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	for _, g := range groups {
+		if err := p.Submit(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(h.srv.Items(testArchive)) < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d items created; want %d", len(h.srv.Items(testArchive)), n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	h.reopen()
+	before := len(h.srv.Requests())
+	imgs, ok := h.runFor(h.config(), 20*time.Second)
+	if !ok {
+		t.Fatalf("not settled: %s", describe(imgs))
+	}
+	listings := 0
+	for _, r := range h.srv.Requests()[before:] {
+		if r.Method == "GET" && r.Path == "/api/v1/archives/items/" {
+			listings++
+		}
+	}
+	if listings != 1 {
+		t.Errorf("the archive was listed %d times for %d recovered images; want once", listings, n)
+	}
+	h.checkArchive(n)
+}
+
+// An import the server reports running for ever ends after
+// maxImportWaits deadlines, with the reason.
+func TestStuckImportFailsInTheEnd(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
+	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
+	cfg := h.config()
+	cfg.ImportTimeout = 20 * time.Millisecond
+	imgs, ok := h.runFor(cfg, 20*time.Second, g)
+	if !ok || imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "has not finished") {
+		t.Fatalf("got %s; want failed, the import named", describe(imgs))
+	}
+}
