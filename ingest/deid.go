@@ -176,9 +176,9 @@ func checkDICOM(ctx context.Context, f state.File, deid bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r, err := os.Open(f.Path)
+	r, _, err := openSource(f.Path, "before upload")
 	if err != nil {
-		return openErr(f.Path, err)
+		return err
 	}
 	defer r.Close()
 	h, err := dicom.Verify(r)
@@ -200,40 +200,12 @@ func checkDICOM(ctx context.Context, f state.File, deid bool) error {
 }
 
 // writeDeidZip writes the files, each rewritten by d, into a ZIP at name
-// as writeZip lays it out.
+// as writeZip lays it out. Entries are numbered, not named: file names from
+// a scanner or PACS export can hold the patient's name or ID.
 func writeDeidZip(ctx context.Context, d *dicom.Deidentifier, name string, files []state.File) (int64, error) {
-	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-		return 0, fmt.Errorf("make spool folder for %s: %w", name, err)
-	}
-	sorted := slices.Clone(files)
-	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
-	var size int64
-	err := durable.Write(name, 0o600, func(f *os.File) error {
-		zw := zip.NewWriter(f)
-		for i, sf := range sorted {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			// Entries are numbered, not named: file names from a scanner
-			// or PACS export can hold the patient's name or ID.
-			if err := deidOne(zw, d, sf, fmt.Sprintf("%04d.dcm", i+1)); err != nil {
-				return err
-			}
-		}
-		if err := zw.Close(); err != nil {
-			return fmt.Errorf("finish zip %s: %w", name, err)
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			return fmt.Errorf("stat %s: %w", f.Name(), err)
-		}
-		size = fi.Size()
-		return nil
+	return writeZipWith(ctx, name, files, func(zw *zip.Writer, i int, sf state.File) error {
+		return deidOne(zw, d, sf, fmt.Sprintf("%04d.dcm", i+1))
 	})
-	if err != nil {
-		return 0, err
-	}
-	return size, nil
 }
 
 // deidOne stores sf in zw as entry, rewritten by d, with zipOne's fixed time and mode.
@@ -244,9 +216,9 @@ func deidOne(zw *zip.Writer, d *dicom.Deidentifier, sf state.File, entry string)
 	if err != nil {
 		return fmt.Errorf("zip %s: %w", sf.Path, err)
 	}
-	src, err := os.Open(sf.Path)
+	src, _, err := openSource(sf.Path, "before upload")
 	if err != nil {
-		return openErr(sf.Path, err)
+		return err
 	}
 	defer src.Close()
 	if _, err := d.Rewrite(w, src); err != nil {
@@ -267,18 +239,6 @@ func deidErr(name string, err error) error {
 		return inputErrorf("DICOM file %s cannot be de-identified: %v; its series was not sent", name, err)
 	}
 	return fmt.Errorf("de-identify %s: %w", name, err)
-}
-
-// openErr says why a file to send cannot be opened; a file that is gone or
-// unreadable is the input's problem.
-func openErr(name string, err error) error {
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return inputErrorf("%s was deleted before upload", name)
-	case errors.Is(err, os.ErrPermission):
-		return inputErrorf("cannot read %s: permission denied", name)
-	}
-	return fmt.Errorf("open %s: %w", name, err)
 }
 
 // dicomSetFile is the spool file extension of one de-identified DICOM file
@@ -326,9 +286,9 @@ func writeDeidFile(ctx context.Context, d *dicom.Deidentifier, name string, sf s
 	}
 	var size int64
 	err := durable.Write(name, 0o600, func(f *os.File) error {
-		src, err := os.Open(sf.Path)
+		src, _, err := openSource(sf.Path, "before upload")
 		if err != nil {
-			return openErr(sf.Path, err)
+			return err
 		}
 		defer src.Close()
 		res, err := d.Rewrite(f, src)

@@ -516,3 +516,79 @@ func TestLogDeidentification(t *testing.T) {
 		}
 	}
 }
+
+// TestDeidentifySymlinkSwapIsNeverSent swaps a slice of a recorded series
+// for a symbolic link to a file outside the drop folder before it is
+// de-identified: the link is not followed, so nothing of that file (here,
+// its pixel data, which de-identification keeps) reaches the server.
+func TestDeidentifySymlinkSwapIsNeverSent(t *testing.T) {
+	h, rec := deidHarness(t, "")
+	h.watch.Deidentify = true
+	const study, series = "1.2.826.0.1.560.1", "1.2.826.0.1.560.1.2"
+	spec := func(i int) ctSpec {
+		return ctSpec{study: study, series: series, instance: series + "." + string(rune('0'+i))}
+	}
+	h.write("s/IM1", spec(1).bytes())
+	h.write("s/IM2", spec(2).bytes())
+	p := h.pipeline(h.config())
+	if n := submitPlanned(t, h, p); n != 1 {
+		t.Fatalf("submitted %d groups; want one series", n)
+	}
+	secret := spec(2).bytes()
+	copy(secret[len(secret)-8:], "SECRETPX") // the pixel data, kept by the procedure
+	outside := filepath.Join(t.TempDir(), "other-patient.dcm")
+	if err := os.WriteFile(outside, secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(h.watch.Path, "s", "IM2.new")
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(link, filepath.Join(h.watch.Path, "s", "IM2")); err != nil {
+		t.Fatal(err)
+	}
+	stop := start(p)
+	imgs := h.waitSettled(1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	all := bytes.Join(rec.sent, nil)
+	rec.mu.Unlock()
+	if bytes.Contains(all, []byte("SECRETPX")) {
+		t.Error("the server received the symlink target's pixel data")
+	}
+	if imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "IM2") {
+		t.Errorf("image %s (%s); want failed naming IM2", imgs[0].State, imgs[0].LastError)
+	}
+}
+
+// TestDeidentifyingZipDoesNotFollowSymlinks checks the spool step on its
+// own, for a link swapped in after the files were hashed: writing the
+// de-identified ZIP refuses the link instead of reading its target.
+func TestDeidentifyingZipDoesNotFollowSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	spec := ctSpec{study: "1.2.826.0.1.561.1", series: "1.2.826.0.1.561.1.2", instance: "1.2.826.0.1.561.1.2.1"}
+	secret := spec.bytes()
+	copy(secret[len(secret)-8:], "SECRETPX")
+	outside := filepath.Join(dir, "other-patient.dcm")
+	if err := os.WriteFile(outside, secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "IM1")
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dicom.NewDeidentifier(bytes.Repeat([]byte{7}, 32), dicom.WithSeriesKey("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "spool", "x.zip")
+	_, err = writeDeidZip(context.Background(), d, out, []state.File{{Rel: "IM1", Path: link}})
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("writeDeidZip over a symlink: %v; want it refused as a symbolic link", err)
+	}
+	if b, err := os.ReadFile(out); err == nil && bytes.Contains(b, []byte("SECRETPX")) {
+		t.Error("the spooled ZIP holds the symlink target's pixel data")
+	}
+}

@@ -111,20 +111,28 @@ func (p *Pipeline) removeSpools(img *state.Image) {
 // writeZip writes the files, sorted by relative path and stored relative
 // to their common folder, into a ZIP at name (temp file, fsync, rename).
 func writeZip(ctx context.Context, name string, files []state.File) (int64, error) {
+	prefix := commonDir(files)
+	return writeZipWith(ctx, name, files, func(zw *zip.Writer, _ int, sf state.File) error {
+		return zipOne(ctx, zw, sf, prefix)
+	})
+}
+
+// writeZipWith writes a ZIP at name (temp file, fsync, rename) whose
+// entries entry adds, one per file, in the order of their relative paths.
+func writeZipWith(ctx context.Context, name string, files []state.File, entry func(zw *zip.Writer, i int, sf state.File) error) (int64, error) {
 	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 		return 0, fmt.Errorf("make spool folder for %s: %w", name, err)
 	}
 	sorted := slices.Clone(files)
 	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
-	prefix := commonDir(sorted)
 	var size int64
 	err := durable.Write(name, 0o600, func(f *os.File) error {
 		zw := zip.NewWriter(f)
-		for _, sf := range sorted {
+		for i, sf := range sorted {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := zipOne(ctx, zw, sf, prefix); err != nil {
+			if err := entry(zw, i, sf); err != nil {
 				return err
 			}
 		}
