@@ -26,7 +26,10 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 		return err
 	}
 	movedTo := img.MovedTo
-	if movedTo == "" {
+	if movedTo != "" {
+		// A committed move is finished, whatever the config says now.
+		w.AfterUpload = "move"
+	} else {
 		// A duplicate, or a done image recorded before targets were.
 		if movedTo = doneTarget(img, w); movedTo != "" {
 			if err := p.save(img, func(r *state.Image) { r.MovedTo = movedTo }); err != nil {
