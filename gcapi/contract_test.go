@@ -124,7 +124,8 @@ func runContract(t *testing.T, tg *target) {
 	})
 	t.Run("expired presigned URLs", func(t *testing.T) { contractExpiredURLs(t, tg) })
 	t.Run("lost complete answer", func(t *testing.T) { contractLostComplete(t, tg) })
-	t.Run("permanent failure aborts the upload", func(t *testing.T) { contractQuotaAborts(t, tg) })
+	t.Run("permanent failure aborts the upload", func(t *testing.T) { contractPermanentAborts(t, tg) })
+	t.Run("quota keeps the upload to resume", func(t *testing.T) { contractQuotaKeeps(t, tg) })
 	t.Run("retry classes", func(t *testing.T) { contractRetryClasses(t, tg) })
 	t.Run("download without leaking the token", func(t *testing.T) { contractDownload(t, tg) })
 	if tg.fake != nil {
@@ -724,7 +725,32 @@ func mustArchivePK(t *testing.T, c *gcapi.Client, slug string) string {
 	return a.PK
 }
 
-func contractQuotaAborts(t *testing.T, tg *target) {
+func contractPermanentAborts(t *testing.T, tg *target) {
+	tg.needFake(t)
+	s := gcapitest.NewServer(gcapitest.Options{})
+	defer s.Close()
+	c, err := gcapi.New(s.URL, s.Token(), gcapi.WithRetry(gcapi.RetryPolicy{BaseDelay: time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A body shorter than its Size: sending it again cannot help.
+	data := seqBytes(8, 2*gcapi.MinPartSize)
+	_, err = c.UploadFile(context.Background(), gcapi.FileUpload{Filename: "short.mha", Body: bytes.NewReader(data),
+		Size: int64(len(data)) + 1, PartSize: gcapi.MinPartSize, PartConcurrency: 2})
+	if err == nil || !gcapi.IsPermanent(err) {
+		t.Fatalf("err = %v, want a permanent error", err)
+	}
+	ups := s.Uploads()
+	if len(ups) != 1 || ups[0].Status != gcapi.UploadAborted {
+		t.Errorf("uploads on the server = %+v, want one Aborted", ups)
+	}
+}
+
+// contractQuotaKeeps: the byte quota refuses part URLs with 403 "Upload
+// limit reached", which frees as imports take uploads; the upload is left
+// Initialized with the parts it holds, and resuming it asks the server
+// for it again rather than creating another.
+func contractQuotaKeeps(t *testing.T, tg *target) {
 	tg.needFake(t)
 	// A server of its own, with a quota that the second batch of part
 	// URLs exceeds (the quota is checked when URLs are asked for).
@@ -735,17 +761,43 @@ func contractQuotaAborts(t *testing.T, tg *target) {
 		t.Fatal(err)
 	}
 	data := seqBytes(8, 7*gcapi.MinPartSize)
-	_, err = c.UploadFile(context.Background(), gcapi.FileUpload{Filename: "big.mha", Body: bytes.NewReader(data),
-		Size: int64(len(data)), PartSize: gcapi.MinPartSize, PartConcurrency: 2})
+	var created *gcapi.Upload
+	var parts []gcapi.Part
+	fu := gcapi.FileUpload{Filename: "big.mha", Body: bytes.NewReader(data),
+		Size: int64(len(data)), PartSize: gcapi.MinPartSize, PartConcurrency: 2,
+		OnCreated: func(u *gcapi.Upload) error { created = u; return nil },
+		OnPart:    func(p gcapi.Part) error { parts = append(parts, p); return nil }}
+	_, err = c.UploadFile(context.Background(), fu)
 	var e *gcapi.Error
-	if !errors.As(err, &e) || e.StatusCode != http.StatusForbidden || !gcapi.IsPermanent(err) {
-		t.Fatalf("err = %v, want the server's permanent 403", err)
+	if !errors.As(err, &e) || e.StatusCode != http.StatusForbidden || !gcapi.IsUploadLimit(err) {
+		t.Fatalf("err = %v, want the server's 403 upload limit", err)
 	}
 	if !strings.Contains(e.Message, "Upload limit reached") {
 		t.Errorf("message %q, want the server's words", e.Message)
 	}
 	ups := s.Uploads()
-	if len(ups) != 1 || ups[0].Status != gcapi.UploadAborted {
-		t.Errorf("uploads on the server = %+v, want one Aborted", ups)
+	if len(ups) != 1 || ups[0].Status != gcapi.UploadInitialized || created == nil || ups[0].PK != created.PK {
+		t.Fatalf("uploads on the server = %+v, want the created one still Initialized", ups)
+	}
+	if len(parts) == 0 {
+		t.Fatal("no part accepted before the quota; the test needs some")
+	}
+	before := s.Stats()
+	fu.Resume, fu.Done, fu.OnCreated = created, parts, func(u *gcapi.Upload) error {
+		t.Errorf("resume created upload %s", u.PK)
+		return nil
+	}
+	if _, err := c.UploadFile(context.Background(), fu); !gcapi.IsUploadLimit(err) {
+		t.Fatalf("resumed: err = %v, want the upload limit again", err)
+	}
+	after := s.Stats()
+	if got := after.UploadCreates - before.UploadCreates; got != 0 {
+		t.Errorf("resume created %d uploads, want 0", got)
+	}
+	if got := after.ListParts - before.ListParts; got != 1 {
+		t.Errorf("resume listed parts %d times, want 1", got)
+	}
+	if ups := s.Uploads(); len(ups) != 1 || ups[0].Status != gcapi.UploadInitialized {
+		t.Errorf("uploads on the server after the resume = %+v, want one Initialized", ups)
 	}
 }

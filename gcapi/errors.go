@@ -166,6 +166,18 @@ func IsPermanent(err error) bool {
 	return true
 }
 
+// IsUploadLimit reports the server's byte quota: presigning a part answers
+// 403 "Upload limit reached" while the user's completed, not yet imported
+// uploads fill it (grand-challenge.org app/grandchallenge/uploads/views.py,
+// UserUploadViewSet.generate_presigned_urls). It is permanent for the
+// request but heals as imports take uploads or the server's cleanup deletes
+// them, so the upload it refused is kept to be resumed, never started over.
+func IsUploadLimit(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.StatusCode == http.StatusForbidden &&
+		strings.Contains(strings.ToLower(e.Message), "upload limit")
+}
+
 // IsTitleConflict reports whether a create failed because an item with that
 // title already exists in the archive (the serializer's unique check on
 // title and archive; 400 "The fields title, archive must make a unique set.").

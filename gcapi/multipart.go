@@ -112,8 +112,9 @@ func (l partLayout) length(num int) int64 {
 // carry no token and are retried on transient failures; an expired URL
 // (403) is fetched again. A Body shorter than Size fails the upload.
 // On a permanent failure the upload is aborted (best effort); when ctx is
-// cancelled, or the failure is transient, or OnPart failed, it is left
-// Initialized so that a later call with Resume continues it.
+// cancelled, or the failure is transient, or the byte quota refused a part
+// (IsUploadLimit), or OnPart failed, it is left Initialized so that a later
+// call with Resume continues it.
 func (c *Client) UploadFile(ctx context.Context, f FileUpload) (*Upload, error) {
 	if err := checkFilename(f.Filename); err != nil {
 		return nil, err
@@ -138,7 +139,10 @@ func (c *Client) UploadFile(ctx context.Context, f FileUpload) (*Upload, error) 
 	}
 	if err != nil {
 		var cb *callbackError
-		if ctx.Err() == nil && IsPermanent(err) && !errors.As(err, &cb) {
+		// Over the quota the upload is kept: the parts sent so far are
+		// resumed once space frees, and a new upload would only add to
+		// the uploads the account holds.
+		if ctx.Err() == nil && IsPermanent(err) && !IsUploadLimit(err) && !errors.As(err, &cb) {
 			if _, aerr := c.AbortUpload(ctx, u); aerr != nil {
 				c.log.Warn("aborting failed upload", "upload", u.PK, "file", f.Filename, "err", aerr)
 			}

@@ -16,17 +16,34 @@ import (
 )
 
 // stepAfter performs the after-upload action of a done (or duplicate)
-// image once, and records it.
+// image once, and records it. A move's target is committed before the
+// first rename (doneTarget), so that after a crash between them, or
+// between the last rename and the commit that follows, the move is
+// finished into the same folder or found done there.
 func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 	w, err := p.watchOf(img)
 	if err != nil {
 		return err
 	}
-	movedTo, err := afterAction(ctx, img, w)
-	if err != nil {
+	movedTo := img.MovedTo
+	if movedTo != "" {
+		// A committed move is finished, whatever the config says now.
+		w.AfterUpload = "move"
+	} else {
+		// A duplicate, or a done image recorded before targets were.
+		if movedTo = doneTarget(img, w); movedTo != "" {
+			if err := p.save(img, func(r *state.Image) { r.MovedTo = movedTo }); err != nil {
+				return err
+			}
+		}
+	}
+	if err := afterAction(ctx, img, w, movedTo); err != nil {
 		return err
 	}
 	p.removeSpools(img)
+	if movedTo != "" {
+		p.log.Info("files moved", "id", img.ID, "key", img.Key, "to", movedTo)
+	}
 	return p.save(img, func(r *state.Image) {
 		r.ActionDone, r.MovedTo = true, movedTo
 		if r.State == state.Done {
@@ -35,35 +52,49 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 	})
 }
 
-// afterAction keeps, moves or deletes the image's files as the watch says.
-// Doing it twice is harmless. It returns where the files went, if moved.
+// doneTarget is the folder a done image's files are moved to, or "" when
+// the watch does not move them. It is computed once and committed before
+// the first rename: recomputed after a crash between a rename and its
+// commit, it could name another image's files (a name clash sends this
+// image to done_dir/<id>, and the clashing file looks just like this
+// image's moved one).
+func doneTarget(img *state.Image, w Watch) string {
+	if w.AfterUpload != "move" || w.DoneDir == "" {
+		return ""
+	}
+	return moveTarget(img, w.DoneDir)
+}
+
+// afterAction keeps, moves (to movedTo, the committed doneTarget) or
+// deletes the image's files as the watch says. Doing it twice is harmless.
 // A file is moved or deleted only once it is proven to hold what was sent
 // (uploadedOnly).
-func afterAction(ctx context.Context, img *state.Image, w Watch) (string, error) {
+func afterAction(ctx context.Context, img *state.Image, w Watch, movedTo string) error {
 	if w.AfterUpload == "move" || w.AfterUpload == "delete" {
 		var err error
 		if img, err = uploadedOnly(ctx, img); err != nil {
-			return "", err
+			return err
 		}
 	}
 	switch w.AfterUpload {
 	case "", "keep":
-		return "", nil
+		return nil
 	case "move":
-		if w.DoneDir == "" {
-			return "", inputErrorf("after_upload = move but watch %s has no done_dir", w.Path)
+		if movedTo == "" {
+			return inputErrorf("after_upload = move but watch %s has no done_dir", w.Path)
 		}
-		return moveFiles(ctx, img, moveTarget(img, w.DoneDir))
+		_, err := moveFiles(ctx, img, movedTo)
+		return err
 	case "delete":
 		for _, f := range img.Files {
 			if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return "", fmt.Errorf("delete uploaded %s: %w", f.Path, err)
+				return fmt.Errorf("delete uploaded %s: %w", f.Path, err)
 			}
 			removeEmptyParents(filepath.Dir(f.Path), img.Watch)
 		}
-		return "", nil
+		return nil
 	}
-	return "", inputErrorf("unknown after_upload %q for watch %s", w.AfterUpload, w.Path)
+	return inputErrorf("unknown after_upload %q for watch %s", w.AfterUpload, w.Path)
 }
 
 // uploadedOnly returns img with only the files that still hold what was

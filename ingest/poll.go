@@ -314,20 +314,32 @@ func (p *Pipeline) resend(img *state.Image, lost []int, why string) error {
 	})
 }
 
-// markDone records the imported image. The after-upload action comes
-// first and is idempotent (a moved file is found at its target, a deleted
-// one is gone), so done, the action and finished are one commit; if the
-// process dies between the action and the commit, the next run finds the
-// value on the item again and finishes the job.
+// markDone records the imported image.
+//
+// Keep and delete need no record of their own: the action comes first and
+// is idempotent (a deleted file is gone), so done, the action and finished
+// are one commit; if the process dies between the action and the commit,
+// the next run finds the value on the item again and finishes the job.
+//
+// A move is not idempotent in that way: recomputed after a crash, its
+// target could name another image's file (see doneTarget). So done is
+// committed with the target first, and the move, with its own commit, is
+// the next step (stepAfter), which a restart resumes into the same folder.
 func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imageURL string) error {
 	p.mu.Lock()
 	delete(p.polls, img.ID)
 	delete(p.looked, img.ID)
 	delete(p.created, img.ID)
 	p.mu.Unlock()
-	movedTo, actErr := afterAction(ctx, img, w)
-	if actErr == nil {
-		p.removeSpools(img)
+	movedTo := img.MovedTo
+	if movedTo == "" {
+		movedTo = doneTarget(img, w)
+	}
+	var actErr error
+	if movedTo == "" {
+		if actErr = afterAction(ctx, img, w, ""); actErr == nil {
+			p.removeSpools(img)
+		}
 	}
 	values := state.CloneValues(img.Values) // confirmations known only in memory so far
 	err := p.save(img, func(r *state.Image) {
@@ -337,8 +349,9 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 		r.State, r.ImageURL, r.ImagePK = state.Done, imageURL, lastSegment(imageURL)
 		r.LastError, r.Attempts = "", 0
 		r.WaitingFor, r.Until = "", time.Time{}
-		if actErr == nil {
-			r.State, r.ActionDone, r.MovedTo, r.Finished = state.Finished, true, movedTo, p.cfg.Now().UTC()
+		r.MovedTo = movedTo
+		if actErr == nil && movedTo == "" {
+			r.State, r.ActionDone, r.Finished = state.Finished, true, p.cfg.Now().UTC()
 		}
 	})
 	if err != nil {
@@ -347,7 +360,7 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 	p.heldMu.Lock()
 	p.holdLocked(img)
 	p.heldMu.Unlock()
-	// One line per finished image says where its files went.
+	// One line per imported image says where its files went (or go).
 	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, actErr))
 	if p.cfg.Progress != nil {
 		p.cfg.Progress(ProgressEvent{ID: img.ID, Key: img.Key, Imported: true})
@@ -361,7 +374,7 @@ func filesWent(w Watch, movedTo string, actErr error) string {
 	case actErr != nil:
 		return "still in " + w.Path + " (the after-upload action failed and is retried)"
 	case movedTo != "":
-		return "moved to " + movedTo
+		return "being moved to " + movedTo
 	case w.AfterUpload == "delete":
 		return "deleted"
 	}

@@ -225,11 +225,7 @@ func (p *Pipeline) quotaFailure(img *state.Image, err error) error {
 // isQuota reports the server's per-user byte quota: completed uploads not
 // yet taken by an import count against it (grand-challenge.org
 // app/grandchallenge/uploads/views.py generate_presigned_urls).
-func isQuota(err error) bool {
-	var ge *gcapi.Error
-	return errors.As(err, &ge) && ge.StatusCode == http.StatusForbidden &&
-		strings.Contains(strings.ToLower(ge.Message), "upload limit")
-}
+func isQuota(err error) bool { return gcapi.IsUploadLimit(err) }
 
 // isS3Transient reports S3's 400 answers to a part PUT that sending it
 // again heals: the body came too slowly (RequestTimeout), or the presigned
