@@ -166,7 +166,7 @@ func runAgentOnce(ctx context.Context, cfg *config.Config, token string, st *sta
 		return nil, err
 	}
 	p := ingest.NewPipeline(ingest.PipelineConfig{
-		Watches:         watches(cfg),
+		Watches:         locks.mark(watches(cfg)),
 		SpoolDir:        filepath.Join(filepath.Dir(cfg.State.Path), "spool"),
 		Concurrency:     cfg.Upload.Concurrency,
 		PartConcurrency: cfg.Upload.PartConcurrency,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/folderlock"
+	"github.com/gcingest/gcingest/ingest"
 )
 
 // folderLocks holds the lock of every watched folder for as long as it is
@@ -16,15 +17,19 @@ import (
 type folderLocks struct {
 	owner string // written into each lock file for the other agent's message
 	held  map[string]*folderlock.Lock
-	log   *slog.Logger
+	// unlocked are the folders that cannot hold a lock: their watches
+	// re-check an item before each PATCH (ingest.Watch.Unlocked).
+	unlocked map[string]bool
+	log      *slog.Logger
 }
 
 func newFolderLocks(statePath string, log *slog.Logger) *folderLocks {
 	host, _ := os.Hostname()
 	return &folderLocks{
-		owner: fmt.Sprintf("host %s, pid %d, state %s", host, os.Getpid(), statePath),
-		held:  map[string]*folderlock.Lock{},
-		log:   log,
+		owner:    fmt.Sprintf("host %s, pid %d, state %s", host, os.Getpid(), statePath),
+		held:     map[string]*folderlock.Lock{},
+		unlocked: map[string]bool{},
+		log:      log,
 	}
 }
 
@@ -41,9 +46,14 @@ func (fl *folderLocks) acquire(cfg *config.Config) error {
 		}
 		l, err := folderlock.Acquire(dir, fl.owner)
 		if errors.Is(err, folderlock.ErrUnsupported) {
-			fl.log.Warn("drop folder cannot hold gcingest's lock file; a second agent watching it would not be noticed", "watch", dir, "err", err)
+			if !fl.unlocked[dir] {
+				fl.log.Warn("drop folder cannot hold gcingest's lock file; a second agent watching it would not be noticed, "+
+					"so each item is read again right before its values are attached", "watch", dir, "err", err)
+			}
+			fl.unlocked[dir] = true
 			continue
 		}
+		delete(fl.unlocked, dir)
 		if err != nil {
 			for _, d := range added {
 				fl.held[d].Close()
@@ -57,6 +67,14 @@ func (fl *folderLocks) acquire(cfg *config.Config) error {
 	return nil
 }
 
+// mark sets Unlocked on the watches whose folder holds no lock of ours.
+func (fl *folderLocks) mark(ws []ingest.Watch) []ingest.Watch {
+	for i := range ws {
+		ws[i].Unlocked = fl.unlocked[filepath.Clean(ws[i].Path)]
+	}
+	return ws
+}
+
 // keepOnly releases the locks of folders cfg no longer watches.
 func (fl *folderLocks) keepOnly(cfg *config.Config) {
 	keep := map[string]bool{}
@@ -67,6 +85,11 @@ func (fl *folderLocks) keepOnly(cfg *config.Config) {
 		if !keep[dir] {
 			l.Close()
 			delete(fl.held, dir)
+		}
+	}
+	for dir := range fl.unlocked {
+		if !keep[dir] {
+			delete(fl.unlocked, dir)
 		}
 	}
 }

@@ -68,6 +68,10 @@ func reportFrom(st *state.Store, q status.Query, active map[uint64]ingest.ImageS
 		}
 	}
 	for _, img := range imgs {
+		// Names are shown as the running agent's snapshot shows them, so
+		// that both paths of `gcingest status` agree on a name that is not
+		// valid UTF-8 (the record keeps its bytes).
+		img = ingest.EscapedNames(img)
 		si := statusImage(img)
 		if is, ok := active[img.ID]; ok && is.Active && is.BytesTotal > 0 {
 			si.BytesSent, si.BytesTotal = is.BytesSent, is.BytesTotal

@@ -2,11 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gcingest/gcingest/ingest"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/status"
 )
 
 // The status JSON says what a waiting image waits for and until when.
@@ -21,5 +26,72 @@ func TestStatusImageShowsWhatItWaitsFor(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("status JSON %s lacks %s", b, want)
 		}
+	}
+}
+
+// A name that is not valid UTF-8 is shown escaped by `gcingest status`
+// with no agent running, as the running agent's snapshot shows it
+// (ingest.EscapedNames), not as U+FFFD; the state file keeps the bytes.
+func TestStatusFromStateEscapesNames(t *testing.T) {
+	dir := t.TempDir()
+	name := "scan-\xff.mha"
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte("image"), 0o600); err != nil {
+		t.Skipf("this file system refuses a name that is not valid UTF-8: %v", err)
+	}
+	statePath := filepath.Join(t.TempDir(), "state.db")
+	st, err := state.Open(statePath, state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := state.Image{Watch: dir, Key: name, Files: []state.File{{Rel: name, Path: path, Size: 5}},
+		Values: []state.Value{{Interface: "ct-image", Kind: "image", Files: []string{name}}}}
+	if err := st.Create(&img); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, q := range []status.Query{{}, {ID: strconv.FormatUint(img.ID, 10)}} {
+		rep, err := statusFromState(statePath, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Images) != 1 {
+			t.Fatalf("query %+v: got %d images, want 1", q, len(rep.Images))
+		}
+		got := rep.Images[0]
+		want := ingest.EscapedNames(img)
+		if got.Key != want.Key || got.Watch != want.Watch || len(got.Files) != 1 || got.Files[0] != want.Files[0].Rel {
+			t.Errorf("query %+v: key %q, watch %q, files %q; want %q, %q, [%q] as the agent shows them",
+				q, got.Key, got.Watch, got.Files, want.Key, want.Watch, want.Files[0].Rel)
+		}
+		if got.Key != `scan-\xff.mha` {
+			t.Errorf("query %+v: key %q, want the invalid byte escaped", q, got.Key)
+		}
+		if q.ID == "" {
+			continue
+		}
+		d := got.Detail
+		if d == nil || len(d.Files) != 1 || d.Files[0].Path != want.Files[0].Path || d.Files[0].Rel != `scan-\xff.mha` {
+			t.Errorf("detail files %+v; want the path %q escaped", d, want.Files[0].Path)
+		} else if len(d.Values) != 1 || len(d.Values[0].Files) != 1 || d.Values[0].Files[0] != `scan-\xff.mha` {
+			t.Errorf("detail values %+v; want the value's file escaped", d.Values)
+		}
+	}
+
+	// The record still names the real file.
+	st, err = state.Open(statePath, state.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec, err := st.Get(img.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(rec.Files[0].Path); err != nil {
+		t.Errorf("the record no longer names the file: %v", err)
 	}
 }

@@ -1,10 +1,12 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
@@ -17,6 +19,11 @@ import (
 // Until then the record says "attaching", which a restart reconciles
 // without sending the PATCH again (stepReattach).
 func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) error {
+	if w.Unlocked {
+		if sent, err := p.recheck(ctx, img, w); err != nil || sent {
+			return err
+		}
+	}
 	var updates []gcapi.ValueUpdate
 	for _, v := range img.Values {
 		if v.Confirmed {
@@ -275,4 +282,59 @@ func mainInterface(img *state.Image, w Watch) string {
 		}
 	}
 	return w.Interface
+}
+
+// recheck reads the item right before a PATCH on a watch whose folder
+// holds no lock, where a second agent may have sent the same files: a
+// value the item now shows with our content is theirs and ours at once,
+// and is not set again. It reports whether nothing is left to send (the
+// image is then recorded as a duplicate, as stepItem records an item that
+// held every value already).
+//
+// "Our content" is what stepItem takes it to be: a title with {hash}
+// names the content, so any new value under it is the same content; a
+// JSON value must be equal. Without {hash}, or with replace, a value
+// that appeared is not known to be ours and our PATCH goes out as before.
+// An import the other agent started that does not show on the item yet is
+// not seen: this narrows the race, the folder lock closes it.
+func (p *Pipeline) recheck(ctx context.Context, img *state.Image, w Watch) (bool, error) {
+	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+	if err != nil {
+		return false, fmt.Errorf("read archive item %s again before attaching values: %w", img.ItemPK, err)
+	}
+	hashed := strings.Contains(cmp.Or(w.Title, DefaultTitle), "{hash}")
+	values := state.CloneValues(img.Values)
+	taken, open := 0, 0
+	for i := range values {
+		v := &values[i]
+		if v.Confirmed {
+			continue
+		}
+		cur := valueNow(it, v)
+		switch {
+		case v.Kind == state.ValueJSON:
+			if iv := it.Value(v.Interface); iv != nil && jsonEqual(iv.Value, v.JSON) {
+				v.Confirmed = true
+			}
+		case cur != "" && cur != v.Prev && hashed && !w.Replace:
+			v.Confirmed = true
+		}
+		if v.Confirmed {
+			taken++
+		} else {
+			open++
+		}
+	}
+	if taken == 0 {
+		return false, nil
+	}
+	if open > 0 {
+		// Some values are there, some not: the other agent's PATCH (one
+		// request, applied whole) is still importing the rest, or the
+		// item differs; send ours for what is missing only.
+		p.log.Info("another agent attached some values already; sending the rest", "id", img.ID, "item", img.ItemPK)
+		return false, p.save(img, func(r *state.Image) { r.Values = values })
+	}
+	p.log.Info("another agent attached these values while we prepared them; not sending them again", "id", img.ID, "item", img.ItemPK)
+	return true, p.markDuplicate(ctx, img, w, it, cloneUploads(img.Uploads), values)
 }

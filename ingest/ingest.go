@@ -32,6 +32,11 @@ type Watch struct {
 	Replace     bool              // folder mode: may replace an existing value
 	Title       string            // item title template: {path} {name} {hash}
 	Values      map[string]string // folder mode: glob → interface slug
+	// Unlocked says the folder could not hold the agent's lock file (a
+	// read-only share, a file system without locks), so another agent may
+	// watch it unnoticed: the item is read again right before each PATCH
+	// and a value another agent attached is not set a second time.
+	Unlocked bool
 }
 
 // Grouping returns what package group needs of w.

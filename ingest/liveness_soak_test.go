@@ -19,7 +19,9 @@ import (
 // server trims, 20 % request faults), killing it at random moments (the
 // crash tests' mechanism). Every image must end terminal (finished, or
 // failed with the reason) within a bounded number of runs, none lost, none
-// landed twice. GCINGEST_SOAK=1 runs longer.
+// landed twice, and nothing of another agent's on the same account (its
+// uploads of the same file names, its item) touched. GCINGEST_SOAK=1 runs
+// longer.
 func TestLiveness(t *testing.T) {
 	images, rounds := 8, 12
 	if os.Getenv("GCINGEST_SOAK") != "" {
@@ -51,6 +53,11 @@ func TestLiveness(t *testing.T) {
 		rel := fmt.Sprintf("d%02d/%s", i, name)
 		groups = append(groups, h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(i), 4, 4, 2))))
 	}
+	// Another agent on the same account, with uploads of the same file
+	// names (some Initialized, some Completed) and an item of its own:
+	// nothing of it may be touched.
+	other := newOtherAgent(t, h.srv, testArchive, testIface)
+	other.act("img.mha", "bad.mha")
 	cfg := h.config()
 	cfg.ImportTimeout = 300 * time.Millisecond
 	run := func(c *crasher, limit time.Duration) bool {
@@ -86,13 +93,19 @@ func TestLiveness(t *testing.T) {
 		crashes++
 		h.reopen()
 		if rnd.IntN(4) == 0 {
+			other.check()
 			h.srv.ExpireUploads() // the agent was down for a day
+			other.forget()
+			other.act("img.mha", "bad.mha")
 		}
 	}
 	// The bound: a day later (uploads a crash left unrecorded fill the
 	// quota until the server's cleanup), one more run without crashes
 	// settles everything.
+	other.check()
 	h.srv.ExpireUploads()
+	other.forget()
+	other.act("img.mha", "bad.mha")
 	if !run(nil, 20*time.Second) {
 		imgs, _ := h.store.List()
 		t.Fatalf("not settled 20s after the last crash: %s", describe(imgs))
@@ -127,8 +140,12 @@ func TestLiveness(t *testing.T) {
 			t.Errorf("image %s is %s", img.Key, img.State)
 		}
 	}
+	other.check()
 	seen := map[string]int{}
 	for _, it := range h.srv.Items(testArchive) {
+		if it.PK == other.item {
+			continue
+		}
 		seen[it.Title]++
 		if landed[it.Title] {
 			if v := it.Value(testIface); v == nil || v.Image == nil {

@@ -84,7 +84,7 @@ type ProgressEvent struct {
 }
 
 // EscapedNames returns img for showing: its key, watch, moved-to folder
-// and file names that are not valid UTF-8 are escaped the way Go quotes
+// and file names (of the image and of its values) that are not valid UTF-8 are escaped the way Go quotes
 // them ("scan-\xff.mha"), instead of turning into U+FFFD when encoded as
 // JSON; valid names are left as they are. The record itself keeps the
 // bytes.
@@ -96,6 +96,14 @@ func EscapedNames(img state.Image) state.Image {
 	img.Files = append([]state.File(nil), img.Files...)
 	for i := range img.Files {
 		img.Files[i].Rel, img.Files[i].Path = escapeName(img.Files[i].Rel), escapeName(img.Files[i].Path)
+	}
+	img.Values = append([]state.Value(nil), img.Values...)
+	for i := range img.Values {
+		files := make([]string, len(img.Values[i].Files))
+		for j, f := range img.Values[i].Files {
+			files[j] = escapeName(f)
+		}
+		img.Values[i].Files = files
 	}
 	img.RawNames = nil
 	return img
