@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/state"
 )
@@ -36,6 +37,25 @@ func (s *crashOnFinish) Update(id uint64, fn func(*state.Image) error) (state.Im
 		}
 	}
 	return s.Store.Update(id, fn)
+}
+
+// crashAfterPatch is an API whose process dies right after a PATCH went
+// through: the done_dir target was committed with the PATCH intent, and
+// nothing has been moved yet.
+type crashAfterPatch struct {
+	API
+	cancel  context.CancelFunc
+	crashed *atomic.Bool
+}
+
+func (a crashAfterPatch) UpdateArchiveItem(ctx context.Context, pk string, values []gcapi.ValueUpdate) (*gcapi.ArchiveItem, error) {
+	it, err := a.API.UpdateArchiveItem(ctx, pk, values)
+	if err != nil {
+		return it, err
+	}
+	a.crashed.Store(true)
+	a.cancel()
+	return nil, errCrash
 }
 
 // Moves to done_dir: two images with the same relative path (the second
@@ -67,22 +87,18 @@ func TestDoneDirMoveSurvivesCrash(t *testing.T) {
 			cfg := h.config()
 			var store Store = h.store
 			var crashed atomic.Bool
+			api := h.learning(h.api)
 			finish := &crashOnFinish{Store: h.store}
 			switch at {
 			case "between the commit and the rename":
-				cfg.BeforeStep = func(_ uint64, st state.State) error {
-					if st == state.Done {
-						crashed.Store(true)
-						cancel()
-						return errCrash
-					}
-					return nil
-				}
+				// The target is committed with the PATCH intent; the
+				// rename follows the import's confirmation.
+				api = crashAfterPatch{API: api, cancel: cancel, crashed: &crashed}
 			case "after the rename":
 				finish.armed.Store(true)
 				store = finish
 			}
-			p = NewPipeline(cfg, store, h.learning(h.api), nil)
+			p = NewPipeline(cfg, store, api, nil)
 			errc := make(chan error, 1)
 			go func() { errc <- p.Run(ctx) }()
 			if err := p.Submit(ctx, g); err != nil {
@@ -116,6 +132,15 @@ func TestDoneDirMoveSurvivesCrash(t *testing.T) {
 				t.Fatalf("crash %s: file moved = %v (%v)", at, moved, statErr)
 			}
 
+			if at == "between the commit and the rename" {
+				imgs, err := h.store.List()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := imgs[len(imgs)-1].DoneTarget, filepath.Join(h.watch.DoneDir, "000002"); got != want {
+					t.Fatalf("at the crash the second image's done target is %q; want %q committed before any rename", got, want)
+				}
+			}
 			h.reopen()
 			p = h.pipeline(h.config())
 			stop = start(p)

@@ -128,6 +128,13 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		r.ItemPK = it.PK
 		r.PatchSentAt = p.cfg.Now().UTC()
 		r.State = state.Attaching
+		if r.DoneTarget == "" {
+			// Where the files go once the import is confirmed, committed
+			// here with the PATCH intent, so that markDone can move them
+			// and record the image finished in one commit (the target is
+			// durable before the rename, docs/PATTERNS.md).
+			r.DoneTarget = doneTarget(r, w)
+		}
 	}); err != nil {
 		return err
 	}

@@ -331,13 +331,21 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 	delete(p.looked, img.ID)
 	delete(p.created, img.ID)
 	p.mu.Unlock()
-	movedTo := img.MovedTo
+	// A target committed earlier (with the PATCH intent) may be moved to
+	// now; one chosen only now is committed first and moved by stepAfter.
+	movedTo, committed := img.MovedTo, img.MovedTo != ""
+	if movedTo == "" && img.DoneTarget != "" {
+		movedTo, committed = img.DoneTarget, true
+	}
 	if movedTo == "" {
 		movedTo = doneTarget(img, w)
 	}
 	var actErr error
-	if movedTo == "" {
-		if actErr = afterAction(ctx, img, w, ""); actErr == nil {
+	if committed {
+		w.AfterUpload = "move" // a committed move is finished, whatever the config says now (as stepAfter)
+	}
+	if movedTo == "" || committed {
+		if actErr = afterAction(ctx, img, w, movedTo); actErr == nil {
 			p.removeSpools(img)
 		}
 	}
@@ -350,7 +358,7 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 		r.LastError, r.Attempts = "", 0
 		r.WaitingFor, r.Until = "", time.Time{}
 		r.MovedTo = movedTo
-		if actErr == nil && movedTo == "" {
+		if actErr == nil && (movedTo == "" || committed) {
 			r.State, r.ActionDone, r.Finished = state.Finished, true, p.cfg.Now().UTC()
 		}
 	})
@@ -361,7 +369,7 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 	p.holdLocked(img)
 	p.heldMu.Unlock()
 	// One line per imported image says where its files went (or go).
-	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, actErr))
+	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, committed, actErr))
 	if p.cfg.Progress != nil {
 		p.cfg.Progress(ProgressEvent{ID: img.ID, Key: img.Key, Imported: true})
 	}
@@ -369,10 +377,12 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 }
 
 // filesWent says where an imported image's files are now, for its log line.
-func filesWent(w Watch, movedTo string, actErr error) string {
+func filesWent(w Watch, movedTo string, moved bool, actErr error) string {
 	switch {
 	case actErr != nil:
 		return "still in " + w.Path + " (the after-upload action failed and is retried)"
+	case moved:
+		return "moved to " + movedTo
 	case movedTo != "":
 		return "being moved to " + movedTo
 	case w.AfterUpload == "delete":

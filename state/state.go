@@ -176,6 +176,10 @@ type Image struct {
 	// the move to failed_dir (failed) was performed.
 	ActionDone bool   `json:"action_done,omitempty"`
 	MovedTo    string `json:"moved_to,omitempty"` // where the files went, if anywhere
+	// DoneTarget is the done_dir folder the files go to once the import is
+	// confirmed, committed with the PATCH intent so that the move and the
+	// "finished" commit follow the confirmation at once.
+	DoneTarget string `json:"done_target,omitempty"`
 	// Joined are the group's files as last seen, when they changed (a
 	// file added to a folder, say) after the image was recorded but
 	// before it reached its item: they replace Files at the next hash.
