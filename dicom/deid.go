@@ -691,35 +691,9 @@ func (r *rewriter) sequence(e element, s syntax, c scope, depth int) error {
 // item rewrites the elements of one item ending at end (-1: at its
 // delimiter, consumed here).
 func (r *rewriter) item(seq Tag, s syntax, end int64, c scope, depth int) error {
-	in := r.in
-	for {
-		if end >= 0 && in.off >= end {
-			if in.off > end {
-				return &FormatError{Offset: in.off, Msg: fmt.Sprintf("element overruns item of %s", seq)}
-			}
-			return nil
-		}
-		start := in.off
-		e, err := in.readElement(s)
-		if err == io.EOF {
-			return &TruncatedError{What: "item of " + seq.String(), Offset: start}
-		}
-		if err != nil {
-			return err
-		}
-		if e.tag == tagItemDelim {
-			if end >= 0 {
-				return &FormatError{Offset: start, Msg: fmt.Sprintf("item delimiter in defined-length item of %s", seq)}
-			}
-			return nil
-		}
-		if e.tag.Group() == 0xFFFE {
-			return &FormatError{Offset: start, Msg: fmt.Sprintf("unexpected %s inside an item of %s", e.tag, seq)}
-		}
-		if err := r.apply(e, s, c, depth, nil); err != nil {
-			return err
-		}
-	}
+	return walkElements(r.in, s, end, depth, seq, func(e element) (bool, error) {
+		return true, r.apply(e, s, c, depth, nil)
+	})
 }
 
 // fragments copies encapsulated pixel data: its items (the offset table and
