@@ -372,7 +372,7 @@ func (r *rewriter) dropPending(t Tag) {
 func (r *rewriter) topLevel() error {
 	in, s := r.in, r.s
 	var last Tag
-	first := true
+	first, hasRows, hasPixels := true, false, false
 	for {
 		start := in.off
 		e, err := in.readElement(s)
@@ -391,6 +391,12 @@ func (r *rewriter) topLevel() error {
 			return &FormatError{Offset: start, Msg: fmt.Sprintf("element %s out of ascending tag order after %s", e.tag, last)}
 		}
 		first, last = false, e.tag
+		switch e.tag {
+		case tagRows:
+			hasRows = true
+		case tagPixelData, tagFloatPixelData, tagDoublePixelData:
+			hasPixels = true
+		}
 		if err := r.flushPending(e.tag); err != nil {
 			return err
 		}
@@ -403,6 +409,11 @@ func (r *rewriter) topLevel() error {
 	}
 	if !r.sawSOP {
 		return &FormatError{Offset: in.off, Msg: "data set has no SOP Class UID (0008,0016)"}
+	}
+	if hasRows && !hasPixels {
+		// As Verify judges it: an image header without its pixels is a
+		// file cut short, not one to send.
+		return &TruncatedError{What: "pixel data (the file ends after the image header)", Offset: in.off}
 	}
 	return nil
 }
