@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -38,7 +39,7 @@ func (c *cli) cmdArchives(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &usageError{cmd: "archives", msg: "archives takes no arguments"}
 	}
-	cl, err := c.serverClient("archives", *cfgPath)
+	cl, _, err := c.serverClient("archives", *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -74,7 +75,7 @@ func (c *cli) cmdInterfaces(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return &usageError{cmd: "interfaces", msg: "interfaces takes no arguments"}
 	}
-	cl, err := c.serverClient("interfaces", *cfgPath)
+	cl, _, err := c.serverClient("interfaces", *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -140,18 +141,20 @@ func writeInterfaces(w io.Writer, all []gcapi.Interface, used map[string]int) er
 	return nil
 }
 
-// serverClient is the API client of a command that only talks to the
-// server: the config needs no [[watch]].
-func (c *cli) serverClient(cmd, cfgFlag string) (*gcapi.Client, error) {
+// serverClient is the API client, and the logger, of a command that only
+// talks to the server: the config needs no [[watch]].
+func (c *cli) serverClient(cmd, cfgFlag string) (*gcapi.Client, *slog.Logger, error) {
 	cfg, err := c.loadConfigWatches(cmd, cfgFlag, false)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tok, err := c.token(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return newAPIClient(cfg, tok, newLogger(cfg, c.stderr, tok), nil)
+	log := newLogger(cfg, c.stderr, tok)
+	cl, err := newAPIClient(cfg, tok, log, nil)
+	return cl, log, err
 }
 
 // oneLine keeps a server-provided title on one table row.

@@ -52,16 +52,7 @@ func (c *cli) cmdPull(ctx context.Context, args []string) error {
 		return err
 	}
 	opts.Interfaces = ifaces
-	cfg, err := c.loadConfigWatches("pull", *cfgPath, false)
-	if err != nil {
-		return err
-	}
-	tok, err := c.token(cfg)
-	if err != nil {
-		return err
-	}
-	log := newLogger(cfg, c.stderr, tok)
-	client, err := newAPIClient(cfg, tok, log, nil)
+	client, log, err := c.serverClient("pull", *cfgPath)
 	if err != nil {
 		return err
 	}

@@ -62,16 +62,7 @@ func (c *cli) cmdRelink(ctx context.Context, args []string) error {
 		return &usageError{cmd: "relink", msg: "--from and --to name the same interface"}
 	}
 	opts.Items = items
-	cfg, err := c.loadConfigWatches("relink", *cfgPath, false)
-	if err != nil {
-		return err
-	}
-	tok, err := c.token(cfg)
-	if err != nil {
-		return err
-	}
-	log := newLogger(cfg, c.stderr, tok)
-	client, err := newAPIClient(cfg, tok, log, nil)
+	client, log, err := c.serverClient("relink", *cfgPath)
 	if err != nil {
 		return err
 	}
