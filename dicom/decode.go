@@ -373,25 +373,7 @@ func (in *input) readItemHeader(seq element, s syntax) (element, error) {
 // skipItem skips the elements of an undefined-length item up to and
 // including its delimiter.
 func (in *input) skipItem(s syntax, depth int, seq Tag) error {
-	for {
-		start := in.off
-		e, err := in.readElement(s)
-		if err == io.EOF {
-			return &TruncatedError{What: "item of " + seq.String(), Offset: start}
-		}
-		if err != nil {
-			return err
-		}
-		if e.tag == tagItemDelim {
-			return nil
-		}
-		if e.tag.Group() == 0xFFFE {
-			return &FormatError{Offset: start, Msg: fmt.Sprintf("unexpected %s inside an item of %s", e.tag, seq)}
-		}
-		if err := in.skipValue(e, s, depth); err != nil {
-			return err
-		}
-	}
+	return walkElements(in, s, -1, depth, seq, func(element) (bool, error) { return false, nil })
 }
 
 // isEOF reports whether err says the input ended (a cut deflate stream

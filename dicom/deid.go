@@ -664,36 +664,16 @@ func (r *rewriter) sequence(e element, s syntax, c scope, depth int) error {
 	}
 	r.header(s, e.tag, vr, undefined)
 	c.top = false
-	seqEnd := int64(-1)
-	if !e.undefinedLength() {
-		seqEnd = in.off + int64(e.length)
-	}
-	for {
-		if seqEnd >= 0 && in.off >= seqEnd {
-			if in.off > seqEnd {
-				return &FormatError{Offset: in.off, Msg: fmt.Sprintf("item overruns sequence %s", e.tag)}
-			}
-			break
-		}
-		it, err := in.readItemHeader(e, inner)
-		if err != nil {
-			return err
-		}
-		if it.tag == tagSeqDelim {
-			if seqEnd >= 0 {
-				return &FormatError{Offset: in.off - 8, Msg: fmt.Sprintf("sequence delimiter in defined-length sequence %s", e.tag)}
-			}
-			break
-		}
-		end := int64(-1)
-		if !it.undefinedLength() {
-			end = in.off + int64(it.length)
-		}
+	err := walkItems(in, e, s, depth, func(inner syntax, end int64) error {
 		r.header(inner, tagItem, "", undefined)
 		if err := r.item(e.tag, inner, end, c, depth+1); err != nil {
 			return err
 		}
 		r.header(inner, tagItemDelim, "", 0)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	r.header(inner, tagSeqDelim, "", 0)
 	return nil
