@@ -506,3 +506,28 @@ func checkItems(t *testing.T, got []ArchiveItem, want []string) {
 		t.Errorf("%d items, want %d", len(got), len(want))
 	}
 }
+
+// TestS3RefusalsOfAPartAreTransient: S3's 400s to a part PUT that a new
+// attempt with fresh presigned URLs heals are transient; other 400s are not.
+func TestS3RefusalsOfAPartAreTransient(t *testing.T) {
+	for _, tt := range []struct {
+		code      string
+		transient bool
+	}{
+		{"RequestTimeout", true},
+		{"ExpiredToken", true},
+		{"RequestExpired", true},
+		{"TokenRefreshRequired", true},
+		{"InvalidPart", false},
+		{"SignatureDoesNotMatch", false},
+	} {
+		err := &Error{Method: http.MethodPut, URL: "https://s3.example/b/k", StatusCode: http.StatusBadRequest,
+			Body: []byte("<?xml version=\"1.0\"?><Error><Code>" + tt.code + "</Code><Message>m</Message></Error>")}
+		if got := IsTransient(err); got != tt.transient {
+			t.Errorf("IsTransient(S3 400 %s) = %v, want %v", tt.code, got, tt.transient)
+		}
+		if got := IsPermanent(err); got == tt.transient {
+			t.Errorf("IsPermanent(S3 400 %s) = %v, want %v", tt.code, got, !tt.transient)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package gcapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -119,7 +120,7 @@ func IsTransient(err error) bool {
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return transientStatus(e.StatusCode)
+		return transientStatus(e.StatusCode) || isS3Retry(e)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
@@ -138,6 +139,23 @@ func IsTransient(err error) bool {
 	}
 	var op *net.OpError
 	return errors.As(err, &op) // any other socket-level failure
+}
+
+// isS3Retry reports S3's 400 answers to a part PUT that a new attempt
+// heals: the body came too slowly (RequestTimeout), or the presigned URL's
+// credentials expired (ExpiredToken, RequestExpired, TokenRefreshRequired);
+// the next attempt asks for fresh URLs
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+func isS3Retry(e *Error) bool {
+	if e.StatusCode != http.StatusBadRequest {
+		return false
+	}
+	for _, code := range []string{"RequestTimeout", "ExpiredToken", "RequestExpired", "TokenRefreshRequired"} {
+		if strings.HasPrefix(e.Message, code+":") || e.Message == code || bytes.Contains(e.Body, []byte("<Code>"+code+"</Code>")) {
+			return true
+		}
+	}
+	return false
 }
 
 func transientStatus(code int) bool {

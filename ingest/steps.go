@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -227,19 +226,6 @@ func (p *Pipeline) quotaFailure(img *state.Image, err error) error {
 // app/grandchallenge/uploads/views.py generate_presigned_urls).
 func isQuota(err error) bool { return gcapi.IsUploadLimit(err) }
 
-// isS3Transient reports S3's 400 answers to a part PUT that sending it
-// again heals: the body came too slowly (RequestTimeout), or the presigned
-// URL's credentials expired (ExpiredToken, RequestExpired)
-// (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
-func isS3Transient(ge *gcapi.Error) bool {
-	for _, code := range []string{"RequestTimeout", "ExpiredToken", "RequestExpired", "TokenRefreshRequired"} {
-		if strings.HasPrefix(ge.Message, code+":") || ge.Message == code || bytes.Contains(ge.Body, []byte("<Code>"+code+"</Code>")) {
-			return true
-		}
-	}
-	return false
-}
-
 // waitingForRetry says, for status, what a retrying image waits for.
 func waitingForRetry(err error) string {
 	var ce *configError
@@ -273,14 +259,12 @@ func permanent(err error) bool {
 	switch {
 	case ge.StatusCode == http.StatusUnauthorized:
 		return false // the token, not this image: fixed by the operator
-	case ge.StatusCode == http.StatusForbidden && strings.Contains(m, "upload limit"):
+	case isQuota(err):
 		return false // the byte quota frees up as imports consume uploads
 	case ge.StatusCode == http.StatusBadRequest && strings.Contains(m, "too many uploads"):
 		return false
-	case ge.StatusCode == http.StatusRequestTimeout, ge.StatusCode == http.StatusTooManyRequests:
-		return false
-	case ge.StatusCode == http.StatusBadRequest && isS3Transient(ge):
-		return false // S3 on a part PUT: the next attempt gets fresh presigned URLs
+	case gcapi.IsTransient(err):
+		return false // 408, 429, and S3's refusals of a part PUT that the next attempt heals
 	}
 	return ge.StatusCode >= 400 && ge.StatusCode < 500
 }

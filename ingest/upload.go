@@ -151,9 +151,6 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 	}
 	done, err := p.api.UploadFile(ctx, fu)
 	if err != nil {
-		if s3Transient(err) {
-			return &s3TransientError{fmt.Errorf("upload %s: %w", u.Path, err)}
-		}
 		return fmt.Errorf("upload %s: %w", u.Path, err)
 	}
 	if done.PK != img.Uploads[i].PK {

@@ -3,12 +3,8 @@ package ingest
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
-	"net/http"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/gcingest/gcingest/gcapi"
 )
 
 // maxUploadName is the server's limit on an upload's filename
@@ -48,25 +44,4 @@ func uploadName(name string) string {
 		stem = stem[:len(stem)-n]
 	}
 	return stem + tag + ext
-}
-
-// s3Transient reports whether err is S3 refusing a part PUT for a reason
-// that a later attempt heals: 400 RequestTimeout (the body came too
-// slowly) or 400 ExpiredToken (the presigning credentials expired; a new
-// attempt gets a new URL).
-func s3Transient(err error) bool {
-	var ge *gcapi.Error
-	if !errors.As(err, &ge) || ge.StatusCode != http.StatusBadRequest {
-		return false
-	}
-	return strings.HasPrefix(ge.Message, "RequestTimeout") || strings.HasPrefix(ge.Message, "ExpiredToken")
-}
-
-// s3TransientError is an S3 refusal that waiting heals. It deliberately
-// does not unwrap to the *gcapi.Error (a 400, which would read as
-// permanent), so the image is retried.
-type s3TransientError struct{ err error }
-
-func (e *s3TransientError) Error() string {
-	return e.err.Error() + " (S3 refusal that a new attempt heals)"
 }
