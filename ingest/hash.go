@@ -51,7 +51,10 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 		return err
 	}
 	now := p.cfg.Now().UTC()
-	return p.save(img, func(r *state.Image) {
+	// Committed with the first upload's pk (or the item intent), not on
+	// its own: an fsync per image saved, and a crash before it only means
+	// hashing again.
+	p.saveLater(img, func(r *state.Image) {
 		r.Files, r.Title, r.Uploads, r.Values = files, title, uploads, values
 		if fingerprint(r.Joined) == joined {
 			r.Joined = nil // planned with them; newer ones wait for the next hash
@@ -66,6 +69,7 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 			r.State, r.ItemIntentAt = state.Uploaded, now
 		}
 	})
+	return nil
 }
 
 // planItem decides the item's values and the uploads they need from the

@@ -135,8 +135,14 @@ type Pipeline struct {
 	sessMu   sync.Mutex
 	sessAt   time.Time
 	sessions []gcapi.UploadSession
-	sockets  map[string]*gcapi.Interface // by slug, asked once per run
-	created  map[uint64][]string         // upload pks this process created, by image, until it settles
+	sockets  map[string]*gcapi.Interface   // by slug, asked once per run
+	created  map[uint64][]string           // upload pks this process created, by image, until it settles
+	later    map[uint64]func(*state.Image) // changes saveLater holds for an image's next save
+	// finishing holds the images whose last commit a finishLater
+	// goroutine is making; finishers bounds them, finishWG waits for them.
+	finishing map[uint64]bool
+	finishers chan struct{}
+	finishWG  sync.WaitGroup
 	// recovering holds the unfinished images found at start that have not
 	// had their first step yet; new work waits until they have, so that
 	// everything from an earlier run is reconciled before anything new is
@@ -169,6 +175,9 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		titles:     map[string]*titleIndex{},
 		sockets:    map[string]*gcapi.Interface{},
 		created:    map[uint64][]string{},
+		later:      map[uint64]func(*state.Image){},
+		finishing:  map[uint64]bool{},
+		finishers:  make(chan struct{}, cfg.Concurrency),
 		recovering: map[uint64]bool{},
 		wake:       make(chan struct{}, 1),
 		halt:       make(chan struct{}),
@@ -379,6 +388,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	p.finishWG.Wait()
 	if err := p.stopped(); err != nil && ctx.Err() == nil {
 		return err
 	}

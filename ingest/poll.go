@@ -350,7 +350,9 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 		}
 	}
 	values := state.CloneValues(img.Values) // confirmations known only in memory so far
-	err := p.save(img, func(r *state.Image) {
+	finished := actErr == nil && (movedTo == "" || committed)
+	now := p.cfg.Now().UTC()
+	record := func(r *state.Image) {
 		if values != nil {
 			r.Values = values
 		}
@@ -358,21 +360,30 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 		r.LastError, r.Attempts = "", 0
 		r.WaitingFor, r.Until = "", time.Time{}
 		r.MovedTo = movedTo
-		if actErr == nil && (movedTo == "" || committed) {
-			r.State, r.ActionDone, r.Finished = state.Finished, true, p.cfg.Now().UTC()
+		if finished {
+			r.State, r.ActionDone, r.Finished = state.Finished, true, now
 		}
-	})
-	if err != nil {
+	}
+	imported := func() {
+		p.heldMu.Lock()
+		p.holdLocked(img)
+		p.heldMu.Unlock()
+		// One line per imported image says where its files went (or go).
+		p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, committed, actErr))
+		if p.cfg.Progress != nil {
+			p.cfg.Progress(ProgressEvent{ID: img.ID, Key: img.Key, Imported: true})
+		}
+	}
+	if finished {
+		// Nothing is left to do for the image: its worker goes on to the
+		// next while the commit is made (finishLater).
+		p.finishLater(img, record, imported)
+		return nil
+	}
+	if err := p.save(img, record); err != nil {
 		return err
 	}
-	p.heldMu.Lock()
-	p.holdLocked(img)
-	p.heldMu.Unlock()
-	// One line per imported image says where its files went (or go).
-	p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, committed, actErr))
-	if p.cfg.Progress != nil {
-		p.cfg.Progress(ProgressEvent{ID: img.ID, Key: img.Key, Imported: true})
-	}
+	imported()
 	return actErr
 }
 

@@ -87,6 +87,10 @@ func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
 
 func (p *Pipeline) release(id uint64) {
 	p.mu.Lock()
+	if p.finishing[id] {
+		p.mu.Unlock()
+		return // its finishLater commit releases it
+	}
 	delete(p.active, id)
 	poke := slices.Contains(p.ready, id)
 	if p.recovering[id] {

@@ -49,9 +49,17 @@ type waitError struct{ at time.Time }
 
 func (e *waitError) Error() string { return "wait until " + e.at.String() }
 
-// save commits fn's change to img in one transaction and refreshes img.
+// save commits fn's change to img in one transaction, with any change
+// saveLater held back for it, and refreshes img.
 func (p *Pipeline) save(img *state.Image, fn func(*state.Image)) error {
-	out, err := p.store.Update(img.ID, func(r *state.Image) error { fn(r); return nil })
+	later := p.takeLater(img.ID)
+	out, err := p.store.Update(img.ID, func(r *state.Image) error {
+		if later != nil {
+			later(r)
+		}
+		fn(r)
+		return nil
+	})
 	if err != nil {
 		return &storeError{err}
 	}
@@ -59,8 +67,75 @@ func (p *Pipeline) save(img *state.Image, fn func(*state.Image)) error {
 	return nil
 }
 
+// saveLater applies fn's change to img now and commits it with the
+// image's next save, in the same transaction, for a change that nothing
+// outside this process relies on before then: the hash and the plan,
+// which the upload pk's commit carries (docs/PATTERNS.md, rule 1). A
+// process that ends first drops it (process), so the next one starts from
+// the state file, as a restart would.
+func (p *Pipeline) saveLater(img *state.Image, fn func(*state.Image)) {
+	p.mu.Lock()
+	if prev := p.later[img.ID]; prev != nil {
+		next := fn
+		p.later[img.ID] = func(r *state.Image) { prev(r); next(r) }
+	} else {
+		p.later[img.ID] = fn
+	}
+	p.mu.Unlock()
+	fn(img)
+}
+
+// takeLater returns, and forgets, the change saveLater holds for image id.
+func (p *Pipeline) takeLater(id uint64) func(*state.Image) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fn := p.later[id]
+	delete(p.later, id)
+	return fn
+}
+
+// finishLater records the last change of an image, one that nothing
+// waits on (finished: imported and its files moved), without keeping its
+// worker: fn is applied to img now, and committed by a goroutine of Run's,
+// which then calls then. The image stays active (no worker takes it) until
+// the commit is made. A crash before it finds the image at its last
+// commit, whose step finds the files moved and finishes again
+// (docs/PATTERNS.md, rule 5). At most Concurrency such commits wait at
+// once; a worker that would exceed that waits its turn.
+func (p *Pipeline) finishLater(img *state.Image, fn func(*state.Image), then func()) {
+	p.finishers <- struct{}{}
+	later := p.takeLater(img.ID)
+	p.mu.Lock()
+	p.finishing[img.ID] = true
+	p.mu.Unlock()
+	fn(img)
+	id := img.ID
+	p.finishWG.Add(1)
+	go func() {
+		defer p.finishWG.Done()
+		_, err := p.store.Update(id, func(r *state.Image) error {
+			if later != nil {
+				later(r)
+			}
+			fn(r)
+			return nil
+		})
+		<-p.finishers
+		p.mu.Lock()
+		delete(p.finishing, id)
+		p.mu.Unlock()
+		p.release(id)
+		if err != nil {
+			p.stop(err)
+			return
+		}
+		then()
+	}()
+}
+
 // process moves one image as far as it can go now.
 func (p *Pipeline) process(ctx context.Context, id uint64) {
+	defer p.takeLater(id) // not committed: the next process hashes again
 	img, err := p.store.Get(id)
 	if err != nil {
 		p.log.Error("read image record", "id", id, "err", err)
