@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/gcingest/gcingest/state"
@@ -76,9 +77,15 @@ func hashOpen(ctx context.Context, f *os.File) (string, error) {
 // cancelled copy, hash or ZIP build returns within one chunk's time.
 const copyChunk = 1 << 20
 
+// copyBufs holds copyCtx's buffers: one per image hashed would be 128 KiB
+// of garbage each.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+
 // copyCtx copies src to dst in chunks, checking ctx before each.
 func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
-	buf := make([]byte, 128<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
