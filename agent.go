@@ -329,20 +329,27 @@ func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog
 		}
 		unsubmitted = append(unsubmitted, g.Ready(time.Now())...)
 		setUnknown(g.Unknown())
-		for len(unsubmitted) > 0 {
-			err := p.Submit(ctx, unsubmitted[0])
-			if err != nil && ctx.Err() != nil {
-				return nil
+		if len(unsubmitted) > 0 {
+			// Recorded together, in one commit: a backlog found at start
+			// costs one fsync, not one per image.
+			var again []ingest.Group
+			var stopErr error
+			for i, err := range p.SubmitAll(ctx, unsubmitted) {
+				switch {
+				case err == nil:
+				case ctx.Err() != nil:
+					return nil
+				case errors.Is(err, ingest.ErrStopped):
+					again, stopErr = append(again, unsubmitted[i]), err
+				default:
+					// Refused for what it is: waiting will not change that.
+					log.Error("image not accepted", "key", unsubmitted[i].Key, "err", err)
+				}
 			}
-			if errors.Is(err, ingest.ErrStopped) {
-				log.Error("cannot record a ready image; it will be offered again", "key", unsubmitted[0].Key, "retry_in", submitRetry, "err", err)
-				break
+			if len(again) > 0 {
+				log.Error("cannot record ready images; they will be offered again", "images", len(again), "first", again[0].Key, "retry_in", submitRetry, "err", stopErr)
 			}
-			if err != nil {
-				// Refused for what it is: waiting will not change that.
-				log.Error("image not accepted", "key", unsubmitted[0].Key, "err", err)
-			}
-			unsubmitted = unsubmitted[1:]
+			unsubmitted = again
 		}
 		d := time.Hour
 		if wake := g.NextWake(); !wake.IsZero() {

@@ -16,7 +16,7 @@ import (
 
 // Store is what the pipeline needs from the state file; *state.Store has it.
 type Store interface {
-	CreateUnless(img *state.Image, skip func(existing []state.Image) bool) (bool, error)
+	CreateEach(imgs []*state.Image, skip func(i int, existing []state.Image) bool) ([]bool, error)
 	Get(id uint64) (state.Image, error)
 	Update(id uint64, fn func(*state.Image) error) (state.Image, error)
 	List(states ...state.State) ([]state.Image, error)
@@ -225,58 +225,98 @@ var ErrStopped = errors.New("pipeline stopped taking new work")
 // Submit records g as a pending image and queues it. The record is
 // committed before Submit returns, so the image survives a crash from then
 // on. A group already recorded with the same files (sizes and modification
-// times) is not recorded again, nor is one whose latest record has not yet
-// reached the archive item: that record re-checks its files itself. Changed
-// content of an image already attached makes a new record.
+// times) is not recorded again; one whose latest record has not yet
+// reached the archive item joins that record (joinFiles), which is planned
+// again with the files as they are now. Changed content of an image
+// already attached makes a new record.
 func (p *Pipeline) Submit(ctx context.Context, g Group) error {
+	return p.SubmitAll(ctx, []Group{g})[0]
+}
+
+// SubmitAll is Submit for each of gs, with one commit for all of them:
+// what becomes ready together (a backlog found at start, a folder of
+// scans) costs one fsync, not one per image. It returns each group's
+// error, nil for one recorded, joined or already known.
+func (p *Pipeline) SubmitAll(ctx context.Context, gs []Group) []error {
+	errs := make([]error, len(gs))
 	if err := ctx.Err(); err != nil {
-		return err
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
 	}
-	if err := p.stopped(); err != nil {
-		return fmt.Errorf("submit %s: %w", g.Key, err)
+	var imgs []*state.Image
+	var which []int // index in gs of each of imgs
+	for i, g := range gs {
+		img, err := p.newRecord(g)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		imgs, which = append(imgs, img), append(which, i)
 	}
-	if _, ok := p.watches[g.Watch]; !ok {
-		return fmt.Errorf("submit %s: no watch configured for %s", g.Key, g.Watch)
+	if len(imgs) == 0 {
+		return errs
 	}
-	if len(g.Files) == 0 {
-		return fmt.Errorf("submit %s: group has no files", g.Key)
+	fps := make([]string, len(imgs))
+	for i, img := range imgs {
+		fps[i] = fingerprint(img.Files)
 	}
-	switch g.Kind {
-	case KindSingle, KindMHD, KindZip, KindFolder:
-	default:
-		return fmt.Errorf("submit %s: groups of kind %q are not handled by the pipeline yet", g.Key, g.Kind)
-	}
-	img := &state.Image{Watch: g.Watch, Key: g.Key, Kind: string(g.Kind), State: state.Pending, Archive: p.watches[g.Watch].Archive}
-	for _, f := range g.Files {
-		img.Files = append(img.Files, state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime.UTC()})
-	}
-	fp := fingerprint(img.Files)
-	var join uint64
-	created, err := p.store.CreateUnless(img, func(existing []state.Image) bool {
-		join = 0
-		for i := range existing {
-			if fingerprint(existing[i].Files) == fp || fingerprint(existing[i].Joined) == fp {
+	joins := make([]uint64, len(imgs))
+	created, err := p.store.CreateEach(imgs, func(i int, existing []state.Image) bool {
+		joins[i] = 0
+		for j := range existing {
+			if fingerprint(existing[j].Files) == fps[i] || fingerprint(existing[j].Joined) == fps[i] {
 				return true
 			}
 		}
 		if n := len(existing); n > 0 && beforeItem(&existing[n-1]) {
-			join = existing[n-1].ID
+			joins[i] = existing[n-1].ID
 			return true
 		}
 		return false
 	})
 	if err != nil {
 		p.stop(err)
-		return fmt.Errorf("submit %s: %w", g.Key, err)
+		for _, i := range which {
+			errs[i] = fmt.Errorf("submit %s: %w", gs[i].Key, err)
+		}
+		return errs
 	}
-	if join != 0 {
-		return p.joinFiles(ctx, g, join, img.Files)
+	for k, img := range imgs {
+		i := which[k]
+		switch {
+		case joins[k] != 0:
+			errs[i] = p.joinFiles(ctx, gs[i], joins[k], img.Files)
+		case created[k]:
+			p.log.Info("image recorded", "id", img.ID, "watch", img.Watch, "key", img.Key, "files", len(img.Files))
+			p.enqueue(img.ID, time.Time{})
+		}
 	}
-	if created {
-		p.log.Info("image recorded", "id", img.ID, "watch", g.Watch, "key", g.Key, "files", len(g.Files))
-		p.enqueue(img.ID, time.Time{})
+	return errs
+}
+
+// newRecord checks g and returns the record Submit makes of it.
+func (p *Pipeline) newRecord(g Group) (*state.Image, error) {
+	if err := p.stopped(); err != nil {
+		return nil, fmt.Errorf("submit %s: %w", g.Key, err)
 	}
-	return nil
+	if _, ok := p.watches[g.Watch]; !ok {
+		return nil, fmt.Errorf("submit %s: no watch configured for %s", g.Key, g.Watch)
+	}
+	if len(g.Files) == 0 {
+		return nil, fmt.Errorf("submit %s: group has no files", g.Key)
+	}
+	switch g.Kind {
+	case KindSingle, KindMHD, KindZip, KindFolder:
+	default:
+		return nil, fmt.Errorf("submit %s: groups of kind %q are not handled by the pipeline yet", g.Key, g.Kind)
+	}
+	img := &state.Image{Watch: g.Watch, Key: g.Key, Kind: string(g.Kind), State: state.Pending, Archive: p.watches[g.Watch].Archive}
+	for _, f := range g.Files {
+		img.Files = append(img.Files, state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime.UTC()})
+	}
+	return img, nil
 }
 
 // beforeItem reports whether img has not yet touched an archive item, so

@@ -731,11 +731,11 @@ func (s *failingStore) Update(id uint64, fn func(*state.Image) error) (state.Ima
 	return s.Store.Update(id, fn)
 }
 
-func (s *failingStore) CreateUnless(img *state.Image, skip func([]state.Image) bool) (bool, error) {
+func (s *failingStore) CreateEach(imgs []*state.Image, skip func(int, []state.Image) bool) ([]bool, error) {
 	if s.fail.Load() {
-		return false, errNoSpace
+		return make([]bool, len(imgs)), errNoSpace
 	}
-	return s.Store.CreateUnless(img, skip)
+	return s.Store.CreateEach(imgs, skip)
 }
 
 // duringUpload runs a function on the file just before the client starts
@@ -858,4 +858,44 @@ func TestUnfinishedWorkGoesFirst(t *testing.T) {
 		t.Errorf("first steps in order of image IDs %v; want the two earlier images (1, 2) before the new ones", order)
 	}
 	h.checkArchive(4)
+}
+
+// SubmitAll records a batch as Submit records each: one group refused for
+// what it is (no watch), one already known (same files, recorded before),
+// two new ones landing once each, and the refused one named in its error.
+func TestSubmitAll(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	p := h.pipeline(h.config())
+	known := h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))
+	if err := p.Submit(context.Background(), known); err != nil {
+		t.Fatal(err)
+	}
+	bad := Group{Watch: "/elsewhere", Key: "x.mha", Kind: KindSingle, Files: []File{known.Files[0]}}
+	batch := []Group{
+		known,
+		bad,
+		h.group(KindSingle, "b.mha", h.write("b.mha", gcapitest.SampleMHA(2, 4, 4, 2))),
+		h.group(KindSingle, "c.mha", h.write("c.mha", gcapitest.SampleMHA(3, 4, 4, 2))),
+	}
+	errs := p.SubmitAll(context.Background(), batch)
+	if errs[0] != nil || errs[2] != nil || errs[3] != nil {
+		t.Errorf("SubmitAll errors = %v; want nil for the known and the new groups", errs)
+	}
+	if errs[1] == nil || !strings.Contains(errs[1].Error(), "x.mha") || !strings.Contains(errs[1].Error(), "no watch configured") {
+		t.Errorf("the group of no watch got %v; want its key and the reason", errs[1])
+	}
+	stop := start(p)
+	imgs := h.waitSettled(3)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 3 {
+		t.Fatalf("%d records; want 3 (a once, b, c)", len(imgs))
+	}
+	for _, img := range imgs {
+		if img.State != state.Finished {
+			t.Errorf("image %s is %s (%s); want finished", img.Key, img.State, img.LastError)
+		}
+	}
+	h.checkArchive(3)
 }

@@ -135,7 +135,7 @@ func (p *Pipeline) finishLater(img *state.Image, fn func(*state.Image), then fun
 
 // process moves one image as far as it can go now.
 func (p *Pipeline) process(ctx context.Context, id uint64) {
-	defer p.takeLater(id) // not committed: the next process hashes again
+	defer func() { _ = p.takeLater(id) }() // not committed: the next process hashes again
 	img, err := p.store.Get(id)
 	if err != nil {
 		p.log.Error("read image record", "id", id, "err", err)

@@ -582,36 +582,62 @@ func (s *Store) Create(img *Image) error {
 // for the same (Watch, Key) in ID order, returns true; the check and the
 // write are one transaction. It reports whether img was created.
 func (s *Store) CreateUnless(img *Image, skip func(existing []Image) bool) (bool, error) {
-	var created bool
+	var each func(int, []Image) bool
+	if skip != nil {
+		each = func(_ int, existing []Image) bool { return skip(existing) }
+	}
+	created, err := s.CreateEach([]*Image{img}, each)
+	if err != nil {
+		return false, err
+	}
+	return created[0], nil
+}
+
+// CreateEach is CreateUnless for each of imgs in turn (skip is given the
+// index too, and sees the images created before it in the same call), all
+// in one transaction: images that become ready together, a backlog found
+// at start, cost one commit between them, not one each. It reports which
+// were created; on an error none was.
+func (s *Store) CreateEach(imgs []*Image, skip func(i int, existing []Image) bool) ([]bool, error) {
+	created := make([]bool, len(imgs))
 	err := s.write(func(tx *bolt.Tx) error {
-		created = false
-		if skip != nil {
-			existing, err := byKey(tx, img.Watch, img.Key)
-			if err != nil {
-				return err
-			}
-			if skip(existing) {
-				return nil
-			}
-		}
-		id, err := tx.Bucket(bucketImages).NextSequence()
-		if err != nil {
-			return &dirtyError{err}
-		}
-		img.ID = id
-		if img.State == "" {
-			img.State = Pending
-		}
+		clear(created) // run again on its own when a batch it shared failed
 		now := s.now().UTC()
-		img.Created, img.Updated = now, now
-		created = true
-		if err := put(tx, img, nil); err != nil {
-			return &dirtyError{err}
+		for i, img := range imgs {
+			if skip != nil {
+				existing, err := byKey(tx, img.Watch, img.Key)
+				if err != nil {
+					return &dirtyError{err} // earlier images of this call may be written
+				}
+				if skip(i, existing) {
+					continue
+				}
+			}
+			id, err := tx.Bucket(bucketImages).NextSequence()
+			if err != nil {
+				return &dirtyError{err}
+			}
+			img.ID = id
+			if img.State == "" {
+				img.State = Pending
+			}
+			img.Created, img.Updated = now, now
+			created[i] = true
+			if err := put(tx, img, nil); err != nil {
+				return &dirtyError{err}
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("record new image %s in %s: %w", img.Key, s.path, err)
+		what := "new image"
+		if len(imgs) > 0 {
+			what += " " + imgs[0].Key
+		}
+		if len(imgs) > 1 {
+			what = fmt.Sprintf("%d new images (%s and others)", len(imgs), imgs[0].Key)
+		}
+		return make([]bool, len(imgs)), fmt.Errorf("record %s in %s: %w", what, s.path, err)
 	}
 	return created, nil
 }

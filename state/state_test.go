@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,26 @@ func TestIndexes(t *testing.T) {
 		created, err = s.CreateUnless(newImage("z"), func(ex []Image) bool { return len(ex) > 0 })
 		if err != nil || !created {
 			t.Errorf("CreateUnless(new) = %v, %v; want true, nil", created, err)
+		}
+	})
+	t.Run("create each", func(t *testing.T) {
+		// One call: a known key is skipped, a new one created, and a
+		// second image of that new key sees the first.
+		imgs := []*Image{newImage("x"), newImage("w"), newImage("w")}
+		var seen []int
+		created, err := s.CreateEach(imgs, func(i int, ex []Image) bool {
+			seen = append(seen, len(ex))
+			return len(ex) > 0
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(created, []bool{false, true, false}) || !slices.Equal(seen, []int{2, 0, 1}) {
+			t.Errorf("CreateEach = %v, skip saw %v existing; want [false true false] and [2 0 1]", created, seen)
+		}
+		got, err := s.ByKey("/drop", "w")
+		if err != nil || len(got) != 1 || got[0].ID != imgs[1].ID || got[0].State != Pending {
+			t.Errorf("ByKey(w) = %+v, %v; want only image %d, pending", got, err, imgs[1].ID)
 		}
 	})
 }
