@@ -162,7 +162,17 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 			if ctx.Err() != nil {
 				return err
 			}
-			p.log.Error("could not move the files of a failed image; left in place", "id", img.ID, "err", err)
+			// Left where they are (nothing is lost, and the watcher knows
+			// them): the record says so, and where any did go.
+			left := "left in " + img.Watch
+			if !anyMovedTo(img, movedTo) {
+				movedTo = ""
+			} else {
+				left = "some are in " + movedTo + ", the rest " + left
+			}
+			p.log.Error("could not move the files of a failed image to failed_dir", "id", img.ID, "key", img.Key, "files", left, "err", err)
+			note := fmt.Sprintf("; its files could not be moved to failed_dir (%v): %s", err, left)
+			return p.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo, r.LastError = true, movedTo, r.LastError+note })
 		} else {
 			for _, n := range failureNotes(img) {
 				note := filepath.Join(movedTo, filepath.FromSlash(n.Rel))
@@ -173,6 +183,19 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		}
 	}
 	return p.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo = true, movedTo })
+}
+
+// anyMovedTo reports whether any of img's files is at base/<rel> and no
+// longer at its source.
+func anyMovedTo(img *state.Image, base string) bool {
+	for _, f := range img.Files {
+		_, src := os.Lstat(f.Path)
+		_, dst := os.Lstat(filepath.Join(base, filepath.FromSlash(f.Rel)))
+		if errors.Is(src, os.ErrNotExist) && dst == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // restoreFailed moves a failed image's files back from failed_dir to where

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -255,4 +256,36 @@ func TestRetryOfFailedImageWithOpenUpload(t *testing.T) {
 		t.Fatalf("image is %s (%s); want finished", imgs[0].State, imgs[0].LastError)
 	}
 	h.checkArchive(1)
+}
+
+// A failed image whose files cannot be moved to failed_dir (here a file
+// stands where the folder should be) keeps them in the drop folder, and its
+// record says so: no move target that holds nothing, and the reason it
+// failed still first in its error, with the failed move after it.
+func TestFailedImageFilesThatCannotMove(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	if err := os.WriteFile(h.watch.FailedDir, []byte("not a folder"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := h.pipeline(h.config())
+	stop := start(p)
+	defer stop()
+	f := h.write("empty.mha", nil)
+	if err := p.Submit(context.Background(), h.group(KindSingle, "empty.mha", f)); err != nil {
+		t.Fatal(err)
+	}
+	img := h.waitSettled(1)[0]
+	if img.State != state.Failed || !img.ActionDone {
+		t.Fatalf("image is %s, action done %v; want failed and done", img.State, img.ActionDone)
+	}
+	if img.MovedTo != "" {
+		t.Errorf("record says the files were moved to %s; they were not", img.MovedTo)
+	}
+	if _, err := os.Stat(f.Path); err != nil {
+		t.Errorf("the file is not in the drop folder: %v", err)
+	}
+	if !strings.HasPrefix(img.LastError, f.Path+" is empty") || !strings.Contains(img.LastError, "could not be moved to failed_dir") ||
+		!strings.Contains(img.LastError, "left in "+h.watch.Path) {
+		t.Errorf("error = %q; want the reason, then that the files are left in the drop folder", img.LastError)
+	}
 }
