@@ -2,9 +2,12 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -542,5 +545,66 @@ func TestStuckImportFailsInTheEnd(t *testing.T) {
 	imgs, ok := h.runFor(cfg, 20*time.Second, g)
 	if !ok || imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "has not finished") {
 		t.Fatalf("got %s; want failed, the import named", describe(imgs))
+	}
+}
+
+// failingUploads fails every upload with err.
+type failingUploads struct {
+	API
+	err error
+}
+
+func (a failingUploads) UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcapi.Upload, error) {
+	return nil, a.err
+}
+
+// An error of no kind that waiting heals fails its image after
+// UnknownErrorAttempts, with the error and what to do; a network error,
+// which waiting does heal, is retried past that.
+func TestUnknownErrorsEndInFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		fail bool
+	}{
+		{"unknown", errors.New("strange failure"), true},
+		{"network", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, false},
+		{"disk full", &os.PathError{Op: "write", Path: "/spool/x", Err: syscall.ENOSPC}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, gcapitest.Options{}, "keep")
+			cfg := h.config()
+			cfg.UnknownErrorAttempts = 3
+			p := NewPipeline(cfg, h.store, failingUploads{API: h.api, err: tc.err}, nil)
+			stop := start(p)
+			defer stop()
+			if err := p.Submit(context.Background(), h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				img, err := h.store.Get(1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.fail && img.State == state.Failed {
+					if !strings.Contains(img.LastError, "gave up after 3 attempts") || !strings.Contains(img.LastError, tc.err.Error()) ||
+						!strings.Contains(img.LastError, "gcingest retry 1") {
+						t.Errorf("error = %q; want the attempts, the error and what to do", img.LastError)
+					}
+					return
+				}
+				if !tc.fail && img.Attempts >= 6 {
+					if img.State != state.Retrying {
+						t.Errorf("after %d attempts the image is %s (%s); want still retrying", img.Attempts, img.State, img.LastError)
+					}
+					return
+				}
+				if img.State == state.Failed || time.Now().After(deadline) {
+					t.Fatalf("image is %s after %d attempts (%s)", img.State, img.Attempts, img.LastError)
+				}
+				time.Sleep(5 * time.Millisecond) // polling a condition
+			}
+		})
 	}
 }

@@ -58,6 +58,10 @@ type PipelineConfig struct {
 	QuotaTimeout time.Duration
 	RetryBase    time.Duration // first backoff after a transient error; default 5s
 	RetryMax     time.Duration // longest backoff; default 10m
+	// UnknownErrorAttempts is how many attempts an image gets at an error
+	// of no kind known to heal by waiting (healable) before it fails with
+	// it; default 150, about a day at the default backoff.
+	UnknownErrorAttempts int
 
 	Now func() time.Time // the clock; default time.Now
 
@@ -100,6 +104,9 @@ func (c *PipelineConfig) applyDefaults() {
 	}
 	if c.RetryMax <= 0 {
 		c.RetryMax = 10 * time.Minute
+	}
+	if c.UnknownErrorAttempts <= 0 {
+		c.UnknownErrorAttempts = 150
 	}
 	if c.Now == nil {
 		c.Now = time.Now

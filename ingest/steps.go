@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
@@ -244,6 +245,11 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 			err = p.quotaFailure(img, err)
 		}
 	}
+	if !permanent(err) && !healable(err) && img.Attempts+1 >= p.cfg.UnknownErrorAttempts {
+		err = inputErrorf("gave up after %d attempts at an error that waiting has not healed "+
+			"(not the network, the server, the account or the disk's space): %v; fix its cause, then gcingest retry %d",
+			img.Attempts+1, err, img.ID)
+	}
 	if permanent(err) {
 		log.Error("image failed", "err", err)
 		p.mu.Lock()
@@ -311,6 +317,28 @@ func waitingForRetry(err error) string {
 		return "the configuration or the account to be fixed"
 	}
 	return "a retry after a transient error"
+}
+
+// healable reports whether err is of a kind that waiting heals: the
+// network, the server (a 5xx, a 429, the token, the quota), the
+// configuration or the account, and the local disk's passing states (full,
+// busy, out of file handles, an I/O error, a permission the operator
+// fixes). Any other error is retried at most UnknownErrorAttempts times,
+// so an image never waits for ever on something nobody will fix.
+func healable(err error) bool {
+	var ge *gcapi.Error
+	var ce *configError
+	if errors.As(err, &ge) || errors.As(err, &ce) || gcapi.IsTransient(err) ||
+		errors.Is(err, gcapi.ErrAmbiguous) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EIO, syscall.EACCES, syscall.EPERM,
+		syscall.EROFS, syscall.EAGAIN, syscall.EBUSY, syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.ESTALE, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // permanent reports whether err will not go away by trying again: an error
