@@ -611,10 +611,9 @@ func TestE2EUnreadableFileFailsWithReason(t *testing.T) {
 	if err := os.Chmod(filepath.Join(e.drop, "locked.mha"), 0); err != nil {
 		t.Fatal(err)
 	}
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		const nobody = 65534
-		cred = &syscall.Credential{Uid: nobody, Gid: nobody}
+	const nobody = 65534
+	asNobody := os.Geteuid() == 0
+	if asNobody {
 		// The agent's folders are its own; the binary and the folders above
 		// them must be reachable for it.
 		for _, d := range []string{e.drop, e.done, e.failed, filepath.Join(e.dir, "state")} {
@@ -638,7 +637,9 @@ func TestE2EUnreadableFileFailsWithReason(t *testing.T) {
 		}
 	}
 	cmd := exec.Command(gcingestBinary(t), "run", "--config", e.config)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if asNobody {
+		runAs(cmd, nobody, nobody)
+	}
 	w := &lockedWriter{mu: &e.logsMu, buf: e.logs}
 	cmd.Stdout, cmd.Stderr = w, w
 	e.started = e.logLen()

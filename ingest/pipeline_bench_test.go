@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -76,7 +75,7 @@ func BenchmarkPipeline(b *testing.B) {
 			groups = append(groups, Group{Watch: w.Path, Key: rel, Kind: KindSingle,
 				Files: []File{{Path: p, Rel: rel, Size: fi.Size(), ModTime: fi.ModTime()}}})
 		}
-		syscall.Sync() // the dropped files were on disk before the agent saw them
+		syncDisk() // the dropped files were on disk before the agent saw them
 		p := NewPipeline(PipelineConfig{Watches: []Watch{w}, SpoolDir: filepath.Join(dir, "spool"), Concurrency: conc,
 			PollInterval: 2 * time.Millisecond, PollMax: 20 * time.Millisecond}, store, api, nil)
 		ctx, cancel := context.WithCancel(context.Background())
