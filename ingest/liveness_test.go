@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -606,5 +607,80 @@ func TestUnknownErrorsEndInFailure(t *testing.T) {
 				time.Sleep(5 * time.Millisecond) // polling a condition
 			}
 		})
+	}
+}
+
+// countingLooks counts the requests an importing image makes.
+type countingLooks struct {
+	API
+	items, sessions atomic.Int64
+}
+
+func (a *countingLooks) ArchiveItem(ctx context.Context, pk string) (*gcapi.ArchiveItem, error) {
+	a.items.Add(1)
+	return a.API.ArchiveItem(ctx, pk)
+}
+
+func (a *countingLooks) UploadSession(ctx context.Context, pk string) (*gcapi.UploadSession, error) {
+	a.sessions.Add(1)
+	return a.API.UploadSession(ctx, pk)
+}
+
+func (a *countingLooks) UploadSessions(ctx context.Context) ([]gcapi.UploadSession, error) {
+	a.sessions.Add(1)
+	return a.API.UploadSessions(ctx)
+}
+
+// However long an import runs, its image's item is looked at every
+// PollInterval (never a growing backoff), so the image is seen done within
+// one cycle of the import finishing; its upload sessions are read at the
+// first looks and every tenth after, not every cycle.
+func TestImportPolledOnAFixedShortCycle(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
+	g := h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))
+	p := h.pipeline(h.config())
+	stop := start(p)
+	if err := p.Submit(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) { // polling a condition
+		if img, err := h.store.Get(1); err == nil && img.State == state.Importing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the image never reached importing")
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := h.config()
+	cfg.PollMax = time.Hour
+	now := time.Now()
+	cfg.Now = func() time.Time { return now }
+	api := &countingLooks{API: h.api}
+	p = NewPipeline(cfg, h.store, api, nil)
+	img, err := h.store.Get(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const looks = 40
+	for i := range looks {
+		err := p.stepPoll(context.Background(), &img)
+		var we *waitError
+		if !errors.As(err, &we) {
+			t.Fatalf("look %d: %v; want a wait", i, err)
+		}
+		if got := we.at.Sub(now); got != cfg.PollInterval {
+			t.Fatalf("look %d waits %v before the next; want the cycle, %v", i, got, cfg.PollInterval)
+		}
+		now = now.Add(cfg.PollInterval)
+	}
+	if n := api.items.Load(); n != looks {
+		t.Errorf("%d item requests in %d looks; want one each", n, looks)
+	}
+	if n := api.sessions.Load(); n > 2*(3+looks/10) {
+		t.Errorf("%d session requests in %d looks; want them at the first three and every tenth", n, looks)
 	}
 }

@@ -48,8 +48,8 @@ type PipelineConfig struct {
 	PartConcurrency int     // parts of one file in flight; default 4
 	PartSize        int64   // default 0: the client's default (32 MiB)
 
-	PollInterval  time.Duration // first wait before polling an import; default 1s
-	PollMax       time.Duration // longest wait between import polls; default 30s
+	PollInterval  time.Duration // the import poll cycle: an importing image's item is looked at this often; default 1s
+	PollMax       time.Duration // the wait after an import outlived its deadline, still running; default 30s
 	ImportTimeout time.Duration // after this, a still-running import is reported in LastError; default 3h
 	// QuotaTimeout is how long an image may stay blocked by the upload
 	// quota before it fails, naming its size: by then every upload the
@@ -451,13 +451,4 @@ func (p *Pipeline) backoff(n int) time.Duration {
 	}
 	d = min(d, p.cfg.RetryMax)
 	return d - d/4 + time.Duration(rand.Int64N(int64(d/2)+1))
-}
-
-// pollWait returns the wait before import poll n (0-based).
-func (p *Pipeline) pollWait(n int) time.Duration {
-	d := p.cfg.PollInterval
-	for i := 0; i < n && d < p.cfg.PollMax; i++ {
-		d = d * 3 / 2
-	}
-	return min(d, p.cfg.PollMax)
 }

@@ -34,11 +34,16 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	n := p.polls[img.ID]
 	p.polls[img.ID] = n + 1
 	p.mu.Unlock()
-	// Capture sessions early, while they still name our uploads; after
-	// that only now and then: a session whose build is over names none.
-	building, err := p.readSessions(ctx, img, n < 3 || n%10 == 9)
-	if err != nil {
-		return err
+	// The item is looked at every cycle, so an image is seen done within
+	// one cycle of its import finishing; its sessions (a failure, and
+	// which session is ours) at the first polls, while they still name
+	// our uploads, and every tenth after: a failure seen a few cycles
+	// late costs nothing, and a request per session per cycle would
+	// double what a waiting image asks of the server.
+	if n < 3 || n%10 == 9 {
+		if _, err := p.readSessions(ctx, img, true); err != nil {
+			return err
+		}
 	}
 	now := p.cfg.Now()
 	if img.Until.IsZero() {
@@ -49,17 +54,11 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 		}
 	}
 	if now.After(img.Until) {
-		return p.deadline(ctx, img, building)
+		return p.deadline(ctx, img)
 	}
-	p.mu.Lock()
-	many := len(p.polls) >= listFrom
-	p.mu.Unlock()
-	if many {
-		// One listing per cycle serves every importing image: a short,
-		// fixed cycle sees each import finish within one cycle.
-		return &waitError{at: now.Add(p.cfg.PollInterval)}
-	}
-	return &waitError{at: now.Add(p.pollWait(n))}
+	// A short, fixed cycle: with many images importing, one listing of
+	// the archive per cycle serves them all (itemNow).
+	return &waitError{at: now.Add(p.cfg.PollInterval)}
 }
 
 // waitingForImport says what an importing image waits for, for status.
@@ -222,8 +221,9 @@ func (p *Pipeline) sessionList(ctx context.Context, after time.Time) ([]gcapi.Up
 // them) is sent again to the same item; one whose uploads are still there,
 // unconsumed, was refused by the server with only a notification (a file
 // copy that failed): the image fails, saying where to look.
-func (p *Pipeline) deadline(ctx context.Context, img *state.Image, building []string) error {
-	if _, err := p.readSessions(ctx, img, true); err != nil {
+func (p *Pipeline) deadline(ctx context.Context, img *state.Image) error {
+	building, err := p.readSessions(ctx, img, true)
+	if err != nil {
 		return err // a session found now may have failed
 	}
 	var lost []int
