@@ -86,29 +86,40 @@ func (p *Pipeline) look(ctx context.Context, img *state.Image) (it *gcapi.Archiv
 	return it, done, err
 }
 
-// listFrom is how many images must be importing at once before their items
-// are read from one listing of the archive per poll cycle instead of one
-// GET each: below it a GET per image is cheaper than listing an archive.
-const listFrom = 16
+// listFrom is how many images must be importing at once, per page of the
+// archive's listing, before their items are read from one listing of the
+// archive per poll cycle instead of one GET each: below it a GET per image
+// is cheaper than listing the archive (a page is up to listPage items with
+// their values, the server's max_limit, grand-challenge.org
+// app/grandchallenge/core/pagination.py).
+const (
+	listFrom = 16
+	listPage = 1000
+)
 
 // itemNow returns the image's item as the server shows it after the
 // image's last look: from the archive's listing when many images import
 // at once (one listing per cycle serves them all), else by its pk.
 func (p *Pipeline) itemNow(ctx context.Context, img *state.Image, w Watch) (*gcapi.ArchiveItem, error) {
 	p.mu.Lock()
-	many := len(p.polls) >= listFrom
+	importing := len(p.polls)
 	last := p.looked[img.ID]
 	p.looked[img.ID] = p.cfg.Now()
 	p.mu.Unlock()
-	if many && img.State == state.Importing {
+	if importing >= listFrom && img.State == state.Importing {
 		ar, err := p.archive(ctx, p.archiveSlug(img, w))
 		if err != nil {
 			return nil, err
 		}
 		x := p.index(ar.PK)
 		x.mu.Lock()
-		err = p.listArchive(ctx, x, ar, maxTime(last, img.PatchSentAt))
-		it := x.items[img.ItemPK]
+		var it *gcapi.ArchiveItem
+		// A big archive is listed only for as many more images: its
+		// listing is a request per page.
+		if pages := 1 + len(x.items)/listPage; importing >= listFrom*pages {
+			err = p.listArchive(ctx, x, ar, maxTime(last, img.PatchSentAt))
+			it = x.items[img.ItemPK]
+		}
 		x.mu.Unlock()
 		if err != nil {
 			return nil, fmt.Errorf("list archive %s: %w", ar.PK, err)
