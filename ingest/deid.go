@@ -3,6 +3,7 @@ package ingest
 import (
 	"archive/zip"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -78,10 +79,30 @@ func LoadSecret(name string) ([]byte, error) {
 // seriesTitleHash is what {hash} is in the title of a DICOM group's item:
 // 12 hex digits of a SHA-256 over the group key (folder, study, stack or
 // series, SOP class), so the item is found again when a late file brings
-// the series back with more files, or after the state file is lost.
-func seriesTitleHash(key string) string {
-	sum := sha256.Sum256([]byte("gcingest dicom series\x00" + key))
-	return hex.EncodeToString(sum[:])[:12]
+// the series back with more files, or after the state file is lost. For a
+// de-identified group it is an HMAC keyed with the installation's secret
+// (the one that maps its UIDs): the key holds the original UIDs, and an
+// unkeyed hash of them would link the item to the study for anyone who
+// holds them.
+func seriesTitleHash(key string, secret []byte) string {
+	msg := []byte("gcingest dicom series\x00" + key)
+	if secret == nil {
+		sum := sha256.Sum256(msg)
+		return hex.EncodeToString(sum[:])[:12]
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write(msg)
+	return hex.EncodeToString(m.Sum(nil))[:12]
+}
+
+// titleSecret is the key of img's DICOM title hash: the installation's
+// de-identification secret when its DICOM is de-identified, else nil.
+func (p *Pipeline) titleSecret(ctx context.Context, img *state.Image, w Watch) ([]byte, error) {
+	deid, err := p.deidentifies(ctx, img, w)
+	if err != nil || !deid {
+		return nil, err
+	}
+	return LoadSecret(p.cfg.SecretPath())
 }
 
 // LogDeidentification says at start-up, once per watch, whether its DICOM
@@ -261,7 +282,11 @@ func (p *Pipeline) planDICOMSet(ctx context.Context, img *state.Image, w Watch, 
 		return v, false, err
 	}
 	v.SocketKind = s.Kind
-	v.ImageName = renderTitle(w.Title, img.Key, files)
+	secret, err := LoadSecret(p.cfg.SecretPath())
+	if err != nil {
+		return v, false, err
+	}
+	v.ImageName = renderTitle(w.Title, img.Key, files, secret)
 	sorted := slices.Clone(files)
 	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
 	for i, f := range sorted {

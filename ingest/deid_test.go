@@ -231,6 +231,14 @@ func TestDeidentifiedDICOMLeavesNoIdentity(t *testing.T) {
 		t.Fatalf("image %s: %s", imgs[0].State, imgs[0].LastError)
 	}
 	h.checkArchive(1)
+	// The title's hash is keyed: anyone holding the original UIDs can
+	// compute an unkeyed hash of the series key, and so find the item.
+	if items := h.srv.Items(testArchive); len(items) != 1 || items[0].Title != imgs[0].Title {
+		t.Fatalf("archive items %+v; want one titled %q", items, imgs[0].Title)
+	}
+	if unkeyed := seriesTitleHash(imgs[0].Key, nil); strings.Contains(imgs[0].Title, unkeyed) {
+		t.Errorf("title %q holds %s, the unkeyed hash of the original UIDs", imgs[0].Title, unkeyed)
+	}
 
 	rec.mu.Lock()
 	all := bytes.Join(rec.sent, nil)

@@ -40,7 +40,11 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 		}
 		f.Size, f.ModTime, f.SHA256, f.Ident = fi.Size(), fi.ModTime().UTC(), sum, fileIdent(fi)
 	}
-	title := renderTitle(w.Title, img.Key, files)
+	secret, err := p.titleSecret(ctx, img, w)
+	if err != nil {
+		return err
+	}
+	title := renderTitle(w.Title, img.Key, files, secret)
 	values, uploads, itemPK, err := p.planItem(ctx, img, w, files)
 	var ce *changedError
 	if errors.As(err, &ce) {

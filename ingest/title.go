@@ -23,8 +23,10 @@ const maxTitle = 255
 // renderTitle fills in an item title template: {path} is the image's path
 // relative to the watch (its key, or for keys that are not paths the folder
 // holding its files), {name} the last element of that path, {hash} 12 hex
-// digits of a hash over the files' relative paths and contents.
-func renderTitle(tmpl, key string, files []state.File) string {
+// digits of a hash over the files' relative paths and contents, or for a
+// DICOM group over its key, keyed with secret when the group is
+// de-identified (seriesTitleHash).
+func renderTitle(tmpl, key string, files []state.File, secret []byte) string {
 	if tmpl == "" {
 		tmpl = DefaultTitle
 	}
@@ -33,7 +35,7 @@ func renderTitle(tmpl, key string, files []state.File) string {
 	if group.IsDICOMKey(key) {
 		// A DICOM series is one item whatever arrives late: its title is
 		// keyed by the series, not the content (deid.go, seriesTitleHash).
-		hash = seriesTitleHash(key)
+		hash = seriesTitleHash(key, secret)
 	}
 	render := func(p string) string {
 		return strings.NewReplacer("{path}", p, "{name}", path.Base(p), "{hash}", hash).Replace(tmpl)

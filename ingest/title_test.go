@@ -28,14 +28,14 @@ func TestRenderTitle(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := renderTitle(tt.tmpl, tt.key, tt.files); got != tt.want {
+			if got := renderTitle(tt.tmpl, tt.key, tt.files, nil); got != tt.want {
 				t.Errorf("renderTitle(%q, %q) = %q; want %q", tt.tmpl, tt.key, got, tt.want)
 			}
 		})
 	}
 	t.Run("too long keeps the hash", func(t *testing.T) {
 		key := strings.Repeat("ü/", 200) + "ct.mha"
-		got := renderTitle("", key, files)
+		got := renderTitle("", key, files, nil)
 		if len(got) > maxTitle || !utf8.ValidString(got) || !strings.HasSuffix(got, "ct.mha ["+hash+"]") {
 			t.Errorf("title = %q (%d bytes); want ≤ %d valid bytes ending in the name and hash", got, len(got), maxTitle)
 		}
