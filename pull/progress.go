@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gcingest/gcingest/bytesize"
 )
 
 // progress reports a pull to a writer: on a terminal a bar redrawn a few
@@ -87,7 +89,7 @@ func (p *progress) stop(finished bool) {
 	if !finished {
 		word = "interrupted"
 	}
-	p.line(fmt.Sprintf("%s: %d/%d files, %s downloaded", word, p.done.Load(), p.total, humanBytes(p.bytes.Load())))
+	p.line(fmt.Sprintf("%s: %d/%d files, %s downloaded", word, p.done.Load(), p.total, bytesize.Format(p.bytes.Load())))
 }
 
 func (p *progress) addBytes(n int64) {
@@ -108,7 +110,7 @@ func (p *progress) downloaded(rel string, n int64) {
 	}
 	d := p.done.Add(1)
 	if !p.term {
-		p.line(fmt.Sprintf("[%d/%d] downloaded %s (%s)", d, p.total, rel, humanBytes(n)))
+		p.line(fmt.Sprintf("[%d/%d] downloaded %s (%s)", d, p.total, rel, bytesize.Format(n)))
 	}
 }
 
@@ -153,23 +155,8 @@ func renderBar(done, total int, bytes int64, elapsed time.Duration) string {
 	}
 	rate := ""
 	if secs := elapsed.Seconds(); secs > 0 {
-		rate = "  " + humanBytes(int64(float64(bytes)/secs)) + "/s"
+		rate = "  " + bytesize.Format(int64(float64(bytes)/secs)) + "/s"
 	}
 	return fmt.Sprintf("[%s%s] %d/%d files  %s%s",
-		strings.Repeat("#", filled), strings.Repeat(".", barWidth-filled), done, total, humanBytes(bytes), rate)
-}
-
-// humanBytes formats a byte count with binary units.
-func humanBytes(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	f := float64(n)
-	for _, u := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		f /= 1024
-		if f < 1024 {
-			return fmt.Sprintf("%.1f %s", f, u)
-		}
-	}
-	return fmt.Sprintf("%.1f PiB", f/1024)
+		strings.Repeat("#", filled), strings.Repeat(".", barWidth-filled), done, total, bytesize.Format(bytes), rate)
 }

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gcingest/gcingest/bytesize"
 	"github.com/gcingest/gcingest/gcapi"
 )
 
@@ -74,7 +75,7 @@ type Result struct {
 // units ("329 B", "1.2 KiB", "3.4 MiB").
 func (r Result) String() string {
 	return fmt.Sprintf("%d items: %d files downloaded (%s), %d already complete, %d failed; %d JSON values",
-		r.Items, r.Downloaded, humanBytes(r.Bytes), r.Skipped, r.Failed, r.Values)
+		r.Items, r.Downloaded, bytesize.Format(r.Bytes), r.Skipped, r.Failed, r.Values)
 }
 
 // Names of the files Pull keeps in every item folder.

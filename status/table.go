@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/gcingest/gcingest/bytesize"
 )
 
 // WriteTable prints the report as a table a person reads at a glance: one
@@ -106,9 +108,9 @@ func imageName(im Image) string {
 func progress(im Image) string {
 	switch {
 	case im.BytesTotal > 0 && (im.State == StateUploading || im.State == StatePending || im.State == StateRetrying) && im.BytesSent < im.BytesTotal:
-		return fmt.Sprintf("%d%% of %s", im.BytesSent*100/im.BytesTotal, humanBytes(im.BytesTotal))
+		return fmt.Sprintf("%d%% of %s", im.BytesSent*100/im.BytesTotal, bytesize.Format(im.BytesTotal))
 	case im.BytesTotal > 0:
-		return humanBytes(im.BytesTotal)
+		return bytesize.Format(im.BytesTotal)
 	}
 	return "-"
 }
@@ -208,15 +210,15 @@ func (r *Report) WriteDetail(w io.Writer, now time.Time) error {
 			if p == "" {
 				p = f.Rel
 			}
-			fmt.Fprintf(w, "  %s  %s\n", p, humanBytes(f.Size))
+			fmt.Fprintf(w, "  %s  %s\n", p, bytesize.Format(f.Size))
 		}
 	}
 	if len(d.Uploads) > 0 {
 		fmt.Fprintln(w, "\nuploads:")
 		for _, u := range d.Uploads {
-			st := fmt.Sprintf("%s of %s sent", humanBytes(u.Sent), humanBytes(u.Size))
+			st := fmt.Sprintf("%s of %s sent", bytesize.Format(u.Sent), bytesize.Format(u.Size))
 			if u.Completed {
-				st = "completed, " + humanBytes(u.Size)
+				st = "completed, " + bytesize.Format(u.Size)
 			}
 			fmt.Fprintf(w, "  %s  %s  %s\n", u.Filename, st, dash(u.PK))
 		}
@@ -267,19 +269,6 @@ func shorten(s string, n int) string {
 		return s
 	}
 	return string(r[:n-3]) + "..."
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // roundDur shows a wait as a person would say it: "45s", "2m30s", "12m", "3h".
