@@ -245,6 +245,15 @@ func (p *Pipeline) Submit(ctx context.Context, g Group) error {
 // scans) costs one fsync, not one per image. It returns each group's
 // error, nil for one recorded, joined or already known.
 func (p *Pipeline) SubmitAll(ctx context.Context, gs []Group) []error {
+	if len(gs) > submitBatch {
+		// A backlog of thousands is recorded a batch at a time: one
+		// transaction of it all would hold every record in memory at once.
+		var errs []error
+		for start := 0; start < len(gs); start += submitBatch {
+			errs = append(errs, p.SubmitAll(ctx, gs[start:min(start+submitBatch, len(gs))])...)
+		}
+		return errs
+	}
 	errs := make([]error, len(gs))
 	if err := ctx.Err(); err != nil {
 		for i := range errs {
@@ -302,6 +311,9 @@ func (p *Pipeline) SubmitAll(ctx context.Context, gs []Group) []error {
 	}
 	return errs
 }
+
+// submitBatch is the most images SubmitAll records in one commit.
+const submitBatch = 500
 
 // newRecord checks g and returns the record Submit makes of it.
 func (p *Pipeline) newRecord(g Group) (*state.Image, error) {

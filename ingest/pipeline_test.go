@@ -899,3 +899,36 @@ func TestSubmitAll(t *testing.T) {
 	}
 	h.checkArchive(3)
 }
+
+// A backlog bigger than one batch is recorded whole, each group's error
+// where it belongs.
+func TestSubmitAllBacklog(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	p := h.pipeline(h.config())
+	const n, bad = 2*submitBatch + 7, submitBatch + 3
+	var gs []Group
+	for i := range n {
+		rel := fmt.Sprintf("d%04d.mha", i)
+		g := h.group(KindSingle, rel, h.write(rel, []byte{byte(i)}))
+		if i == bad {
+			g.Watch = "/elsewhere"
+		}
+		gs = append(gs, g)
+	}
+	errs := p.SubmitAll(context.Background(), gs)
+	if len(errs) != n {
+		t.Fatalf("%d errors for %d groups", len(errs), n)
+	}
+	for i, err := range errs {
+		if (err != nil) != (i == bad) {
+			t.Errorf("group %d: error %v", i, err)
+		}
+	}
+	counts, err := h.store.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[state.Pending] != n-1 {
+		t.Errorf("%d images recorded; want %d", counts[state.Pending], n-1)
+	}
+}
