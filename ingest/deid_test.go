@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -599,4 +600,40 @@ func TestDeidentifyingZipDoesNotFollowSymlinks(t *testing.T) {
 	if b, err := os.ReadFile(out); err == nil && bytes.Contains(b, []byte("SECRETPX")) {
 		t.Error("the spooled ZIP holds the symlink target's pixel data")
 	}
+}
+
+// After the upgrade that keyed DICOM groups by series (dicom:<uids>), a
+// series still in a keep-mode drop folder that the old key (its folder)
+// sent as one item is found held by that item: a duplicate, nothing sent.
+func TestDICOMKeyChangeDoesNotResendKeptSeries(t *testing.T) {
+	h, _ := deidHarness(t, "")
+	const study, series = "1.2.826.0.1.777.1", "1.2.826.0.1.777.1.2"
+	var files []File
+	for i := 1; i <= 3; i++ {
+		files = append(files, h.write(fmt.Sprintf("ct/IM%d", i), ctSpec{study: study, series: series, instance: fmt.Sprintf("%s.%d", series, i)}.bytes()))
+	}
+	old := h.runAll(h.group(KindZip, "ct", files...)) // the key before the upgrade: the folder
+	if old[0].State != state.Finished {
+		t.Fatalf("the series under its old key is %s (%s)", old[0].State, old[0].LastError)
+	}
+	before := len(h.srv.Requests())
+	p := h.pipeline(h.config())
+	if n := submitPlanned(t, h, p); n != 1 {
+		t.Fatalf("submitted %d groups; want the one series", n)
+	}
+	stop := start(p)
+	imgs := h.waitSettled(2)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !group.IsDICOMKey(imgs[1].Key) || imgs[1].State != state.Duplicate || imgs[1].ItemPK != old[0].ItemPK {
+		t.Errorf("the series under its new key %q is %s in item %s (%s); want a duplicate held by item %s",
+			imgs[1].Key, imgs[1].State, imgs[1].ItemPK, imgs[1].LastError, old[0].ItemPK)
+	}
+	for _, r := range h.srv.Requests()[before:] {
+		if r.Method == "POST" || r.Method == "PUT" || r.Method == "PATCH" {
+			t.Errorf("%s %s after the key change; want nothing sent", r.Method, r.Path)
+		}
+	}
+	h.checkArchive(1)
 }
