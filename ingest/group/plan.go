@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/gcingest/gcingest/bytesize"
 )
 
 // Plan states.
@@ -220,7 +222,7 @@ func (r PlanReport) WriteText(w io.Writer) error {
 		if e.Label != "" {
 			kind, name = "dicom", e.Label
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", e.State, kind, len(e.Files), humanSize(size), oneLine(name), oneLine(e.Reason))
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", e.State, kind, len(e.Files), bytesize.Format(size), oneLine(name), oneLine(e.Reason))
 		if e.Item != "" {
 			fmt.Fprintf(tw, "  \t\t\t\t  adds to item %s (%s)\t\n", oneLine(e.Item), ItemFile)
 		}
@@ -244,17 +246,4 @@ func (r PlanReport) WriteText(w io.Writer) error {
 // oneLine keeps a name with a tab or newline from breaking the table.
 func oneLine(s string) string {
 	return strings.NewReplacer("\t", `\t`, "\n", `\n`, "\r", `\r`).Replace(s)
-}
-
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
