@@ -53,19 +53,24 @@ func (e *waitError) Error() string { return "wait until " + e.at.String() }
 // save commits fn's change to img in one transaction, with any change
 // saveLater held back for it, and refreshes img.
 func (p *Pipeline) save(img *state.Image, fn func(*state.Image)) error {
-	later := p.takeLater(img.ID)
-	out, err := p.store.Update(img.ID, func(r *state.Image) error {
+	out, err := p.commit(img.ID, p.takeLater(img.ID), fn)
+	if err != nil {
+		return &storeError{err}
+	}
+	*img = out
+	return nil
+}
+
+// commit applies later (a change saveLater held, or nil) and then fn to
+// image id in one transaction.
+func (p *Pipeline) commit(id uint64, later, fn func(*state.Image)) (state.Image, error) {
+	return p.store.Update(id, func(r *state.Image) error {
 		if later != nil {
 			later(r)
 		}
 		fn(r)
 		return nil
 	})
-	if err != nil {
-		return &storeError{err}
-	}
-	*img = out
-	return nil
 }
 
 // saveLater applies fn's change to img now and commits it with the
@@ -114,13 +119,7 @@ func (p *Pipeline) finishLater(img *state.Image, fn func(*state.Image), then fun
 	p.finishWG.Add(1)
 	go func() {
 		defer p.finishWG.Done()
-		_, err := p.store.Update(id, func(r *state.Image) error {
-			if later != nil {
-				later(r)
-			}
-			fn(r)
-			return nil
-		})
+		_, err := p.commit(id, later, fn)
 		<-p.finishers
 		p.mu.Lock()
 		delete(p.finishing, id)
