@@ -95,6 +95,21 @@ func seriesTitleHash(key string, secret []byte) string {
 	return hex.EncodeToString(m.Sum(nil))[:12]
 }
 
+// secret is the installation's de-identification secret, read (or made)
+// once per run: it never changes under a running agent.
+func (p *Pipeline) secret() ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.deidSecret == nil {
+		b, err := LoadSecret(p.cfg.SecretPath())
+		if err != nil {
+			return nil, err
+		}
+		p.deidSecret = b
+	}
+	return p.deidSecret, nil
+}
+
 // titleSecret is the key of img's DICOM title hash: the installation's
 // de-identification secret when its DICOM is de-identified, else nil.
 func (p *Pipeline) titleSecret(ctx context.Context, img *state.Image, w Watch) ([]byte, error) {
@@ -102,7 +117,7 @@ func (p *Pipeline) titleSecret(ctx context.Context, img *state.Image, w Watch) (
 	if err != nil || !deid {
 		return nil, err
 	}
-	return LoadSecret(p.cfg.SecretPath())
+	return p.secret()
 }
 
 // LogDeidentification says at start-up, once per watch, whether its DICOM
@@ -161,7 +176,7 @@ func (p *Pipeline) writeSpoolZip(ctx context.Context, img *state.Image, name str
 	}
 	var d *dicom.Deidentifier
 	if deid {
-		secret, err := LoadSecret(p.cfg.SecretPath())
+		secret, err := p.secret()
 		if err != nil {
 			return 0, err
 		}
@@ -282,7 +297,7 @@ func (p *Pipeline) planDICOMSet(ctx context.Context, img *state.Image, w Watch, 
 		return v, false, err
 	}
 	v.SocketKind = s.Kind
-	secret, err := LoadSecret(p.cfg.SecretPath())
+	secret, err := p.secret()
 	if err != nil {
 		return v, false, err
 	}

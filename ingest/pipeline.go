@@ -139,12 +139,13 @@ type Pipeline struct {
 	held   map[string]string
 	// The last listing of upload sessions, shared (sessionList); sessMu
 	// is held while listing, so waiting images share one listing.
-	sessMu   sync.Mutex
-	sessAt   time.Time
-	sessions []gcapi.UploadSession
-	sockets  map[string]*gcapi.Interface   // by slug, asked once per run
-	created  map[uint64][]string           // upload pks this process created, by image, until it settles
-	later    map[uint64]func(*state.Image) // changes saveLater holds for an image's next save
+	sessMu     sync.Mutex
+	sessAt     time.Time
+	sessions   []gcapi.UploadSession
+	sockets    map[string]*gcapi.Interface   // by slug, asked once per run
+	created    map[uint64][]string           // upload pks this process created, by image, until it settles
+	later      map[uint64]func(*state.Image) // changes saveLater holds for an image's next save
+	deidSecret []byte                        // the de-identification secret, once read (secret)
 	// finishing holds the images whose last commit a finishLater
 	// goroutine is making; finishers bounds them, finishWG waits for them.
 	finishing map[uint64]bool
