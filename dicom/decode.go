@@ -17,7 +17,10 @@ const (
 	// the reader looks at far less.
 	maxValue = 4096
 	// maxDepth bounds sequence nesting; deeper is treated as a broken file.
-	maxDepth = 32
+	// Real data nests a few levels (SR content trees a few dozen); each
+	// level costs a few hundred bytes of stack and no heap, so the bound
+	// only stops an adversarial file from recursing without end.
+	maxDepth = 256
 	// maxMetaLen bounds the meta group (group 0002), which is read whole.
 	maxMetaLen = 64 << 10
 	bufSize    = 64 << 10
@@ -203,7 +206,8 @@ func (in *input) copyTo(w io.Writer, n int64, what func() string) error {
 }
 
 // peekItem reports whether the next 4 bytes are an item tag in s: how an
-// implicit VR sequence of an attribute not in knownVR is recognised.
+// implicit VR sequence of a private attribute, whose VR no dictionary
+// gives, is recognised.
 func (in *input) peekItem(s syntax) bool {
 	b, err := in.br.Peek(4)
 	if err != nil {
@@ -293,16 +297,25 @@ func (in *input) isSequence(e element, s syntax) bool {
 		return true
 	case e.vr == "UN" && !e.undefinedLength():
 		// A UN of defined length may hold an implicit VR sequence too.
-		return knownVR[e.tag] == "SQ" || (e.length >= 8 && in.peekItem(implicitLE))
+		switch dictVR(e.tag) {
+		case "SQ":
+			return true
+		case "":
+			return e.length >= 8 && in.peekItem(implicitLE)
+		}
+		return false
 	case e.undefinedLength():
 		// Only sequences, UN holding a sequence, and encapsulated pixel
 		// data may have an undefined length.
 		return e.vr == "" || e.vr == "UN"
 	case e.vr != "":
 		return false
-	case knownVR[e.tag] == "SQ":
+	}
+	switch dictVR(e.tag) {
+	case "SQ":
 		return true
-	case knownVR[e.tag] != "":
+	case "":
+	default:
 		return false
 	}
 	return e.length >= 8 && in.peekItem(s)

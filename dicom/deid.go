@@ -2,6 +2,7 @@ package dicom
 
 import (
 	"bufio"
+	"bytes"
 	"compress/flate"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -48,7 +49,9 @@ func WithProcedure(p *Procedure) Option { return func(d *Deidentifier) { d.proc 
 // WithSeriesKey gives every file rewritten the SeriesInstanceUID derived
 // from key (the group's series key) instead of the one derived from its own,
 // so the files of one group still form one image on the server after the
-// rewrite. A file without a SeriesInstanceUID gets one.
+// rewrite. A file without a SeriesInstanceUID gets one. References to the
+// file's own original series, at any depth (a ReferencedSeriesSequence),
+// get the same new UID, so that they still resolve.
 func WithSeriesKey(key string) Option {
 	return func(d *Deidentifier) { d.seriesKey, d.forceSer = key, true }
 }
@@ -148,19 +151,51 @@ var implementationUID = func() string {
 // (0012,0062) YES and DeidentificationMethod (0012,0063) are added, as Grand
 // Challenge's clients do. Group lengths (retired) are dropped; sequences and
 // items are written with undefined length, so no length needs knowing
-// before its content; the meta group is written anew (preamble zeroed,
-// MediaStorageSOPInstanceUID mapped like SOPInstanceUID, source and private
-// entries dropped) with its group length computed.
+// before its content; the meta group is written anew from the rewritten
+// data set (preamble zeroed, MediaStorageSOPClassUID and
+// MediaStorageSOPInstanceUID the data set's SOPClassUID and rewritten
+// SOPInstanceUID, source and private entries dropped) with its group length
+// computed.
+//
+// The meta group comes first but follows from SOPInstanceUID (0008,0018),
+// and references to the series may come before SeriesInstanceUID
+// (0020,000E): Rewrite reads ahead to both first. It seeks back when src is
+// an io.Seeker (an *os.File); any other src is held in memory up to them,
+// at most 16 MiB.
 //
 // A rejected file returns a *RejectError; an unreadable one a *FormatError
 // or an error matching ErrTruncated. On any error dst holds a partial file
 // the caller must discard.
 func (d *Deidentifier) Rewrite(dst io.Writer, src io.Reader) (Result, error) {
+	src, top, err := lookAhead(src)
+	if err != nil {
+		return Result{}, err
+	}
 	cw := &countWriter{w: dst}
-	r := &rewriter{d: d, in: newInput(src), out: bufio.NewWriterSize(cw, bufSize)}
-	err := r.run(cw)
+	r := &rewriter{d: d, in: newInput(src), out: bufio.NewWriterSize(cw, bufSize), top: top}
+	err = r.run(cw)
 	r.res.Written = cw.n
 	return r.res, err
+}
+
+// maxLookAhead bounds what Rewrite holds of a source it cannot seek.
+const maxLookAhead = 16 << 20
+
+// lookAhead reads src's top-level UIDs and returns a reader of src from
+// its start again.
+func lookAhead(src io.Reader) (io.Reader, topUIDs, error) {
+	if sk, ok := src.(io.ReadSeeker); ok {
+		if start, err := sk.Seek(0, io.SeekCurrent); err == nil {
+			top := readTopUIDs(sk)
+			if _, err := sk.Seek(start, io.SeekStart); err != nil {
+				return nil, top, fmt.Errorf("seek back to the start of the dicom file: %w", err)
+			}
+			return sk, top, nil
+		}
+	}
+	var held bytes.Buffer
+	top := readTopUIDs(io.TeeReader(io.LimitReader(src, maxLookAhead), &held))
+	return io.MultiReader(&held, src), top, nil
 }
 
 type countWriter struct {
@@ -184,6 +219,10 @@ type rewriter struct {
 	sawSOP  bool
 	pending []pendingElem
 	res     Result
+	// top is what the look-ahead found; metaInstance the
+	// MediaStorageSOPInstanceUID written, which the data set must match.
+	top          topUIDs
+	metaInstance string
 }
 
 // pendingElem is an element the rewriter adds at the top level, written in
@@ -270,8 +309,9 @@ func (r *rewriter) writeMeta(m metaGroup) error {
 	}
 	add(tagMetaVersion, "OB", version)
 	add(tagMediaSOPClass, "UI", []byte(r.metaSOP))
-	if inst := m.get(tagMediaSOPInstance); inst != "" {
-		add(tagMediaSOPInstance, "UI", []byte(r.d.UID(inst)))
+	r.metaInstance = r.newSOPInstance(m)
+	if r.metaInstance != "" {
+		add(tagMediaSOPInstance, "UI", []byte(r.metaInstance))
 	}
 	add(tagTransferSyntax, "UI", []byte(m.get(tagTransferSyntax)))
 	add(tagImplementationClass, "UI", []byte(implementationUID))
@@ -284,6 +324,42 @@ func (r *rewriter) writeMeta(m metaGroup) error {
 	r.out.Write(gl)
 	_, err := r.out.Write(b)
 	return err
+}
+
+// newSOPInstance is the SOPInstanceUID the rewritten data set will hold,
+// from the look-ahead and the procedure's rule for it. When the data set
+// has none left, the meta group's own is mapped: the meta group needs one.
+func (r *rewriter) newSOPInstance(m metaGroup) string {
+	if r.top.sopInstance != "" {
+		switch r.rule(scope{top: true}, tagSOPInstance).Action {
+		case NewUID:
+			return r.mapUIDs(r.top.sopInstance)
+		case Keep:
+			return r.top.sopInstance
+		case Dummy, Empty:
+			v, _ := dummyValue("UI")
+			return string(v)
+		}
+	}
+	if inst := m.get(tagMediaSOPInstance); inst != "" {
+		return r.d.UID(inst)
+	}
+	return ""
+}
+
+// mapUIDs maps each UID of a (multi-valued) UI value: the file's own
+// series to the forced one under WithSeriesKey, any other to UID(original).
+func (r *rewriter) mapUIDs(v string) string {
+	parts := strings.Split(trimText([]byte(v)), `\`)
+	for i, p := range parts {
+		p = strings.Trim(p, "\x00 ")
+		if r.d.forceSer && p != "" && p == r.top.series {
+			parts[i] = r.d.SeriesUID()
+			continue
+		}
+		parts[i] = r.d.UID(p)
+	}
+	return strings.Join(parts, `\`)
 }
 
 // appendHeader appends an element header in syntax s.
@@ -474,8 +550,17 @@ func (r *rewriter) topElement(e element) error {
 		return r.flushPending(e.tag + 1)
 	case tagSeriesUID:
 		if r.d.forceSer {
-			if err := in.skipValue(e, s, 0); err != nil {
+			if !small {
+				return &FormatError{Offset: in.off, Msg: fmt.Sprintf("element %s of %d bytes", e.tag, e.length)}
+			}
+			b, err := in.value(e.length, e.tag)
+			if err != nil {
 				return err
+			}
+			if v := trimText(b); v != r.top.series {
+				// The references before it were mapped from what
+				// the look-ahead found; they would not resolve.
+				return &FormatError{Offset: in.off, Msg: fmt.Sprintf("SeriesInstanceUID %q not found reading ahead (found %q)", v, r.top.series)}
 			}
 			return r.flushPending(e.tag + 1)
 		}
@@ -491,13 +576,14 @@ func vrOr(e element, def string) string {
 	return def
 }
 
-// vrOf is e's VR: as encoded, else from knownVR, else UN as for any
-// attribute a reader does not know.
+// vrOf is the VR a replacement for e is written with: as encoded, else
+// (implicit VR, or UN written by software that did not know the attribute)
+// the data dictionary's, else UN, as for a private attribute.
 func vrOf(e element) string {
-	if e.vr != "" {
+	if e.vr != "" && e.vr != "UN" {
 		return e.vr
 	}
-	if vr, ok := knownVR[e.tag]; ok {
+	if vr := dictVR(e.tag); vr != "" {
 		return vr
 	}
 	return "UN"
@@ -572,11 +658,7 @@ func (r *rewriter) apply(e element, s syntax, c scope, depth int, val []byte) er
 			}
 			val = b
 		}
-		parts := strings.Split(trimText(val), `\`)
-		for i, p := range parts {
-			parts[i] = r.d.UID(strings.Trim(p, "\x00 "))
-		}
-		v := strings.Join(parts, `\`)
+		v := r.mapUIDs(string(val))
 		if c.top {
 			switch e.tag {
 			case tagStudyUID:
@@ -585,6 +667,9 @@ func (r *rewriter) apply(e element, s syntax, c scope, depth int, val []byte) er
 				r.res.SeriesInstanceUID = v
 			case tagSOPInstance:
 				r.res.SOPInstanceUID = v
+				if v != r.metaInstance {
+					return &FormatError{Offset: in.off, Msg: fmt.Sprintf("SOPInstanceUID not found reading ahead (meta group has %q, data set %q)", r.metaInstance, v)}
+				}
 			}
 		}
 		return r.writeValue(s, e.tag, vrOf(e), []byte(v))
@@ -629,8 +714,12 @@ func dummyValue(vr string) ([]byte, bool) {
 		return []byte("http://dummy.example.test"), true
 	case "UT":
 		return []byte("DUMMY UNLIMITED TEXT"), true
-	case "OB", "UN":
+	case "OB":
 		return []byte{0}, true
+	case "UN", "SQ":
+		// UN: an attribute whose VR nobody here knows, which only an
+		// empty value fits whatever its VR; SQ: an empty sequence.
+		return nil, true
 	case "OW", "SS", "US":
 		return make([]byte, 2), true
 	case "AT", "FL", "OF", "OL", "SL", "UL":

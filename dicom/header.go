@@ -496,3 +496,50 @@ func readMeta(in *input) (metaGroup, error) {
 	}
 	return m, nil
 }
+
+// topUIDs is what Rewrite reads ahead of rewriting: the data set's
+// top-level SOPInstanceUID and SeriesInstanceUID, "" when absent or not
+// reached.
+type topUIDs struct {
+	sopInstance, series string
+}
+
+// readTopUIDs reads r's top level up to SeriesInstanceUID (0020,000E). An
+// error only ends the reading: rewriting the file meets it again, and says
+// it.
+func readTopUIDs(r io.Reader) topUIDs {
+	var top topUIDs
+	in := newInput(r)
+	if in.readPrefix() != nil {
+		return top
+	}
+	meta, err := readMeta(in)
+	if err != nil {
+		return top
+	}
+	s, deflated := syntaxOf(meta.get(tagTransferSyntax))
+	if deflated {
+		in = newInput(flate.NewReader(in.br))
+	}
+	for {
+		e, err := in.readElement(s)
+		if err != nil || e.tag > tagSeriesUID || e.tag.Group() == 0xFFFE {
+			return top
+		}
+		if (e.tag == tagSOPInstance || e.tag == tagSeriesUID) && !e.undefinedLength() && e.length <= maxValue {
+			b, err := in.value(e.length, e.tag)
+			if err != nil {
+				return top
+			}
+			if e.tag == tagSOPInstance {
+				top.sopInstance = trimText(b)
+			} else {
+				top.series = trimText(b)
+			}
+			continue
+		}
+		if err := in.skipValue(e, s, 0); err != nil {
+			return top
+		}
+	}
+}
