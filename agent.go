@@ -271,6 +271,11 @@ func verifyServer(ctx context.Context, c *gcapi.Client, cfg *config.Config, log 
 		if iface.SuperKind != gcapi.SuperKindImage {
 			return &configError{fmt.Errorf("watch[%d].interface: %q is a %s socket (kind %q), but the watch's main image needs an image socket", i, w.Interface, iface.SuperKind, iface.Kind)}
 		}
+		if iface.Kind == ingest.KindDICOMImageSet {
+			if err := ingest.DeidTitleProblem(w.Title); err != nil {
+				return &configError{fmt.Errorf("watch[%d].title: %w (the interface %q is a DICOM Image Set, always de-identified); use \"{hash}\" and fixed text, or leave title unset", i, err, w.Interface)}
+			}
+		}
 		for pattern, slug := range w.Values {
 			if _, err := c.InterfaceBySlug(vctx, slug); gcapi.IsNotFound(err) {
 				return &configError{fmt.Errorf("watch[%d].values %q: the server has no interface (socket) %q: check the slug: %w", i, pattern, slug, err)}

@@ -301,6 +301,10 @@ func checkDICOMSet(k *checker, key string, w config.Watch) {
 		k.fail("%s.interface %q: DICOM Image Set sockets are not supported in folder mode; use group = \"auto\"", key, w.Interface)
 		return
 	}
+	if err := ingest.DeidTitleProblem(w.Title); err != nil {
+		k.fail("%s.title: %v (the interface %q is a DICOM Image Set, always de-identified); use \"{hash}\" and fixed text, or leave title unset", key, err, w.Interface)
+		return
+	}
 	var classes []string
 	for _, c := range p.SOPClasses() {
 		if n := sopClassName[c]; n != "" {

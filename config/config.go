@@ -109,7 +109,6 @@ const (
 	DefaultDICOMSettle = 60 * time.Second
 	DefaultRescan      = time.Minute
 	DefaultAfterUpload = "keep"
-	DefaultTitle       = "{path} [{hash}]"
 	DefaultPartSize    = "32MiB"
 	DefaultListen      = "127.0.0.1:9187"
 	DefaultURL         = "https://grand-challenge.org"
@@ -212,9 +211,9 @@ func (w *Watch) applyDefaults() {
 	if w.AfterUpload == "" {
 		w.AfterUpload = DefaultAfterUpload
 	}
-	if w.Title == "" {
-		w.Title = DefaultTitle
-	}
+	// Title stays empty when unset: the pipeline picks DefaultTitle, or
+	// DeidTitle for an image it de-identifies (a DICOM Image Set socket is
+	// known only from the server).
 }
 
 // keyLine finds the line that defines the last part of key k: an assignment
@@ -340,8 +339,10 @@ func (c *Config) Validate() error {
 		if w.DICOMSettle < 0 {
 			bad(key("dicom_settle"), "is negative", `write it like "60s"`)
 		}
-		if w.Deidentify && w.Group == "folder" {
-			bad(key("deidentify"), "is not supported in folder mode", "use group = auto for DICOM to de-identify")
+		if w.Deidentify && (w.Group == "folder" || w.Group == "file") {
+			// Only a series grouped as DICOM is de-identified: in these
+			// modes its files would leave as they are.
+			bad(key("deidentify"), "is not supported in "+w.Group+" mode", "use group = auto for DICOM to de-identify")
 		}
 		if w.Rescan < Duration(time.Second) {
 			bad(key("rescan"), fmt.Sprintf("%s is too short", time.Duration(w.Rescan)), `use at least "1s"; "1m" is usual`)
@@ -375,8 +376,12 @@ func (c *Config) Validate() error {
 				bad(key("values"), fmt.Sprintf("pattern %q has no interface", p), "name the interface slug its files go to")
 			}
 		}
-		if err := checkTitle(w.Title); err != nil {
+		if err := checkTitle(w.Title); w.Title != "" && err != nil {
 			bad(key("title"), err.Error(), `use {path}, {name} and {hash}, with {path} or {hash} in it, e.g. "{path} [{hash}]"`)
+		}
+		if w.Deidentify && (strings.Contains(w.Title, "{path}") || strings.Contains(w.Title, "{name}")) {
+			bad(key("title"), fmt.Sprintf("%q sends folder and file names, which often hold the patient's name or ID, although deidentify = true", w.Title),
+				`use "{hash}" (keyed with the de-identification secret) and fixed text, or leave title unset`)
 		}
 		for j := 0; j < i; j++ {
 			o := c.Watch[j].Path

@@ -34,7 +34,7 @@ func TestExampleParsesAndValidates(t *testing.T) {
 	// The example documents the watch defaults: they must equal what an
 	// omitted key gets.
 	if w.Group != DefaultGroup || time.Duration(w.Settle) != DefaultSettle || time.Duration(w.Rescan) != DefaultRescan ||
-		w.AfterUpload != DefaultAfterUpload || w.Title != DefaultTitle ||
+		w.AfterUpload != DefaultAfterUpload || w.Title != "" ||
 		time.Duration(w.DICOMSettle) != DefaultDICOMSettle || w.Deidentify {
 		t.Errorf("watch[0] = %+v, want the documented defaults", w)
 	}
@@ -64,7 +64,7 @@ func TestDefaultsApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := c.Watch[0]
-	if w.Group != "auto" || time.Duration(w.Settle) != 30*time.Second || time.Duration(w.Rescan) != time.Minute || w.AfterUpload != "keep" || w.Title != "{path} [{hash}]" {
+	if w.Group != "auto" || time.Duration(w.Settle) != 30*time.Second || time.Duration(w.Rescan) != time.Minute || w.AfterUpload != "keep" || w.Title != "" {
 		t.Errorf("defaults not applied: %+v", w)
 	}
 	if time.Duration(w.DICOMSettle) != time.Minute || w.Deidentify {
@@ -114,6 +114,13 @@ func TestValidateNamesKeyAndFix(t *testing.T) {
 		{"title without hash or path", `title = "{name}"`, "watch[0].title", "{path} or {hash}"},
 		{"bad title placeholder", `title = "{hash} {date}"`, "watch[0].title", "{path}"},
 		{"bad exclude", `exclude = ["[x"]`, "watch[0].exclude", "shell patterns"},
+		// Exports name folders after the patient: a de-identified
+		// image's title may not carry them.
+		{"deidentify with the path in the title", "deidentify = true\ntitle = \"{path} [{hash}]\"", "watch[0].title", `"{hash}"`},
+		{"deidentify with the name in the title", "deidentify = true\ntitle = \"{name} {hash}\"", "watch[0].title", `"{hash}"`},
+		// In file mode DICOM is not grouped as a series, so it would
+		// leave as it is.
+		{"deidentify in file mode", "deidentify = true\ngroup = \"file\"", "watch[0].deidentify", "group = auto"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

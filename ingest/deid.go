@@ -301,7 +301,9 @@ func (p *Pipeline) planDICOMSet(ctx context.Context, img *state.Image, w Watch, 
 	if err != nil {
 		return v, false, err
 	}
-	v.ImageName = renderTitle(w.Title, img.Key, files, secret)
+	if v.ImageName, err = renderTitle(w.Title, img.Key, files, secret, true); err != nil {
+		return v, false, err
+	}
 	sorted := slices.Clone(files)
 	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
 	for i, f := range sorted {

@@ -3,6 +3,7 @@ package ingest
 import (
 	"archive/zip"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -636,4 +637,87 @@ func TestDICOMKeyChangeDoesNotResendKeptSeries(t *testing.T) {
 		}
 	}
 	h.checkArchive(1)
+}
+
+// TestDeidentifiedNamesStayHome: exports name folders and files after the
+// patient; with deidentify, neither the title, the image_name, nor any
+// upload filename or byte the server receives carries them.
+func TestDeidentifiedNamesStayHome(t *testing.T) {
+	for _, kind := range []string{"", KindDICOMImageSet} {
+		t.Run(cmp.Or(kind, "image socket"), func(t *testing.T) {
+			h, rec := deidHarness(t, kind)
+			h.watch.Deidentify = kind == ""
+			const study, series = "1.2.826.0.1.558.1", "1.2.826.0.1.558.1.2"
+			for i := 1; i <= 2; i++ {
+				inst := fmt.Sprintf("%s.%d", series, i)
+				h.write(fmt.Sprintf("DOE^JOHN PID-4711/DOE^JOHN_%d.dcm", i), ctSpec{study: study, series: series, instance: inst}.bytes())
+			}
+			p := h.pipeline(h.config())
+			if n := submitPlanned(t, h, p); n != 1 {
+				t.Fatalf("submitted %d groups; want one series", n)
+			}
+			stop := start(p)
+			imgs := h.waitSettled(1)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			if imgs[0].State != state.Finished {
+				t.Fatalf("image %s: %s", imgs[0].State, imgs[0].LastError)
+			}
+			secret, err := LoadSecret(h.config().SecretPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := seriesTitleHash(imgs[0].Key, secret); imgs[0].Title != want {
+				t.Errorf("title %q; want the keyed hash %q alone", imgs[0].Title, want)
+			}
+			rec.mu.Lock()
+			all := bytes.Join(rec.sent, nil)
+			rec.mu.Unlock()
+			for _, s := range []string{"DOE", "JOHN", "PID-4711", "4711"} {
+				if bytes.Contains(all, []byte(s)) {
+					t.Errorf("the server received %q (in a title, image_name, filename or file)", s)
+				}
+			}
+		})
+	}
+}
+
+// TestDeidentifyNeverSendsUnreadableDICOMRaw: a file that claims to be
+// DICOM but that the reader cannot follow is made an image of its own by
+// the grouper; with deidentify it fails, naming the file, and no byte of
+// it leaves.
+func TestDeidentifyNeverSendsUnreadableDICOMRaw(t *testing.T) {
+	h, rec := deidHarness(t, "")
+	h.watch.Deidentify = true
+	const study, series = "1.2.826.0.1.559.1", "1.2.826.0.1.559.1.2"
+	b := ctSpec{study: study, series: series, instance: series + ".1"}.bytes()
+	// StudyDate's VR made into bytes that are no VR: a structure the
+	// reader refuses, before the UIDs.
+	i := bytes.Index(b, []byte{0x08, 0x00, 0x20, 0x00, 'D', 'A'})
+	if i < 0 {
+		t.Fatal("no StudyDate in the test file")
+	}
+	b[i+4], b[i+5] = 0x01, 0x02
+	h.write("x/IM1", b)
+	p := h.pipeline(h.config())
+	if n := submitPlanned(t, h, p); n != 1 {
+		t.Fatalf("submitted %d groups; want 1", n)
+	}
+	stop := start(p)
+	imgs := h.waitSettled(1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "IM1") || !strings.Contains(imgs[0].LastError, "deidentify") {
+		t.Fatalf("image %s (%s); want failed, naming IM1 and deidentify", imgs[0].State, imgs[0].LastError)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.puts) != 0 {
+		t.Errorf("%d part uploads sent for an unreadable DICOM file", len(rec.puts))
+	}
+	if all := bytes.Join(rec.sent, nil); bytes.Contains(all, []byte("DOE^JOHN")) {
+		t.Error("the patient's name reached the server")
+	}
 }

@@ -220,7 +220,7 @@ func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l 
 		if err != nil {
 			return err
 		}
-		v, err := imageValue(img.Key, slug, kind, fs, p.spoolPath(img.ID, len(uploads), ".zip"), addUpload)
+		v, err := imageValue(img.Key, slug, kind, fs, p.spoolPath(img.ID, len(uploads), ".zip"), zipName(img.Key, fs, nil), addUpload)
 		if err != nil {
 			return err
 		}

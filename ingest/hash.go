@@ -8,8 +8,11 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/gcingest/gcingest/dicom"
+	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -27,6 +30,13 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 		// with the files as they are now.
 		files = slices.Clone(img.Joined)
 	}
+	if w.Deidentify && !group.IsDICOMKey(img.Key) {
+		for _, f := range files {
+			if err := refuseRawDICOM(f.Path); err != nil {
+				return err
+			}
+		}
+	}
 	for i := range files {
 		f := &files[i]
 		sum, fi, err := hashSource(ctx, f.Path)
@@ -40,12 +50,23 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 		}
 		f.Size, f.ModTime, f.SHA256, f.Ident = fi.Size(), fi.ModTime().UTC(), sum, fileIdent(fi)
 	}
-	secret, err := p.titleSecret(ctx, img, w)
+	deid, err := p.deidentifies(ctx, img, w)
 	if err != nil {
 		return err
 	}
-	title := renderTitle(w.Title, img.Key, files, secret)
-	values, uploads, itemPK, err := p.planItem(ctx, img, w, files)
+	var secret []byte
+	if deid {
+		if secret, err = p.secret(); err != nil {
+			return err
+		}
+	}
+	// Under deidentify the whole watch's titles name no paths, not only
+	// its DICOM's: config refuses such templates there.
+	title, err := renderTitle(w.Title, img.Key, files, secret, deid || w.Deidentify)
+	if err != nil {
+		return err
+	}
+	values, uploads, itemPK, err := p.planItem(ctx, img, w, files, secret)
 	var ce *changedError
 	if errors.As(err, &ce) {
 		p.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", ce.file)
@@ -81,7 +102,10 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 // interface; a folder is laid out into its values (folder_plan.go). This is
 // the one place the group's kind matters: every step after it works on
 // values and uploads alone.
-func (p *Pipeline) planItem(ctx context.Context, img *state.Image, w Watch, files []state.File) ([]state.Value, []state.Upload, string, error) {
+//
+// secret is the de-identification secret when img's DICOM is
+// de-identified, else nil: what leaves then is named by keyed hashes only.
+func (p *Pipeline) planItem(ctx context.Context, img *state.Image, w Watch, files []state.File, secret []byte) ([]state.Value, []state.Upload, string, error) {
 	switch Kind(img.Kind) {
 	case KindFolder:
 		return p.planFolder(ctx, img, w, files)
@@ -92,7 +116,7 @@ func (p *Pipeline) planItem(ctx context.Context, img *state.Image, w Watch, file
 		if v, ok, err := p.planDICOMSet(ctx, img, w, files, add); ok || err != nil {
 			return []state.Value{v}, uploads, "", err
 		}
-		v, err := imageValue(img.Key, w.Interface, Kind(img.Kind), files, filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d.zip", img.ID)), add)
+		v, err := imageValue(img.Key, w.Interface, Kind(img.Kind), files, filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d.zip", img.ID)), zipName(img.Key, files, secret), add)
 		if err != nil {
 			return nil, nil, "", err
 		}
@@ -117,13 +141,13 @@ func (p *Pipeline) addUpload(uploads *[]state.Upload) func(state.Upload) int {
 // per file (basenames unchanged: the server pairs an .mhd with its data
 // file by name), or, for a kind that needs it, one deterministic ZIP of
 // them all built at spool.
-func imageValue(key, slug string, kind Kind, files []state.File, spool string, add func(state.Upload) int) (state.Value, error) {
+func imageValue(key, slug string, kind Kind, files []state.File, spool, zipName string, add func(state.Upload) int) (state.Value, error) {
 	v := state.Value{Interface: slug, Kind: state.ValueImage}
 	for _, f := range files {
 		v.Files = append(v.Files, f.Rel)
 	}
 	if kind == KindZip {
-		v.Uploads = []int{add(state.Upload{Filename: "image-" + titleHash(files) + ".zip", Path: spool, ZipOf: slices.Clone(v.Files)})}
+		v.Uploads = []int{add(state.Upload{Filename: zipName, Path: spool, ZipOf: slices.Clone(v.Files)})}
 		return v, nil
 	}
 	seen := map[string]bool{}
@@ -141,6 +165,46 @@ func imageValue(key, slug string, kind Kind, files []state.File, spool string, a
 		v.Uploads = append(v.Uploads, add(state.Upload{Filename: name, Path: f.Path, Size: f.Size}))
 	}
 	return v, nil
+}
+
+// refuseRawDICOM fails a file that is or claims to be DICOM (the DICM
+// magic, or a DICOM name) but did not reach the pipeline as part of a
+// DICOM series, on a watch that de-identifies: only a series is
+// de-identified, so such a file would leave with its headers as they are.
+// The grouper makes one of a file it cannot read (a structure the parser
+// does not follow, a cut file): the reason says why.
+func refuseRawDICOM(name string) error {
+	f, _, err := openSource(name, "before upload")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ext := strings.ToLower(filepath.Ext(name))
+	var magic [132]byte
+	n, _ := f.ReadAt(magic[:], 0)
+	isMagic := n == len(magic) && string(magic[128:]) == "DICM"
+	if !isMagic && ext != ".dcm" && ext != ".dicom" && ext != ".ima" {
+		return nil
+	}
+	why := "it was not grouped as a DICOM series"
+	if _, err := dicom.Verify(f); err != nil {
+		why = "it cannot be read as DICOM: " + err.Error()
+	} else if !isMagic {
+		why = "it has no DICM magic at offset 128"
+	}
+	return inputErrorf("%s looks like DICOM, but %s; with deidentify = true only a DICOM series that reads whole is sent, "+
+		"de-identified, so nothing of this file was sent (fix or re-export the file, or remove it from the drop folder)", name, why)
+}
+
+// zipName is the upload filename of a group sent as one ZIP: a hash of its
+// files' paths and contents, or, when its DICOM is de-identified (secret
+// set), the series' keyed hash (seriesTitleHash): a plain hash of the
+// original bytes would let anyone holding the originals find the upload.
+func zipName(key string, files []state.File, secret []byte) string {
+	if secret != nil && group.IsDICOMKey(key) {
+		return "image-" + seriesTitleHash(key, secret) + ".zip"
+	}
+	return "image-" + titleHash(files) + ".zip"
 }
 
 // hashSource reads the file at name once, through one handle opened

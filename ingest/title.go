@@ -3,6 +3,7 @@ package ingest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"path"
 	"sort"
@@ -17,6 +18,23 @@ import (
 // DefaultTitle is the item title template when a watch sets none.
 const DefaultTitle = "{path} [{hash}]"
 
+// DeidTitle is the item title template of a de-identified image when its
+// watch sets none: exports name folders and files after the patient, so a
+// de-identified image's title carries the keyed hash alone.
+const DeidTitle = "{hash}"
+
+// DeidTitleProblem says why tmpl may not title a de-identified image, or
+// nil: {path} and {name} send folder and file names, which scanners and
+// PACS exports make of the patient's name and ID; only {hash} (keyed with
+// the de-identification secret) and fixed text may leave.
+func DeidTitleProblem(tmpl string) error {
+	if strings.Contains(tmpl, "{path}") || strings.Contains(tmpl, "{name}") {
+		return fmt.Errorf("%q sends folder and file names, which often hold the patient's name or ID; "+
+			"a de-identified image's title (and image_name) may use only {hash} and fixed text", tmpl)
+	}
+	return nil
+}
+
 // maxTitle is the server's limit on an item title.
 const maxTitle = 255
 
@@ -25,10 +43,19 @@ const maxTitle = 255
 // holding its files), {name} the last element of that path, {hash} 12 hex
 // digits of a hash over the files' relative paths and contents, or for a
 // DICOM group over its key, keyed with secret when the group is
-// de-identified (seriesTitleHash).
-func renderTitle(tmpl, key string, files []state.File, secret []byte) string {
-	if tmpl == "" {
+// de-identified (seriesTitleHash). With deid (the image's DICOM is
+// de-identified) the default is DeidTitle and a template that names paths
+// is refused (DeidTitleProblem): the image fails rather than send them.
+func renderTitle(tmpl, key string, files []state.File, secret []byte, deid bool) (string, error) {
+	switch {
+	case tmpl == "" && deid:
+		tmpl = DeidTitle
+	case tmpl == "":
 		tmpl = DefaultTitle
+	case deid:
+		if err := DeidTitleProblem(tmpl); err != nil {
+			return "", inputErrorf("%s: title %v; set the watch's title to \"{hash}\" (or fixed text with {hash})", key, err)
+		}
 	}
 	p := titlePath(key, files)
 	hash := titleHash(files)
@@ -54,7 +81,7 @@ func renderTitle(tmpl, key string, files []state.File, secret []byte) string {
 	for len(t) > maxTitle || !utf8.ValidString(t) {
 		t = normalizeTitle(t[:len(t)-1])
 	}
-	return t
+	return t, nil
 }
 
 // normalizeTitle makes a title what the server stores, so that it is found

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -28,14 +29,14 @@ func TestRenderTitle(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := renderTitle(tt.tmpl, tt.key, tt.files, nil); got != tt.want {
-				t.Errorf("renderTitle(%q, %q) = %q; want %q", tt.tmpl, tt.key, got, tt.want)
+			if got, err := renderTitle(tt.tmpl, tt.key, tt.files, nil, false); err != nil || got != tt.want {
+				t.Errorf("renderTitle(%q, %q) = %q, %v; want %q", tt.tmpl, tt.key, got, err, tt.want)
 			}
 		})
 	}
 	t.Run("too long keeps the hash", func(t *testing.T) {
 		key := strings.Repeat("ü/", 200) + "ct.mha"
-		got := renderTitle("", key, files, nil)
+		got, _ := renderTitle("", key, files, nil, false)
 		if len(got) > maxTitle || !utf8.ValidString(got) || !strings.HasSuffix(got, "ct.mha ["+hash+"]") {
 			t.Errorf("title = %q (%d bytes); want ≤ %d valid bytes ending in the name and hash", got, len(got), maxTitle)
 		}
@@ -48,4 +49,30 @@ func TestRenderTitle(t *testing.T) {
 			t.Errorf("hashes %s %s %s; want order-independent, content-dependent, 12 hex", a, b, c)
 		}
 	})
+}
+
+// A de-identified image's title carries no folder or file name: exports
+// name both after the patient.
+func TestRenderTitleDeidentified(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	key := "dicom:DOE^JOHN PID-4711/1.2.3/1.2.3.4/1.2.840.10008.5.1.4.1.1.2"
+	files := []state.File{{Rel: "DOE^JOHN PID-4711/IM0001", SHA256: "aa"}}
+	got, err := renderTitle("", key, files, secret, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := seriesTitleHash(key, secret); got != want {
+		t.Errorf("default title %q; want the keyed hash %q alone", got, want)
+	}
+	for _, tmpl := range []string{DefaultTitle, "{name} {hash}", "study {path}"} {
+		got, err := renderTitle(tmpl, key, files, secret, true)
+		var ie *inputError
+		if !errors.As(err, &ie) || got != "" {
+			t.Errorf("renderTitle(%q) = %q, %v; want an input error and no title", tmpl, got, err)
+		}
+	}
+	got, err = renderTitle("CT {hash}", key, files, secret, true)
+	if err != nil || got != "CT "+seriesTitleHash(key, secret) {
+		t.Errorf("fixed text with the hash: %q, %v", got, err)
+	}
 }
