@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/gcingest/gcingest/printable/printabletest"
 )
 
 func TestString(t *testing.T) {
@@ -39,6 +41,22 @@ func TestString(t *testing.T) {
 				t.Errorf("String(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+// The names every output's test feeds come out as those tests expect.
+func TestHostileNames(t *testing.T) {
+	for i, n := range printabletest.Names {
+		got := String(n)
+		if got != printabletest.Escaped[i] {
+			t.Errorf("String(%q) = %q, want %q", n, got, printabletest.Escaped[i])
+		}
+		if raw := printabletest.Raw(got); raw != "" {
+			t.Errorf("String(%q) = %q holds %s", n, got, raw)
+		}
+		if printabletest.Raw(n) == "" && !strings.Contains(n, "\n") { // Raw allows line feeds
+			t.Errorf("printabletest.Raw(%q) finds nothing", n)
+		}
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gcingest/gcingest/printable"
 )
 
 // Image states as the pipeline records them (docs/ARCHITECTURE.md, "States of an item").
@@ -363,7 +365,7 @@ func mux(src Source, metrics *Metrics, log *slog.Logger) *http.ServeMux {
 		rep, err := src.Report(r.Context(), q)
 		if err != nil {
 			log.Warn("status report", "err", err)
-			http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
+			http.Error(w, "status: "+printable.Error(err).Error(), http.StatusInternalServerError)
 			return
 		}
 		if rep.Counts == nil {
@@ -386,7 +388,7 @@ func mux(src Source, metrics *Metrics, log *slog.Logger) *http.ServeMux {
 			}
 		}
 		if err != nil {
-			http.Error(w, "metrics: "+err.Error(), http.StatusInternalServerError)
+			http.Error(w, "metrics: "+printable.Error(err).Error(), http.StatusInternalServerError)
 			return
 		}
 		var buf bytes.Buffer
@@ -408,7 +410,9 @@ func mux(src Source, metrics *Metrics, log *slog.Logger) *http.ServeMux {
 		}
 		queued, err := rt.Retry(r.Context(), req.IDs, req.Failed)
 		if err != nil {
-			http.Error(w, "retry: "+err.Error(), http.StatusBadRequest)
+			// The errors quote file names; each of several stays on its
+			// own line (printable.Error), which the client keeps.
+			http.Error(w, "retry: "+printable.Error(err).Error(), http.StatusBadRequest)
 			return
 		}
 		log.Info("retry requested", "ids", len(req.IDs), "failed", req.Failed, "queued", len(queued))
@@ -488,12 +492,24 @@ func call(ctx context.Context, method, listen, path string, body, out any) error
 		return fmt.Errorf("%s %s: read answer: %w", method, u, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(b)))
+		return fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, printableLines(strings.TrimSpace(string(b))))
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("%s %s: decode answer: %w", method, u, err)
 	}
 	return nil
+}
+
+// printableLines escapes each line of an answer's text, which the command
+// prints: the agent escapes the names it quotes and separates several
+// errors by line breaks, which stay; whatever else answers on the status
+// address gets the same treatment.
+func printableLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = printable.String(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // sortedKeys returns m's keys in order.

@@ -9,22 +9,25 @@ import (
 	"time"
 
 	"github.com/gcingest/gcingest/bytesize"
+	"github.com/gcingest/gcingest/printable"
 )
 
 // WriteTable prints the report as a table a person reads at a glance: one
 // line per image, each error in full below the table (its cause first), then
 // the counts by state of every image recorded. now makes "next attempt"
-// relative ("in 2m") and keeps the output reproducible in tests.
+// relative ("in 2m") and keeps the output reproducible in tests. Names and
+// messages are escaped (printable.String): they come from drop folders
+// and servers.
 func (r *Report) WriteTable(w io.Writer, now time.Time) error {
 	if len(r.Images) == 0 && r.Query.Selected() != nil {
-		fmt.Fprintf(w, "no image is %s\n", describeStates(r.Query))
+		fmt.Fprintf(w, "no image is %s\n", printable.String(describeStates(r.Query)))
 	}
 	if len(r.Images) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSTATE\tIMAGE\tFILES\tPROGRESS\tITEM\tNEXT")
 		for _, im := range r.Images {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", shorten(im.ID, 12), im.State, shorten(imageName(im), 48),
-				len(im.Files), progress(im), dash(im.ItemPK), next(im, now))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", shorten(printable.String(im.ID), 12), printable.String(im.State),
+				shorten(printable.String(imageName(im)), 48), len(im.Files), progress(im), dash(printable.String(im.ItemPK)), next(im, now))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -38,7 +41,7 @@ func (r *Report) WriteTable(w io.Writer, now time.Time) error {
 				fmt.Fprintln(w, "\nerrors, the cause first (gcingest status ID for the whole story):")
 				first = false
 			}
-			writeError(w, "  "+im.ID+"  ", im.LastError)
+			writeError(w, "  "+printable.String(im.ID)+"  ", im.LastError)
 		}
 	}
 	var parts []string
@@ -126,10 +129,12 @@ func next(im Image, now time.Time) string {
 }
 
 // writeError prints an error in full: its cause on the first line, then,
-// when the error says more, the whole message as recorded.
+// when the error says more, the whole message as recorded, on one line:
+// its line breaks become spaces, and what else it quotes from a name is
+// escaped.
 func writeError(w io.Writer, prefix, msg string) {
-	whole := oneLine(msg)
-	cause := Cause(msg)
+	whole := printable.String(oneLine(msg))
+	cause := printable.String(Cause(msg))
 	fmt.Fprintf(w, "%s%s\n", prefix, cause)
 	if cause != whole {
 		fmt.Fprintf(w, "%s%s\n", strings.Repeat(" ", len([]rune(prefix))), whole)
@@ -161,10 +166,11 @@ func Cause(msg string) string {
 }
 
 // WriteDetail prints one image's whole story: files, uploads, values and
-// item, where the files went, and every error with its time.
+// item, where the files went, and every error with its time. Names and
+// messages are escaped as in WriteTable.
 func (r *Report) WriteDetail(w io.Writer, now time.Time) error {
 	if len(r.Images) == 0 {
-		_, err := fmt.Fprintf(w, "no image with ID %s\n", r.Query.ID)
+		_, err := fmt.Fprintf(w, "no image with ID %s\n", printable.String(r.Query.ID))
 		return err
 	}
 	im := r.Images[0]
@@ -175,7 +181,7 @@ func (r *Report) WriteDetail(w io.Writer, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s\t%s\n", k, v)
+			fmt.Fprintf(tw, "%s\t%s\n", k, printable.String(v))
 		}
 	}
 	row("image", im.ID)
@@ -210,7 +216,7 @@ func (r *Report) WriteDetail(w io.Writer, now time.Time) error {
 			if p == "" {
 				p = f.Rel
 			}
-			fmt.Fprintf(w, "  %s  %s\n", p, bytesize.Format(f.Size))
+			fmt.Fprintf(w, "  %s  %s\n", printable.String(p), bytesize.Format(f.Size))
 		}
 	}
 	if len(d.Uploads) > 0 {
@@ -220,7 +226,7 @@ func (r *Report) WriteDetail(w io.Writer, now time.Time) error {
 			if u.Completed {
 				st = "completed, " + bytesize.Format(u.Size)
 			}
-			fmt.Fprintf(w, "  %s  %s  %s\n", u.Filename, st, dash(u.PK))
+			fmt.Fprintf(w, "  %s  %s  %s\n", printable.String(u.Filename), st, dash(printable.String(u.PK)))
 		}
 	}
 	if len(d.Values) > 0 {
@@ -230,7 +236,11 @@ func (r *Report) WriteDetail(w io.Writer, now time.Time) error {
 			if v.Confirmed {
 				conf = "on the item"
 			}
-			fmt.Fprintf(w, "  %s (%s) %s  %s\n", v.Interface, v.Kind, strings.Join(v.Files, ", "), conf)
+			files := make([]string, len(v.Files))
+			for i, f := range v.Files {
+				files[i] = printable.String(f)
+			}
+			fmt.Fprintf(w, "  %s (%s) %s  %s\n", printable.String(v.Interface), printable.String(v.Kind), strings.Join(files, ", "), conf)
 		}
 	}
 	errs := d.Errors
@@ -240,7 +250,7 @@ func (r *Report) WriteDetail(w io.Writer, now time.Time) error {
 	if len(errs) > 0 {
 		fmt.Fprintln(w, "\nerrors, oldest first, the cause first:")
 		for _, e := range errs {
-			writeError(w, fmt.Sprintf("  %s  %s  ", stamp(e.At), e.State), e.Msg)
+			writeError(w, fmt.Sprintf("  %s  %s  ", stamp(e.At), printable.String(e.State)), e.Msg)
 		}
 	}
 	return nil
