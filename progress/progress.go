@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gcingest/gcingest/printable"
 )
 
 // stale is how long an image may go without progress before its line is
@@ -146,7 +148,9 @@ func (d *Display) linesLocked() []string {
 		r := e.rate(now)
 		sent, total, rate = sent+float64(e.sent), total+float64(e.total), rate+r
 		if i < maxLines {
-			out = append(out, fmt.Sprintf("  %-40s %s", shorten(e.key, 40), figures(float64(e.sent), float64(e.total), r)))
+			// The key is a file name from the drop folder: escaped before
+			// it is cut, so the cut falls in printable text.
+			out = append(out, fmt.Sprintf("  %-40s %s", shorten(printable.String(e.key), 40), figures(float64(e.sent), float64(e.total), r)))
 		}
 	}
 	head := fmt.Sprintf("uploading %d %s", len(ids), plural(len(ids), "image", "images"))

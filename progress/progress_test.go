@@ -2,9 +2,12 @@ package progress
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gcingest/gcingest/printable/printabletest"
 )
 
 type clock struct{ t time.Time }
@@ -60,5 +63,34 @@ func TestLogLinesScrollAboveTheDisplay(t *testing.T) {
 		"  a.mha                                    10 B / 100 B  10%  -- MiB/s\nuploading 1 image: 10 B / 100 B  10%  -- MiB/s\n"
 	if got != want {
 		t.Errorf("got\n%q\nwant\n%q", got, want)
+	}
+}
+
+// The display draws file names from the drop folder: none reaches the
+// terminal raw, between the display's own cursor moves.
+func TestHostileNamesAreEscaped(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	var out bytes.Buffer
+	d := New(&out, c.now)
+	for i, n := range printabletest.Names {
+		d.Update(uint64(i+1), n, 10, 100)
+	}
+	d.Write([]byte("a log line\n"))
+	d.Write([]byte("another log line\n")) // clears what the first drew
+	own := regexp.MustCompile(`\x1b\[[0-9]+A\r\x1b\[J`)
+	if n := len(own.FindAllString(out.String(), -1)); n != 1 {
+		t.Errorf("the display cleared itself %d times, want 1:\n%q", n, out.String())
+	}
+	drawn := own.ReplaceAllString(out.String(), "")
+	if raw := printabletest.Raw(drawn); raw != "" {
+		t.Errorf("the display wrote %s:\n%q", raw, drawn)
+	}
+	for _, want := range printabletest.Escaped {
+		if !strings.Contains(drawn, want) {
+			t.Errorf("the display lacks %s:\n%s", want, drawn)
+		}
+	}
+	if got, want := len(d.Lines()), len(printabletest.Names)+1; got != want {
+		t.Errorf("the display draws %d lines, want %d, one per image and the totals:\n%s", got, want, strings.Join(d.Lines(), "\n"))
 	}
 }
