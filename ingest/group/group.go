@@ -10,6 +10,8 @@ package group
 import (
 	"fmt"
 	"time"
+
+	"github.com/gcingest/gcingest/printable"
 )
 
 // Watch is what grouping needs to know of a drop folder (the ingest
@@ -83,16 +85,21 @@ type Note struct {
 
 // FailureNotes returns the notes that explain why the group key (of kind k,
 // with files rels, recorded as id) failed at at: one beside a folder
-// item's folder, one beside each file of an image.
+// item's folder, one beside each file of an image. The notes are read with
+// cat or an editor, so the names and the reason (which quotes names) are
+// escaped in their text (printable.String); the reason is on one line.
 func FailureNotes(k Kind, key string, rels []string, id uint64, at time.Time, reason string) []Note {
 	when := at.UTC().Format(time.RFC3339)
+	reason = printable.String(reason)
 	if k == KindFolder {
 		return []Note{{Rel: key + ".error.txt", Text: fmt.Sprintf(
-			"gcingest could not upload the folder %s (item %d, %s); nothing of it was attached unless said below:\n%s\n", key, id, when, reason)}}
+			"gcingest could not upload the folder %s (item %d, %s); nothing of it was attached unless said below:\n%s\n",
+			printable.String(key), id, when, reason)}}
 	}
 	out := make([]Note, len(rels))
 	for i, rel := range rels {
-		out[i] = Note{Rel: rel + ".error.txt", Text: fmt.Sprintf("gcingest could not upload %s (image %d, %s):\n%s\n", rel, id, when, reason)}
+		out[i] = Note{Rel: rel + ".error.txt", Text: fmt.Sprintf("gcingest could not upload %s (image %d, %s):\n%s\n",
+			printable.String(rel), id, when, reason)}
 	}
 	return out
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gcingest/gcingest/bytesize"
+	"github.com/gcingest/gcingest/printable"
 )
 
 // Plan states.
@@ -194,14 +195,17 @@ func (r PlanReport) Counts() (ready, waiting, ignored int) {
 }
 
 // WriteText prints the report as a table: state, kind, number of files, total
-// size, key, and the reason for what waits or is ignored.
+// size, key, and the reason for what waits or is ignored. Names, reasons
+// and values are escaped (printable.String): a file name with a tab or a
+// line break cannot break the table, nor one with a control character act
+// on the terminal.
 func (r PlanReport) WriteText(w io.Writer) error {
 	ready, waiting, ignored := r.Counts()
 	recorded := ""
 	if n := r.count(PlanRecorded); n > 0 {
 		recorded = fmt.Sprintf(", %d already recorded", n)
 	}
-	if _, err := fmt.Fprintf(w, "%s (group = %s): %d ready, %d waiting, %d ignored%s\n", r.Watch, r.Group, ready, waiting, ignored, recorded); err != nil {
+	if _, err := fmt.Fprintf(w, "%s (group = %s): %d ready, %d waiting, %d ignored%s\n", printable.String(r.Watch), printable.String(r.Group), ready, waiting, ignored, recorded); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
 	if len(r.Entries) == 0 {
@@ -222,9 +226,10 @@ func (r PlanReport) WriteText(w io.Writer) error {
 		if e.Label != "" {
 			kind, name = "dicom", e.Label
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", e.State, kind, len(e.Files), bytesize.Format(size), oneLine(name), oneLine(e.Reason))
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", printable.String(e.State), printable.String(kind), len(e.Files), bytesize.Format(size),
+			printable.String(name), printable.String(e.Reason))
 		if e.Item != "" {
-			fmt.Fprintf(tw, "  \t\t\t\t  adds to item %s (%s)\t\n", oneLine(e.Item), ItemFile)
+			fmt.Fprintf(tw, "  \t\t\t\t  adds to item %s (%s)\t\n", printable.String(e.Item), ItemFile)
 		}
 		for _, v := range e.Values {
 			what := strings.Join(v.Files, ", ")
@@ -234,16 +239,11 @@ func (r PlanReport) WriteText(w io.Writer) error {
 			if v.Kind != "" {
 				what += " (" + string(v.Kind) + ")"
 			}
-			fmt.Fprintf(tw, "  \t\t\t\t  %s ← %s\t\n", oneLine(v.Interface), oneLine(what))
+			fmt.Fprintf(tw, "  \t\t\t\t  %s ← %s\t\n", printable.String(v.Interface), printable.String(what))
 		}
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
 	return nil
-}
-
-// oneLine keeps a name with a tab or newline from breaking the table.
-func oneLine(s string) string {
-	return strings.NewReplacer("\t", `\t`, "\n", `\n`, "\r", `\r`).Replace(s)
 }
