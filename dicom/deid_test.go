@@ -29,6 +29,7 @@ func rewrite(tb testing.TB, d *Deidentifier, in []byte) ([]byte, Result) {
 	if res.Written != int64(out.Len()) {
 		tb.Errorf("Result.Written = %d, wrote %d", res.Written, out.Len())
 	}
+	checkReaders(tb, in, out.Bytes())
 	return out.Bytes(), res
 }
 
@@ -57,7 +58,7 @@ func TestRewriteActions(t *testing.T) {
 						str(0x00181020, "LO", "SECRET SOFTWARE VERSION 1"), // Z on LO: empty
 					}}
 				if ts.encapsulated {
-					c.frags = [][]byte{{}, []byte("FRAG-ONE"), []byte("FRAG-TWO!")}
+					c.frags = [][]byte{{}, []byte("FRAG-ONE"), []byte("FRAG-TWO!!")}
 				}
 				in := ctFile(t, ts.ts, undef, c)
 				d := testDeidentifier(t)
@@ -103,7 +104,7 @@ func TestRewriteActions(t *testing.T) {
 				check("(0008,1199)[0](0040,A043)[0](0010,0020)", "DUMMY_LONG_STRING") // D two levels down
 				check("(0012,0063)", `EARLIER METHOD\`+d.Method())
 				if ts.encapsulated {
-					if g := got["(7FE0,0010)"]; string(g.value) != "FRAG-ONEFRAG-TWO!" || g.items != 3 {
+					if g := got["(7FE0,0010)"]; string(g.value) != "FRAG-ONEFRAG-TWO!!" || g.items != 3 {
 						t.Errorf("pixel data fragments = %q in %d items, want the originals in 3", g.value, g.items)
 					}
 				} else if g := got["(7FE0,0010)"]; !bytes.Equal(g.value, []byte{1, 2, 3, 4, 5, 6, 7, 8}) {
@@ -412,7 +413,7 @@ func TestRewriteDeterministic(t *testing.T) {
 		t.Run(ts.name, func(t *testing.T) {
 			c := ctSpec{study: "1.2.5", series: "1.2.5.1", instance: "1.2.5.1.1", pixels: make([]byte, 200<<10)}
 			if ts.encapsulated {
-				c.frags = [][]byte{nil, make([]byte, 100<<10), make([]byte, 3)}
+				c.frags = [][]byte{nil, make([]byte, 100<<10), make([]byte, 4)}
 			}
 			in := ctFile(t, ts.ts, true, c)
 			a, _ := rewrite(t, d, in)
