@@ -1,9 +1,9 @@
 package ingest
 
 import (
-	"strconv"
 	"unicode/utf8"
 
+	"github.com/gcingest/gcingest/printable"
 	"github.com/gcingest/gcingest/state"
 )
 
@@ -84,10 +84,12 @@ type ProgressEvent struct {
 }
 
 // EscapedNames returns img for showing: its key, watch, moved-to folder
-// and file names (of the image and of its values) that are not valid UTF-8 are escaped the way Go quotes
-// them ("scan-\xff.mha"), instead of turning into U+FFFD when encoded as
-// JSON; valid names are left as they are. The record itself keeps the
-// bytes.
+// and file names (of the image and of its values) that are not valid UTF-8
+// are escaped by printable.String ("scan-\xff.mha"), instead of turning
+// into U+FFFD when encoded as JSON; valid names are left as they are, for
+// JSON escapes their control characters itself and a script reading
+// --json gets the exact name. Text for people is escaped where it is
+// written (status.Report.WriteTable). The record itself keeps the bytes.
 func EscapedNames(img state.Image) state.Image {
 	img.Key, img.Watch, img.MovedTo = escapeName(img.Key), escapeName(img.Watch), escapeName(img.MovedTo)
 	if img.RawNames == nil {
@@ -109,10 +111,10 @@ func EscapedNames(img state.Image) state.Image {
 	return img
 }
 
+// escapeName escapes a name that JSON could not carry; see EscapedNames.
 func escapeName(s string) string {
 	if utf8.ValidString(s) {
 		return s
 	}
-	q := strconv.Quote(s)
-	return q[1 : len(q)-1]
+	return printable.String(s)
 }
