@@ -50,7 +50,8 @@ func needReaders(tb testing.TB) {
 // both readers read out: dcmdump must parse it all with no error or
 // warning, and dciodvfy must report no error or warning about out that it
 // did not report about in (test inputs are not complete CT images, so
-// their missing attributes are the input's, not the rewrite's).
+// their missing attributes are the input's, not the rewrite's), except
+// its notes on what a DICOMDIR would need.
 func checkReaders(tb testing.TB, in, out []byte) {
 	tb.Helper()
 	dir := tb.TempDir()
@@ -92,6 +93,11 @@ func checkReaders(tb testing.TB, in, out []byte) {
 		}
 		before := dciodvfyReport(tb, dciodvfy, inPath)
 		for l := range dciodvfyReport(tb, dciodvfy, outPath) {
+			if strings.Contains(l, "needed to build DICOMDIR") {
+				// A value the procedure empties, such as Study ID: a
+				// note for media, not an error in the file.
+				continue
+			}
 			if !before[l] {
 				tb.Errorf("dciodvfy of the rewritten file, not of its input: %s", l)
 			}
