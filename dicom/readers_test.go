@@ -3,6 +3,7 @@ package dicom
 import (
 	"bytes"
 	"compress/flate"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -155,4 +156,83 @@ func dciodvfyReport(tb testing.TB, tool, path string) map[string]bool {
 		}
 	}
 	return lines
+}
+
+// TestIndependentReaders rewrites a corpus in every transfer syntax the
+// package writes (implicit and explicit VR little endian, big endian,
+// deflated, JPEG baseline with fragments), each holding nested sequences
+// whose items the procedure dummies, empties and removes, private blocks
+// (one a sequence only its value marks as one), attributes of every VR, a
+// sequence 40 deep and a UN sequence, and has dcmdump and dciodvfy read
+// input and output (rewrite calls checkReaders). The inputs must read
+// cleanly too, or the comparison would prove nothing.
+func TestIndependentReaders(t *testing.T) {
+	needReaders(t)
+	for _, ts := range []struct{ name, ts string }{
+		{"implicit LE", TSImplicitLE}, {"explicit LE", TSExplicitLE}, {"explicit BE", TSExplicitBE},
+		{"deflated", TSDeflatedLE}, {"JPEG baseline", "1.2.840.10008.1.2.4.50"},
+	} {
+		for _, undef := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s undefined lengths %v", ts.name, undef), func(t *testing.T) {
+				g := gen{ts: ts.ts, sopClass: CTImageStorage, instance: "1.2.826.10.1.1", undefSeq: undef}
+				s := g.syntax()
+				c := ctSpec{study: "1.2.826.10", series: "1.2.826.10.1", instance: g.instance, number: 1,
+					extra: []el{
+						str(0x00110010, "LO", "OTHER PRIVATE"),
+						sq(0x00111001, []el{str(0x00100010, "PN", secretName), str(0x00110010, "LO", "OTHER PRIVATE"), str(0x00111002, "LO", secretPrivate)}),
+						str(0x00181020, "LO", "SOFTWARE"),      // Z
+						str(0x0040A121, "DA", secretStudyDate), // D
+					}}
+				if ts.ts == "1.2.840.10008.1.2.4.50" {
+					c.frags = [][]byte{nil, []byte("\xff\xd8JPEG-FRAME-ONE\xff\xd9")}
+				}
+				es := ctElems(s, c)
+				for i, e := range es {
+					switch e.tag {
+					case 0x00080082:
+						es[i] = sq(0x00080082, dummyVRs(s))
+					case 0x00081199:
+						es[i] = nested(40, c.series)
+					}
+				}
+				in := g.file(es)
+				readInput(t, in)
+				d := testDeidentifier(t)
+				out, _ := rewrite(t, d, in)
+				for _, sec := range secrets {
+					if bytes.Contains(out, []byte(sec)) {
+						t.Errorf("output holds %q", sec)
+					}
+				}
+			})
+		}
+	}
+	// An explicit VR file that holds a sequence as UN (written by software
+	// that did not know the attribute).
+	g := gen{ts: TSExplicitLE, sopClass: CTImageStorage, instance: "1.2.826.11"}
+	in := g.file([]el{
+		str(tagSOPClass, "UI", CTImageStorage), str(tagSOPInstance, "UI", g.instance),
+		{tag: 0x00081199, vr: "UN", items: [][]el{{str(0x00081150, "UI", CTImageStorage), str(0x00100010, "PN", secretName)}}},
+	})
+	readInput(t, in)
+	rewrite(t, testDeidentifier(t), in)
+}
+
+// readInput has dcmdump read a test input: it must be valid DICOM for the
+// comparison with the output to mean anything.
+func readInput(t *testing.T, in []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "in.dcm")
+	if err := os.WriteFile(path, in, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := exec.Command(readerTool(t, "dcmdump"), "+E", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dcmdump of the input: %v\n%s", err, got)
+	}
+	for _, l := range strings.Split(string(got), "\n") {
+		if (strings.HasPrefix(l, "E:") || strings.HasPrefix(l, "W:")) && !strings.Contains(l, "(CP-246)") {
+			t.Errorf("dcmdump of the input: %s", l)
+		}
+	}
 }
