@@ -11,11 +11,13 @@
 // explicit VR big endian, and deflated explicit VR little endian (inflated
 // on the fly). Sequences and items of defined and undefined length, UN
 // elements holding implicit VR sequences, and encapsulated pixel data (an
-// offset table and fragments) are followed. Implicit VR carries no VRs; the
-// few this package needs (which attributes are sequences, which VR a dummy
-// value takes) come from a small table of the attributes the procedure acts
-// on, and an unknown attribute whose value starts with an item tag is taken
-// as a sequence.
+// offset table and fragments) are followed, nested up to 256 deep: deeper
+// is a FormatError, so an adversarial file cannot recurse without end, and
+// a sequence or item whose delimiter never comes is a file cut short.
+// Implicit VR carries no VRs: they come from the PS3.6 data dictionary
+// (dict_gen.go, generated from dcmtk's dicom.dic by gendict.go); group
+// lengths are UL, private creators LO, and a private attribute whose value
+// starts with an item tag is taken as a sequence.
 //
 // Nothing is read into memory beyond a few KiB per value: longer values are
 // copied or skipped as a stream, so a huge declared length neither allocates
@@ -36,8 +38,12 @@
 // grand_challenge_dicom_de_identifier): per SOP class and attribute, remove,
 // keep (cleaning a sequence's items by the same rules), dummy, empty, new
 // UID, or reject. UIDs are replaced by a keyed hash of the original, so the
-// same file gives the same bytes on every run and the files of a series keep
-// one series.
+// same file gives the same bytes on every run, the files of a series keep
+// one series, and references inside sequences (a referenced instance or
+// series) still point where the top level's UIDs went, also when the series
+// is forced from the group's key ([WithSeriesKey]). Dummies are valid
+// values of the element's VR. The meta group is written anew from the
+// rewritten data set: its SOP class and instance UIDs are the data set's.
 //
 // It rejects, with a *RejectError carrying the procedure's reason:
 //   - a SOP class the procedure has no rules for: the procedure's default,
