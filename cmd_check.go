@@ -17,6 +17,7 @@ import (
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest"
 	"github.com/gcingest/gcingest/ingest/group"
+	"github.com/gcingest/gcingest/printable"
 	"github.com/gcingest/gcingest/status"
 )
 
@@ -43,19 +44,26 @@ It creates nothing on the server. Exit code 0 when every check passed,
 1 when one failed, 3 when the server refused the token.
 `
 
-// checker prints one line per check and counts failures.
+// checker prints one line per check and counts failures. A check's text
+// quotes folder item names and file names from the drop folders, and the
+// server's words: each line is escaped whole (printable.String), so that
+// it stays one line and nothing in it acts on the terminal.
 type checker struct {
 	w     io.Writer
 	fails int
 }
 
-func (k *checker) ok(format string, a ...any) { fmt.Fprintf(k.w, "ok    "+format+"\n", a...) }
+func (k *checker) ok(format string, a ...any) { k.line("ok    ", format, a) }
 func (k *checker) warn(format string, a ...any) {
-	fmt.Fprintf(k.w, "WARN  "+format+"\n", a...)
+	k.line("WARN  ", format, a)
 }
 func (k *checker) fail(format string, a ...any) {
 	k.fails++
-	fmt.Fprintf(k.w, "FAIL  "+format+"\n", a...)
+	k.line("FAIL  ", format, a)
+}
+
+func (k *checker) line(mark, format string, a []any) {
+	fmt.Fprintf(k.w, "%s%s\n", mark, printable.String(fmt.Sprintf(format, a...)))
 }
 
 func (c *cli) cmdCheck(ctx context.Context, args []string) error {

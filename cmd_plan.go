@@ -10,6 +10,7 @@ import (
 	"log/slog"
 
 	"github.com/gcingest/gcingest/ingest/group"
+	"github.com/gcingest/gcingest/printable"
 )
 
 const helpPlan = `A dry run: scans every drop folder once and prints how its files would be
@@ -51,16 +52,17 @@ func (c *cli) cmdPlan(ctx context.Context, args []string) error {
 		}
 		rep, err := group.Plan(ctx, w.Grouping(), log.With(slog.String("watch", w.Path)))
 		if err != nil {
-			return fmt.Errorf("plan watch[%d] %s: %w", i, w.Path, err)
+			// Errors here and below may quote names found in the folder.
+			return fmt.Errorf("plan watch[%d] %s: %w", i, printable.String(w.Path), printable.Error(err))
 		}
 		// A folder item run would refuse is not ready: run's own rules,
 		// the server asked when a token is at hand (cmd_check.go).
 		if _, err := checkPlanFolders(ctx, c.planChecker(cfg, log), w, &rep); err != nil {
-			fmt.Fprintf(c.stdout, "(some folder items not checked against the server: %v)\n", err)
+			fmt.Fprintf(c.stdout, "(some folder items not checked against the server: %v)\n", printable.Error(err))
 		}
 		if st != nil {
 			if err := markRecorded(&rep, w.Path, st); err != nil {
-				return err
+				return printable.Error(err)
 			}
 		}
 		if err := rep.WriteText(c.stdout); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/gcingest/gcingest/printable"
 	"github.com/gcingest/gcingest/status"
 )
 
@@ -43,6 +44,9 @@ func (c *cli) cmdRetry(ctx context.Context, args []string) error {
 	}
 	if errors.Is(err, status.ErrNotRunning) {
 		queued, err = retryInState(ctx, cfg, ids, *failed)
+		// Its errors quote file names (moving files back from failed_dir);
+		// the running agent's answer is escaped already (status.PostRetry).
+		err = printable.Error(err)
 	}
 	if err != nil {
 		return fmt.Errorf("retry: %w", err)
@@ -51,6 +55,6 @@ func (c *cli) cmdRetry(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.stdout, "nothing to retry")
 		return nil
 	}
-	fmt.Fprintf(c.stdout, "queued %d for retry: %s\n", len(queued), strings.Join(queued, " "))
+	fmt.Fprintf(c.stdout, "queued %d for retry: %s\n", len(queued), printable.String(strings.Join(queued, " ")))
 	return nil
 }

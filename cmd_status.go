@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gcingest/gcingest/printable"
 	"github.com/gcingest/gcingest/status"
 )
 
@@ -79,10 +80,12 @@ func (c *cli) cmdStatus(ctx context.Context, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
+	// The report's names and messages are escaped where they are written
+	// (WriteTable, WriteDetail); --json above keeps them exact.
 	if rep.Started.IsZero() {
-		fmt.Fprintf(c.stdout, "agent not running; from the state file %s\n\n", cfg.State.Path)
+		fmt.Fprintf(c.stdout, "agent not running; from the state file %s\n\n", printable.String(cfg.State.Path))
 	} else {
-		fmt.Fprintf(c.stdout, "agent %s running since %s\n\n", rep.Version, rep.Started.Local().Format(time.DateTime))
+		fmt.Fprintf(c.stdout, "agent %s running since %s\n\n", printable.String(rep.Version), rep.Started.Local().Format(time.DateTime))
 	}
 	if q.ID != "" {
 		if len(rep.Images) == 0 {
@@ -106,7 +109,7 @@ func fetchStatus(ctx context.Context, listen, statePath string, q status.Query) 
 	}
 	rep, err := statusFromState(statePath, q)
 	if err != nil {
-		return nil, fmt.Errorf("status: %w", err)
+		return nil, fmt.Errorf("status: %w", printable.Error(err))
 	}
 	return rep, nil
 }
