@@ -254,6 +254,16 @@ func TestMHDDataFile(t *testing.T) {
 	if err := check([]byte(hdr[:len(hdr)-3]), "ct.mhd"); !errors.As(err, &ie) {
 		t.Errorf("Check(.mhd cut) = %v, want IncompleteError", err)
 	}
+	if err := CheckMHD(bytes.NewReader([]byte(hdr)), int64(len(hdr)), 120); !errors.As(err, &ie) || ie.Want != 128 {
+		t.Errorf("CheckMHD(…, 120) = %v, want incomplete 128/120", err)
+	}
+	list, err := ParseMetaImage(bytes.NewReader([]byte("NDims = 1\nDimSize = 1\nElementType = MET_UCHAR\nElementDataFile = LIST\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := list.CheckData(1); !errors.Is(err, ErrNoProof) {
+		t.Errorf("LIST: CheckData = %v, want ErrNoProof", err)
+	}
 	// HeaderSize -1: the data is the file's last bytes; longer is fine.
 	h2, err := ParseMetaImage(bytes.NewReader([]byte("NDims = 1\nDimSize = 10\nHeaderSize = -1\nElementType = MET_UCHAR\nElementDataFile = d.raw\n")))
 	if err != nil {

@@ -124,6 +124,9 @@ type tiffSpec struct {
 	pieces int  // strips or tiles per page
 	tiles  bool // TileOffsets/TileByteCounts instead of strips
 	subIFD bool // the first page has one SubIFD (a reduced image)
+	// pieceSize, when set, is every strip's or tile's size (for
+	// benchmarks); otherwise they vary.
+	pieceSize int
 }
 
 type tiffEnt struct {
@@ -144,10 +147,19 @@ func genTIFF(s tiffSpec) []byte {
 	type page struct {
 		offs, counts []uint64
 	}
+	var shared []byte
 	mk := func() page {
 		var p page
 		for i := 0; i < s.pieces; i++ {
-			d := pattern(100 + 37*i)
+			var d []byte
+			if s.pieceSize > 0 {
+				if shared == nil {
+					shared = pattern(s.pieceSize)
+				}
+				d = shared
+			} else {
+				d = pattern(100 + 37*i)
+			}
 			p.offs = append(p.offs, uint64(b.Len()))
 			p.counts = append(p.counts, uint64(len(d)))
 			b.Write(d)

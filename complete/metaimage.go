@@ -199,6 +199,9 @@ func metaDataSize(dims []int64, ndims, elemSize, channels, compSize int64, binar
 // .mha itself (or an .mhd with LOCAL data) or the single data file an .mhd
 // names, of the given size. A LIST or a file-name pattern has no proof here.
 func (h *MetaImageHeader) CheckData(size int64) error {
+	if f := strings.Fields(h.DataFile); len(f) == 0 || strings.EqualFold(f[0], "LIST") || len(f) > 1 && strings.Contains(f[0], "%") {
+		return fmt.Errorf("ElementDataFile %q: %w", h.DataFile, ErrNoProof)
+	}
 	if h.DataSize < 0 {
 		return fmt.Errorf("MetaImage data size not in the header (compressed without CompressedDataSize, ASCII or unknown type): %w", ErrNoProof)
 	}
@@ -250,4 +253,19 @@ func checkMHDLocal(r io.ReaderAt, size int64) error {
 		return nil // the header is whole; the data file is checked on its own
 	}
 	return h.CheckData(size)
+}
+
+// CheckMHD proves the data of an .mhd complete: header reads the .mhd (of
+// headerSize bytes), dataSize is the size of the one data file it names
+// (ignored for LOCAL data). A cut header is an *IncompleteError about the
+// .mhd; the data file's verdicts are CheckData's.
+func CheckMHD(header io.ReaderAt, headerSize, dataSize int64) error {
+	h, err := ParseMetaImage(io.NewSectionReader(header, 0, headerSize))
+	if err != nil {
+		return err
+	}
+	if h.Local() {
+		return h.CheckData(headerSize)
+	}
+	return h.CheckData(dataSize)
 }

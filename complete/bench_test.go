@@ -1,0 +1,90 @@
+package complete
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// What the proofs cost beside the hash the pipeline computes anyway:
+//
+//	go test ./complete -run '^$' -bench Hash -benchmem
+//
+// HashOnly is SHA-256 of a file read from disk (the page cache, after the
+// first run); HashWithProof adds Check and, where the format has one, the
+// StreamVerifier on the same bytes, as the hash step would use them.
+
+func benchFile(b *testing.B, name string, data []byte) string {
+	b.Helper()
+	p := filepath.Join(b.TempDir(), name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+func hashFile(b *testing.B, p string, proof bool, buf []byte, h hash.Hash) {
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.Reset()
+	var w io.Writer = h
+	var v StreamVerifier
+	if proof {
+		if err := Check(f, fi.Size(), p); err != nil {
+			b.Fatal(err)
+		}
+		if v = NewStreamVerifier(p, fi.Size()); v != nil {
+			w = io.MultiWriter(h, v)
+		}
+	}
+	if _, err := io.CopyBuffer(w, io.NewSectionReader(f, 0, fi.Size()), buf); err != nil {
+		b.Fatal(err)
+	}
+	if v != nil {
+		if err := v.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	h.Sum(nil)
+}
+
+func benchHash(b *testing.B, proof bool) {
+	files := []struct {
+		name string
+		data func() []byte
+	}{
+		{"ct.mha", func() []byte { return genMHA([]int{512, 512, 1024}, "MET_UCHAR", 1, 1, "") }},
+		{"slide.tif", func() []byte {
+			return genTIFF(tiffSpec{big: true, bo: binary.LittleEndian, pages: 1, pieces: 4096, tiles: true, pieceSize: 64 << 10})
+		}},
+		{"brain.nii.gz", func() []byte { return gz(b, genNIfTI(1, binary.LittleEndian, []int{256, 256, 256}, 16)) }},
+	}
+	for _, f := range files {
+		b.Run(f.name, func(b *testing.B) {
+			data := f.data()
+			p := benchFile(b, f.name, data)
+			b.SetBytes(int64(len(data)))
+			data = nil
+			buf := make([]byte, 1<<20)
+			h := sha256.New()
+			b.ResetTimer()
+			for b.Loop() {
+				hashFile(b, p, proof, buf, h)
+			}
+		})
+	}
+}
+
+func BenchmarkHashOnly(b *testing.B)      { benchHash(b, false) }
+func BenchmarkHashWithProof(b *testing.B) { benchHash(b, true) }
