@@ -14,6 +14,9 @@ import (
 // files with those names, ready and ignored.
 func TestPlanEscapesNames(t *testing.T) {
 	tr := newTree(t)
+	if err := printabletest.TryNames(tr.root); err != nil {
+		t.Skipf("this file system refuses the names: %v", err)
+	}
 	old := time.Now().Add(-time.Hour)
 	for _, n := range printabletest.Names {
 		for _, rel := range []string{n, n + ".txt"} {
@@ -27,8 +30,10 @@ func TestPlanEscapesNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ready, _, ignored := rep.Counts(); ready != len(printabletest.Names) || ignored != len(printabletest.Names) {
-		t.Fatalf("%d ready, %d ignored; want %d of each", ready, ignored, len(printabletest.Names))
+	// Whether a one-byte .mha is ready or waits does not matter here: it
+	// has its line either way.
+	if ready, waiting, ignored := rep.Counts(); ready+waiting != len(printabletest.Names) || ignored != len(printabletest.Names) {
+		t.Fatalf("%d ready, %d waiting, %d ignored; want %d images and %d ignored", ready, waiting, ignored, len(printabletest.Names), len(printabletest.Names))
 	}
 	var sb strings.Builder
 	if err := rep.WriteText(&sb); err != nil {

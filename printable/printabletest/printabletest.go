@@ -6,6 +6,8 @@ package printabletest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"unicode/utf8"
 )
 
@@ -32,6 +34,25 @@ var Escaped = []string{
 	`rlo\u202egpj.mha`,
 	`csi\u009b2J.mha`,
 	`bad\xff\x9b.mha`,
+}
+
+// TryNames creates and removes a file of each of Names in dir, and returns
+// the error of the first one the file system refuses: Windows refuses
+// control characters in names, macOS names that are not UTF-8. A test
+// that needs such files on disk skips on it.
+func TryNames(dir string) error {
+	for _, n := range Names {
+		p := filepath.Join(dir, n)
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Raw describes the first character of out that a terminal would act on,
