@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -25,6 +26,7 @@ func samples(t testing.TB) []sample {
 		{name: "mha uchar", file: "ct.mha", data: genMHA([]int{7, 5, 3}, "MET_UCHAR", 1, 1, ""), exact: true},
 		{name: "mha short 3 channels", file: "ct.MHA", data: genMHA([]int{4, 4}, "MET_SHORT", 2, 3, "Comment = two dims\n"), exact: true},
 		{name: "mha double array", file: "v.mha", data: genMHA([]int{3, 3, 2}, "MET_DOUBLE_ARRAY", 8, 1, ""), exact: true},
+		{name: "mha long comment", file: "c.mha", data: genMHA([]int{9, 9}, "MET_UCHAR", 1, 1, "Comment = "+strings.Repeat("long ", 3000)+"\n"), exact: true},
 		{name: "mhd local", file: "x.mhd", data: genMHA([]int{5, 5}, "MET_FLOAT", 4, 1, ""), exact: true},
 		{name: "nifti1 le", file: "brain.nii", data: genNIfTI(1, le, []int{6, 5, 4}, 16), exact: true},
 		{name: "nifti1 be", file: "brain.nii", data: genNIfTI(1, be, []int{6, 5, 4, 2}, 32), exact: true},

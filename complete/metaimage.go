@@ -88,7 +88,7 @@ func metaElementSize(t string) int64 {
 // ErrNoProof.
 func ParseMetaImage(r io.Reader) (*MetaImageHeader, error) {
 	h := &MetaImageHeader{DataSize: -1}
-	br := bufio.NewReaderSize(r, maxMetaLineSize)
+	br := bufio.NewReaderSize(r, headerReadSize)
 	var (
 		dims     []int64
 		ndims    int64 = -1
@@ -100,7 +100,7 @@ func ParseMetaImage(r io.Reader) (*MetaImageHeader, error) {
 		lines    int
 	)
 	for {
-		line, err := br.ReadSlice('\n')
+		line, err := readLine(br, maxMetaLineSize)
 		if errors.Is(err, bufio.ErrBufferFull) {
 			return nil, fmt.Errorf("header line longer than %d bytes: %w", maxMetaLineSize, ErrNoProof)
 		}
@@ -268,4 +268,28 @@ func CheckMHD(header io.ReaderAt, headerSize, dataSize int64) error {
 		return h.CheckData(headerSize)
 	}
 	return h.CheckData(dataSize)
+}
+
+// headerReadSize is how much a text header is read at a time: a MetaIO or
+// NRRD header is usually well under 1 KiB, and classifying a drop folder
+// of many files should not read 64 KiB of each.
+const headerReadSize = 4096
+
+// readLine returns the next line of br, with its newline; lines longer than
+// br's buffer are gathered up to max bytes (bufio.ErrBufferFull beyond).
+// At the end of the input it returns what is left and io.EOF.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return line, err
+	}
+	long := append([]byte(nil), line...)
+	for errors.Is(err, bufio.ErrBufferFull) && len(long) <= max {
+		line, err = br.ReadSlice('\n')
+		long = append(long, line...)
+	}
+	if len(long) > max {
+		return nil, bufio.ErrBufferFull
+	}
+	return long, err
 }

@@ -48,7 +48,7 @@ func nrrdTypeSize(t string) int64 {
 // parseNRRD reads the header; *IncompleteError when it is cut, an error
 // wrapping ErrNoProof for forms without a proof.
 func parseNRRD(r io.ReaderAt, size int64) (*nrrdHeader, error) {
-	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, min(size, maxNRRDHeader)), 64<<10)
+	br := bufio.NewReaderSize(io.NewSectionReader(r, 0, min(size, maxNRRDHeader)), headerReadSize)
 	var (
 		off      int64
 		h        = &nrrdHeader{encoding: "", dataSize: -1}
@@ -60,7 +60,7 @@ func parseNRRD(r io.ReaderAt, size int64) (*nrrdHeader, error) {
 		lineSkip int64
 	)
 	for n := 0; ; n++ {
-		line, err := br.ReadSlice('\n')
+		line, err := readLine(br, 64<<10)
 		if errors.Is(err, bufio.ErrBufferFull) {
 			return nil, formatErr("NRRD", "header line longer than 64 KiB")
 		}
