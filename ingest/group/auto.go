@@ -20,17 +20,18 @@ func (g *Grouper) buildAuto(ev *evaluation, now int64) []*build {
 		switch f.class {
 		case classMHD:
 			h := f.info.mhd
-			if h.Local || h.Unsupported != "" {
+			if h.Local || h.Unsupported != "" || h.Cut != nil {
 				if h.Unsupported != "" && !f.reported {
 					f.reported = true
 					g.log.Warn("mhd header sent as an image of its own", "file", f.rel, "reason", h.Unsupported)
 				}
-				single(f, "")
+				// A header still being written names no data file yet.
+				single(f, g.proofReason(f, now))
 				continue
 			}
 			dataRel := path.Join(dir(f.rel), h.DataFile)
 			claimed[dataRel] = true
-			b := &build{key: f.rel, kind: KindMHD, files: []*fileState{f}, main: f, reason: g.mhdDataReason(f)}
+			b := &build{key: f.rel, kind: KindMHD, files: []*fileState{f}, main: f, reason: g.mhdDataReason(f, now)}
 			if d := g.files[dataRel]; d != nil {
 				b.files = append(b.files, d)
 			}
@@ -81,7 +82,7 @@ func (g *Grouper) buildAuto(ev *evaluation, now int64) []*build {
 		case classNone:
 			single(f, unreadable(f))
 		case classImage:
-			single(f, "")
+			single(f, g.proofReason(f, now))
 		case classDICOMBroken:
 			if !f.reported {
 				f.reported = true

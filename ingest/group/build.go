@@ -1,12 +1,14 @@
 package group
 
 import (
-	"fmt"
+	"errors"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/gcingest/gcingest/complete"
 )
 
 // build is a group being put together during one evaluation.
@@ -96,9 +98,9 @@ func (g *Grouper) evaluate(now time.Time, confirm bool) evaluation {
 	var builds []*build
 	switch g.mode {
 	case "file":
-		builds = g.buildFiles()
+		builds = g.buildFiles(nowNs)
 	case "folder":
-		builds = g.buildFolders(&ev)
+		builds = g.buildFolders(&ev, nowNs)
 	default:
 		builds = g.buildAuto(&ev, nowNs)
 	}
@@ -205,12 +207,15 @@ func unreadable(f *fileState) string {
 }
 
 // buildFiles: every file its own image.
-func (g *Grouper) buildFiles() []*build {
+func (g *Grouper) buildFiles(now int64) []*build {
 	out := make([]*build, 0, len(g.files))
 	for _, f := range g.files {
 		b := &build{key: f.rel, kind: KindSingle, files: []*fileState{f}, reason: unreadable(f)}
 		if f.class == classDICOMPartial {
 			b.reason = "DICOM file not complete (" + f.info.err + ")"
+		}
+		if b.reason == "" {
+			b.reason = g.proofReason(f, now)
 		}
 		out = append(out, b)
 	}
@@ -218,7 +223,7 @@ func (g *Grouper) buildFiles() []*build {
 }
 
 // buildFolders: every direct subfolder of the root is one item.
-func (g *Grouper) buildFolders(ev *evaluation) []*build {
+func (g *Grouper) buildFolders(ev *evaluation, now int64) []*build {
 	byKey := make(map[string]*build)
 	var out []*build
 	for _, f := range g.files {
@@ -241,7 +246,7 @@ func (g *Grouper) buildFolders(ev *evaluation) []*build {
 	}
 	for _, b := range out {
 		for _, f := range b.files {
-			if r := g.incompleteReason(f); r != "" {
+			if r := g.incompleteReason(f, now); r != "" {
 				b.reason = r
 				break
 			}
@@ -252,7 +257,7 @@ func (g *Grouper) buildFolders(ev *evaluation) []*build {
 
 // incompleteReason says why a file is not structurally complete on its own
 // (folder mode, where any file may be a value).
-func (g *Grouper) incompleteReason(f *fileState) string {
+func (g *Grouper) incompleteReason(f *fileState, now int64) string {
 	if r := unreadable(f); r != "" {
 		return r
 	}
@@ -261,21 +266,24 @@ func (g *Grouper) incompleteReason(f *fileState) string {
 		return "DICOM file " + path.Base(f.rel) + " not complete (" + f.info.err + ")"
 	case classMHD:
 		if f.info.mhd.DataFile != "" {
-			return g.mhdDataReason(f)
+			return g.mhdDataReason(f, now)
 		}
 	}
-	return ""
+	return g.proofReason(f, now)
 }
 
-// mhdDataReason says why the data file an .mhd names is not there yet, or "".
-func (g *Grouper) mhdDataReason(m *fileState) string {
+// mhdDataReason says why the data file an .mhd names is not there yet, or
+// is shorter than the header says (for IncompleteWait), or "".
+func (g *Grouper) mhdDataReason(m *fileState, now int64) string {
 	h := m.info.mhd
 	d := g.files[path.Join(path.Dir(m.rel), h.DataFile)]
-	switch {
-	case d == nil:
+	if d == nil {
 		return "waiting for data file " + h.DataFile
-	case h.Expected >= 0 && d.cur.size < h.Expected:
-		return fmt.Sprintf("waiting for data file %s: %d of %d bytes", h.DataFile, d.cur.size, h.Expected)
+	}
+	err := h.checkData(d.cur.size)
+	var ie *complete.IncompleteError
+	if errors.As(err, &ie) {
+		return g.incompleteFor(d, h.DataFile, err, now)
 	}
 	return ""
 }

@@ -7,6 +7,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/gcingest/gcingest/complete"
 )
 
 // classify decides what f is from its name and, where needed, its header.
@@ -17,6 +19,18 @@ func (g *Grouper) classify(f *fileState) {
 	f.info = nil
 	cls := classNone
 	switch {
+	case isLoneImageExt(ext) && complete.Supported(name):
+		// A format whose header proves it complete: read that proof on the
+		// same handle, again whenever the file changes.
+		cls = g.readHeader(f, func(r *os.File, size int64) fileClass {
+			err := complete.Check(r, size, name)
+			if err != nil && !isVerdict(err) {
+				f.info = &fileInfo{err: err.Error()}
+				return classNone // a read error, not a verdict: read again next time
+			}
+			f.info = &fileInfo{proof: err}
+			return classImage
+		})
 	case isLoneImageExt(ext):
 		cls = classImage
 	case ext == ".raw" || ext == ".zraw":
@@ -29,7 +43,10 @@ func (g *Grouper) classify(f *fileState) {
 			if err != nil {
 				h.Unsupported = err.Error()
 			}
-			f.info = &fileInfo{mhd: h}
+			f.info = &fileInfo{mhd: h, proof: h.Cut}
+			if h.Local {
+				f.info.proof = h.checkData(size)
+			}
 			return classMHD
 		})
 	case ext == ".vms" || ext == ".vmu":
@@ -118,4 +135,15 @@ func errString(err error) string {
 		return "short read"
 	}
 	return err.Error()
+}
+
+// isVerdict reports whether err is package complete's verdict on a file
+// (incomplete, overlong, broken, no proof) rather than a failure to read it.
+func isVerdict(err error) bool {
+	var (
+		ie *complete.IncompleteError
+		oe *complete.OverlongError
+		fe *complete.FormatError
+	)
+	return errors.Is(err, complete.ErrNoProof) || errors.As(err, &ie) || errors.As(err, &oe) || errors.As(err, &fe)
 }

@@ -1,8 +1,9 @@
 // Package group decides which files of a drop folder form one image (or,
 // in folder mode, one archive item), and when each is ready to send. It
 // works on observations of files (path, size, modification time) and the
-// few header fields it reads (DICOM, .mhd, .vms, Slidedat.ini): no
-// network, no state file, no goroutines. The watcher's notices come in
+// few header fields it reads (DICOM, .mhd, .vms, Slidedat.ini, and the
+// completeness proofs of package complete): no network, no state file, no
+// goroutines. The watcher's notices come in
 // through a Grouper; `gcingest plan` and the pipeline's folder layout use
 // the same rules through Plan, LayoutFolder and ImageKind.
 package group
@@ -24,12 +25,23 @@ type Watch struct {
 	// file before it counts as complete (the stable age of a PACS); Settle
 	// when shorter.
 	DICOMSettle time.Duration
-	Exclude     []string          // glob patterns on base names, never picked up
-	DoneDir     string            // absolute; never grouped when inside the root
-	FailedDir   string            // absolute; never grouped when inside the root
-	Interface   string            // folder mode: the main image's socket slug
-	Values      map[string]string // folder mode: glob → socket slug
+	// IncompleteWait is how long a file that its own header proves cut
+	// (package complete) holds its group back before the group goes on
+	// anyway, to fail in the pipeline with the reason: a writer stalled
+	// longer than this is not coming back. 0 means DefaultIncompleteWait;
+	// never shorter than Settle.
+	IncompleteWait time.Duration
+	Exclude        []string          // glob patterns on base names, never picked up
+	DoneDir        string            // absolute; never grouped when inside the root
+	FailedDir      string            // absolute; never grouped when inside the root
+	Interface      string            // folder mode: the main image's socket slug
+	Values         map[string]string // folder mode: glob → socket slug
 }
+
+// DefaultIncompleteWait is Watch.IncompleteWait when unset: far beyond any
+// settle time (a share or a scanner that stalls mid-file for minutes), and
+// short enough that a file that stays cut is reported the same day.
+const DefaultIncompleteWait = time.Hour
 
 // Kind says how a group's files are sent to the server.
 type Kind string

@@ -24,12 +24,14 @@ func (f fakeInfo) IsDir() bool        { return false }
 func (f fakeInfo) Sys() any           { return nil }
 
 // benchTree returns 100,000 paths in 1,000 folders under root, with infos.
+// The files are lone images of a format without a completeness proof
+// (.e2e), so that deciding readiness reads no header: they are not on disk.
 func benchTree(root string) ([]string, []fs.FileInfo) {
 	paths := make([]string, 0, 100_000)
 	infos := make([]fs.FileInfo, 0, 100_000)
 	for d := range 1000 {
 		for f := range 100 {
-			name := fmt.Sprintf("img%03d.mha", f)
+			name := fmt.Sprintf("img%03d.e2e", f)
 			paths = append(paths, filepath.Join(root, fmt.Sprintf("scanner%d/case%04d", d%10, d), name))
 			infos = append(infos, fakeInfo{name: name, size: int64(1000 + f), mod: t0})
 		}
@@ -93,7 +95,7 @@ func BenchmarkRescan100k(b *testing.B) {
 }
 
 // BenchmarkReady100k: deciding readiness over 100,000 settled files once
-// (no header reads: lone .mha files), e.g. after the first rescan.
+// (no header reads: lone .e2e files), e.g. after the first rescan.
 func BenchmarkReady100k(b *testing.B) {
 	root := "/drop"
 	paths, infos := benchTree(root)

@@ -1,6 +1,8 @@
 package group
 
 import (
+	"bytes"
+	"compress/gzip"
 	"flag"
 	"os"
 	"path/filepath"
@@ -74,6 +76,14 @@ func groupFixtureCases() []fixtureCase {
 		return dicomSpec{study: fixStudy, sopClass: ctA, instance: fixStudy + ".9." + strconv.Itoa(i), pixels: 256, noSeries: true}.bytes()
 	}
 	text := []byte(strings.Repeat("free text that is no image at all\n", 10))
+	var niiGz []byte
+	{
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write(niftiBytes(64))
+		zw.Close()
+		niiGz = b.Bytes()
+	}
 	slidedat := func(n int) []byte {
 		s := "[GENERAL]\nSLIDE_VERSION=01.02\n[DATAFILE]\nFILE_COUNT=" + strconv.Itoa(n) + "\n"
 		for i := range n {
@@ -84,12 +94,12 @@ func groupFixtureCases() []fixtureCase {
 	return []fixtureCase{
 		{
 			name: "lone-mha", about: "a lone .mha is one image of one file",
-			files:  map[string][]byte{"ct.mha": []byte("ObjectType = Image\n")},
+			files:  map[string][]byte{"ct.mha": mhaBytes(4, 4, 2)},
 			expect: []string{"ready single ct.mha"},
 		},
 		{
 			name: "nii-gz", about: ".nii.gz is a lone image whatever the case of its double extension",
-			files:  map[string][]byte{"brain.nii.gz": {0x1f, 0x8b, 8, 0}, "upper/T1.NII.GZ": {0x1f, 0x8b, 8, 0}},
+			files:  map[string][]byte{"brain.nii.gz": niiGz, "upper/T1.NII.GZ": niiGz},
 			expect: []string{"ready single brain.nii.gz", "ready single upper/T1.NII.GZ"},
 		},
 		{
@@ -107,9 +117,25 @@ func groupFixtureCases() []fixtureCase {
 			expect: []string{"waiting mhd brain.mhd: waiting for data file brain.raw"},
 		},
 		{
-			name: "mhd-raw-short", about: "an .mhd whose data file is shorter than the header implies waits, saying how much is there",
+			name: "mhd-raw-short", about: "an .mhd whose data file is shorter than the header implies waits (for incomplete_wait), naming the data file and both sizes",
+			watch:  []string{"incomplete_wait = 24h"},
 			files:  map[string][]byte{"brain.mhd": brainMHD, "brain.raw": make([]byte, 40)},
-			expect: []string{"waiting mhd brain.mhd brain.raw: waiting for data file brain.raw: 40 of 64 bytes"},
+			expect: []string{"waiting mhd brain.mhd brain.raw: incomplete: brain.raw (header says 64 bytes, file has 40)"},
+		},
+		{
+			name: "cut-images", about: "images their own headers prove cut wait (for incomplete_wait) naming the file and both sizes, however long unchanged; whole ones, and ones longer than their header says, go on",
+			watch: []string{"incomplete_wait = 24h"},
+			files: map[string][]byte{
+				"ct.mha": mhaBytes(8, 8, 4)[:200], "whole.mha": mhaBytes(8, 8, 4), "long.nii": append(niftiBytes(100), 0),
+				"brain.nii": niftiBytes(1000)[:900], "slide.tif": tiffBytes(500)[:300], "seg.nrrd": nrrdBytes(100)[:120],
+			},
+			expect: []string{
+				"waiting single ct.mha: incomplete: ct.mha (header says " + strconv.Itoa(len(mhaBytes(8, 8, 4))) + " bytes, file has 200)",
+				"waiting single brain.nii: incomplete: brain.nii (header says 1352 bytes, file has 900)",
+				"waiting single slide.tif: incomplete: slide.tif (header says at least 510 bytes, file has 300)",
+				"waiting single seg.nrrd: incomplete: seg.nrrd (header says " + strconv.Itoa(len(nrrdBytes(100))) + " bytes, file has 120)",
+				"ready single whole.mha", "ready single long.nii",
+			},
 		},
 		{
 			name: "dicom-series-no-ext", about: "three DICOM files of one series, named without .dcm, are one image",
@@ -224,7 +250,7 @@ func groupFixtureCases() []fixtureCase {
 			name: "odd-names", about: "names with spaces, unicode and # group like any others",
 			files: map[string][]byte{
 				"scan 1.mha":                  []byte("x"),
-				"Überblick_脳.nii.gz":          {0x1f, 0x8b, 8, 0},
+				"Überblick_脳.nii.gz":          niiGz,
 				"case#2.mha":                  []byte("x"),
 				"my brain.mhd":                mhdText("4 4 2", "MET_SHORT", "my brain.raw", ""),
 				"my brain.raw":                make([]byte, 64),

@@ -262,6 +262,12 @@ func readWatchOptions(t *testing.T, file string) Watch {
 			w.Group = value
 		case "exclude":
 			w.Exclude = append(w.Exclude, value)
+		case "incomplete_wait":
+			d, err := time.ParseDuration(value)
+			if err != nil {
+				t.Fatalf("%s:%d: %v", file, n+1, err)
+			}
+			w.IncompleteWait = d
 		default:
 			t.Fatalf("%s:%d: unknown option %q", file, n+1, key)
 		}

@@ -81,7 +81,7 @@ func TestGroupAuto(t *testing.T) {
 		{
 			name:        "mhd whose data file is short",
 			files:       map[string][]byte{"ct.mhd": mhdText("4 3 2", "MET_SHORT", "ct.raw", ""), "ct.raw": make([]byte, 10)},
-			wantWaiting: map[string]string{"ct.mhd": "10 of 48 bytes"},
+			wantWaiting: map[string]string{"ct.mhd": "incomplete: ct.raw (header says 48 bytes, file has 10)"},
 		},
 		{
 			name:      "mhd with compressed data: the zraw only has to exist",
@@ -212,6 +212,7 @@ func TestGroupAuto(t *testing.T) {
 			w := tr.watch("auto")
 			w.Exclude = tt.exclude
 			w.DoneDir, w.FailedDir = tr.abs("done"), tr.abs("failed")
+			w.IncompleteWait = 24 * time.Hour // a cut file still waits at the last look
 			g := NewGrouper(w, nil)
 			tr.scan(g, t0)
 			if got := g.Ready(t0.Add(testSettle - time.Second)); len(got) != 0 {

@@ -20,7 +20,8 @@ import (
 //
 // Observe only records what it is told (no I/O). Ready and Waiting read the
 // headers of files whose size or modification time changed (DICOM, .mhd,
-// .vms, Slidedat.ini, and files of unknown type sniffed for DICOM), and
+// .vms, Slidedat.ini, files of unknown type sniffed for DICOM, and images
+// whose format proves itself complete: package complete), and
 // Ready stats a file itself when it has been seen only once, which is the
 // second observation a file written once and then left alone needs.
 //
@@ -29,7 +30,9 @@ import (
 // by Ready joins it: the group is returned again, same key, every file, and
 // the pipeline makes the same item hold the complete series. A file that
 // stays cut (truncated) for DICOMSettle no longer holds its series back: the
-// group is returned and fails in the pipeline with the file named.
+// group is returned and fails in the pipeline with the file named. An image
+// its own header proves cut (a .mha, NIfTI, NRRD, TIFF, PNG or JPEG, an
+// .mhd's data file) waits likewise, for Watch.IncompleteWait (proof.go).
 type Grouper struct {
 	w       Watch
 	root    string // cleaned Watch.Path
@@ -87,6 +90,9 @@ type fileInfo struct {
 	mhd        mhdHeader
 	companions []string
 	err        string // why the header is broken, unsupported or unreadable
+	// proof is package complete's verdict on a lone image (or an .mhd's own
+	// header, or its LOCAL data): nil when proven complete.
+	proof error
 }
 
 type fileState struct {
