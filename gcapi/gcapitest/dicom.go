@@ -2,6 +2,7 @@ package gcapitest
 
 import (
 	"encoding/binary"
+	"strconv"
 	"strings"
 )
 
@@ -19,6 +20,11 @@ type dicomGroup struct {
 	// sharing a StackID are one (4D) image.
 	key           [3]string
 	study, series string
+	// frames is NumberOfFrames (0028,0008), 1 when absent: panimg counts
+	// an image's slices as files × frames per file (image_builders/dicom.py
+	// _find_valid_dicom_files, n_slices), and the image's depth is that
+	// count (panimg/models.py SimpleITKImage.depth, GetDepth()).
+	frames int
 }
 
 // dicomKey reads the grouping key from the start of a DICOM Part-10 file.
@@ -30,6 +36,7 @@ func dicomKey(b []byte) (dicomGroup, bool) {
 	d := &dcmReader{b: b, pos: 132, explicit: true}
 	ts := tsExplicitLE
 	var study, series, class, stack string
+	frames := 1
 	for !d.done() {
 		tag, val, ok := d.next()
 		if !ok {
@@ -59,15 +66,19 @@ func dicomKey(b []byte) (dicomGroup, bool) {
 			series = uid(val)
 		case 0x00209056:
 			stack = strings.TrimRight(string(val), "\x00 ")
+		case 0x00280008:
+			if n, err := strconv.Atoi(strings.TrimSpace(strings.TrimRight(string(val), "\x00"))); err == nil && n > 0 {
+				frames = n
+			}
 		}
-		if tag >= 0x00209056 {
+		if tag >= 0x00280008 {
 			break
 		}
 	}
 	if study == "" || series == "" || class == "" {
 		return dicomGroup{}, false
 	}
-	g := dicomGroup{key: [3]string{study, series, class}, study: study, series: series}
+	g := dicomGroup{key: [3]string{study, series, class}, study: study, series: series, frames: frames}
 	if stack != "" {
 		g.key[1] = stack
 	}

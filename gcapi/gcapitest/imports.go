@@ -635,7 +635,14 @@ func buildImages(files []srcFile) buildResult {
 			n := perStudy[k[0]]
 			perStudy[k[0]]++
 			g := first[k]
-			add(builtImage{name: fmt.Sprintf("%s-%d", k[0], n), typ: "MHD", study: g.study, series: g.series}, groups[k]...)
+			var depth *int
+			if k[1] == g.series {
+				// A 3D series: as many slices as files × frames. A 4D set
+				// (a StackID) divides them by its time points; not modelled.
+				d := len(groups[k]) * g.frames
+				depth = &d
+			}
+			add(builtImage{name: fmt.Sprintf("%s-%d", k[0], n), typ: "MHD", study: g.study, series: g.series, d: depth}, groups[k]...)
 		}
 		for i, e := range es {
 			lower := strings.ToLower(e.name)
