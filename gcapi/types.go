@@ -173,6 +173,11 @@ type Image struct {
 	Width  *int        `json:"width,omitempty"`
 	Height *int        `json:"height,omitempty"`
 	Depth  *int        `json:"depth,omitempty"`
+	// SeriesInstanceUID is the DICOM series the image was built from, ""
+	// for other formats (HyperlinkedImageSerializer, grand-challenge.org
+	// app/grandchallenge/cases/serializers.py); with Depth, the number of
+	// slices, it tells whether an item holds a whole series.
+	SeriesInstanceUID string `json:"series_instance_uid,omitempty"`
 }
 
 // Image file types.

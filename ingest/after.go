@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -144,6 +145,9 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 	p.removeSpools(img)
 	w, _ := p.watchOf(img)
 	movedTo := ""
+	// Files gathered from done_dir for a late slice (series.go) landed
+	// before, in the item: they stay where they are.
+	own := grouperFiles(img)
 	if w.FailedDir != "" {
 		// Where the files go is committed before the first rename: after
 		// a crash between a rename and the commit, a target recomputed
@@ -153,19 +157,19 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		// bring that file back as this image.
 		movedTo = img.MovedTo
 		if movedTo == "" {
-			movedTo = moveTarget(img, w.FailedDir)
+			movedTo = moveTarget(own, w.FailedDir)
 			if err := p.save(img, func(r *state.Image) { r.MovedTo = movedTo }); err != nil {
 				return err
 			}
 		}
-		if _, err := moveFiles(ctx, img, movedTo); err != nil {
+		if _, err := moveFiles(ctx, own, movedTo); err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
 			// Left where they are (nothing is lost, and the watcher knows
 			// them): the record says so, and where any did go.
 			left := "left in " + img.Watch
-			if !anyMovedTo(img, movedTo) {
+			if !anyMovedTo(own, movedTo) {
 				movedTo = ""
 			} else {
 				left = "some are in " + movedTo + ", the rest " + left
@@ -174,7 +178,7 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 			note := fmt.Sprintf("; its files could not be moved to failed_dir (%v): %s", err, left)
 			return p.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo, r.LastError = true, movedTo, r.LastError+note })
 		} else {
-			for _, n := range failureNotes(img) {
+			for _, n := range failureNotes(own) {
 				note := filepath.Join(movedTo, filepath.FromSlash(n.Rel))
 				if err := durable.WriteFile(note, []byte(n.Text), 0o644); err != nil {
 					p.log.Error("could not write the error note", "file", note, "err", err)
@@ -183,6 +187,17 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		}
 	}
 	return p.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo = true, movedTo })
+}
+
+// grouperFiles returns img with only the files the grouper returned: the
+// gathered ones left out.
+func grouperFiles(img *state.Image) *state.Image {
+	if !slices.ContainsFunc(img.Files, func(f state.File) bool { return f.Gathered }) {
+		return img
+	}
+	out := *img
+	out.Files = slices.DeleteFunc(slices.Clone(img.Files), func(f state.File) bool { return f.Gathered })
+	return &out
 }
 
 // anyMovedTo reports whether any of img's files is at base/<rel> and no
@@ -248,6 +263,9 @@ func failureNotes(img *state.Image) []group.Note {
 func moveTarget(img *state.Image, dir string) string {
 	for _, f := range img.Files {
 		to := filepath.Join(dir, filepath.FromSlash(f.Rel))
+		if f.Path == to {
+			continue // gathered from there (series.go): in place already
+		}
 		if _, err := os.Lstat(to); err == nil {
 			if _, serr := os.Lstat(f.Path); serr == nil {
 				return filepath.Join(dir, fmt.Sprintf("%06d", img.ID))
@@ -264,6 +282,9 @@ func moveTarget(img *state.Image, dir string) string {
 func moveFiles(ctx context.Context, img *state.Image, base string) (string, error) {
 	for _, f := range img.Files {
 		to := filepath.Join(base, filepath.FromSlash(f.Rel))
+		if f.Path == to {
+			continue // gathered from there (series.go): in place already
+		}
 		if _, err := os.Lstat(f.Path); errors.Is(err, os.ErrNotExist) {
 			continue // moved by an earlier attempt, or deleted by someone
 		}

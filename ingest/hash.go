@@ -37,6 +37,12 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 			}
 		}
 	}
+	var gathered map[string]string
+	if group.IsDICOMKey(img.Key) {
+		if files, gathered, err = p.gatherSeries(img, w, files); err != nil {
+			return err
+		}
+	}
 	for i := range files {
 		f := &files[i]
 		sum, fi, err := hashSource(ctx, f.Path)
@@ -47,6 +53,10 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 		}
 		if err != nil {
 			return err
+		}
+		if sent, ok := gathered[f.Path]; ok && sent != sum {
+			return inputErrorf("DICOM series %s: %s, sent before to this series' item, changed since; not sending the series again "+
+				"with it (put the file as it was back, or remove it, and run 'gcingest retry %d')", seriesName(img), f.Path, img.ID)
 		}
 		f.Size, f.ModTime, f.SHA256, f.Ident = fi.Size(), fi.ModTime().UTC(), sum, fileIdent(fi)
 	}

@@ -196,7 +196,13 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 			r.LastError = fmt.Sprintf("archive item %s already holds these files (sent as part of another image); not sent again", pk)
 		})
 	}
-	if w.Replace || img.Title == "" || !strings.Contains(cmp.Or(w.Title, DefaultTitle), "{hash}") || group.IsDICOMKey(img.Key) {
+	if group.IsDICOMKey(img.Key) {
+		// A series' title is keyed by the series, not its content, so that
+		// late slices join its item: the server's image tells whether the
+		// item holds this series whole.
+		return p.seriesHeld(ctx, img, w)
+	}
+	if w.Replace || img.Title == "" || !strings.Contains(cmp.Or(w.Title, DefaultTitle), "{hash}") {
 		// The title says nothing about the content: a DICOM series' title
 		// is keyed by the series, so that late slices join its item.
 		return false, nil

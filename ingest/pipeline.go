@@ -21,6 +21,7 @@ type Store interface {
 	Update(id uint64, fn func(*state.Image) error) (state.Image, error)
 	List(states ...state.State) ([]state.Image, error)
 	Unfinished() ([]state.Image, error)
+	ByKey(watch, key string) ([]state.Image, error)
 }
 
 // API is what the pipeline needs from the Grand Challenge client;
@@ -38,6 +39,7 @@ type API interface {
 	Uploads(ctx context.Context) ([]gcapi.Upload, error)
 	AbortUpload(ctx context.Context, u *gcapi.Upload) (*gcapi.Upload, error)
 	UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcapi.Upload, error)
+	Image(ctx context.Context, pkOrURL string) (*gcapi.Image, error)
 }
 
 // PipelineConfig tunes a Pipeline. Zero values take the defaults noted.
@@ -353,6 +355,9 @@ func beforeItem(img *state.Image) bool {
 func fingerprint(files []state.File) string {
 	var b []byte
 	for _, f := range files {
+		if f.Gathered {
+			continue // not the grouper's: what it returns again has none
+		}
 		b = fmt.Appendf(b, "%s\x00%d\x00%d\x00", f.Rel, f.Size, f.ModTime.UnixNano())
 	}
 	return string(b)

@@ -59,6 +59,11 @@ type File struct {
 	// with another identity may hold other bytes, whatever its size and
 	// modification time say.
 	Ident string `json:"ident,omitempty"`
+	// Gathered marks a file of a DICOM series that an earlier record sent
+	// and moved out of the drop folder, gathered again (Path is where it
+	// is now) so that a late file resends the whole series: it is not the
+	// grouper's, and stays where it is when the image fails.
+	Gathered bool `json:"gathered,omitempty"`
 }
 
 // Part is one accepted part of a multipart upload.
