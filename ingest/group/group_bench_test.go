@@ -3,6 +3,7 @@ package group
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -110,6 +111,43 @@ func BenchmarkReady100k(b *testing.B) {
 	for b.Loop() {
 		ev := g.evaluate(t0.Add(time.Hour), false)
 		if len(ev.ready) != len(paths) {
+			b.Fatalf("%d ready, want %d", len(ev.ready), len(paths))
+		}
+	}
+}
+
+// BenchmarkReadyProven1k: the first readiness decision over 1,000 settled
+// .mha files on disk, each opened once for its completeness proof (the cost
+// after start-up, or of `gcingest plan`, per thousand images).
+func BenchmarkReadyProven1k(b *testing.B) {
+	root := b.TempDir()
+	data := mhaBytes(16, 16, 16)
+	for i := range 1000 {
+		p := filepath.Join(root, fmt.Sprintf("case%02d", i/100), fmt.Sprintf("img%03d.mha", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var paths []string
+	var infos []fs.FileInfo
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			fi, _ := d.Info()
+			paths, infos = append(paths, p), append(infos, fi)
+		}
+		return err
+	})
+	for b.Loop() {
+		g := NewGrouper(Watch{Path: root, Settle: time.Minute}, nil)
+		for _, now := range []time.Time{t0, t0.Add(time.Minute)} {
+			for i, p := range paths {
+				g.Observe(p, infos[i], now)
+			}
+		}
+		if ev := g.evaluate(t0.Add(time.Hour), false); len(ev.ready) != len(paths) {
 			b.Fatalf("%d ready, want %d", len(ev.ready), len(paths))
 		}
 	}
