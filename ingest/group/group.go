@@ -28,8 +28,8 @@ type Watch struct {
 	// IncompleteWait is how long a file that its own header proves cut
 	// (package complete) holds its group back before the group goes on
 	// anyway, to fail in the pipeline with the reason: a writer stalled
-	// longer than this is not coming back. 0 means DefaultIncompleteWait;
-	// never shorter than Settle.
+	// longer than this is not coming back. 0 means DefaultIncompleteWait
+	// or 4 × Settle, whichever is longer; never shorter than Settle.
 	IncompleteWait time.Duration
 	Exclude        []string          // glob patterns on base names, never picked up
 	DoneDir        string            // absolute; never grouped when inside the root

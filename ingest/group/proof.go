@@ -18,14 +18,14 @@ import (
 // does not wait: no amount of waiting mends it, so it goes on after settle
 // and fails there. Formats without a proof keep the settle rule alone.
 
-// incompleteWait is Watch.IncompleteWait, its default, and never less than
-// Settle.
+// incompleteWait is Watch.IncompleteWait, never less than Settle; unset,
+// DefaultIncompleteWait or 4 × Settle, whichever is longer, so that a long
+// settle time does not make the default wait the shorter guess.
 func (g *Grouper) incompleteWait() time.Duration {
-	w := g.w.IncompleteWait
-	if w <= 0 {
-		w = DefaultIncompleteWait
+	if w := g.w.IncompleteWait; w > 0 {
+		return max(w, g.w.Settle)
 	}
-	return max(w, g.w.Settle)
+	return max(DefaultIncompleteWait, 4*g.w.Settle)
 }
 
 // proofReason says why f, proven cut by its own header, holds its group

@@ -245,3 +245,19 @@ func TestMHDDataFileCut(t *testing.T) {
 		})
 	}
 }
+
+func TestIncompleteWaitDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		settle, wait, want time.Duration
+	}{
+		{10 * time.Second, 0, DefaultIncompleteWait},
+		{30 * time.Minute, 0, 2 * time.Hour},
+		{10 * time.Second, 5 * time.Minute, 5 * time.Minute},
+		{10 * time.Minute, time.Minute, 10 * time.Minute},
+	} {
+		g := NewGrouper(Watch{Path: "/d", Settle: tc.settle, IncompleteWait: tc.wait}, nil)
+		if got := g.incompleteWait(); got != tc.want {
+			t.Errorf("settle %v, IncompleteWait %v: got %v, want %v", tc.settle, tc.wait, got, tc.want)
+		}
+	}
+}
