@@ -3,8 +3,8 @@
 package dicom
 
 // The DICOM PS3.6 data dictionary (tags and VRs, which are facts of the
-// standard), as listed in dcmtk 3.6.7's dicom.dic: 4916 attributes, 72 repeating
-// groups or element ranges. dicom.dic is Copyright (C) 1994-2022 OFFIS e.V.,
+// standard), as listed in dcmtk 3.6.7's dicom.dic (edition 2022b): 4916 attributes, 72
+// repeating groups or element ranges. dicom.dic is Copyright (C) 1994-2022 OFFIS e.V.,
 // distributed under dcmtk's BSD-style licence (its COPYRIGHT file); only
 // tags, VRs and keywords are taken from it. Attributes with more than one
 // VR take the one an implicit VR reader uses: US for US or SS, OW for OB

@@ -116,12 +116,16 @@ func main() {
 	defer f.Close()
 	exact := map[uint32]entry{}
 	var masks []mask
+	edition := "edition not stated"
 	sc := bufio.NewScanner(f)
 	line := 0
 	for sc.Scan() {
 		line++
 		text := sc.Text()
 		if text == "" || text[0] == '#' {
+			if _, e, ok := strings.Cut(text, "Generated automatically from DICOM PS 3.6-"); ok {
+				edition = "edition " + strings.Fields(e)[0]
+			}
 			continue
 		}
 		cols := strings.Split(text, "\t")
@@ -182,8 +186,8 @@ func main() {
 	fmt.Fprintf(&b, `package dicom
 
 // The DICOM PS3.6 data dictionary (tags and VRs, which are facts of the
-// standard), as listed in %s's dicom.dic: %d attributes, %d repeating
-// groups or element ranges. dicom.dic is Copyright (C) 1994-2022 OFFIS e.V.,
+// standard), as listed in %s's dicom.dic (%s): %d attributes, %d
+// repeating groups or element ranges. dicom.dic is Copyright (C) 1994-2022 OFFIS e.V.,
 // distributed under dcmtk's BSD-style licence (its COPYRIGHT file); only
 // tags, VRs and keywords are taken from it. Attributes with more than one
 // VR take the one an implicit VR reader uses: US for US or SS, OW for OB
@@ -191,7 +195,7 @@ func main() {
 
 // dictTags is sorted by tag, for a binary search.
 var dictTags = [...]dictEntry{
-`, *source, len(entries), len(masks))
+`, *source, edition, len(entries), len(masks))
 	for _, e := range entries {
 		fmt.Fprintf(&b, "\t{0x%08X, vr%s}, // %s\n", e.tag, e.vr, e.keyword)
 	}
