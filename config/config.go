@@ -84,22 +84,25 @@ type Log struct {
 
 // Watch is one [[watch]] table.
 type Watch struct {
-	Path        string            `toml:"path"`
-	Archive     string            `toml:"archive"`
-	Interface   string            `toml:"interface"`
-	Group       string            `toml:"group"`
-	Settle      Duration          `toml:"settle"`
-	DICOMSettle Duration          `toml:"dicom_settle"` // a DICOM series is complete after this long without a new file
-	Deidentify  bool              `toml:"deidentify"`   // DICOM de-identified before upload
-	Rescan      Duration          `toml:"rescan"`
-	Poll        bool              `toml:"poll"`
-	Exclude     []string          `toml:"exclude"`
-	AfterUpload string            `toml:"after_upload"`
-	DoneDir     string            `toml:"done_dir"`
-	FailedDir   string            `toml:"failed_dir"`
-	Replace     bool              `toml:"replace"`
-	Title       string            `toml:"title"`
-	Values      map[string]string `toml:"values"`
+	Path        string   `toml:"path"`
+	Archive     string   `toml:"archive"`
+	Interface   string   `toml:"interface"`
+	Group       string   `toml:"group"`
+	Settle      Duration `toml:"settle"`
+	DICOMSettle Duration `toml:"dicom_settle"` // a DICOM series is complete after this long without a new file
+	// IncompleteWait is how long a file its own header proves cut waits
+	// for the rest before its image fails, naming both sizes.
+	IncompleteWait Duration          `toml:"incomplete_wait"`
+	Deidentify     bool              `toml:"deidentify"` // DICOM de-identified before upload
+	Rescan         Duration          `toml:"rescan"`
+	Poll           bool              `toml:"poll"`
+	Exclude        []string          `toml:"exclude"`
+	AfterUpload    string            `toml:"after_upload"`
+	DoneDir        string            `toml:"done_dir"`
+	FailedDir      string            `toml:"failed_dir"`
+	Replace        bool              `toml:"replace"`
+	Title          string            `toml:"title"`
+	Values         map[string]string `toml:"values"`
 }
 
 // Defaults of a [[watch]] table, applied to every key left out or zero.
@@ -107,13 +110,17 @@ const (
 	DefaultGroup       = "auto"
 	DefaultSettle      = 30 * time.Second
 	DefaultDICOMSettle = 60 * time.Second
-	DefaultRescan      = time.Minute
-	DefaultAfterUpload = "keep"
-	DefaultPartSize    = "32MiB"
-	DefaultListen      = "127.0.0.1:9187"
-	DefaultURL         = "https://grand-challenge.org"
-	DefaultStatePath   = "/var/lib/gcingest/state.db"
-	DefaultKeep        = Duration(30 * 24 * time.Hour) // [state] keep
+	// DefaultIncompleteWait: far beyond any settle time (a share or a
+	// scanner stalled mid-file for minutes), short enough that a file that
+	// stays cut is reported the same day.
+	DefaultIncompleteWait = time.Hour
+	DefaultRescan         = time.Minute
+	DefaultAfterUpload    = "keep"
+	DefaultPartSize       = "32MiB"
+	DefaultListen         = "127.0.0.1:9187"
+	DefaultURL            = "https://grand-challenge.org"
+	DefaultStatePath      = "/var/lib/gcingest/state.db"
+	DefaultKeep           = Duration(30 * 24 * time.Hour) // [state] keep
 )
 
 // Duration is a time.Duration written as a string in the file ("30s", "1m").
@@ -204,6 +211,9 @@ func (w *Watch) applyDefaults() {
 	}
 	if w.DICOMSettle == 0 {
 		w.DICOMSettle = Duration(DefaultDICOMSettle)
+	}
+	if w.IncompleteWait == 0 {
+		w.IncompleteWait = Duration(DefaultIncompleteWait)
 	}
 	if w.Rescan == 0 {
 		w.Rescan = Duration(DefaultRescan)
@@ -338,6 +348,9 @@ func (c *Config) Validate() error {
 		}
 		if w.DICOMSettle < 0 {
 			bad(key("dicom_settle"), "is negative", `write it like "60s"`)
+		}
+		if w.IncompleteWait < 0 || (w.IncompleteWait > 0 && w.IncompleteWait < w.Settle) {
+			bad(key("incomplete_wait"), fmt.Sprintf("%s is shorter than settle", time.Duration(w.IncompleteWait)), `make it longer than settle; "1h" is the default`)
 		}
 		if w.Deidentify && (w.Group == "folder" || w.Group == "file") {
 			// Only a series grouped as DICOM is de-identified: in these

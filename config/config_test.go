@@ -120,6 +120,7 @@ func TestValidateNamesKeyAndFix(t *testing.T) {
 		{"deidentify with the name in the title", "deidentify = true\ntitle = \"{name} {hash}\"", "watch[0].title", `"{hash}"`},
 		// In file mode DICOM is not grouped as a series, so it would
 		// leave as it is.
+		{"incomplete_wait shorter than settle", `incomplete_wait = "1s"`, "watch[0].incomplete_wait", "longer than settle"},
 		{"deidentify in file mode", "deidentify = true\ngroup = \"file\"", "watch[0].deidentify", "group = auto"},
 	}
 	for _, tt := range tests {

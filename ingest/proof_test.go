@@ -1,0 +1,59 @@
+package ingest
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/gcingest/gcingest/gcapi/gcapitest"
+	"github.com/gcingest/gcingest/state"
+)
+
+// TestCutImageFailsNamingBothSizes: an image that reaches the pipeline
+// although its own header proves it cut (the grouper lets it go after
+// IncompleteWait) fails with the file named, and nothing of it is sent.
+func TestCutImageFailsNamingBothSizes(t *testing.T) {
+	mha := gcapitest.SampleMHA(1, 16, 16, 4)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(gcapitest.SampleNIfTI(2, 16, 16, 4))
+	zw.Close()
+	nii := gz.Bytes()
+	tests := []struct {
+		name, rel string
+		content   []byte
+		want      []string
+	}{
+		{"mha cut", "cut.mha", mha[:len(mha)-100], []string{"cut.mha", "incomplete", fmt.Sprint(len(mha)), fmt.Sprint(len(mha) - 100)}},
+		{"mha too long", "long.mha", append(bytes.Clone(mha), 0, 0), []string{"long.mha", "longer than its header says"}},
+		{"nii.gz cut", "cut.nii.gz", nii[:len(nii)-3], []string{"cut.nii.gz", "incomplete", "gzip trailer"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, gcapitest.Options{}, "keep")
+			f := h.write(tt.rel, tt.content)
+			p := h.pipeline(h.config())
+			if err := p.Submit(t.Context(), h.group(KindSingle, tt.rel, f)); err != nil {
+				t.Fatal(err)
+			}
+			stop := start(p)
+			imgs := h.waitSettled(1)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			if imgs[0].State != state.Failed {
+				t.Fatalf("image %s (%s); want failed", imgs[0].State, imgs[0].LastError)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(imgs[0].LastError, w) {
+					t.Errorf("reason %q lacks %q", imgs[0].LastError, w)
+				}
+			}
+			if n := h.srv.Stats().PartBytes; n != 0 {
+				t.Errorf("%d bytes uploaded for an image proven incomplete", n)
+			}
+		})
+	}
+}
