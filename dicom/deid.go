@@ -407,10 +407,14 @@ func pad(v []byte, vr string) []byte {
 	return append(v[:len(v):len(v)], p)
 }
 
-// scope is the rules applying to the elements of one data set.
+// scope is the rules applying to the elements of one data set, and the
+// syntax they are written in: the one they are read in, except the items
+// of a UN sequence in explicit VR little endian, read in implicit VR (PS3.5
+// 6.2.2) and written as an SQ's, with VRs from the dictionary.
 type scope struct {
 	top   bool
 	dummy bool // inside a sequence replaced by D: every element is D
+	w     syntax
 }
 
 func (r *rewriter) rule(c scope, t Tag) Rule {
@@ -498,7 +502,7 @@ func (r *rewriter) topLevel() error {
 // itself, and passes the others to element.
 func (r *rewriter) topElement(e element) error {
 	in, s := r.in, r.s
-	c := scope{top: true}
+	c := scope{top: true, w: s}
 	if rule := r.rule(c, e.tag); rule.Action == Reject {
 		return r.apply(e, s, c, 0, nil)
 	}
@@ -615,35 +619,42 @@ func (r *rewriter) apply(e element, s syntax, c scope, depth int, val []byte) er
 		case seq:
 			return r.sequence(e, s, c, depth)
 		case val != nil:
-			return r.writeValue(s, e.tag, vrOf(e), val)
+			return r.writeValue(c.w, e.tag, vrOf(e), val)
 		case e.undefinedLength() && e.tag == tagPixelData:
-			return r.fragments(e, s)
+			return r.fragments(e, s, c.w)
 		case e.undefinedLength():
 			return &FormatError{Offset: in.off, Msg: fmt.Sprintf("element %s VR %s has undefined length", e.tag, e.vr)}
 		}
-		r.header(s, e.tag, e.vr, e.length)
+		vr := e.vr
+		if vr == "" && !c.w.implicit {
+			// Read in implicit VR, written in explicit VR.
+			if vr = vrOf(e); !longVR(vr) && e.length > 0xFFFF {
+				vr = "UN"
+			}
+		}
+		r.header(c.w, e.tag, vr, e.length)
 		return in.copyTo(r.out, int64(e.length), func() string { return "value of " + e.tag.String() })
 	case Dummy:
 		if seq {
-			return r.sequence(e, s, scope{dummy: true}, depth)
+			return r.sequence(e, s, scope{dummy: true, w: c.w}, depth)
 		}
 		if err := skip(); err != nil {
 			return err
 		}
-		return r.dummy(e, s)
+		return r.dummy(e, c.w)
 	case Empty:
 		if err := skip(); err != nil {
 			return err
 		}
 		if seq {
-			r.header(s, e.tag, e.vr, 0)
+			r.header(c.w, e.tag, seqVR(e, c.w), 0)
 			return nil
 		}
 		switch vrOf(e) {
 		case "CS", "LO", "LT", "SH", "ST", "UC", "UT":
-			return r.writeValue(s, e.tag, vrOf(e), nil)
+			return r.writeValue(c.w, e.tag, vrOf(e), nil)
 		}
-		return r.dummy(e, s)
+		return r.dummy(e, c.w)
 	case NewUID:
 		if seq {
 			return &FormatError{Offset: in.off, Msg: fmt.Sprintf("procedure asks for a new UID in sequence %s", e.tag)}
@@ -672,7 +683,7 @@ func (r *rewriter) apply(e element, s syntax, c scope, depth int, val []byte) er
 				}
 			}
 		}
-		return r.writeValue(s, e.tag, vrOf(e), []byte(v))
+		return r.writeValue(c.w, e.tag, vrOf(e), []byte(v))
 	}
 	return fmt.Errorf("rewrite %s: action %s not implemented", e.tag, rule.Action)
 }
@@ -740,32 +751,45 @@ func (r *rewriter) dummy(e element, s syntax) error {
 }
 
 // sequence rewrites the items of sequence e under scope c, writing the
-// sequence and its items with undefined length.
+// sequence and its items with undefined length; a UN sequence read in an
+// explicit VR little endian data set is written as an SQ.
 func (r *rewriter) sequence(e element, s syntax, c scope, depth int) error {
 	in := r.in
 	if depth+1 >= maxDepth {
 		return &FormatError{Offset: in.off, Msg: fmt.Sprintf("sequences nested deeper than %d", maxDepth)}
 	}
-	inner := innerSyntax(e, s)
-	vr := e.vr
-	if vr == "" && !s.implicit {
-		vr = "SQ"
-	}
-	r.header(s, e.tag, vr, undefined)
+	vr := seqVR(e, c.w)
+	r.header(c.w, e.tag, vr, undefined)
 	c.top = false
+	if vr == "UN" {
+		c.w = implicitLE
+	}
 	err := walkItems(in, e, s, depth, func(inner syntax, end int64) error {
-		r.header(inner, tagItem, "", undefined)
+		r.header(c.w, tagItem, "", undefined)
 		if err := r.item(e.tag, inner, end, c, depth+1); err != nil {
 			return err
 		}
-		r.header(inner, tagItemDelim, "", 0)
+		r.header(c.w, tagItemDelim, "", 0)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	r.header(inner, tagSeqDelim, "", 0)
+	r.header(c.w, tagSeqDelim, "", 0)
 	return nil
+}
+
+// seqVR is the VR sequence e is written with in syntax w: SQ in explicit
+// VR, except that a UN sequence of a big endian data set stays UN, its
+// items implicit VR little endian as read (an SQ's would be big endian).
+func seqVR(e element, w syntax) string {
+	switch {
+	case w.implicit:
+		return ""
+	case e.vr == "UN" && w.big:
+		return "UN"
+	}
+	return "SQ"
 }
 
 // item rewrites the elements of one item ending at end (-1: at its
@@ -778,22 +802,26 @@ func (r *rewriter) item(seq Tag, s syntax, end int64, c scope, depth int) error 
 
 // fragments copies encapsulated pixel data: its items (the offset table and
 // the compressed fragments) unchanged, as a stream.
-func (r *rewriter) fragments(e element, s syntax) error {
+func (r *rewriter) fragments(e element, s, w syntax) error {
 	in := r.in
-	r.header(s, e.tag, e.vr, undefined)
+	vr := e.vr
+	if vr == "" {
+		vr = "OB" // PS3.5 A.4
+	}
+	r.header(w, e.tag, vr, undefined)
 	for {
 		it, err := in.readItemHeader(e, s)
 		if err != nil {
 			return err
 		}
 		if it.tag == tagSeqDelim {
-			r.header(s, tagSeqDelim, "", 0)
+			r.header(w, tagSeqDelim, "", 0)
 			return nil
 		}
 		if it.undefinedLength() {
 			return &FormatError{Offset: in.off, Msg: "pixel data fragment of undefined length"}
 		}
-		r.header(s, tagItem, "", it.length)
+		r.header(w, tagItem, "", it.length)
 		if err := in.copyTo(r.out, int64(it.length), func() string { return "pixel data fragment" }); err != nil {
 			return err
 		}

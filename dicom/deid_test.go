@@ -366,31 +366,55 @@ func TestParseProcedureErrors(t *testing.T) {
 
 // An explicit VR file may hold a sequence as UN (written by software that
 // did not know the attribute), of defined or undefined length: its items
-// are implicit VR and are cleaned all the same.
+// are implicit VR and are cleaned all the same. In little endian it is
+// written back as the SQ it is, its items in explicit VR with the
+// dictionary's VRs; in big endian it stays UN, since its items are little
+// endian.
 func TestRewriteUNSequence(t *testing.T) {
-	for _, undef := range []bool{false, true} {
-		t.Run(fmt.Sprintf("undefined lengths %v", undef), func(t *testing.T) {
-			g := gen{ts: TSExplicitLE, sopClass: CTImageStorage, instance: "1.2", undefSeq: undef}
-			in := g.file([]el{
-				str(tagSOPClass, "UI", CTImageStorage),
-				{tag: 0x00081199, vr: "UN", items: [][]el{{
-					str(0x00081150, "UI", CTImageStorage),
-					str(0x00081155, "UI", "1.2.777.888"),
-					str(0x00100010, "PN", secretName),
-				}}},
-			})
-			d := testDeidentifier(t)
-			out, _ := rewrite(t, d, in)
-			_, got := dump(t, out)
-			if v := text(got["(0008,1199)[0](0008,1155)"]); v != d.UID("1.2.777.888") {
-				t.Errorf("UID in a UN sequence = %q, want %q", v, d.UID("1.2.777.888"))
-			}
-			for _, sec := range []string{"1.2.777.888", secretName} {
-				if bytes.Contains(out, []byte(sec)) {
-					t.Errorf("output holds %q", sec)
+	for _, ts := range []struct{ ts, wantVR string }{{TSExplicitLE, "SQ"}, {TSExplicitBE, "UN"}} {
+		for _, undef := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s undefined lengths %v", ts.ts, undef), func(t *testing.T) {
+				g := gen{ts: ts.ts, sopClass: CTImageStorage, instance: "1.2", undefSeq: undef}
+				in := g.file([]el{
+					str(tagSOPClass, "UI", CTImageStorage),
+					{tag: 0x00081199, vr: "UN", items: [][]el{{
+						str(0x00081150, "UI", CTImageStorage),
+						str(0x00081155, "UI", "1.2.777.888"),
+						raw(0x00081160, "IS", []byte("12")),
+						str(0x00100010, "PN", secretName),
+					}}},
+				})
+				d := testDeidentifier(t)
+				var out []byte
+				if ts.ts == TSExplicitBE {
+					// Not rewrite: dciodvfy reads the items of a UN
+					// sequence in the file's byte order, where PS3.5 6.2.2
+					// keeps them little endian, as we write them.
+					var b bytes.Buffer
+					if _, err := d.Rewrite(&b, bytes.NewReader(in)); err != nil {
+						t.Fatal(err)
+					}
+					out = b.Bytes()
+				} else {
+					out, _ = rewrite(t, d, in)
 				}
-			}
-		})
+				_, got := dump(t, out)
+				if v := got["(0008,1199)"].vr; v != ts.wantVR {
+					t.Errorf("sequence written as %s, want %s", v, ts.wantVR)
+				}
+				if v := text(got["(0008,1199)[0](0008,1155)"]); v != d.UID("1.2.777.888") {
+					t.Errorf("UID in a UN sequence = %q, want %q", v, d.UID("1.2.777.888"))
+				}
+				if v := text(got["(0008,1199)[0](0008,1160)"]); v != "12" {
+					t.Errorf("kept value in a UN sequence = %q, want 12", v)
+				}
+				for _, sec := range []string{"1.2.777.888", secretName} {
+					if bytes.Contains(out, []byte(sec)) {
+						t.Errorf("output holds %q", sec)
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -113,7 +113,7 @@ func encode(b []byte, s syntax, e el, undef bool) []byte {
 		if undef {
 			b = appendHeader(b, s, e.tag, e.vr, undefined)
 			b = append(b, body...)
-			return appendHeader(b, s, tagSeqDelim, "", 0)
+			return appendHeader(b, inner, tagSeqDelim, "", 0)
 		}
 		b = appendHeader(b, s, e.tag, e.vr, uint32(len(body)))
 		return append(b, body...)
