@@ -42,8 +42,11 @@
 // one series, and references inside sequences (a referenced instance or
 // series) still point where the top level's UIDs went, also when the series
 // is forced from the group's key ([WithSeriesKey]). Dummies are valid
-// values of the element's VR. The meta group is written anew from the
-// rewritten data set: its SOP class and instance UIDs are the data set's.
+// values of the element's VR, and a UN sequence of an explicit VR little
+// endian file is written as the SQ it is. The meta group is written anew
+// from the rewritten data set: its SOP class and instance UIDs are the
+// data set's. dcmtk's dcmdump and dicom3tools' dciodvfy read every file the
+// tests rewrite.
 //
 // It rejects, with a *RejectError carrying the procedure's reason:
 //   - a SOP class the procedure has no rules for: the procedure's default,
