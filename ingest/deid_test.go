@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -269,11 +270,16 @@ func TestDeidentifiedDICOMLeavesNoIdentity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hd, err := dicom.Verify(rc)
+		b, err := io.ReadAll(rc)
 		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hd, err := dicom.Verify(bytes.NewReader(b))
 		if err != nil {
 			t.Fatalf("%s: %v", zf.Name, err)
 		}
+		dcmdumpReads(t, zf.Name, b)
 		studies[hd.StudyInstanceUID], seriesUIDs[hd.SeriesInstanceUID] = true, true
 		sops[hd.InstanceNumber+hd.SOPClassUID] = true
 		if !strings.HasPrefix(hd.StudyInstanceUID, "2.25.") || !strings.HasPrefix(hd.SeriesInstanceUID, "2.25.") {
@@ -719,5 +725,33 @@ func TestDeidentifyNeverSendsUnreadableDICOMRaw(t *testing.T) {
 	}
 	if all := bytes.Join(rec.sent, nil); bytes.Contains(all, []byte("DOE^JOHN")) {
 		t.Error("the patient's name reached the server")
+	}
+}
+
+// dcmdumpReads has dcmtk's dcmdump, a reader no one here wrote, read a
+// de-identified file as the server's would: whole, with no error or
+// warning. Missing dcmdump fails under CI=true (.ci/run installs dcmtk).
+func dcmdumpReads(t *testing.T, name string, b []byte) {
+	t.Helper()
+	dcmdump, err := exec.LookPath("dcmdump")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("dcmdump not installed (Debian: dcmtk); CI checks the de-identified files with it")
+		}
+		t.Logf("dcmdump not installed: %s not checked by it here", name)
+		return
+	}
+	path := filepath.Join(t.TempDir(), "out.dcm")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(dcmdump, "+E", path).CombinedOutput()
+	if err != nil {
+		t.Errorf("dcmdump +E %s: %v\n%s", name, err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "E:") || strings.HasPrefix(l, "W:") || strings.HasPrefix(l, "F:") {
+			t.Errorf("dcmdump of %s as sent: %s", name, l)
+		}
 	}
 }
