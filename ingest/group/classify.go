@@ -20,17 +20,20 @@ func (g *Grouper) classify(f *fileState) {
 	cls := classNone
 	switch {
 	case isLoneImageExt(ext) && complete.Supported(name):
-		// A format whose header proves it complete: read that proof on the
-		// same handle, again whenever the file changes.
-		cls = g.readHeader(f, func(r *os.File, size int64) fileClass {
-			err := complete.Check(r, size, name)
-			if err != nil && !isVerdict(err) {
-				f.info = &fileInfo{err: err.Error()}
-				return classNone // a read error, not a verdict: read again next time
+		// A format whose header proves it complete: read that proof, again
+		// whenever the file changes. A file that cannot be read goes on as
+		// before, to fail in the pipeline naming it (DESIGN.md: a file that
+		// cannot be read to its end fails its group after the settle time).
+		cls = classImage
+		g.readHeader(f, func(r *os.File, size int64) fileClass {
+			if err := complete.Check(r, size, name); isVerdict(err) {
+				f.info = &fileInfo{proof: err}
 			}
-			f.info = &fileInfo{proof: err}
 			return classImage
 		})
+		if f.info != nil && f.info.proof == nil {
+			f.info = nil
+		}
 	case isLoneImageExt(ext):
 		cls = classImage
 	case ext == ".raw" || ext == ".zraw":

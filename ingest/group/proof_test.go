@@ -8,6 +8,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -259,5 +260,25 @@ func TestIncompleteWaitDefaults(t *testing.T) {
 		if got := g.incompleteWait(); got != tc.want {
 			t.Errorf("settle %v, IncompleteWait %v: got %v, want %v", tc.settle, tc.wait, got, tc.want)
 		}
+	}
+}
+
+// TestUnreadableImageGoesOn: an image whose proof cannot be read (no
+// permission) is not held back: after settle it goes on, to fail in the
+// pipeline naming the file, as before proofs.
+func TestUnreadableImageGoesOn(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads any file")
+	}
+	tr := newTree(t)
+	g := NewGrouper(tr.watch("auto"), nil)
+	tr.write("locked.mha", mhaBytes(4, 4, 4)[:50])
+	if err := os.Chmod(tr.abs("locked.mha"), 0); err != nil {
+		t.Fatal(err)
+	}
+	tr.scan(g, t0)
+	tr.scan(g, t0.Add(testSettle))
+	if got := describe(g.Ready(t0.Add(testSettle))); !slices.Equal(got, []string{"locked.mha single locked.mha"}) {
+		t.Fatalf("ready = %q, want locked.mha", got)
 	}
 }
