@@ -71,18 +71,6 @@ func (v *pipeVerifier) Close() error {
 	return v.err
 }
 
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // inflateAll inflates every gzip member from r, passing the first bytes of
 // the output to head (at most len(first)) and returning the total.
 func inflateAll(r io.Reader, size int64, first []byte) (head []byte, total int64, err error) {
