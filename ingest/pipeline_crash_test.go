@@ -129,7 +129,7 @@ func TestCrashAnywhere(t *testing.T) {
 			groups = append(groups, h.group(KindZip, "dicom:z", sortFiles(dcm)...))
 			// Two parts: its pk and first part are recorded, so crashes
 			// inside it resume the upload.
-			big := append(gcapitest.SampleMHA(4, 4, 4, 2), make([]byte, 6<<20)...)
+			big := gcapitest.SampleMHA(4, 1024, 1024, 6) // 6 MiB: several parts
 			groups = append(groups, h.group(KindSingle, "big.mha", h.write("big.mha", big)))
 
 			crashes := 0
@@ -206,7 +206,7 @@ func TestCrashAtEveryEvent(t *testing.T) {
 		}
 		hdr, raw := gcapitest.SampleMHDPair(9, 4, 4, 2, "p.raw")
 		groups = append(groups, h.group(KindMHD, "m/p.mhd", h.write("m/p.mhd", hdr), h.write("m/p.raw", raw)))
-		big := append(gcapitest.SampleMHA(4, 4, 4, 2), make([]byte, 6<<20)...)
+		big := gcapitest.SampleMHA(4, 1024, 1024, 6) // 6 MiB: several parts
 		groups = append(groups, h.group(KindSingle, "big.mha", h.write("big.mha", big)))
 		return h, groups
 	}

@@ -478,9 +478,8 @@ func TestResumeHalfSentUpload(t *testing.T) {
 		t.Skip("64 MiB upload")
 	}
 	h := newHarness(t, gcapitest.Options{}, "keep")
-	const size = 64 << 20
-	content := bytes.Repeat([]byte("0123456789abcdef"), size/16)
-	copy(content, gcapitest.SampleMHA(1, 4, 4, 2)) // not a valid image; the bytes matter here, not the import
+	content := gcapitest.SampleMHA(1, 1024, 1024, 64) // a whole image: the hash step proves it complete
+	size := int64(len(content))
 	g := h.group(KindSingle, "big.mha", h.write("big.mha", content))
 	cfg := h.config()
 	cfg.PartSize = 5 << 20

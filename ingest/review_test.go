@@ -139,7 +139,7 @@ func TestRetryOfRetryingImageKeepsItsUpload(t *testing.T) {
 	cfg.PartSize = 5 << 20
 	cfg.RetryBase, cfg.RetryMax = time.Hour, time.Hour // only gcingest retry brings it back
 	p := NewPipeline(cfg, h.store, failPartOnce{API: h.api, once: new(sync.Once)}, nil)
-	big := append(gcapitest.SampleMHA(4, 4, 4, 2), make([]byte, 6<<20)...)
+	big := gcapitest.SampleMHA(4, 1024, 1024, 6) // 6 MiB: several parts
 	if err := p.Submit(context.Background(), h.group(KindSingle, "big.mha", h.write("big.mha", big))); err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestRetryOfFailedImageWithOpenUpload(t *testing.T) {
 	broken := new(atomic.Bool)
 	broken.Store(true)
 	p := NewPipeline(cfg, h.store, brokenAbort{API: h.api, once: new(sync.Once), broken: broken}, nil)
-	big := append(gcapitest.SampleMHA(4, 4, 4, 2), make([]byte, 6<<20)...)
+	big := gcapitest.SampleMHA(4, 1024, 1024, 6) // 6 MiB: several parts
 	if err := p.Submit(context.Background(), h.group(KindSingle, "big.mha", h.write("big.mha", big))); err != nil {
 		t.Fatal(err)
 	}
