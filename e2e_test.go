@@ -576,6 +576,20 @@ func TestE2EFailedImportIsExplainedAndRetried(t *testing.T) {
 	if !strings.Contains(st, "failed") || !strings.Contains(st, "bad.mha") {
 		t.Errorf("gcingest status does not show bad.mha as failed:\n%s", st)
 	}
+	// Its item was created before the import failed, and the API cannot
+	// delete it: status counts it, status ID names it for removal.
+	if !strings.Contains(st, "1 item left empty in the archive") {
+		t.Errorf("gcingest status does not count the item bad.mha left empty:\n%s", st)
+	}
+	var badID string
+	for _, l := range strings.Split(st, "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[1] == "failed" && strings.Contains(l, "bad.mha") {
+			badID = f[0]
+		}
+	}
+	if one := run("status", "--config", e.config, badID); !strings.Contains(one, "left empty in the archive") {
+		t.Errorf("gcingest status %s does not name the item left empty:\n%s", badID, one)
+	}
 	// The cause is fixed (here: the server accepts it now); retry with the
 	// agent stopped, then start it.
 	e.srv.SetFaults(gcapitest.Faults{})

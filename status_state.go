@@ -44,6 +44,17 @@ func reportFrom(st *state.Store, q status.Query, active map[uint64]ingest.ImageS
 	for s, n := range counts {
 		rep.Counts[string(s)] = n
 	}
+	if counts[state.Failed] > 0 {
+		failed, err := st.List(state.Failed)
+		if err != nil {
+			return nil, err
+		}
+		for _, img := range failed {
+			if img.EmptyItem {
+				rep.EmptyItems++
+			}
+		}
+	}
 	var imgs []state.Image
 	if q.ID != "" {
 		id, err := strconv.ParseUint(q.ID, 10, 64)
@@ -101,6 +112,7 @@ func statusImage(img state.Image) status.Image {
 		Updated:     img.Updated,
 		WaitingFor:  img.WaitingFor,
 		Until:       img.Until,
+		EmptyItem:   img.EmptyItem,
 	}
 	for _, f := range img.Files {
 		si.Files = append(si.Files, f.Rel)

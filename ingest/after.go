@@ -148,6 +148,7 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 	// Files gathered from done_dir for a late slice (series.go) landed
 	// before, in the item: they stay where they are.
 	own := grouperFiles(img)
+	empty := p.leftEmpty(ctx, img)
 	if w.FailedDir != "" {
 		// Where the files go is committed before the first rename: after
 		// a crash between a rename and the commit, a target recomputed
@@ -176,7 +177,9 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 			}
 			p.log.Error("could not move the files of a failed image to failed_dir", "id", img.ID, "key", img.Key, "files", left, "err", err)
 			note := fmt.Sprintf("; its files could not be moved to failed_dir (%v): %s", err, left)
-			return p.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo, r.LastError = true, movedTo, r.LastError+note })
+			return p.save(img, func(r *state.Image) {
+				r.ActionDone, r.MovedTo, r.LastError, r.EmptyItem = true, movedTo, r.LastError+note, empty
+			})
 		} else {
 			for _, n := range failureNotes(own) {
 				note := filepath.Join(movedTo, filepath.FromSlash(n.Rel))
@@ -186,7 +189,29 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 			}
 		}
 	}
-	return p.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo = true, movedTo })
+	return p.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo, r.EmptyItem = true, movedTo, empty })
+}
+
+// leftEmpty reports whether the failed img leaves an archive item that
+// holds no value at all (created for it, and its import failed): the API
+// cannot delete items, so status names it for removal in the web
+// interface. An item named by item.txt is the user's; one that cannot be
+// read now is not reported (logged).
+func (p *Pipeline) leftEmpty(ctx context.Context, img *state.Image) bool {
+	if img.ItemPK == "" || img.TargetItem {
+		return false
+	}
+	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+	if err != nil {
+		p.log.Warn("could not read the item of a failed image to tell whether it is left empty", "id", img.ID, "item", img.ItemPK, "err", err)
+		return false
+	}
+	if len(it.Values) > 0 {
+		return false
+	}
+	p.log.Warn("archive item left empty by a failed image; the API cannot delete it: remove it in the web interface",
+		"id", img.ID, "item", img.ItemPK, "title", img.Title)
+	return true
 }
 
 // grouperFiles returns img with only the files the grouper returned: the

@@ -164,7 +164,7 @@ func retryOne(store RetryStore, id uint64, busy func(uint64) bool, log *slog.Log
 	_, err = store.Update(id, func(r *state.Image) error {
 		r.State, r.RetryFrom = state.Pending, ""
 		r.Attempts, r.LastError, r.NextAttempt = 0, "", time.Time{}
-		r.ActionDone, r.MovedTo, r.DoneTarget = false, "", ""
+		r.ActionDone, r.MovedTo, r.DoneTarget, r.EmptyItem = false, "", "", false
 		r.Uploads, r.Values = nil, nil
 		r.PatchSentAt, r.SessionPK = time.Time{}, ""
 		r.WaitingFor, r.Until, r.Resent = "", time.Time{}, 0

@@ -176,6 +176,10 @@ type Image struct {
 	SessionPK    string    `json:"session_pk,omitempty"`
 	ImageURL     string    `json:"image_url,omitempty"`
 	ImagePK      string    `json:"image_pk,omitempty"`
+	// EmptyItem says the image failed after its item existed and the item
+	// holds no value at all: the API cannot delete an item, so it is left
+	// in the archive for someone to remove in the web interface.
+	EmptyItem bool `json:"empty_item,omitempty"`
 
 	// ActionDone records that the after-upload action (done, duplicate) or
 	// the move to failed_dir (failed) was performed.

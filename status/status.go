@@ -63,6 +63,9 @@ type Image struct {
 	// agent stops waiting and looks at the server's truth again.
 	WaitingFor string    `json:"waiting_for,omitempty"`
 	Until      time.Time `json:"until,omitzero"`
+	// EmptyItem says the image failed leaving its archive item (ItemPK)
+	// with no value; the API cannot delete it.
+	EmptyItem bool `json:"empty_item,omitempty"`
 	// Detail is set for a query of one image (Query.ID): its whole story.
 	Detail *Detail `json:"detail,omitempty"`
 }
@@ -178,6 +181,9 @@ type Report struct {
 	// Unknown counts the files of no type the server imports, seen in the
 	// watched folders and left there (by watch path).
 	Unknown map[string]int `json:"unknown_files,omitempty"`
+	// EmptyItems counts the archive items that failed images left with no
+	// value (of every image, not only those selected).
+	EmptyItems int `json:"empty_items,omitempty"`
 }
 
 // CountStates fills Counts from Images.

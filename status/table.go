@@ -65,6 +65,13 @@ func (r *Report) WriteTable(w io.Writer, now time.Time) error {
 	if sel := r.Query.Selected(); sel != nil && len(r.Images) < total {
 		note = fmt.Sprintf("shown: %d %s; --all shows every image, --state S those in one state", len(r.Images), describeStates(r.Query))
 	}
+	if r.EmptyItems > 0 {
+		if note != "" {
+			note += "\n"
+		}
+		note += fmt.Sprintf("%s left empty in the archive by failed imports: the API cannot delete them; remove them in the web interface "+
+			"(gcingest status --state failed lists the images, gcingest status ID names the item)", plural(r.EmptyItems, "item", "items"))
+	}
 	if n := r.unknownTotal(); n > 0 {
 		if note != "" {
 			note += "\n"
@@ -202,7 +209,11 @@ func (r *Report) WriteDetail(w io.Writer, now time.Time) error {
 	if im.Attempts > 0 {
 		row("attempts", fmt.Sprint(im.Attempts))
 	}
-	row("item", im.ItemPK)
+	if im.EmptyItem {
+		row("item", im.ItemPK+" (left empty in the archive: the API cannot delete it; remove it in the web interface)")
+	} else {
+		row("item", im.ItemPK)
+	}
 	row("upload session", d.SessionPK)
 	row("image url", d.ImageURL)
 	row("files went to", d.MovedTo)
