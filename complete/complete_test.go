@@ -350,3 +350,48 @@ type failReader struct{ err error }
 func (f failReader) ReadAt(p []byte, off int64) (int, error) { return 0, f.err }
 
 var _ io.ReaderAt = failReader{}
+
+// TestTIFFManySubIFDs: a directory listing thousands of SubIFDs (an array
+// larger than one read) is walked in chunks, each one checked.
+func TestTIFFManySubIFDs(t *testing.T) {
+	le := binary.LittleEndian
+	const n = 5000
+	b := make([]byte, 8)
+	copy(b, "II*\x00")
+	arr := len(b)
+	for i := 0; i < n; i++ {
+		b = le.AppendUint32(b, 0) // the SubIFD offsets, patched below
+	}
+	ifd := func(sub bool) {
+		cnt := 1
+		if sub {
+			cnt = 2
+		}
+		b = le.AppendUint16(b, uint16(cnt))
+		b = append(b, 0x0e, 0x01, 2, 0, 1, 0, 0, 0, 'x', 0, 0, 0) // ImageDescription "x"
+		if sub {
+			b = le.AppendUint16(b, tagSubIFDs)
+			b = le.AppendUint16(b, 13)
+			b = le.AppendUint32(b, n)
+			b = le.AppendUint32(b, uint32(arr))
+		}
+	}
+	// n distinct SubIFDs, then the main IFD naming them.
+	for i := 0; i < n; i++ {
+		start := len(b)
+		ifd(false)
+		b = le.AppendUint32(b, 0)
+		le.PutUint32(b[arr+4*i:], uint32(start))
+	}
+	main := len(b)
+	ifd(true)
+	b = le.AppendUint32(b, 0)
+	le.PutUint32(b[4:], uint32(main))
+	if err := check(b, "x.tif"); err != nil {
+		t.Fatalf("Check = %v, want nil", err)
+	}
+	var ie *IncompleteError
+	if err := check(b[:main-3], "x.tif"); !errors.As(err, &ie) {
+		t.Fatalf("Check of a cut = %v, want IncompleteError", err)
+	}
+}

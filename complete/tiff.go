@@ -268,13 +268,15 @@ func (w *tiffWalk) ifd(off int64) (next int64, subs []int64, err error) {
 		if s.count > maxTIFFIFDs {
 			return 0, nil, formatErr("TIFF", "directory at %d has %d SubIFDs", off, s.count)
 		}
-		err := w.values(s, 0, int(s.count), func(i int, v uint64) {
-			if v != 0 {
-				subs = append(subs, int64(min(v, 1<<62)))
+		for i := 0; i < int(s.count); i += tiffChunk {
+			err := w.values(s, i, min(int(s.count)-i, tiffChunk), func(_ int, v uint64) {
+				if v != 0 {
+					subs = append(subs, int64(min(v, 1<<62)))
+				}
+			})
+			if err != nil {
+				return 0, nil, err
 			}
-		})
-		if err != nil {
-			return 0, nil, err
 		}
 	}
 	var nb [8]byte
