@@ -755,3 +755,81 @@ func dcmdumpReads(t *testing.T, name string, b []byte) {
 		}
 	}
 }
+
+// nestedSeq is ContentSequence (0040,A730) of undefined length, nested
+// depth deep, an item of undefined length at each level and PatientName at
+// the bottom; closed: with every item and sequence delimiter.
+func nestedSeq(depth int, closed bool) []byte {
+	le := binary.LittleEndian
+	var b []byte
+	for range depth {
+		b = le.AppendUint16(b, 0x0040)
+		b = le.AppendUint16(b, 0xA730)
+		b = append(b, "SQ\x00\x00"...)
+		b = le.AppendUint32(b, 0xFFFFFFFF)
+		b = append(b, 0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF) // item, undefined length
+	}
+	b = encodeEl(b, dcmStr(0x10, 0x10, "PN", "NESTED^NAME"))
+	if !closed {
+		return b
+	}
+	for range depth {
+		b = append(b, 0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0) // item delimiter
+		b = append(b, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0) // sequence delimiter
+	}
+	return b
+}
+
+// TestDeepOrUnclosedSequencesSendNoIdentity: a legal series with one
+// sequence nested 40 deep, and one whose sequence is never closed, under
+// deidentify: each lands de-identified or fails, and no byte of identity
+// reaches the server either way.
+func TestDeepOrUnclosedSequencesSendNoIdentity(t *testing.T) {
+	for _, closed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "40 deep", false: "unclosed"}[closed], func(t *testing.T) {
+			h, rec := deidHarness(t, "")
+			h.watch.Deidentify = true
+			const study, series = "1.2.826.0.1.563.1", "1.2.826.0.1.563.1.2"
+			for i := 1; i <= 3; i++ {
+				b := ctSpec{study: study, series: series, instance: fmt.Sprintf("%s.%d", series, i)}.bytes()
+				// ContentSequence goes after (0040,A043) and before the
+				// pixel data, in tag order; never closed, it swallows the
+				// pixel data and the file ends inside it.
+				px := bytes.Index(b, []byte{0xE0, 0x7F, 0x10, 0x00})
+				b = append(b[:px:px], append(nestedSeq(40, closed), b[px:]...)...)
+				h.write(fmt.Sprintf("s/IM%d", i), b)
+			}
+			p := h.pipeline(h.config())
+			stop := start(p)
+			rep, err := group.Plan(t.Context(), h.watch.Grouping(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range rep.Entries {
+				if err := p.Submit(t.Context(), Group{Watch: h.watch.Path, Key: e.Key, Kind: e.Kind, Files: e.Files, Label: e.Label}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			imgs := h.waitSettled(len(rep.Entries))
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			for _, img := range imgs {
+				if img.State != state.Finished && img.State != state.Failed {
+					t.Errorf("image %d (%s): %s; want finished or failed", img.ID, img.Key, img.State)
+				}
+				if closed && img.State != state.Finished {
+					t.Errorf("a legal 40-deep series: %s (%s); want it de-identified and landed", img.State, img.LastError)
+				}
+			}
+			rec.mu.Lock()
+			all := bytes.Join(rec.sent, nil)
+			rec.mu.Unlock()
+			for _, s := range append(slices.Clone(identifying), study, series) {
+				if bytes.Contains(all, []byte(s)) {
+					t.Errorf("the server received %q", s)
+				}
+			}
+		})
+	}
+}
