@@ -19,6 +19,10 @@ const (
 	maxTIFFIFDs     = 1 << 16 // directories followed in one file
 	maxBigTIFFCount = 1 << 20 // entries in one BigTIFF directory
 	tiffChunk       = 1024    // array elements read at a time
+	// maxTIFFWork bounds the entries and array elements looked at in one
+	// file: directories may share their bytes, so the file's size alone
+	// does not bound the walk. Real pyramids stay far below it.
+	maxTIFFWork = 1 << 26
 )
 
 // TIFF tags that point at data.
@@ -59,6 +63,17 @@ type tiffWalk struct {
 	want    int64 // the end of the furthest byte referenced
 	atLeast bool  // something beyond the end could not be followed
 	buf     []byte
+	work    int64 // entries and array elements looked at so far
+}
+
+var errTIFFWork = fmt.Errorf("TIFF structure too large to walk: %w", ErrNoProof)
+
+// spend counts n units of work against maxTIFFWork.
+func (w *tiffWalk) spend(n int64) error {
+	if w.work += n; w.work > maxTIFFWork {
+		return errTIFFWork
+	}
+	return nil
 }
 
 // need records that bytes up to end are referenced, and reports whether
@@ -200,6 +215,9 @@ func (w *tiffWalk) ifd(off int64) (next int64, subs []int64, err error) {
 	if count == 0 {
 		return 0, nil, formatErr("TIFF", "directory at %d has no entries", off)
 	}
+	if err := w.spend(count); err != nil {
+		return 0, nil, err
+	}
 	end := off + countSize + count*entSize + offSize
 	if !w.need(end) {
 		w.atLeast = true
@@ -268,6 +286,9 @@ func (w *tiffWalk) ifd(off int64) (next int64, subs []int64, err error) {
 		if s.count > maxTIFFIFDs {
 			return 0, nil, formatErr("TIFF", "directory at %d has %d SubIFDs", off, s.count)
 		}
+		if err := w.spend(int64(s.count)); err != nil {
+			return 0, nil, err
+		}
 		for i := 0; i < int(s.count); i += tiffChunk {
 			err := w.values(s, i, min(int(s.count)-i, tiffChunk), func(_ int, v uint64) {
 				if v != 0 {
@@ -298,6 +319,9 @@ func (w *tiffWalk) extents(offs, counts tiffEntry) error {
 		}
 	}
 	n := int(min(offs.count, 1<<62))
+	if err := w.spend(2 * int64(n)); err != nil {
+		return err
+	}
 	var o [tiffChunk]uint64
 	for i := 0; i < n; i += tiffChunk {
 		k := min(n-i, tiffChunk)
