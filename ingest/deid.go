@@ -110,16 +110,6 @@ func (p *Pipeline) secret() ([]byte, error) {
 	return p.deidSecret, nil
 }
 
-// titleSecret is the key of img's DICOM title hash: the installation's
-// de-identification secret when its DICOM is de-identified, else nil.
-func (p *Pipeline) titleSecret(ctx context.Context, img *state.Image, w Watch) ([]byte, error) {
-	deid, err := p.deidentifies(ctx, img, w)
-	if err != nil || !deid {
-		return nil, err
-	}
-	return p.secret()
-}
-
 // LogDeidentification says at start-up, once per watch, whether its DICOM
 // leaves the machine de-identified or with its headers as they are.
 func LogDeidentification(log *slog.Logger, w Watch) {
