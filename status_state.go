@@ -85,7 +85,7 @@ func reportFrom(st *state.Store, q status.Query, active map[uint64]ingest.ImageS
 		img = ingest.EscapedNames(img)
 		si := statusImage(img)
 		if is, ok := active[img.ID]; ok && is.Active && is.BytesTotal > 0 {
-			si.BytesSent, si.BytesTotal = is.BytesSent, is.BytesTotal
+			si.BytesSent, si.BytesTotal, si.Hashing = is.BytesSent, is.BytesTotal, is.Hashing
 		}
 		if q.ID != "" {
 			si.Detail = statusDetail(img)

@@ -316,7 +316,7 @@ func TestCancelledLargeCopiesStopBetweenChunks(t *testing.T) {
 	})
 	t.Run("hash", func(t *testing.T) {
 		ctx := &lookCounter{Context: context.Background(), after: 3}
-		if _, _, err := hashSource(ctx, src); !errors.Is(err, context.Canceled) {
+		if _, _, err := hashSource(ctx, src, nil); !errors.Is(err, context.Canceled) {
 			t.Fatalf("hashSource = %v; want context.Canceled", err)
 		}
 	})

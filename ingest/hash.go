@@ -45,9 +45,14 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 			return err
 		}
 	}
+	var total int64
+	for _, f := range files {
+		total += f.Size
+	}
+	read := func(n int64) { p.hashProgress(img.ID, n, total) }
 	for i := range files {
 		f := &files[i]
-		sum, fi, err := hashSource(ctx, f.Path)
+		sum, fi, err := hashSource(ctx, f.Path, read)
 		var ce *changedError
 		if errors.As(err, &ce) {
 			p.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", f.Path)
@@ -227,7 +232,9 @@ func zipName(key string, files []state.File, secret []byte) string {
 // handle's stat from before the read. A file that changed while it was
 // read, or whose name no longer leads to the handle's file, is a
 // *changedError.
-func hashSource(ctx context.Context, name string) (string, os.FileInfo, error) {
+//
+// read, when not nil, is told of the bytes read as they are.
+func hashSource(ctx context.Context, name string, read func(n int64)) (string, os.FileInfo, error) {
 	f, before, err := openSource(name, "before upload")
 	if err != nil {
 		return "", nil, err
@@ -239,7 +246,7 @@ func hashSource(ctx context.Context, name string) (string, os.FileInfo, error) {
 	if err := proveComplete(f, before.Size(), name); err != nil {
 		return "", nil, err
 	}
-	sum, err := hashOpen(ctx, f)
+	sum, err := hashOpenTo(ctx, f, read)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return "", nil, inputErrorf("cannot read %s: permission denied", name)

@@ -67,7 +67,7 @@ func BenchmarkHash(b *testing.B) {
 		b.Run(f.name+"/hash+proof", func(b *testing.B) {
 			b.SetBytes(int64(len(f.content)))
 			for b.Loop() {
-				if _, _, err := hashSource(context.Background(), path); err != nil {
+				if _, _, err := hashSource(context.Background(), path, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

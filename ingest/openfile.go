@@ -66,8 +66,18 @@ func sameAsHashed(fi os.FileInfo, f state.File) bool {
 // hashOpen returns the hex SHA-256 of what f holds, read from its start in
 // chunks that stop when ctx is done.
 func hashOpen(ctx context.Context, f *os.File) (string, error) {
+	return hashOpenTo(ctx, f, nil)
+}
+
+// hashOpenTo is hashOpen telling read, when not nil, of the bytes read as
+// they are.
+func hashOpenTo(ctx context.Context, f *os.File, read func(n int64)) (string, error) {
 	h := sha256.New()
-	if _, err := copyCtx(ctx, h, io.NewSectionReader(f, 0, 1<<62)); err != nil {
+	var dst io.Writer = h
+	if read != nil {
+		dst = readCounter{h, read}
+	}
+	if _, err := copyCtx(ctx, dst, io.NewSectionReader(f, 0, 1<<62)); err != nil {
 		return "", fmt.Errorf("read %s: %w", f.Name(), err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
@@ -127,4 +137,16 @@ func contentIsHashed(ctx context.Context, name string, rec state.File) (bool, er
 		return false, err
 	}
 	return sum == rec.SHA256, nil
+}
+
+// readCounter passes writes to w and tells read how many bytes went.
+type readCounter struct {
+	w    io.Writer
+	read func(n int64)
+}
+
+func (c readCounter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.read(int64(n))
+	return n, err
 }

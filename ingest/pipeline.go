@@ -166,6 +166,9 @@ type Pipeline struct {
 type progress struct {
 	sent, total int64
 	key         string
+	// hashed counts the bytes the hash step has read so far, of total: a
+	// file of many GiB takes minutes, shown as such in status.
+	hashed bool
 }
 
 // NewPipeline returns a pipeline over the store and the API. log may be nil.

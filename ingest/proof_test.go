@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -55,5 +56,40 @@ func TestCutImageFailsNamingBothSizes(t *testing.T) {
 				t.Errorf("%d bytes uploaded for an image proven incomplete", n)
 			}
 		})
+	}
+}
+
+// TestHashingShowsProgress: the hash step reports the bytes it has read,
+// so that status shows a file of many GiB being read, not "pending 0 %".
+func TestHashingShowsProgress(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	content := gcapitest.SampleMHA(3, 1024, 1024, 8)
+	h.write("big.mha", content)
+	var seen int64
+	sum, _, err := hashSource(t.Context(), filepath.Join(h.watch.Path, "big.mha"), func(n int64) { seen += n })
+	if err != nil || sum == "" {
+		t.Fatalf("hashSource: %q, %v", sum, err)
+	}
+	if seen != int64(len(content)) {
+		t.Errorf("read reported %d bytes; want the file's %d", seen, len(content))
+	}
+	img := &state.Image{Watch: h.watch.Path, Key: "big.mha", State: state.Pending}
+	if err := h.store.Create(img); err != nil {
+		t.Fatal(err)
+	}
+	p := h.pipeline(h.config())
+	p.mu.Lock()
+	p.active[img.ID] = &progress{} // a worker took it
+	p.mu.Unlock()
+	p.hashProgress(img.ID, 1<<20, 4<<20)
+	p.hashProgress(img.ID, 1<<20, 4<<20)
+	snap, err := p.Snapshot(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range snap {
+		if s.Key == "big.mha" && (!s.Hashing || s.BytesSent != 2<<20 || s.BytesTotal != 4<<20) {
+			t.Errorf("snapshot %+v; want hashing 2 MiB of 4 MiB", s)
+		}
 	}
 }

@@ -13,6 +13,9 @@ type ImageStatus struct {
 	BytesSent  int64 `json:"bytes_sent,omitempty"`  // of the uploads in flight
 	BytesTotal int64 `json:"bytes_total,omitempty"` // of the uploads in flight
 	Active     bool  `json:"active,omitempty"`      // a worker is on it now
+	// Hashing says BytesSent counts the bytes the hash step has read of
+	// the files (BytesTotal), before anything is sent.
+	Hashing bool `json:"hashing,omitempty"`
 }
 
 // Snapshot returns every image recorded, with upload progress for those in
@@ -35,17 +38,27 @@ func (p *Pipeline) Snapshot(unfinishedOnly bool) ([]ImageStatus, error) {
 		out[i].Image = EscapedNames(img)
 		if pr, ok := p.active[img.ID]; ok {
 			out[i].Active = true
-			out[i].BytesSent, out[i].BytesTotal = pr.sent, pr.total
+			out[i].BytesSent, out[i].BytesTotal, out[i].Hashing = pr.sent, pr.total, pr.hashed
 		}
 	}
 	return out, nil
+}
+
+// hashProgress records that the hash step read n more bytes of img's
+// total: for status only, not the live display's upload rates.
+func (p *Pipeline) hashProgress(id uint64, n, total int64) {
+	p.mu.Lock()
+	if pr, ok := p.active[id]; ok {
+		pr.sent, pr.total, pr.hashed = pr.sent+n, total, true
+	}
+	p.mu.Unlock()
 }
 
 func (p *Pipeline) setProgress(img *state.Image, sent, total int64) {
 	p.mu.Lock()
 	pr, ok := p.active[img.ID]
 	if ok {
-		pr.sent, pr.total, pr.key = sent, total, img.Key
+		pr.sent, pr.total, pr.key, pr.hashed = sent, total, img.Key, false
 	}
 	p.mu.Unlock()
 	if ok && p.cfg.Progress != nil {

@@ -63,6 +63,9 @@ type Image struct {
 	// agent stops waiting and looks at the server's truth again.
 	WaitingFor string    `json:"waiting_for,omitempty"`
 	Until      time.Time `json:"until,omitzero"`
+	// Hashing says BytesSent counts what the agent has read of the files
+	// to hash them, before anything is sent (a big file takes minutes).
+	Hashing bool `json:"hashing,omitempty"`
 	// EmptyItem says the image failed leaving its archive item (ItemPK)
 	// with no value; the API cannot delete it.
 	EmptyItem bool `json:"empty_item,omitempty"`

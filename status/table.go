@@ -117,6 +117,8 @@ func imageName(im Image) string {
 
 func progress(im Image) string {
 	switch {
+	case im.Hashing && im.BytesTotal > 0:
+		return fmt.Sprintf("hashing %d%% of %s", min(im.BytesSent*100/im.BytesTotal, 100), bytesize.Format(im.BytesTotal))
 	case im.BytesTotal > 0 && (im.State == StateUploading || im.State == StatePending || im.State == StateRetrying) && im.BytesSent < im.BytesTotal:
 		return fmt.Sprintf("%d%% of %s", im.BytesSent*100/im.BytesTotal, bytesize.Format(im.BytesTotal))
 	case im.BytesTotal > 0:

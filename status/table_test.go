@@ -120,3 +120,17 @@ func TestMetricsFromCounts(t *testing.T) {
 		t.Errorf("/metrics asked for %d reports; it must use the counts alone", src.reports)
 	}
 }
+
+// A file of many GiB is read for minutes before anything is sent: status
+// says so, rather than "0 %" of an upload that has not begun.
+func TestWriteTableShowsHashing(t *testing.T) {
+	rep := &Report{Images: []Image{{ID: "3", Key: "big.mha", State: StatePending, Files: []string{"big.mha"},
+		BytesSent: 34 << 30, BytesTotal: 100 << 30, Hashing: true}}, Counts: map[string]int{StatePending: 1}}
+	var buf bytes.Buffer
+	if err := rep.WriteTable(&buf, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := buf.String(); !strings.Contains(got, "hashing 34% of 100.0 GiB") {
+		t.Errorf("table does not show the hash's progress:\n%s", got)
+	}
+}
