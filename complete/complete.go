@@ -3,11 +3,14 @@
 // stall longer than any settle mid-file), a header that says how long the
 // file is, or where its last piece lies, is a proof.
 //
-// Proofs read headers and small pieces with ReadAt, never the whole file:
-// the pipeline hashes every byte anyway, and a StreamVerifier checks what only
-// a full pass can (a .nii.gz stream's trailer) on the bytes it hashes. Every
-// proof is bounded: counts a header declares never size an allocation, and
-// chains (TIFF IFDs, PNG chunks) have caps.
+// Proofs read headers and small pieces with ReadAt, never the whole file.
+// A gzip stream (.nii.gz, gzip-encoded NRRD data) is proven by its header
+// and by its trailer's size (ISIZE, the uncompressed size mod 2^32), which
+// must match what the image header implies. It is not inflated beyond a
+// .nii.gz's NIfTI header, and its CRC is not checked: a CRC tells
+// corruption, not completeness, and the server's import reports a corrupt
+// stream. Every proof is bounded: counts a header declares never size an
+// allocation, and chains (TIFF IFDs, PNG chunks) have caps.
 //
 // A proof that cannot tell is never a failure: formats or forms without a
 // proof here give ErrNoProof, and the caller falls back on settle times.

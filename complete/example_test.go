@@ -3,9 +3,10 @@ package complete_test
 import (
 	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
+	"encoding/binary"
+	"errors"
 	"fmt"
-	"io"
+	"math"
 
 	"github.com/gcingest/gcingest/complete"
 )
@@ -23,19 +24,36 @@ func ExampleCheck() {
 	// incomplete (header says 193 bytes, file has 153)
 }
 
-// The hash step feeds the bytes it hashes to the verifier too, and asks
-// for the verdict at the end.
-func ExampleNewStreamVerifier() {
+// A .nii.gz is proven complete by its gzip trailer, whose size field must
+// match the size the NIfTI header implies; the stream is not inflated past
+// that header, and its CRC is not checked. A copy that stops mid-stream
+// has no matching trailer at its end.
+func ExampleCheck_gzip() {
+	// A NIfTI-1 header for a 64×64 image of bytes, then the voxels.
+	nii := make([]byte, 352+64*64)
+	le := binary.LittleEndian
+	le.PutUint32(nii[0:], 348)                     // sizeof_hdr
+	le.PutUint16(nii[40:], 2)                      // dim[0]
+	le.PutUint16(nii[42:], 64)                     // dim[1]
+	le.PutUint16(nii[44:], 64)                     // dim[2]
+	le.PutUint16(nii[72:], 8)                      // bitpix
+	le.PutUint32(nii[108:], math.Float32bits(352)) // vox_offset
+	copy(nii[344:], "n+1\x00")                     // magic
+	for i := range nii[352:] {
+		nii[352+i] = byte(i * i)
+	}
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
-	zw.Write([]byte("not a NIfTI header"))
+	zw.Write(nii)
 	zw.Close()
-	data := b.Bytes()
+	whole := b.Bytes()
+	cut := whole[:len(whole)-100]
 
-	h := sha256.New()
-	v := complete.NewStreamVerifier("brain.nii.gz", int64(len(data)))
-	io.Copy(io.MultiWriter(h, v), bytes.NewReader(data))
-	fmt.Println(v.Close())
+	fmt.Println(complete.Check(bytes.NewReader(whole), int64(len(whole)), "brain.nii.gz"))
+	var ie *complete.IncompleteError
+	err := complete.Check(bytes.NewReader(cut), int64(len(cut)), "brain.nii.gz")
+	fmt.Println(errors.As(err, &ie))
 	// Output:
-	// not a valid NIfTI file: no NIfTI-1 or NIfTI-2 sizeof_hdr at the start
+	// <nil>
+	// true
 }

@@ -168,8 +168,9 @@ var gzipMagic = []byte{0x1f, 0x8b, 8}
 
 // checkNIfTIGz inflates just enough of a .nii.gz to read the NIfTI header,
 // and compares the gzip trailer's ISIZE (the last 4 bytes, the uncompressed
-// size mod 2^32) with the size the header implies. The stream's CRC and its
-// full length are checked by the StreamVerifier on the hashed bytes.
+// size mod 2^32) with the size the header implies. The rest of the stream is
+// not inflated and its CRC is not checked: the trailer's size is the
+// completeness proof, and the server's import reports a corrupt stream.
 func checkNIfTIGz(r io.ReaderAt, size int64) error {
 	var head [10]byte
 	n, _ := r.ReadAt(head[:], 0)

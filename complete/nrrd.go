@@ -188,7 +188,8 @@ func checkNRRD(r io.ReaderAt, size int64) error {
 }
 
 // checkGzipTrailer checks that a gzip stream starts at off and that the
-// file's last 4 bytes (ISIZE) say want mod 2^32.
+// file's last 4 bytes (ISIZE) say want mod 2^32. The stream is not inflated
+// and its CRC is not checked: the server's import reports a corrupt stream.
 func checkGzipTrailer(r io.ReaderAt, size, off, want int64) error {
 	var head [10]byte
 	n, _ := r.ReadAt(head[:], off)
