@@ -139,7 +139,9 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		}
 		next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
 		p.log.Warn("could not abort the uploads of a failed image; trying again later", "id", img.ID, "err", err)
-		_ = p.save(img, func(r *state.Image) { r.Attempts++ })
+		if err := p.save(img, func(r *state.Image) { r.Attempts++ }); err != nil {
+			return err // a storeError: the pipeline stops (PATTERNS.md, rule 4)
+		}
 		return &waitError{at: next}
 	}
 	p.removeSpools(img)

@@ -233,7 +233,10 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		// the state: an imported image is never marked failed.
 		next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
 		log.Error("after-upload action failed; will try again", "err", err, "at", next.Format(time.RFC3339))
-		_ = p.save(img, func(r *state.Image) { r.Attempts++; r.LastError = err.Error() })
+		if serr := p.save(img, func(r *state.Image) { r.Attempts++; r.LastError = err.Error() }); serr != nil {
+			p.stop(serr) // PATTERNS.md, rule 4: never go on after a failed state write
+			return
+		}
 		p.enqueue(img.ID, next)
 		return
 	}
