@@ -110,17 +110,13 @@ const (
 	DefaultGroup       = "auto"
 	DefaultSettle      = 30 * time.Second
 	DefaultDICOMSettle = 60 * time.Second
-	// DefaultIncompleteWait: far beyond any settle time (a share or a
-	// scanner stalled mid-file for minutes), short enough that a file that
-	// stays cut is reported the same day.
-	DefaultIncompleteWait = time.Hour
-	DefaultRescan         = time.Minute
-	DefaultAfterUpload    = "keep"
-	DefaultPartSize       = "32MiB"
-	DefaultListen         = "127.0.0.1:9187"
-	DefaultURL            = "https://grand-challenge.org"
-	DefaultStatePath      = "/var/lib/gcingest/state.db"
-	DefaultKeep           = Duration(30 * 24 * time.Hour) // [state] keep
+	DefaultRescan      = time.Minute
+	DefaultAfterUpload = "keep"
+	DefaultPartSize    = "32MiB"
+	DefaultListen      = "127.0.0.1:9187"
+	DefaultURL         = "https://grand-challenge.org"
+	DefaultStatePath   = "/var/lib/gcingest/state.db"
+	DefaultKeep        = Duration(30 * 24 * time.Hour) // [state] keep
 )
 
 // Duration is a time.Duration written as a string in the file ("30s", "1m").
@@ -212,9 +208,8 @@ func (w *Watch) applyDefaults() {
 	if w.DICOMSettle == 0 {
 		w.DICOMSettle = Duration(DefaultDICOMSettle)
 	}
-	if w.IncompleteWait == 0 {
-		w.IncompleteWait = Duration(DefaultIncompleteWait)
-	}
+	// IncompleteWait stays 0 when unset: the grouper takes an hour, or
+	// 4 × settle when that is longer (group.DefaultIncompleteWait).
 	if w.Rescan == 0 {
 		w.Rescan = Duration(DefaultRescan)
 	}

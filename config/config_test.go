@@ -318,3 +318,15 @@ func TestDICOMKeys(t *testing.T) {
 		})
 	}
 }
+
+// A watch with a long settle time and no incomplete_wait is valid: the
+// grouper's default wait grows with settle.
+func TestLongSettleWithoutIncompleteWait(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal+"settle = \"2h\"\n"), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("settle = 2h without incomplete_wait: %v; want valid", err)
+	}
+}
