@@ -45,7 +45,7 @@ type Watch struct {
 
 // Grouping returns what package group needs of w.
 func (w Watch) Grouping() group.Watch {
-	return group.Watch{Path: w.Path, Group: w.Group, Settle: w.Settle, DICOMSettle: w.DICOMSettle, IncompleteWait: w.IncompleteWait, Exclude: w.Exclude,
+	return group.Watch{Path: w.Path, Group: w.Group, Settle: w.Settle, DICOMSettle: w.DICOMSettle, IncompleteWait: w.IncompleteWait, Deidentify: w.Deidentify, Exclude: w.Exclude,
 		DoneDir: w.DoneDir, FailedDir: w.FailedDir, Interface: w.Interface, Values: w.Values}
 }
 

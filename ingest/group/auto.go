@@ -86,7 +86,13 @@ func (g *Grouper) buildAuto(ev *evaluation, now int64) []*build {
 		case classDICOMBroken:
 			if !f.reported {
 				f.reported = true
-				g.log.Warn("DICOM file without usable UIDs sent as an image of its own", "file", f.rel, "reason", f.info.err)
+				if g.w.Deidentify {
+					// The pipeline refuses it (ingest refuseRawDICOM):
+					// only a series that reads whole leaves, de-identified.
+					g.log.Warn("DICOM file the reader cannot follow; with deidentify it fails and nothing of it is sent", "file", f.rel, "reason", f.info.err)
+				} else {
+					g.log.Warn("DICOM file without usable UIDs sent as an image of its own", "file", f.rel, "reason", f.info.err)
+				}
 			}
 			single(f, "")
 		case classDICOM, classDICOMPartial:

@@ -31,11 +31,14 @@ type Watch struct {
 	// longer than this is not coming back. 0 means DefaultIncompleteWait
 	// or 4 × Settle, whichever is longer; never shorter than Settle.
 	IncompleteWait time.Duration
-	Exclude        []string          // glob patterns on base names, never picked up
-	DoneDir        string            // absolute; never grouped when inside the root
-	FailedDir      string            // absolute; never grouped when inside the root
-	Interface      string            // folder mode: the main image's socket slug
-	Values         map[string]string // folder mode: glob → socket slug
+	// Deidentify says the watch de-identifies its DICOM: a DICOM file the
+	// reader cannot follow fails rather than being sent (log lines say so).
+	Deidentify bool
+	Exclude    []string          // glob patterns on base names, never picked up
+	DoneDir    string            // absolute; never grouped when inside the root
+	FailedDir  string            // absolute; never grouped when inside the root
+	Interface  string            // folder mode: the main image's socket slug
+	Values     map[string]string // folder mode: glob → socket slug
 }
 
 // DefaultIncompleteWait is Watch.IncompleteWait when unset: far beyond any
