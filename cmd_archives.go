@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/gcapi"
 )
 
@@ -153,7 +154,7 @@ func (c *cli) serverClient(cmd, cfgFlag string) (*gcapi.Client, *slog.Logger, er
 		return nil, nil, err
 	}
 	log := newLogger(cfg, c.stderr, tok)
-	cl, err := newAPIClient(cfg, tok, log, nil)
+	cl, err := agent.NewClient(cfg, tok, versionString(), log)
 	return cl, log, err
 }
 

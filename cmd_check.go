@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/dicom"
 	"github.com/gcingest/gcingest/gcapi"
@@ -94,7 +95,7 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 	k.ok("token from %s", src)
 	log := newLogger(cfg, c.stderr, tok)
 	// Few quick retries: check answers a person waiting at a terminal.
-	cl, err := newAPIClient(cfg, tok, log, nil, gcapi.WithRetry(gcapi.RetryPolicy{MaxAttempts: 3, MaxDelay: 2 * time.Second}))
+	cl, err := agent.NewClient(cfg, tok, versionString(), log, gcapi.WithRetry(gcapi.RetryPolicy{MaxAttempts: 3, MaxDelay: 2 * time.Second}))
 	if err != nil {
 		k.fail("grand_challenge.url: %v", err)
 		return err
@@ -102,7 +103,7 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 	sc := &serverChecks{cl: cl, url: cfg.GrandChallenge.URL, archives: map[string]error{},
 		ifaces: map[string]*gcapi.Interface{}, ifaceErr: map[string]error{}}
 	fc := ingest.NewFolderChecker(cl, log)
-	iws := watches(cfg)
+	iws := agent.Watches(cfg)
 	for i, w := range cfg.Watch {
 		if err := sc.check(ctx, k, i, w); err != nil {
 			return err
@@ -110,7 +111,7 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 		checkFolders(k, i, w)
 		checkFolderItems(ctx, k, fc, i, iws[i], log.With("watch", w.Path))
 	}
-	if err := checkResolvedFolders(cfg); err != nil {
+	if err := agent.CheckResolvedFolders(cfg); err != nil {
 		k.fail("%v", err)
 	}
 	if k.fails > 0 {
@@ -452,7 +453,7 @@ func (c *cli) planChecker(cfg *config.Config, log *slog.Logger) *ingest.FolderCh
 	if err != nil {
 		return nil
 	}
-	cl, err := newAPIClient(cfg, tok, log, nil, gcapi.WithRetry(gcapi.RetryPolicy{MaxAttempts: 2, MaxDelay: time.Second}))
+	cl, err := agent.NewClient(cfg, tok, versionString(), log, gcapi.WithRetry(gcapi.RetryPolicy{MaxAttempts: 2, MaxDelay: time.Second}))
 	if err != nil {
 		return nil
 	}

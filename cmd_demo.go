@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/status"
@@ -114,7 +115,7 @@ rescan = "2s"
 		defer close(agentDone)
 		// The fake's token, whatever GRAND_CHALLENGE_TOKEN says: a real
 		// token would be refused by the fake (and has no business there).
-		agentErr = runAgent(actx, cfg, srv.Token(), log, nil, nil)
+		agentErr = runAgent(actx, agent.Options{Config: cfg, Token: srv.Token(), Logger: log, Version: versionString()})
 	}()
 
 	err = watchDemo(ctx, srv, listen, len(names), stdout, agentDone)

@@ -6,6 +6,7 @@ import (
 
 	"context"
 	"fmt"
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/state"
 	"log/slog"
 
@@ -46,7 +47,7 @@ func (c *cli) cmdPlan(ctx context.Context, args []string) error {
 	default:
 		st = nil // no state file yet: nothing was recorded
 	}
-	for i, w := range watches(cfg) {
+	for i, w := range agent.Watches(cfg) {
 		if i > 0 {
 			fmt.Fprintln(c.stdout)
 		}

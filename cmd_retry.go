@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/printable"
 	"github.com/gcingest/gcingest/status"
 )
@@ -43,7 +44,7 @@ func (c *cli) cmdRetry(ctx context.Context, args []string) error {
 		queued, err = status.PostRetry(ctx, cfg.Status.Listen, status.RetryRequest{IDs: ids, Failed: *failed})
 	}
 	if errors.Is(err, status.ErrNotRunning) {
-		queued, err = retryInState(ctx, cfg, ids, *failed)
+		queued, err = agent.RetryInState(ctx, cfg.State.Path, ids, *failed)
 		// Its errors quote file names (moving files back from failed_dir);
 		// the running agent's answer is escaped already (status.PostRetry).
 		err = printable.Error(err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kardianos/service"
 
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/ingest"
 	"github.com/gcingest/gcingest/progress"
@@ -87,7 +88,8 @@ func runForegroundProgress(ctx context.Context, cfg *config.Config, token string
 		defer close(done)
 		reloadOnSIGHUP(ctx, cfg.Path, log, reload)
 	}()
-	err := runAgentProgress(ctx, cfg, token, log, reload, func(*agentInfo) { log.Info("agent up") }, progress)
+	err := runAgent(ctx, agent.Options{Config: cfg, Token: token, Logger: log, Version: versionString(), Reload: reload,
+		Ready: func(agent.Info) { log.Info("agent up") }, Progress: progress})
 	cancel()
 	<-done
 	if err != nil {
@@ -96,6 +98,15 @@ func runForegroundProgress(ctx context.Context, cfg *config.Config, token string
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// runAgent makes the agent of opts and runs it until ctx is done.
+func runAgent(ctx context.Context, opts agent.Options) error {
+	a, err := agent.New(opts)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
 }
 
 // loadReload re-reads the config at path for a SIGHUP. A config that no

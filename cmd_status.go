@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/printable"
 	"github.com/gcingest/gcingest/status"
 )
@@ -107,7 +108,7 @@ func fetchStatus(ctx context.Context, listen, statePath string, q status.Query) 
 			return nil, err
 		}
 	}
-	rep, err := statusFromState(statePath, q)
+	rep, err := agent.StatusFromState(statePath, q, versionString())
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", printable.Error(err))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/folderlock"
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/state"
@@ -54,7 +55,7 @@ func exitCode(err error, stderr io.Writer) int {
 			fmt.Fprintln(stderr, hint)
 		}
 		return exitUsage
-	case errors.As(err, &ce):
+	case errors.As(err, &ce), errors.As(err, new(*agent.ConfigError)):
 		return exitUsage
 	case errors.Is(err, gcapi.ErrUnauthorized), errors.Is(err, errAuth):
 		fmt.Fprintln(stderr, "check the token: GRAND_CHALLENGE_TOKEN, grand_challenge.token or token_file (a new one at https://grand-challenge.org/settings/api-tokens/)")

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
@@ -73,7 +74,8 @@ func TestTokenRevokedMidRunStopsWithAuthCode(t *testing.T) {
 	var upOnce sync.Once
 	done := make(chan error, 1)
 	go func() {
-		done <- runAgent(ctx, cfg, "good-token", log, nil, func(*agentInfo) { upOnce.Do(func() { close(up) }) })
+		done <- runAgent(ctx, agent.Options{Config: cfg, Token: "good-token", Logger: log, Version: "test",
+			Ready: func(agent.Info) { upOnce.Do(func() { close(up) }) }})
 	}()
 	select {
 	case <-up:

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 )
 
 // folderLocks holds the lock of every watched folder for as long as it is
-// watched, across SIGHUP reloads. It is used by runAgent's goroutine only.
+// watched, across SIGHUP reloads. It is used by Run's goroutine only.
 type folderLocks struct {
 	owner string // written into each lock file for the other agent's message
 	held  map[string]*folderlock.Lock

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"os"
@@ -9,17 +9,17 @@ import (
 )
 
 func TestWatchesFromConfig(t *testing.T) {
-	f, err := os.Open("config.example.toml")
+	f, err := os.Open("../config.example.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	c, err := config.Parse(f, "config.example.toml")
+	c, err := config.Parse(f, "../config.example.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Watch[0].Path += "/sub/.."
-	ws := watches(c)
+	ws := Watches(c)
 	if got, want := len(ws), len(c.Watch); got != want {
 		t.Fatalf("got %d watches, want %d", got, want)
 	}

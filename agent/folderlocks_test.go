@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"io"
@@ -29,7 +29,7 @@ func TestFolderLocksMarkUnlockedWatches(t *testing.T) {
 	if err := fl.acquire(cfg); err != nil {
 		t.Fatal(err)
 	}
-	ws := fl.mark(watches(cfg))
+	ws := fl.mark(Watches(cfg))
 	if got := []bool{ws[0].Unlocked, ws[1].Unlocked}; !got[0] || got[1] {
 		t.Errorf("Unlocked = %v for [read-only, writable]; want [true false]", got)
 	}

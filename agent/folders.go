@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"errors"
@@ -10,12 +10,13 @@ import (
 	"github.com/gcingest/gcingest/config"
 )
 
-// checkResolvedFolders repeats the config's overlap rules on the folders as
+// CheckResolvedFolders repeats the config's overlap rules on the folders as
 // the file system resolves them. The config compares paths as written, so a
 // done_dir that is a symlink into the drop folder (or two watch paths that
 // are one folder under two names) passes it, and then every moved file is
-// picked up and uploaded again, without end.
-func checkResolvedFolders(cfg *config.Config) error {
+// picked up and uploaded again, without end. The error is a *ConfigError
+// naming the keys.
+func CheckResolvedFolders(cfg *config.Config) error {
 	type folder struct{ key, path, real string }
 	var watches []folder
 	var errs []error
@@ -44,7 +45,7 @@ func checkResolvedFolders(cfg *config.Config) error {
 		watches = append(watches, folder{fmt.Sprintf("watch[%d]", i), w.Path, rw})
 	}
 	if len(errs) > 0 {
-		return &configError{errors.Join(errs...)}
+		return &ConfigError{errors.Join(errs...)}
 	}
 	return nil
 }

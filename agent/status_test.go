@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"encoding/json"
@@ -54,7 +54,7 @@ func TestStatusFromStateEscapesNames(t *testing.T) {
 	}
 
 	for _, q := range []status.Query{{}, {ID: strconv.FormatUint(img.ID, 10)}} {
-		rep, err := statusFromState(statePath, q)
+		rep, err := StatusFromState(statePath, q, "test")
 		if err != nil {
 			t.Fatal(err)
 		}

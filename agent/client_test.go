@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func TestCAFileTrustsPrivateServer(t *testing.T) {
 		cfg := config.Default()
 		cfg.GrandChallenge.URL = srv.URL
 		cfg.GrandChallenge.CAFile = ca
-		c, err := newAPIClient(cfg, "tok-3f9a1c2b7e4d", log, nil)
+		c, err := NewClient(cfg, "tok-3f9a1c2b7e4d", "test", log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,10 +57,10 @@ func TestCAFileTrustsPrivateServer(t *testing.T) {
 		cfg := config.Default()
 		cfg.GrandChallenge.URL = srv.URL
 		cfg.GrandChallenge.CAFile = filepath.Join(t.TempDir(), "gone.pem")
-		_, err := newAPIClient(cfg, "tok-3f9a1c2b7e4d", log, nil)
-		var ce *configError
+		_, err := NewClient(cfg, "tok-3f9a1c2b7e4d", "test", log)
+		var ce *ConfigError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "grand_challenge.ca_file") {
-			t.Fatalf("err = %v, want a configError naming grand_challenge.ca_file", err)
+			t.Fatalf("err = %v, want a *ConfigError naming grand_challenge.ca_file", err)
 		}
 	})
 }

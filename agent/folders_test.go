@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"errors"
@@ -46,14 +46,14 @@ func TestResolvedFolderOverlapIsRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkResolvedFolders(&config.Config{Watch: tt.watch})
+			err := CheckResolvedFolders(&config.Config{Watch: tt.watch})
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("got %v, want no error", err)
 				}
 				return
 			}
-			var ce *configError
+			var ce *ConfigError
 			if !errors.As(err, &ce) {
 				t.Fatalf("got %v, want a config error (exit 2)", err)
 			}

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -9,23 +9,21 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gcingest/gcingest/config"
-
 	"github.com/gcingest/gcingest/ingest"
 	"github.com/gcingest/gcingest/state"
 	"github.com/gcingest/gcingest/status"
 )
 
-// statusFromState builds the status report from the state file, opened
-// read-only, for `gcingest status` while no agent runs. A file held by a
-// running agent fails with state.ErrLocked.
-func statusFromState(path string, q status.Query) (*status.Report, error) {
+// StatusFromState builds the status report from the state file at path,
+// opened read-only, for `gcingest status` while no agent runs; version is
+// the report's. A file held by a running agent fails with state.ErrLocked.
+func StatusFromState(path string, q status.Query, version string) (*status.Report, error) {
 	st, err := state.Open(path, state.Options{ReadOnly: true, Timeout: 500 * time.Millisecond})
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
-	rep, err := reportFrom(st, q, nil)
+	rep, err := reportFrom(st, q, nil, version)
 	if err != nil {
 		return nil, fmt.Errorf("read state file %s: %w", path, err)
 	}
@@ -35,12 +33,12 @@ func statusFromState(path string, q status.Query) (*status.Report, error) {
 // reportFrom builds a report of the images q selects, reading only those
 // records (the state index finds them), with the counts of every state.
 // active, if non-nil, gives the progress of images being uploaded now.
-func reportFrom(st *state.Store, q status.Query, active map[uint64]ingest.ImageStatus) (*status.Report, error) {
+func reportFrom(st *state.Store, q status.Query, active map[uint64]ingest.ImageStatus, version string) (*status.Report, error) {
 	counts, err := st.Counts()
 	if err != nil {
 		return nil, err
 	}
-	rep := &status.Report{Version: versionString(), Images: []status.Image{}, Counts: map[string]int{}, Query: q}
+	rep := &status.Report{Version: version, Images: []status.Image{}, Counts: map[string]int{}, Query: q}
 	for s, n := range counts {
 		rep.Counts[string(s)] = n
 	}
@@ -159,11 +157,13 @@ func statusDetail(img state.Image) *status.Detail {
 	return d
 }
 
-// retryInState sends images through the pipeline again while no agent
-// runs: it opens the state file, marks them pending (moving files back from
-// failed_dir), and the next `gcingest run` uploads them. No request is made.
-func retryInState(ctx context.Context, cfg *config.Config, ids []string, failed bool) ([]string, error) {
-	st, err := state.Open(cfg.State.Path, state.Options{Timeout: 500 * time.Millisecond})
+// RetryInState sends images through the pipeline again while no agent
+// runs: it opens the state file at statePath, marks the images with ids
+// (decimal), or every failed one, pending (moving files back from
+// failed_dir), and the next `gcingest run` uploads them. No request is
+// made. It returns the IDs retried.
+func RetryInState(ctx context.Context, statePath string, ids []string, failed bool) ([]string, error) {
+	st, err := state.Open(statePath, state.Options{Timeout: 500 * time.Millisecond})
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +198,7 @@ type pipelineSource struct {
 	st      *state.Store
 	started time.Time
 	metrics *status.Metrics // may be nil; queue depth is set from each count
+	version string          // the agent's, for the report
 	unknown map[string]int  // files of unknown type, by watch path
 }
 
@@ -250,7 +251,7 @@ func (s *pipelineSource) Report(ctx context.Context, q status.Query) (*status.Re
 			active[is.ID] = is
 		}
 	}
-	rep, err := reportFrom(s.st, q, active)
+	rep, err := reportFrom(s.st, q, active, s.version)
 	if err != nil {
 		return nil, err
 	}
