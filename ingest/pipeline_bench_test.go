@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 )
 
 // BenchmarkPipeline sends GCINGEST_BENCH_IMAGES (default 1000) images of
-// 1 MB each through the fake server with no import delay and reports
+// 1 MiB each through the fake server with no import delay and reports
 // images per second, from recording the backlog (SubmitAll, as the agent
 // does with what is ready at once) to the last image finished.
 // GCINGEST_BENCH_CONCURRENCY sets images in flight (default 4, the config
@@ -59,15 +60,16 @@ func BenchmarkPipeline(b *testing.B) {
 		}
 		w := Watch{Path: filepath.Join(dir, "drop"), Archive: testArchive, Interface: testIface,
 			AfterUpload: cmp.Or(os.Getenv("GCINGEST_BENCH_AFTER"), "move"), DoneDir: filepath.Join(dir, "done")}
-		hdr := string(gcapitest.SampleMHA(1, 4, 4, 2)) // a valid header; the fake checks it
+		// A whole image, as the hash step's completeness proof and the
+		// fake's import want: 1 MiB of voxels behind the header.
+		sample := gcapitest.SampleMHA(1, 1024, size/1024, 1)
 		var groups []Group
 		for i := range n {
 			rel := fmt.Sprintf("d%03d/img%04d.mha", i%100, i)
 			p := filepath.Join(w.Path, rel)
 			os.MkdirAll(filepath.Dir(p), 0o755)
-			content := make([]byte, size)
-			copy(content, hdr)
-			copy(content[len(hdr):], fmt.Sprintf("%d", i))
+			content := slices.Clone(sample)
+			copy(content[len(content)-size:], fmt.Sprintf("%d", i))
 			if err := os.WriteFile(p, content, 0o644); err != nil {
 				b.Fatal(err)
 			}
@@ -97,7 +99,8 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 			if c[state.Finished]+c[state.Failed] >= n {
 				if c[state.Failed] > 0 {
-					b.Fatalf("%d images failed", c[state.Failed])
+					failed, _ := store.List(state.Failed)
+					b.Fatalf("%d images failed, the first with: %s", c[state.Failed], failed[0].LastError)
 				}
 				break
 			}
