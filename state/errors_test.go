@@ -38,7 +38,7 @@ func TestUpdateKeepsErrorHistory(t *testing.T) {
 
 	t.Run("only the last MaxErrors are kept", func(t *testing.T) {
 		for i := range MaxErrors + 5 {
-			set(Retrying, fmt.Sprintf("error %d", i))
+			set(Failed, fmt.Sprintf("error %d", i))
 		}
 		got, _ := s.Get(img.ID)
 		if len(got.Errors) != MaxErrors || got.Errors[MaxErrors-1].Msg != fmt.Sprintf("error %d", MaxErrors+4) {
@@ -55,9 +55,7 @@ func TestDelete(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Update(a.ID, func(r *Image) error { r.State = Finished; return nil }); err != nil {
-		t.Fatal(err)
-	}
+	walk(t, s, a.ID, Attaching, Finished)
 	n, err := s.Delete(a.ID, 999)
 	if err != nil || n != 1 {
 		t.Fatalf("Delete = %d, %v; want 1, nil", n, err)

@@ -7,6 +7,7 @@ package state
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -581,7 +582,8 @@ func (s *Store) commit(batch []*writeOp) {
 }
 
 // Create records a new image, assigning its ID (monotonic) and timestamps.
-// A new image without a state is Pending.
+// A new image without a state is Pending; one in a state not in Creatable
+// is refused (an error wrapping ErrTransition).
 func (s *Store) Create(img *Image) error {
 	_, err := s.CreateUnless(img, nil)
 	return err
@@ -611,6 +613,11 @@ func (s *Store) CreateEach(imgs []*Image, skip func(i int, existing []Image) boo
 	created := make([]bool, len(imgs))
 	err := s.write(func(tx *bolt.Tx) error {
 		clear(created) // run again on its own when a batch it shared failed
+		for _, img := range imgs {
+			if err := checkCreate(img.Key, cmp.Or(img.State, Pending)); err != nil {
+				return err // before any write: nothing to undo
+			}
+		}
 		now := s.now().UTC()
 		for i, img := range imgs {
 			if skip != nil {
@@ -665,8 +672,10 @@ func (s *Store) Get(id uint64) (Image, error) {
 }
 
 // Update applies fn to the image with that ID and commits the result in one
-// transaction, keeping the indexes right. If fn returns an error nothing is
-// written. It returns the image as committed.
+// transaction, keeping the indexes right. If fn returns an error, or moves
+// the image to a state Transitions does not allow from its own (an error
+// wrapping ErrTransition), nothing is written. It returns the image as
+// committed.
 func (s *Store) Update(id uint64, fn func(*Image) error) (Image, error) {
 	var out Image
 	err := s.write(func(tx *bolt.Tx) error {
@@ -682,6 +691,9 @@ func (s *Store) Update(id uint64, fn func(*Image) error) (Image, error) {
 			return err
 		}
 		img.ID, img.Watch, img.Key = old.ID, old.Watch, old.Key // identity never changes
+		if err := checkMove(id, old.State, img.State); err != nil {
+			return err // before any write: the transaction commits nothing of it
+		}
 		img.Updated = s.now().UTC()
 		if img.LastError != "" && img.LastError != old.LastError {
 			img.Errors = append(slices.Clone(old.Errors), ErrorNote{At: img.Updated, State: old.State, Msg: img.LastError})

@@ -83,7 +83,8 @@ func TestIndexes(t *testing.T) {
 		}
 		ids = append(ids, img.ID)
 	}
-	if _, err := s.Update(ids[1], func(img *Image) error { img.State = Finished; img.ActionDone = true; return nil }); err != nil {
+	walk(t, s, ids[1], Attaching, Finished)
+	if _, err := s.Update(ids[1], func(img *Image) error { img.ActionDone = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("by state", func(t *testing.T) {
