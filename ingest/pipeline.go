@@ -125,8 +125,7 @@ type Pipeline struct {
 	watches map[string]Watch
 
 	mu       sync.Mutex
-	ready    []uint64             // due now, FIFO
-	waiting  map[uint64]time.Time // due later (retries, import polls)
+	queue    queue                // waiting for a worker, due now or later (retries, import polls)
 	active   map[uint64]*progress // being worked on
 	polls    map[uint64]int       // import polls so far, for the backoff
 	looked   map[uint64]time.Time // when each importing image's item was last looked at
@@ -180,7 +179,6 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 	p := &Pipeline{
 		cfg: cfg, store: store, api: api, log: log,
 		watches:    map[string]Watch{},
-		waiting:    map[uint64]time.Time{},
 		active:     map[uint64]*progress{},
 		polls:      map[uint64]int{},
 		looked:     map[uint64]time.Time{},
@@ -420,21 +418,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	// Unfinished work goes first, in the order it was recorded; anything
 	// Submit queued before Run stays behind it.
 	p.mu.Lock()
-	var ids []uint64
 	for _, img := range imgs {
-		if img.State == state.Retrying && img.NextAttempt.After(p.cfg.Now()) {
-			p.waiting[img.ID] = img.NextAttempt
+		if now := p.cfg.Now(); img.State == state.Retrying && img.NextAttempt.After(now) {
+			p.queue.add(img.ID, img.NextAttempt, now)
 			continue
 		}
-		ids = append(ids, img.ID)
+		p.queue.first(img.ID)
 		p.recovering[img.ID] = true
 	}
-	for _, id := range p.ready {
-		if !slices.Contains(ids, id) {
-			ids = append(ids, id)
-		}
-	}
-	p.ready = ids
 	p.mu.Unlock()
 	if len(imgs) > 0 {
 		p.log.Info("resuming unfinished images", "count", len(imgs))

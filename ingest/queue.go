@@ -1,35 +1,159 @@
 package ingest
 
 import (
+	"container/heap"
 	"context"
-	"slices"
 	"time"
 )
 
-// The work queue: images due now (ready, FIFO), due later (waiting), and
-// being worked on (active). One worker per image at a time.
+// The work queue: images waiting for a worker, due now or later (queue),
+// and being worked on (Pipeline.active). One worker per image at a time.
 
-// enqueue makes id due at at (zero: now).
+// queue holds the images waiting for a worker, in a heap by due time and,
+// among images due at the same time, in the order they were queued; byID
+// finds an image in it. An image is in it at most once. Adding, taking
+// and finding an image cost O(log n) for n queued. The Pipeline calls its
+// methods under p.mu.
+type queue struct {
+	heap entries
+	byID map[uint64]*entry
+	seq  uint64 // the last entry.seq given
+}
+
+type entry struct {
+	id  uint64
+	at  time.Time // when it is due
+	seq uint64    // the order it was queued in: first queued, first taken
+	i   int       // its index in the heap
+}
+
+// add makes id due at at, or now if at is zero or past. An image already
+// due keeps its place; one due later is due at at instead (the last call
+// wins), and one due now goes behind every image due before it.
+func (q *queue) add(id uint64, at, now time.Time) {
+	if at.IsZero() || at.Before(now) {
+		at = now
+	}
+	if e, ok := q.byID[id]; ok && !e.at.After(now) {
+		return
+	}
+	q.put(id, at)
+}
+
+// first puts id ahead of every image queued, and behind the ones put
+// first before it: Run queues the unfinished images so.
+func (q *queue) first(id uint64) {
+	q.put(id, time.Time{})
+}
+
+// put queues id, or moves it, to be due at at, behind every image queued
+// before it for the same time.
+func (q *queue) put(id uint64, at time.Time) {
+	q.seq++
+	if e, ok := q.byID[id]; ok {
+		e.at, e.seq = at, q.seq
+		heap.Fix(&q.heap, e.i)
+		return
+	}
+	if q.byID == nil {
+		q.byID = map[uint64]*entry{}
+	}
+	e := &entry{id: id, at: at, seq: q.seq}
+	q.byID[id] = e
+	heap.Push(&q.heap, e)
+}
+
+// take removes and returns the first image due at now that is not busy;
+// busy ones keep their place. held reports an image that may not go yet:
+// the search ends at the first of them, so images that may go while
+// others are held must be queued ahead of those (first). When nothing can
+// go, take returns when the first image not yet due will be, or zero when
+// none is queued or one held or busy must be waited for.
+func (q *queue) take(now time.Time, busy, held func(uint64) bool) (id uint64, ok bool, wake time.Time) {
+	var passed []*entry
+	for len(q.heap) > 0 {
+		e := q.heap[0]
+		if e.at.After(now) {
+			wake = e.at
+			break
+		}
+		if busy(e.id) {
+			passed = append(passed, heap.Pop(&q.heap).(*entry))
+			continue
+		}
+		if held(e.id) {
+			break
+		}
+		heap.Pop(&q.heap)
+		delete(q.byID, e.id)
+		id, ok = e.id, true
+		break
+	}
+	for _, e := range passed {
+		heap.Push(&q.heap, e)
+	}
+	return id, ok, wake
+}
+
+// due reports whether id is queued and due at now.
+func (q *queue) due(id uint64, now time.Time) bool {
+	e, ok := q.byID[id]
+	return ok && !e.at.After(now)
+}
+
+// anyDue reports whether an image is due at now.
+func (q *queue) anyDue(now time.Time) bool {
+	return len(q.heap) > 0 && !q.heap[0].at.After(now)
+}
+
+// entries is the heap of a queue (container/heap).
+type entries []*entry
+
+func (h entries) Len() int { return len(h) }
+
+func (h entries) Less(i, j int) bool {
+	if c := h[i].at.Compare(h[j].at); c != 0 {
+		return c < 0
+	}
+	return h[i].seq < h[j].seq
+}
+
+func (h entries) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].i, h[j].i = i, j
+}
+
+func (h *entries) Push(x any) {
+	e := x.(*entry)
+	e.i = len(*h)
+	*h = append(*h, e)
+}
+
+func (h *entries) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return e
+}
+
+// enqueue makes id due at at (zero: now) and wakes an idle worker.
 func (p *Pipeline) enqueue(id uint64, at time.Time) {
 	p.mu.Lock()
-	if at.IsZero() || !at.After(p.cfg.Now()) {
-		delete(p.waiting, id)
-		if !slices.Contains(p.ready, id) {
-			p.ready = append(p.ready, id)
-		}
-	} else if !slices.Contains(p.ready, id) {
-		p.waiting[id] = at
-	}
+	p.queue.add(id, at, p.cfg.Now())
 	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
+	p.poke()
 }
 
 // next blocks until an image is due and not being worked on, and marks it
-// active. It returns false when ctx is done or the pipeline stopped.
+// active. While images found unfinished at start are recovering, only they
+// are taken. It returns false when ctx is done or the pipeline stopped.
 func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
+	busy := func(id uint64) bool {
+		_, ok := p.active[id]
+		return ok
+	}
+	held := func(id uint64) bool { return len(p.recovering) > 0 && !p.recovering[id] }
 	for {
 		p.mu.Lock()
 		if p.stopErr != nil {
@@ -37,25 +161,10 @@ func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
 			return 0, false
 		}
 		now := p.cfg.Now()
-		var soonest time.Time
-		for id, at := range p.waiting {
-			if !at.After(now) {
-				delete(p.waiting, id)
-				p.ready = append(p.ready, id)
-			} else if soonest.IsZero() || at.Before(soonest) {
-				soonest = at
-			}
-		}
-		for i, id := range p.ready {
-			if _, busy := p.active[id]; busy {
-				continue
-			}
-			if len(p.recovering) > 0 && !p.recovering[id] {
-				continue
-			}
-			p.ready = slices.Delete(p.ready, i, i+1)
+		id, ok, wake := p.queue.take(now, busy, held)
+		if ok {
 			p.active[id] = &progress{}
-			more := len(p.ready) > 0
+			more := p.queue.anyDue(now)
 			p.mu.Unlock()
 			if more {
 				p.poke() // let an idle worker take the next one
@@ -66,8 +175,8 @@ func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
 
 		var timer *time.Timer
 		var fire <-chan time.Time
-		if !soonest.IsZero() {
-			timer = time.NewTimer(soonest.Sub(now))
+		if !wake.IsZero() {
+			timer = time.NewTimer(wake.Sub(now))
 			fire = timer.C
 		}
 		select {
@@ -92,7 +201,7 @@ func (p *Pipeline) release(id uint64) {
 		return // its finishLater commit releases it
 	}
 	delete(p.active, id)
-	poke := slices.Contains(p.ready, id)
+	poke := p.queue.due(id, p.cfg.Now())
 	if p.recovering[id] {
 		delete(p.recovering, id)
 		poke = poke || len(p.recovering) == 0
