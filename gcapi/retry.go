@@ -13,22 +13,27 @@ import (
 // Which failures are retried depends on what the request does:
 //
 //   - Reads (GET, list-parts, asking for presigned URLs) and part PUTs are
-//     safe to repeat: they are retried on every transient error (see
-//     IsTransient) and, up to 3 attempts, on a 500.
+//     safe to repeat: they are retried on a 408, 429, 502, 503, 504 or
+//     507, on a failure without an *Error that IsTransient reports (a
+//     network error, a stall, a proxy's refusal) and, up to 3 attempts, on
+//     a 500.
 //   - Requests that create or change something (POST uploads, POST items,
 //     PATCH items, complete, abort) are retried only when the request
-//     surely did not take effect: 429 and 507 (refused before acting) and
-//     a connection that could not be opened. A 500, a 502, 503 or 504 (a
-//     gateway that lost, timed out or broke off the server's answer: it may
-//     have acted), a reset or a timeout after the request was sent is
-//     returned to the caller wrapped so that errors.Is(err, ErrAmbiguous)
-//     holds; the caller finds out what the server holds before repeating
-//     it (UploadFile does this for complete; callers of CreateUpload look
-//     for the upload in Uploads, callers of CreateArchiveItem look the
-//     title up; the pipeline reconciles a PATCH). gcapi retries 502, 503
-//     and 504 on creates; a stray Initialized upload (counted against the
-//     account's cap) or a second image import started by a repeated PATCH
-//     is the risk we do not take.
+//     surely did not take effect: a 429 or 507 (refused before acting), or
+//     a connection that could not be opened (refused, a failed dial or DNS
+//     lookup). They are never retried on a 500, 502, 503 or 504 (a gateway
+//     that lost, timed out or broke off the server's answer: the server may
+//     have acted) nor on a reset or timeout after the request was sent:
+//     those are returned wrapped so that errors.Is(err, ErrAmbiguous)
+//     holds, since a repeat risks a stray Initialized upload (counted
+//     against the account's cap) or a second image import started by a
+//     repeated PATCH. What follows is the caller's: UploadFile fetches the
+//     upload after an ambiguous complete and repeats it only if the upload
+//     is still Initialized; an ambiguous CreateUpload is not looked for (the
+//     pipeline's next attempt creates a new upload; the stray one stays
+//     Initialized until the server deletes it a day later); the pipeline
+//     looks an item's title up before creating it again, and reconciles a
+//     PATCH with the item's values.
 //
 // Waits grow exponentially from BaseDelay with full jitter, capped at
 // MaxDelay; a Retry-After header replaces the computed wait (up to

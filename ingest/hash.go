@@ -119,9 +119,9 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 
 // planItem decides the item's values and the uploads they need from the
 // group's files: a lone image is one image value under the watch's
-// interface; a folder is laid out into its values (folder_plan.go). This is
-// the one place the group's kind matters: every step after it works on
-// values and uploads alone.
+// interface; a folder is laid out into its values (folder.go, planFolder).
+// This is the one place the group's kind matters: every step after it
+// works on values and uploads alone.
 //
 // secret is the de-identification secret when img's DICOM is
 // de-identified, else nil: what leaves then is named by keyed hashes only.

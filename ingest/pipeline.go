@@ -36,7 +36,6 @@ type API interface {
 	UploadSessions(ctx context.Context) ([]gcapi.UploadSession, error)
 	UploadSession(ctx context.Context, pk string) (*gcapi.UploadSession, error)
 	Upload(ctx context.Context, pk string) (*gcapi.Upload, error)
-	Uploads(ctx context.Context) ([]gcapi.Upload, error)
 	AbortUpload(ctx context.Context, u *gcapi.Upload) (*gcapi.Upload, error)
 	UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcapi.Upload, error)
 	Image(ctx context.Context, pkOrURL string) (*gcapi.Image, error)
