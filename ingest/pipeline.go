@@ -143,7 +143,6 @@ type Pipeline struct {
 	sessAt     time.Time
 	sessions   []gcapi.UploadSession
 	sockets    map[string]*gcapi.Interface   // by slug, asked once per run
-	created    map[uint64][]string           // upload pks this process created, by image, until it settles
 	later      map[uint64]func(*state.Image) // changes saveLater holds for an image's next save
 	deidSecret []byte                        // the de-identification secret, once read (secret)
 	// finishing holds the images whose last commit a finishLater
@@ -184,7 +183,6 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		archives:   map[string]*gcapi.Archive{},
 		titles:     map[string]*titleIndex{},
 		sockets:    map[string]*gcapi.Interface{},
-		created:    map[uint64][]string{},
 		later:      map[uint64]func(*state.Image){},
 		finishing:  map[uint64]bool{},
 		finishers:  make(chan struct{}, cfg.Concurrency),

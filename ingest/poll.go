@@ -340,7 +340,6 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 	p.mu.Lock()
 	delete(p.polls, img.ID)
 	delete(p.looked, img.ID)
-	delete(p.created, img.ID)
 	p.mu.Unlock()
 	// A target committed earlier (with the PATCH intent) may be moved to
 	// now; one chosen only now is committed first and moved by stepAfter.

@@ -257,7 +257,6 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		p.mu.Lock()
 		delete(p.polls, img.ID)
 		delete(p.looked, img.ID)
-		delete(p.created, img.ID)
 		p.mu.Unlock()
 		if serr := p.save(img, func(r *state.Image) {
 			r.Uploads = uploads

@@ -112,7 +112,6 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 		PartSize:        partSize,
 		PartConcurrency: p.cfg.PartConcurrency,
 		OnCreated: func(up *gcapi.Upload) error {
-			p.addCreated(img.ID, up.PK)
 			return p.save(img, func(r *state.Image) {
 				ru := &r.Uploads[i]
 				ru.PK, ru.S3UploadID, ru.APIURL, ru.Created = up.PK, up.S3UploadID, up.APIURL, up.Created
@@ -152,11 +151,6 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 	done, err := p.api.UploadFile(ctx, fu)
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", u.Path, err)
-	}
-	if done.PK != img.Uploads[i].PK {
-		// Resume found the recorded upload aborted or gone and created a
-		// new one; OnCreated recorded it.
-		p.addCreated(img.ID, done.PK)
 	}
 	ru := &img.Uploads[i]
 	ru.PK, ru.S3UploadID, ru.APIURL, ru.Completed = done.PK, done.S3UploadID, done.APIURL, true
@@ -245,10 +239,4 @@ func (p *Pipeline) abortOpen(ctx context.Context, img *state.Image) error {
 		}
 	}
 	return nil
-}
-
-func (p *Pipeline) addCreated(id uint64, pk string) {
-	p.mu.Lock()
-	p.created[id] = append(p.created[id], pk)
-	p.mu.Unlock()
 }
