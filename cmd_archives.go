@@ -167,3 +167,10 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/gcingest/gcingest/agent"
+	"github.com/gcingest/gcingest/check"
 	"github.com/gcingest/gcingest/folderlock"
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/state"
@@ -57,7 +58,7 @@ func exitCode(err error, stderr io.Writer) int {
 		return exitUsage
 	case errors.As(err, &ce), errors.As(err, new(*agent.ConfigError)):
 		return exitUsage
-	case errors.Is(err, gcapi.ErrUnauthorized), errors.Is(err, errAuth):
+	case errors.Is(err, gcapi.ErrUnauthorized), errors.Is(err, check.ErrTokenRefused):
 		fmt.Fprintln(stderr, "check the token: GRAND_CHALLENGE_TOKEN, grand_challenge.token or token_file (a new one at https://grand-challenge.org/settings/api-tokens/)")
 		return exitAuth
 	case errors.As(err, new(*folderlock.HeldError)):
@@ -69,6 +70,3 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 	return exitError
 }
-
-// errAuth marks an authentication failure already explained to the user.
-var errAuth = errors.New("authentication failed")

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"strings"
 
 	"github.com/gcingest/gcingest/config"
-	"github.com/gcingest/gcingest/gcapi"
 )
 
 // token resolves the API token; no token is a config error.
@@ -105,6 +103,3 @@ func (r *redactHandler) attr(a slog.Attr) slog.Attr {
 	}
 	return slog.Attr{Key: a.Key, Value: v}
 }
-
-// isAuth reports whether err is the server refusing the token.
-func isAuth(err error) bool { return errors.Is(err, gcapi.ErrUnauthorized) }

@@ -1,14 +1,14 @@
 //go:build windows
 
-package main
+package check
 
 import (
 	"path/filepath"
 	"strings"
 )
 
-// sameFileSystem reports whether a and b are on one volume (drive letter or
+// SameFileSystem reports whether a and b are on one volume (drive letter or
 // UNC share), so that a rename between them works.
-func sameFileSystem(a, b string) (bool, error) {
+func SameFileSystem(a, b string) (bool, error) {
 	return strings.EqualFold(filepath.VolumeName(a), filepath.VolumeName(b)), nil
 }

@@ -1,6 +1,6 @@
 //go:build !windows
 
-package main
+package check
 
 import (
 	"fmt"
@@ -8,9 +8,9 @@ import (
 	"syscall"
 )
 
-// sameFileSystem reports whether a and b are on one file system (st_dev),
+// SameFileSystem reports whether a and b are on one file system (st_dev),
 // so that a rename between them works.
-func sameFileSystem(a, b string) (bool, error) {
+func SameFileSystem(a, b string) (bool, error) {
 	da, err := device(a)
 	if err != nil {
 		return false, err
