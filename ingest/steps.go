@@ -159,7 +159,7 @@ func (p *Pipeline) process(ctx context.Context, id uint64) {
 			if known, err = p.alreadyInArchive(ctx, &img); err == nil && !known {
 				err = p.stepUpload(ctx, &img)
 			}
-		case state.Uploaded, state.Item:
+		case state.Uploaded:
 			err = p.stepItem(ctx, &img)
 		case state.Attaching:
 			err = p.stepReattach(ctx, &img)

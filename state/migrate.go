@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -84,4 +85,87 @@ func upgradeV2Record(v []byte) ([]byte, error) {
 		return nil, fmt.Errorf("encode: %w", err)
 	}
 	return nv, nil
+}
+
+// legacyItem is the state schema 3 and older knew as "item" (the archive
+// item's pk known): no step wrote it any more, but one could be found in
+// an old file, and the item step handled it as it handles Uploaded.
+const legacyItem State = "item"
+
+// migrateV3 moves every record of a schema-3 file in the legacy state
+// "item" to Uploaded, the state whose step (stepItem) resumed it, and a
+// retrying record that resumes in "item" to resume in Uploaded; the state
+// index follows. Nothing else in a record changes, its error history
+// included (it says what the state was then).
+func migrateV3(tx *bolt.Tx) error {
+	b, bs := tx.Bucket(bucketImages), tx.Bucket(bucketByState)
+	type rewrite struct {
+		k, v  []byte
+		moved bool // the state changed, not only RetryFrom
+	}
+	var out []rewrite
+	uploaded, err := json.Marshal(Uploaded)
+	if err != nil {
+		return err
+	}
+	err = b.ForEach(func(k, v []byte) error {
+		var rec map[string]json.RawMessage
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("image %x: decode: %w", k, err)
+		}
+		var st, from State
+		if err := unmarshalField(rec, "state", &st); err != nil {
+			return fmt.Errorf("image %x: %w", k, err)
+		}
+		if err := unmarshalField(rec, "retry_from", &from); err != nil {
+			return fmt.Errorf("image %x: %w", k, err)
+		}
+		if st != legacyItem && from != legacyItem {
+			return nil
+		}
+		if st == legacyItem {
+			rec["state"] = uploaded
+		}
+		if from == legacyItem {
+			rec["retry_from"] = uploaded
+		}
+		nv, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("image %x: encode: %w", k, err)
+		}
+		out = append(out, rewrite{slices.Clone(k), nv, st == legacyItem})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range out { // not inside ForEach: bbolt forbids writes while iterating
+		if err := b.Put(r.k, r.v); err != nil {
+			return err
+		}
+		if !r.moved {
+			continue
+		}
+		id := binary.BigEndian.Uint64(r.k)
+		if err := bs.Delete(stateKey(legacyItem, id)); err != nil {
+			return err
+		}
+		if err := bs.Put(stateKey(Uploaded, id), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unmarshalField decodes rec[name] into v, leaving v as it is when the
+// record has no such field.
+func unmarshalField(rec map[string]json.RawMessage, name string, v any) error {
+	raw, ok := rec[name]
+	if !ok {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode %s: %w", name, err)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -192,4 +193,103 @@ func nilIfEmpty(s string) any {
 		return nil
 	}
 	return s
+}
+
+// TestMigrateV3 writes a schema-3 file holding records in the legacy state
+// "item" (and one retrying to resume in it) as schema 3 allowed, opens it
+// with this build and checks that they are uploaded, that the state index
+// says so, and that nothing else changed.
+func TestMigrateV3(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "state.db")
+	s, err := open(p, Options{}, 3, migrations()[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := []*Image{
+		{ID: 1, Watch: "/drop", Key: "a.mha", State: legacyItem, ItemPK: "it1", LastError: "503",
+			Errors: []ErrorNote{{State: legacyItem, Msg: "503"}}},
+		{ID: 2, Watch: "/drop", Key: "b.mha", State: Retrying, RetryFrom: legacyItem, Attempts: 2},
+		{ID: 3, Watch: "/drop", Key: "c.mha", State: Retrying, RetryFrom: Uploading},
+		{ID: 4, Watch: "/drop", Key: "d.mha", State: Finished, ActionDone: true},
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		for _, img := range recs {
+			if _, err := tx.Bucket(bucketImages).NextSequence(); err != nil {
+				return err
+			}
+			if err := put(tx, img, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := rawRecords(t, p)
+
+	s = openTest(t, p)
+	var version uint64
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		version = binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keySchema))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := version, uint64(SchemaVersion); got != want {
+		t.Errorf("schema version %d after the upgrade, want %d", got, want)
+	}
+	want := map[uint64][2]State{1: {Uploaded, ""}, 2: {Retrying, Uploaded}, 3: {Retrying, Uploading}, 4: {Finished, ""}}
+	for id, w := range want {
+		img, err := s.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := [2]State{img.State, img.RetryFrom}; got != w {
+			t.Errorf("image %d: state, retry_from = %v; want %v", id, got, w)
+		}
+	}
+	if imgs, _ := s.List(legacyItem); len(imgs) != 0 {
+		t.Errorf("the state index still lists %d images under %q", len(imgs), legacyItem)
+	}
+	if imgs, _ := s.List(Uploaded); len(imgs) != 1 || imgs[0].ID != 1 {
+		t.Errorf("the state index lists %v under uploaded; want image 1", imgs)
+	}
+	counts, err := s.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := counts, map[State]int{Uploaded: 1, Retrying: 2, Finished: 1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Counts = %v; want %v", got, want)
+	}
+	if imgs, _ := s.Unfinished(); len(imgs) != 3 {
+		t.Errorf("Unfinished = %d images; want 3", len(imgs))
+	}
+	// The upgraded image goes on along the table, as an uploaded one.
+	if _, err := s.Update(1, func(r *Image) error { r.State = Attaching; return nil }); err != nil {
+		t.Error(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := rawRecords(t, p)
+	for k, old := range before {
+		now := after[k]
+		for _, f := range []string{"state", "retry_from"} {
+			if old[f] == string(legacyItem) {
+				old[f] = string(Uploaded)
+			}
+		}
+		delete(old, "updated")
+		delete(now, "updated")
+		if k == string(idKey(1)) {
+			old["state"] = string(Attaching)
+		}
+		if !reflect.DeepEqual(now, old) {
+			t.Errorf("image %x: got %v after the upgrade, want %v", k, now, old)
+		}
+	}
 }

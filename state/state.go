@@ -33,7 +33,6 @@ const (
 	Pending   State = "pending"   // recorded, not yet hashed or sent
 	Uploading State = "uploading" // hashed; files being sent as multipart uploads
 	Uploaded  State = "uploaded"  // every upload Completed
-	Item      State = "item"      // archive item pk known
 	Attaching State = "attaching" // PATCH with the uploads sent (or about to be)
 	Importing State = "importing" // the server is importing the image
 	Done      State = "done"      // the item holds the image; after-upload action pending
@@ -289,7 +288,11 @@ var (
 // holds its one value in Values like a folder item's (Image.PrevValue
 // became Value.Prev), and a ZIP image's spool is its upload's ZipOf
 // (Image.Spool is gone). See migrateV2.
-const SchemaVersion = 3
+//
+// Version 4 retires the legacy state "item", which no step wrote any more
+// but the pipeline still dispatched to the item step: its records become
+// Uploaded, the state that step handles. See migrateV3.
+const SchemaVersion = 4
 
 // migration upgrades a file from version From to From+1 inside one
 // transaction.
@@ -304,6 +307,7 @@ func migrations() []migration {
 	return []migration{
 		{From: 1, Fn: func(*bolt.Tx) error { return nil }}, // folder items: new optional fields only
 		{From: 2, Fn: migrateV2},                           // one item state machine
+		{From: 3, Fn: migrateV3},                           // the legacy state "item" is gone
 	}
 }
 
@@ -786,7 +790,7 @@ func cmpID(a, b uint64) int {
 
 // Unfinished returns every image the pipeline still has work on, by ID.
 func (s *Store) Unfinished() ([]Image, error) {
-	imgs, err := s.List(Pending, Uploading, Uploaded, Item, Attaching, Importing, Done, Retrying, Failed, Duplicate)
+	imgs, err := s.List(Pending, Uploading, Uploaded, Attaching, Importing, Done, Retrying, Failed, Duplicate)
 	if err != nil {
 		return nil, err
 	}
