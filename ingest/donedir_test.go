@@ -105,19 +105,18 @@ func TestDoneDirMoveSurvivesCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			var err error
-			for deadline := time.Now().Add(30 * time.Second); ; {
+			eventually(t, 30*time.Second, "the run to end at the crash point", func() bool {
 				select {
 				case err = <-errc:
+					return true
 				default:
-					if imgs, _ := h.store.List(state.Finished); len(imgs) == 2 || time.Now().After(deadline) {
-						cancel()
-						t.Fatalf("the run did not reach the crash point; it ended with %v", <-errc)
-					}
-					time.Sleep(5 * time.Millisecond) // polling a condition
-					continue
 				}
-				break
-			}
+				if imgs, _ := h.store.List(state.Finished); len(imgs) == 2 {
+					cancel()
+					t.Fatalf("the run did not reach the crash point; it ended with %v", <-errc)
+				}
+				return false
+			})
 			if finish.died.Load() {
 				crashed.Store(true)
 			}

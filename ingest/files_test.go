@@ -192,11 +192,11 @@ func TestFailedDirClashAndCrashRetryRestoresTheRightFile(t *testing.T) {
 		if err := p.Submit(ctx, g); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		var runErr error
+		eventually(t, 30*time.Second, "the image failed, its files handled, or the run ended", func() bool {
 			select {
-			case err := <-errc:
-				return err
+			case runErr = <-errc:
+				return true
 			default:
 			}
 			all, err := h.store.List()
@@ -206,14 +206,13 @@ func TestFailedDirClashAndCrashRetryRestoresTheRightFile(t *testing.T) {
 			for _, img := range all {
 				if img.ID == lastID(all) && img.State == state.Failed && img.ActionDone {
 					cancel()
-					return <-errc
+					runErr = <-errc
+					return true
 				}
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("image not failed after 30s")
-			}
-			time.Sleep(5 * time.Millisecond) // polling a condition
-		}
+			return false
+		})
+		return runErr
 	}
 	first := gcapitest.SampleMHA(1, 4, 4, 2)
 	if err := run(h.store, h.group(KindSingle, "x.mha", h.write("x.mha", first))); err != nil {

@@ -218,25 +218,6 @@ func (a patchCrashAPI) UpdateArchiveItem(ctx context.Context, pk string, v []gca
 	return a.API.UpdateArchiveItem(ctx, pk, v)
 }
 
-// waitFor polls the one record until cond holds.
-func waitFor(t *testing.T, h *harness, cond func(state.Image) bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		imgs, err := h.store.List()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(imgs) == 1 && cond(imgs[0]) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after 20s: %s", describe(imgs))
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition
-	}
-}
-
 // The upload quota is a visible block ("blocked: quota") while waiting can
 // heal it, and a permanent failure naming the sizes once it outlasts
 // QuotaTimeout: a group larger than the quota can never finish.
@@ -251,7 +232,7 @@ func TestQuotaBlocksThenFailsWithSizes(t *testing.T) {
 	if err := p.Submit(context.Background(), g); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, h, func(img state.Image) bool {
+	h.waitImage("blocked by the quota, with a deadline", func(img state.Image) bool {
 		return img.State == state.Retrying && strings.HasPrefix(img.WaitingFor, "blocked: quota") && !img.Until.IsZero()
 	})
 	if err := stop(); err != nil {
@@ -279,23 +260,19 @@ func TestRetryImportingImage(t *testing.T) {
 	if err := p.Submit(context.Background(), g); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, h, func(img state.Image) bool {
+	img := h.waitImage("importing, with a deadline ahead", func(img state.Image) bool {
 		return img.State == state.Importing && img.WaitingFor != "" && img.Until.After(time.Now())
 	})
-	imgs, _ := h.store.List()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		err := p.Retry(context.Background(), []uint64{imgs[0].ID})
-		if err == nil {
-			break
-		}
+	eventually(t, 10*time.Second, "gcingest retry to take the importing image", func() bool {
+		err := p.Retry(context.Background(), []uint64{img.ID})
 		// Refused only while a worker is on it (one look at the item).
-		if !strings.Contains(err.Error(), "being worked on") || time.Now().After(deadline) {
+		if err != nil && !strings.Contains(err.Error(), "being worked on") {
 			t.Fatalf("retry of an importing image: %v", err)
 		}
-		time.Sleep(time.Millisecond) // polling a condition
-	}
+		return err == nil
+	})
 	h.srv.Advance(2 * time.Hour)
-	waitFor(t, h, func(img state.Image) bool { return img.State == state.Finished })
+	h.waitImage("finished", func(img state.Image) bool { return img.State == state.Finished })
 }
 
 // After the state file is lost, images whose items already hold them are
@@ -386,33 +363,23 @@ func TestManyImportsReadFromOneListingPerCycle(t *testing.T) {
 			if errs := p.SubmitAll(context.Background(), groups); errors.Join(errs...) != nil {
 				t.Fatal(errs)
 			}
-			waitAll := func(cond func(state.Image) bool) {
+			waitAll := func(st state.State) {
 				t.Helper()
-				for deadline := time.Now().Add(30 * time.Second); ; {
-					imgs, err := h.store.List()
-					if err != nil {
-						t.Fatal(err)
-					}
+				h.waitRecords(30*time.Second, fmt.Sprintf("every image %s", st), func(imgs []state.Image) bool {
 					n := 0
 					for _, img := range imgs {
-						if cond(img) {
+						if img.State == st {
 							n++
 						}
 					}
-					if n == len(groups) {
-						return
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("condition not met after 30s: %s", describe(imgs))
-					}
-					time.Sleep(5 * time.Millisecond) // polling a condition
-				}
+					return n == len(groups)
+				})
 			}
-			waitAll(func(img state.Image) bool { return img.State == state.Importing })
+			waitAll(state.Importing)
 			before := len(h.srv.Requests())
 			time.Sleep(20 * h.config().PollInterval) // some poll cycles, all importing
 			h.srv.Advance(2 * time.Hour)             // every import finishes
-			waitAll(func(img state.Image) bool { return img.State == state.Finished })
+			waitAll(state.Finished)
 			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
@@ -459,7 +426,7 @@ func TestTargetsFrozenPerRecord(t *testing.T) {
 	if err := p.Submit(context.Background(), g); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, h, func(img state.Image) bool { return img.State == state.Importing })
+	h.waitImage("importing", func(img state.Image) bool { return img.State == state.Importing })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -536,12 +503,7 @@ func TestRecoveryListsTheArchiveOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(20 * time.Second); len(h.srv.Items(testArchive)) < n; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d items created; want %d", len(h.srv.Items(testArchive)), n)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition
-	}
+	eventually(t, 20*time.Second, fmt.Sprintf("%d items created", n), func() bool { return len(h.srv.Items(testArchive)) >= n })
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
@@ -610,29 +572,26 @@ func TestUnknownErrorsEndInFailure(t *testing.T) {
 			if err := p.Submit(context.Background(), h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				img, err := h.store.Get(1)
-				if err != nil {
+			var img state.Image
+			eventually(t, 20*time.Second, "the image failed, or retried 6 times", func() bool {
+				var err error
+				if img, err = h.store.Get(1); err != nil {
 					t.Fatal(err)
 				}
-				if tc.fail && img.State == state.Failed {
-					if !strings.Contains(img.LastError, "gave up after 3 attempts") || !strings.Contains(img.LastError, tc.err.Error()) ||
-						!strings.Contains(img.LastError, "gcingest retry 1") {
-						t.Errorf("error = %q; want the attempts, the error and what to do", img.LastError)
-					}
-					return
+				return img.State == state.Failed || (!tc.fail && img.Attempts >= 6)
+			})
+			switch {
+			case tc.fail && img.State == state.Failed:
+				if !strings.Contains(img.LastError, "gave up after 3 attempts") || !strings.Contains(img.LastError, tc.err.Error()) ||
+					!strings.Contains(img.LastError, "gcingest retry 1") {
+					t.Errorf("error = %q; want the attempts, the error and what to do", img.LastError)
 				}
-				if !tc.fail && img.Attempts >= 6 {
-					if img.State != state.Retrying {
-						t.Errorf("after %d attempts the image is %s (%s); want still retrying", img.Attempts, img.State, img.LastError)
-					}
-					return
+			case !tc.fail && img.Attempts >= 6:
+				if img.State != state.Retrying {
+					t.Errorf("after %d attempts the image is %s (%s); want still retrying", img.Attempts, img.State, img.LastError)
 				}
-				if img.State == state.Failed || time.Now().After(deadline) {
-					t.Fatalf("image is %s after %d attempts (%s)", img.State, img.Attempts, img.LastError)
-				}
-				time.Sleep(5 * time.Millisecond) // polling a condition
+			default:
+				t.Fatalf("image is %s after %d attempts (%s)", img.State, img.Attempts, img.LastError)
 			}
 		})
 	}
@@ -671,14 +630,10 @@ func TestImportPolledOnAFixedShortCycle(t *testing.T) {
 	if err := p.Submit(context.Background(), g); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) { // polling a condition
-		if img, err := h.store.Get(1); err == nil && img.State == state.Importing {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the image never reached importing")
-		}
-	}
+	eventually(t, 20*time.Second, "the image to reach importing", func() bool {
+		img, err := h.store.Get(1)
+		return err == nil && img.State == state.Importing
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

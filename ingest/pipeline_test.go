@@ -133,33 +133,65 @@ func (h *harness) group(kind Kind, key string, files ...File) Group {
 	return Group{Watch: h.watch.Path, Key: key, Kind: kind, Files: files}
 }
 
-// waitSettled polls until every recorded image has nothing left to do.
-func (h *harness) waitSettled(want int) []state.Image {
+// eventually polls cond until it holds, and fails the test, saying what it
+// waited for, once timeout has passed without it. cond runs on the
+// caller's goroutine and may end the test itself (t.Fatal).
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s: it did not happen", timeout, what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling a condition, not waiting for time
+	}
+}
+
+// waitRecords polls the state file until cond holds for its records and
+// returns them; when it gives up, it logs where each record was.
+func (h *harness) waitRecords(timeout time.Duration, what string, cond func([]state.Image) bool) []state.Image {
 	h.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		all, err := h.store.List()
-		if err != nil {
+	var all []state.Image
+	done := false
+	defer func() { // eventually gave up and is ending the test
+		if !done {
+			h.t.Logf("the records: %s", describe(all))
+		}
+	}()
+	eventually(h.t, timeout, what, func() bool {
+		var err error
+		if all, err = h.store.List(); err != nil {
 			h.t.Fatal(err)
 		}
+		return cond(all)
+	})
+	done = true
+	return all
+}
+
+// waitImage polls the state file until it holds one record, which meets
+// cond, and returns it.
+func (h *harness) waitImage(what string, cond func(state.Image) bool) state.Image {
+	h.t.Helper()
+	all := h.waitRecords(20*time.Second, "the image "+what, func(all []state.Image) bool {
+		return len(all) == 1 && cond(all[0])
+	})
+	return all[0]
+}
+
+// waitSettled polls until every recorded image, at least want of them, has
+// nothing left to do.
+func (h *harness) waitSettled(want int) []state.Image {
+	h.t.Helper()
+	return h.waitRecords(60*time.Second, fmt.Sprintf("%d images settled", want), func(all []state.Image) bool {
 		settled := 0
 		for _, img := range all {
 			if !img.Unfinished() {
 				settled++
 			}
 		}
-		if settled >= want && settled == len(all) {
-			return all
-		}
-		if time.Now().After(deadline) {
-			var states []string
-			for _, img := range all {
-				states = append(states, fmt.Sprintf("%d:%s(%s)", img.ID, img.State, img.LastError))
-			}
-			h.t.Fatalf("images not settled after 60s: %d of %d want %d: %s", settled, len(all), want, strings.Join(states, " "))
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
-	}
+		return settled >= want && settled == len(all)
+	})
 }
 
 // checkArchive asserts the server's side of exactly-once: every title at
@@ -492,13 +524,7 @@ func TestResumeHalfSentUpload(t *testing.T) {
 	errc := make(chan error, 1)
 	before := goleak.IgnoreCurrent()
 	go func() { errc <- p.Run(ctx) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for h.srv.Stats().PartBytes < size/2 {
-		if time.Now().After(deadline) {
-			t.Fatal("half the file never arrived")
-		}
-		time.Sleep(time.Millisecond) // polling a condition
-	}
+	eventually(t, 30*time.Second, "half the file to arrive", func() bool { return h.srv.Stats().PartBytes >= size/2 })
 	snap, err := p.Snapshot(true)
 	if err != nil {
 		t.Fatal(err)

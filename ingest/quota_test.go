@@ -34,7 +34,7 @@ func TestQuotaResumesRecordedUpload(t *testing.T) {
 	if err := p.Submit(context.Background(), g); err != nil {
 		t.Fatal(err)
 	}
-	pollImage(t, h, func(img state.Image) bool { return img.State == state.Retrying && img.Attempts >= 4 })
+	h.waitImage("retrying, 4 attempts made", func(img state.Image) bool { return img.State == state.Retrying && img.Attempts >= 4 })
 	before := h.srv.Stats()
 	if got, want := before.UploadCreates, int64(2); got != want {
 		t.Errorf("upload creates while blocked: got %d, want %d (the filler and one for the image)", got, want)
@@ -43,7 +43,7 @@ func TestQuotaResumesRecordedUpload(t *testing.T) {
 		t.Errorf("aborts while blocked: got %d, want 0", before.Aborts)
 	}
 	h.srv.Advance(22 * time.Hour) // the filler is over a day old: deleted, space freed
-	img := pollImage(t, h, func(img state.Image) bool { return img.State == state.Finished })
+	img := h.waitImage("finished", func(img state.Image) bool { return img.State == state.Finished })
 	after := h.srv.Stats()
 	if got, want := after.UploadCreates, int64(2); got != want {
 		t.Errorf("upload creates in all: got %d, want %d", got, want)
@@ -53,24 +53,5 @@ func TestQuotaResumesRecordedUpload(t *testing.T) {
 	}
 	if img.ImagePK == "" {
 		t.Errorf("finished without an image pk: %+v", img)
-	}
-}
-
-// pollImage polls until the only recorded image meets cond and returns it.
-func pollImage(t *testing.T, h *harness, cond func(state.Image) bool) state.Image {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		imgs, err := h.store.List()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(imgs) == 1 && cond(imgs[0]) {
-			return imgs[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after 20s: %+v", imgs)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition
 	}
 }

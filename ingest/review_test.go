@@ -94,20 +94,13 @@ func TestRetryFailedThatCannotRestoreDoesNotStall(t *testing.T) {
 	if err := p.Submit(context.Background(), h.group(KindSingle, "next.mha", h.write("next.mha", gcapitest.SampleMHA(2, 4, 4, 2)))); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	eventually(t, 15*time.Second, "the next image finished, not stalled behind the failed retry", func() bool {
 		img, err := h.store.Get(2)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if img.State == state.Finished {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the next image is still %s after 15s: the pipeline stalled behind the failed retry", img.State)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
-	}
+		return img.State == state.Finished
+	})
 }
 
 // failPartOnce fails the upload once, right after its first part was
@@ -145,22 +138,15 @@ func TestRetryOfRetryingImageKeepsItsUpload(t *testing.T) {
 	}
 	stop := start(p)
 	defer stop()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		// Retrying is committed before the worker lets go of the image;
-		// gcingest retry refuses an image a worker still holds.
+	// Retrying is committed before the worker lets go of the image;
+	// gcingest retry refuses an image a worker still holds.
+	eventually(t, 15*time.Second, "the image retrying and released by its worker", func() bool {
 		snap, err := p.Snapshot(false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(snap) == 1 && snap[0].State == state.Retrying && !snap[0].Active {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("image is not retrying and released after 15s: %+v", snap)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
-	}
+		return len(snap) == 1 && snap[0].State == state.Retrying && !snap[0].Active
+	})
 	if err := p.Retry(context.Background(), []uint64{1}); err != nil {
 		t.Fatal(err)
 	}
@@ -214,39 +200,24 @@ func TestRetryOfFailedImageWithOpenUpload(t *testing.T) {
 	}
 	stop := start(p)
 	defer stop()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	eventually(t, 15*time.Second, "the image failed with its abort pending", func() bool {
 		img, err := h.store.Get(1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if img.State == state.Failed && img.Attempts > 0 {
-			break // the abort was tried and failed
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("image is %s after 15s; want failed with its abort pending", img.State)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
-	}
+		return img.State == state.Failed && img.Attempts > 0 // the abort was tried and failed
+	})
 	retryErr := p.Retry(context.Background(), []uint64{1})
 	broken.Store(false)
 	if retryErr != nil {
 		// Refused until the abort went through: then it may be retried.
-		deadline := time.Now().Add(15 * time.Second)
-		for {
+		eventually(t, 15*time.Second, "the failed image's upload aborted and the image released", func() bool {
 			snap, err := p.Snapshot(false)
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Done aborting, and released by its worker.
-			if len(snap) == 1 && snap[0].ActionDone && !snap[0].Active {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the failed image's upload is not aborted after 15s")
-			}
-			time.Sleep(5 * time.Millisecond) // polling a condition, not waiting for time
-		}
+			return len(snap) == 1 && snap[0].ActionDone && !snap[0].Active
+		})
 		if err := p.Retry(context.Background(), []uint64{1}); err != nil {
 			t.Fatal(err)
 		}

@@ -124,26 +124,15 @@ func TestWriteStateV2Fixtures(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		imgs, err := h.store.List()
-		if err != nil {
-			t.Fatal(err)
-		}
+	h.waitRecords(30*time.Second, "every image done or failed, with its action pending", func(imgs []state.Image) bool {
 		n := 0
 		for _, img := range imgs {
 			if (img.State == state.Done && !img.ActionDone && img.Attempts > 0) || img.State == state.Failed {
 				n++
 			}
 		}
-		if n == len(groups) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("images did not all reach done or failed with their action pending: %+v", imgs)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return n == len(groups)
+	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -432,13 +432,7 @@ func TestAmbiguousUploadCreateIsNotRetriedInPlaceNorItsStrayTouched(t *testing.T
 	if err := p.Submit(context.Background(), h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !faulted() {
-		if time.Now().After(deadline) {
-			t.Fatal("no create was answered 500 within 30s")
-		}
-		time.Sleep(time.Millisecond) // polling a condition
-	}
+	eventually(t, 30*time.Second, "a create answered 500", faulted)
 	h.srv.SetFaults(gcapitest.Faults{})
 	imgs := h.waitSettled(1)
 	if err := stop(); err != nil {
