@@ -15,67 +15,8 @@ import (
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
+	"github.com/gcingest/gcingest/sysservice"
 )
-
-func TestServiceScripts(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("init scripts are for Linux")
-	}
-	exe, cfg := "/opt/my apps/gcingest", "/etc/gc'ingest/config.toml"
-	for name, script := range map[string]string{"sysv": sysvScript(exe, cfg, "gcingest"), "openrc": openRCScript(exe, cfg, "gcingest")} {
-		t.Run(name, func(t *testing.T) {
-			if strings.Contains(script, "{{") {
-				t.Errorf("the script holds {{, which kardianos/service would render as a template")
-			}
-			p := filepath.Join(t.TempDir(), name)
-			if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := exec.Command("sh", "-n", p).CombinedOutput(); err != nil {
-				t.Errorf("sh -n: %v\n%s", err, out)
-			}
-			// The quoted paths come back whole from the shell.
-			out, err := exec.Command("sh", "-c", strings.Join([]string{
-				"eval \"$(grep -E '^(exe|config|command|user)=' " + shQuote(p) + ")\"",
-				`printf '%s|%s|%s' "${exe:-$command}" "$config" "$user"`}, "\n")).CombinedOutput()
-			if err != nil {
-				t.Fatalf("%v: %s", err, out)
-			}
-			want := exe + "|" + cfg + "|gcingest"
-			if name == "openrc" {
-				want = exe + "||" // command_user and command_args are read by openrc-run
-			}
-			if string(out) != want {
-				t.Errorf("the shell reads %q, want %q", out, want)
-			}
-		})
-	}
-	t.Run("sysv runs the agent as the user, never as root", func(t *testing.T) {
-		s := sysvScript(exe, cfg, "gcingest")
-		for _, want := range []string{`setpriv --reuid="$user" --regid="$user" --init-groups`, `su -s /bin/sh -c`, "exit 3"} {
-			if !strings.Contains(s, want) {
-				t.Errorf("script lacks %q", want)
-			}
-		}
-	})
-	t.Run("openrc runs the agent as the user", func(t *testing.T) {
-		s := openRCScript(exe, cfg, "gcingest")
-		if !strings.Contains(s, `command_user="gcingest:gcingest"`) || strings.Contains(s, "After=") {
-			t.Errorf("script:\n%s", s)
-		}
-	})
-	t.Run("service config carries both", func(t *testing.T) {
-		sc, err := serviceConfig("/etc/gcingest/config.toml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, k := range []string{"SysvScript", "OpenRCScript"} {
-			if s, _ := sc.Option[k].(string); !strings.Contains(s, "gcingest") {
-				t.Errorf("option %s = %q", k, s)
-			}
-		}
-	})
-}
 
 // TestServiceStateMessages: without root, every action on a service that
 // is not installed says so, and status exits 0.
@@ -83,11 +24,11 @@ func TestServiceStateMessages(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("checks the Linux init systems")
 	}
-	s, err := newService("/etc/gcingest/config.toml")
+	s, err := sysservice.New("/etc/gcingest/config.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, err := serviceState(s); err != nil || st != stateNotInstalled {
+	if st, err := sysservice.State(s); err != nil || st != sysservice.StateNotInstalled {
 		t.Skipf("the gcingest service is %q (%v) on this machine; this test needs it absent", st, err)
 	}
 	tests := []struct {
@@ -125,7 +66,7 @@ func TestServiceLifecycleAsUser(t *testing.T) {
 	if runtime.GOOS != "linux" || os.Getenv("CI") != "true" || os.Geteuid() != 0 {
 		t.Skip("installs a system service: runs only on Linux as root with CI=true (as .ci/run does)")
 	}
-	probe, err := newService("/etc/gcingest/config.toml")
+	probe, err := sysservice.New("/etc/gcingest/config.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,14 +75,14 @@ func TestServiceLifecycleAsUser(t *testing.T) {
 		t.Skipf("init system %s: this test knows SysV and systemd", platform)
 	}
 	if platform == "linux-systemd" {
-		if _, err := os.Stat(packagedUnit); err == nil {
+		if _, err := os.Stat(sysservice.PackagedUnit); err == nil {
 			t.Skip("the gcingest package is installed here")
 		}
 	}
-	if st, _ := serviceState(probe); st != stateNotInstalled {
+	if st, _ := sysservice.State(probe); st != sysservice.StateNotInstalled {
 		t.Skipf("a gcingest service is already %s here", st)
 	}
-	_, lookErr := user.Lookup(serviceUser)
+	_, lookErr := user.Lookup(sysservice.User)
 	userBefore := lookErr == nil
 
 	// Everything the agent touches lives under a folder the user can reach.
@@ -181,7 +122,7 @@ func TestServiceLifecycleAsUser(t *testing.T) {
 			os.Remove("/var/log/gcingest.err")
 		}
 		if !userBefore {
-			exec.Command("userdel", serviceUser).Run()
+			exec.Command("userdel", sysservice.User).Run()
 		}
 	})
 	svc := func(action string) result {
@@ -207,11 +148,11 @@ func TestServiceLifecycleAsUser(t *testing.T) {
 			!strings.Contains(r.stderr, "cannot be read by user gcingest: chown gcingest "+cfgPath) {
 			t.Fatalf("install with a root-only config: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
-		if st, _ := serviceState(probe); st != stateNotInstalled {
+		if st, _ := sysservice.State(probe); st != sysservice.StateNotInstalled {
 			t.Fatalf("a refused install left the service %s", st)
 		}
 	}
-	u, err := user.Lookup(serviceUser)
+	u, err := user.Lookup(sysservice.User)
 	if err != nil {
 		t.Fatal(err)
 	}

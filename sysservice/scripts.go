@@ -1,19 +1,19 @@
-package main
+package sysservice
 
 import (
 	"fmt"
 	"strings"
 )
 
-// serviceUser is the account the agent runs as on Linux. Never root: a
-// root agent leaves a root-owned state file that locks every later command
-// of the gcingest user out.
-const serviceUser = "gcingest"
+// User is the account the agent runs as on Linux. Never root: a root agent
+// leaves a root-owned state file that locks every later command of the
+// gcingest user out.
+const User = "gcingest"
 
 // shQuote quotes s for a POSIX shell.
 func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// sysvScript is the init script `service install` writes on a system
+// SysVScript is the init script `service install` writes on a system
 // without systemd, upstart or OpenRC. kardianos/service's own SysV script
 // ignores Config.UserName (the agent ran as root) and its "status" exits 1
 // for a stopped service, which the library reports as "exit status 1".
@@ -22,7 +22,7 @@ func shQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) 
 // and follows LSB exit codes (status: 0 running, 3 stopped).
 //
 // It holds no "{{": kardianos/service renders it as a template.
-func sysvScript(exe, cfgPath, user string) string {
+func SysVScript(exe, cfgPath, user string) string {
 	return fmt.Sprintf(`#!/bin/sh
 # gcingest: SysV init script written by "gcingest service install";
 # "gcingest service uninstall" removes it.
@@ -117,10 +117,10 @@ esac
 `, shQuote(user), shQuote(exe), shQuote(cfgPath))
 }
 
-// openRCScript is the OpenRC service `service install` writes: kardianos's
+// OpenRCScript is the OpenRC service `service install` writes: kardianos's
 // own runs the agent as root and turns our systemd dependencies into
 // invalid depend() lines. openrc-run's command_user runs it as user.
-func openRCScript(exe, cfgPath, user string) string {
+func OpenRCScript(exe, cfgPath, user string) string {
 	return fmt.Sprintf(`#!/sbin/openrc-run
 # gcingest: written by "gcingest service install".
 name="gcingest"
