@@ -61,7 +61,10 @@ type Info struct {
 // configuration mistake (exit code 2), not as a runtime failure.
 type ConfigError struct{ Err error }
 
+// Error returns the wrapped error's message, which names the config key.
 func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped error.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 // Agent runs the watch → grouper → pipeline loop. Make one with New.

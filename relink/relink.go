@@ -29,6 +29,7 @@ type KindError struct {
 	SuperKind  string
 }
 
+// Error says which interface is of which kind.
 func (e *KindError) Error() string {
 	return fmt.Sprintf("interface %q is a %q interface (%s); relink moves images between image interfaces", e.Slug, e.Kind, e.SuperKind)
 }
