@@ -138,3 +138,68 @@ func TestNewNeedsConfigAndLogger(t *testing.T) {
 		t.Error("New without a logger: no error")
 	}
 }
+
+// A config received on Reload that passes its checks replaces the watch
+// list (the agent is up again, watching the new folder); one naming a
+// missing folder is refused and the running generation keeps working.
+func TestRunAppliesAReloadedWatchList(t *testing.T) {
+	srv := newServer(t)
+	cfg := newConfig(t, srv, "")
+	reload := make(chan *config.Config, 1)
+	up := make(chan Info, 4)
+	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test",
+		Reload: reload, Ready: func(i Info) { up <- i }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitUp := func(what string) {
+		t.Helper()
+		select {
+		case <-up:
+		case err := <-done:
+			t.Fatalf("%s: Run returned %v", what, err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: agent not up after 30s", what)
+		}
+	}
+	waitUp("start")
+
+	bad := *cfg
+	bad.Watch = append([]config.Watch{}, cfg.Watch...)
+	bad.Watch[0].Path = filepath.Join(t.TempDir(), "gone")
+	reload <- &bad
+
+	next := *cfg
+	second := filepath.Join(t.TempDir(), "second")
+	if err := os.Mkdir(second, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	next.Watch = []config.Watch{cfg.Watch[0]}
+	next.Watch[0].Path = second
+	reload <- &next // taken once the refused one was checked
+	waitUp("reload")
+
+	if err := os.WriteFile(filepath.Join(second, "ct.mha"), gcapitest.SampleMHA(1, 4, 4, 2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(srv.Items("my-archive")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no archive item 60s after an image was dropped into the reloaded watch's folder")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case <-up:
+		t.Fatal("the agent restarted twice: the config naming a missing folder was applied")
+	default:
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel = %v, want nil", err)
+	}
+}
