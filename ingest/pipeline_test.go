@@ -957,3 +957,60 @@ func TestSubmitAllBacklog(t *testing.T) {
 		t.Errorf("%d images recorded; want %d", counts[state.Pending], n-1)
 	}
 }
+
+// refusingStore refuses, as the state machine would, every move of the
+// image keyed refuse out of pending.
+type refusingStore struct {
+	*state.Store
+	refuse string
+}
+
+func (s *refusingStore) Update(id uint64, fn func(*state.Image) error) (state.Image, error) {
+	before, err := s.Store.Get(id)
+	if err != nil {
+		return state.Image{}, err
+	}
+	after := before
+	after.Files = slices.Clone(before.Files)
+	if err := fn(&after); err != nil {
+		return state.Image{}, err
+	}
+	if before.Key == s.refuse && before.State == state.Pending && after.State != state.Pending {
+		return state.Image{}, fmt.Errorf("image %d from %s to %s: %w", id, before.State, after.State, state.ErrTransition)
+	}
+	return s.Store.Update(id, fn)
+}
+
+// A move the state machine refuses is a bug of gcingest's: that image is
+// held with the reason in its record; the pipeline goes on with the rest
+// instead of stopping as it does for a disk that cannot be written.
+func TestRefusedMoveHoldsOnlyThatImage(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	rs := &refusingStore{Store: h.store, refuse: "a.mha"}
+	p := NewPipeline(h.config(), rs, h.api, nil)
+	for i, name := range []string{"a.mha", "b.mha"} {
+		if err := p.Submit(t.Context(), h.group(KindSingle, name, h.write(name, gcapitest.SampleMHA(int64(i), 4, 4, 2)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := start(p)
+	eventually(t, 30*time.Second, "b.mha finished and a.mha held with its reason", func() bool {
+		imgs, err := h.store.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, b state.Image
+		for _, img := range imgs {
+			switch img.Key {
+			case "a.mha":
+				a = img
+			case "b.mha":
+				b = img
+			}
+		}
+		return b.State == state.Finished && a.State == state.Pending && strings.Contains(a.LastError, "internal error")
+	})
+	if err := stop(); err != nil {
+		t.Errorf("Run = %v; want the pipeline still running until stopped", err)
+	}
+}

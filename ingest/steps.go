@@ -210,6 +210,12 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 	case errors.As(err, &we):
 		p.enqueue(img.ID, we.at)
 		return
+	case errors.As(err, &se) && errors.Is(se.err, state.ErrTransition):
+		// A move the state machine does not allow: a bug of gcingest's,
+		// not of the disk. Nothing was committed; this image alone is held
+		// (loudly, looked at again hourly), the others go on.
+		p.holdRefused(img, se.err)
+		return
 	case errors.As(err, &se):
 		p.stop(se.err)
 		return
@@ -379,4 +385,25 @@ func (p *Pipeline) watchOf(img *state.Image) (Watch, error) {
 		return Watch{}, inputErrorf("watch %s is no longer configured", img.Watch)
 	}
 	return w, nil
+}
+
+// refusedHold is how long an image whose step made a move the state
+// machine refuses waits before it is tried again.
+const refusedHold = time.Hour
+
+// holdRefused records, in the image's own state (a move to the same state
+// is always allowed), that its last step was refused by the state
+// machine, and looks at it again after refusedHold.
+func (p *Pipeline) holdRefused(img *state.Image, refused error) {
+	msg := fmt.Sprintf("internal error: %v; nothing of that step was recorded, and the image is tried again in %s (please report this, with gcingest status %d)",
+		refused, refusedHold, img.ID)
+	p.log.Error("state machine refused a move; holding the image", "id", img.ID, "key", img.Key, "err", refused)
+	if err := p.save(img, func(r *state.Image) { r.LastError = msg }); err != nil {
+		var se *storeError
+		if errors.As(err, &se) && !errors.Is(se.err, state.ErrTransition) {
+			p.stop(se.err)
+			return
+		}
+	}
+	p.enqueue(img.ID, p.cfg.Now().Add(refusedHold))
 }
