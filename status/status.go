@@ -29,7 +29,6 @@ const (
 	StatePending   = "pending"
 	StateUploading = "uploading"
 	StateUploaded  = "uploaded"
-	StateItem      = "item"
 	StateAttaching = "attaching"
 	StateImporting = "importing"
 	StateDone      = "done"
@@ -40,7 +39,7 @@ const (
 )
 
 // States lists every state in pipeline order, for stable output.
-var States = []string{StatePending, StateUploading, StateUploaded, StateItem, StateAttaching,
+var States = []string{StatePending, StateUploading, StateUploaded, StateAttaching,
 	StateImporting, StateDone, StateFinished, StateRetrying, StateFailed, StateDuplicate}
 
 // Image is one image as /status shows it.
@@ -130,7 +129,7 @@ type Query struct {
 // UnfinishedStates are the states `gcingest status` lists by default: every
 // image that is not finished or a duplicate, failed ones included (they wait
 // for the operator).
-var UnfinishedStates = []string{StatePending, StateUploading, StateUploaded, StateItem, StateAttaching,
+var UnfinishedStates = []string{StatePending, StateUploading, StateUploaded, StateAttaching,
 	StateImporting, StateDone, StateRetrying, StateFailed}
 
 // Selected returns the states the query lists; nil means every state.
