@@ -53,9 +53,9 @@ var ErrUnauthorized = errors.New("gcapi: the server refused the token")
 // complete, abort) when the request may nevertheless have taken effect: a
 // 500, 502, 503 or 504 answer, or a connection that broke or timed out
 // after the request was sent. Such a request is never repeated by the
-// client; the caller finds out what the server holds (the upload by its
-// file name in Uploads, the item by its title, the PATCH by the item's
-// values) before sending it again. Apart from a 500, these failures are
+// client; the caller finds out what the server holds (the item by its
+// title, the PATCH by the item's values) before sending it again, or, for
+// an upload, creates a new one (see CreateUpload). Apart from a 500, these failures are
 // also transient (IsTransient).
 var ErrAmbiguous = errors.New("the request may have taken effect")
 

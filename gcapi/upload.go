@@ -14,11 +14,13 @@ import (
 //
 // Each POST creates a new upload, so the create is never repeated after an
 // ambiguous failure (a 500, 502, 503 or 504, or a connection that broke
-// after sending): the error then satisfies errors.Is(err, ErrAmbiguous),
-// and the caller reconciles before creating again: it lists Uploads and
-// aborts (AbortUpload) an Initialized one with this filename that it has
-// not recorded, since each open upload counts against the account's cap
-// until it expires a day later.
+// after sending): the error then satisfies errors.Is(err, ErrAmbiguous).
+// What the caller does then is its own choice. gcingest creates a new
+// upload on its next attempt and leaves the stray one, if the server made
+// it, Initialized until the server deletes it after a day (it counts
+// against the account's cap until then): an upload found by its file name
+// alone may be another agent's on the same account (docs/PATTERNS.md,
+// rule 1).
 func (c *Client) CreateUpload(ctx context.Context, filename string) (*Upload, error) {
 	if err := checkFilename(filename); err != nil {
 		return nil, err
