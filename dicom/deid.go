@@ -90,9 +90,6 @@ func (d *Deidentifier) WithSeriesKey(key string) *Deidentifier {
 	return &c
 }
 
-// Procedure returns the procedure d applies.
-func (d *Deidentifier) Procedure() *Procedure { return d.proc }
-
 // Method is the text added to DeidentificationMethod (0012,0063).
 func (d *Deidentifier) Method() string { return d.method }
 

@@ -83,9 +83,6 @@ func Acquire(dir, owner string) (*Lock, error) {
 	return &Lock{f: f, dir: dir}, nil
 }
 
-// Dir is the folder this lock holds.
-func (l *Lock) Dir() string { return l.dir }
-
 // Close releases the lock. The file stays: removing it would race with an
 // agent that just opened it.
 func (l *Lock) Close() error {

@@ -258,16 +258,6 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Serve listens on listen and serves until ctx is done; then it shuts the
-// server down and returns nil.
-func Serve(ctx context.Context, listen string, src Source, metrics *Metrics, log *slog.Logger) error {
-	ln, err := Listen(listen)
-	if err != nil {
-		return err
-	}
-	return ServeListener(ctx, ln, src, metrics, log)
-}
-
 // ServeListener serves on ln (closed on return) until ctx is done.
 func ServeListener(ctx context.Context, ln net.Listener, src Source, metrics *Metrics, log *slog.Logger) error {
 	srv := &http.Server{

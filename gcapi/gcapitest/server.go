@@ -248,10 +248,6 @@ func (s *Server) Client() *http.Client {
 // Token returns the one valid bearer token.
 func (s *Server) Token() string { return s.opts.Token }
 
-// Handler returns the API host's handler, so it can be served on another
-// listener. api_urls keep naming s.URL.
-func (s *Server) Handler() http.Handler { return s.handler }
-
 // Advance moves the fake clock forward: upload expiry, presigned URL expiry
 // and import delays all read it.
 func (s *Server) Advance(d time.Duration) {
