@@ -56,6 +56,7 @@ func (c *cli) cmdRun(ctx context.Context, args []string) error {
 // left; totals).
 func runWithDisplay(ctx context.Context, cfg *config.Config, token string, tty *os.File) error {
 	disp := progress.New(tty, nil)
+	disp.FitTo(progress.TerminalWidth(tty))
 	log := newLogger(cfg, disp, token)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gcingest/gcingest/printable"
 )
@@ -31,9 +32,15 @@ type Display struct {
 	mu     sync.Mutex
 	w      io.Writer
 	now    func() time.Time
+	width  func() int // the terminal's columns now; 0: unknown
 	images map[uint64]*entry
-	drawn  int // lines on the screen below the last log line
+	drawn  []int // the width of each line on the screen below the last log line
+	closed bool  // Run has ended: nothing is drawn again
 }
+
+// defaultWidth is assumed when the terminal does not say: scanner consoles
+// and KVM sessions often have 80 columns.
+const defaultWidth = 80
 
 type entry struct {
 	key         string
@@ -50,6 +57,25 @@ func New(w io.Writer, now func() time.Time) *Display {
 		now = time.Now
 	}
 	return &Display{w: w, now: now, images: map[uint64]*entry{}}
+}
+
+// FitTo makes every line fit the terminal's width, which width reports
+// (asked before each redraw, so a resized window is followed); 0 means
+// unknown, taken as 80 columns. TerminalWidth(f) asks a terminal.
+func (d *Display) FitTo(width func() int) {
+	d.mu.Lock()
+	d.width = width
+	d.mu.Unlock()
+}
+
+// columns is the width to fit now.
+func (d *Display) columns() int {
+	if d.width != nil {
+		if w := d.width(); w > 0 {
+			return w
+		}
+	}
+	return defaultWidth
 }
 
 // IsTerminal reports whether f is a terminal (a character device), where
@@ -90,8 +116,11 @@ func (d *Display) Run(ctx context.Context, interval time.Duration) {
 	for {
 		select {
 		case <-ctx.Done():
+			// Cleared for good: log lines written while the agent stops
+			// must not bring the last frame back below them.
 			d.mu.Lock()
 			d.clearLocked()
+			d.closed = true
 			d.mu.Unlock()
 			return
 		case <-t.C:
@@ -104,20 +133,32 @@ func (d *Display) Run(ctx context.Context, interval time.Duration) {
 }
 
 func (d *Display) clearLocked() {
-	if d.drawn > 0 {
-		// Up to the first drawn line, then clear to the end of the screen.
-		fmt.Fprintf(d.w, "\x1b[%dA\r\x1b[J", d.drawn)
-		d.drawn = 0
+	if len(d.drawn) == 0 {
+		return
 	}
+	// Up to the first drawn line, then clear to the end of the screen. A
+	// window made narrower since the lines were drawn wraps them: count
+	// the rows they take at today's width, or the clear leaves a trail.
+	cols, rows := d.columns(), 0
+	for _, n := range d.drawn {
+		rows += max(1, (n+cols-1)/cols)
+	}
+	fmt.Fprintf(d.w, "\x1b[%dA\r\x1b[J", rows)
+	d.drawn = d.drawn[:0]
 }
 
 func (d *Display) drawLocked() {
+	if d.closed {
+		return
+	}
 	lines := d.linesLocked()
 	if len(lines) == 0 {
 		return
 	}
 	io.WriteString(d.w, strings.Join(lines, "\n")+"\n")
-	d.drawn = len(lines)
+	for _, l := range lines {
+		d.drawn = append(d.drawn, utf8.RuneCountInString(l))
+	}
 }
 
 // Lines returns what the display draws now, without terminal control codes.
@@ -141,6 +182,9 @@ func (d *Display) linesLocked() []string {
 		return nil
 	}
 	slices.Sort(ids)
+	// One column less than the terminal's: a line that fills the last
+	// column makes some terminals wrap the cursor onto a row of its own.
+	fit := d.columns() - 1
 	var out []string
 	var sent, total, rate float64
 	for i, id := range ids {
@@ -150,14 +194,51 @@ func (d *Display) linesLocked() []string {
 		if i < maxLines {
 			// The key is a file name from the drop folder: escaped before
 			// it is cut, so the cut falls in printable text.
-			out = append(out, fmt.Sprintf("  %-40s %s", shorten(printable.String(e.key), 40), figures(float64(e.sent), float64(e.total), r)))
+			out = append(out, imageLine(printable.String(e.key), float64(e.sent), float64(e.total), r, fit))
 		}
 	}
 	head := fmt.Sprintf("uploading %d %s", len(ids), plural(len(ids), "image", "images"))
 	if len(ids) > maxLines {
 		head += fmt.Sprintf(" (%d not shown)", len(ids)-maxLines)
 	}
-	return append(out, fmt.Sprintf("%s: %s", head, figures(sent, total, rate)))
+	return append(out, fitLine(head+": ", figureForms(sent, total, rate), fit))
+}
+
+// minName is the fewest characters of a name a line keeps before it drops
+// figures instead.
+const minName = 16
+
+// imageLine is an image's line in at most fit columns: the name shortened
+// first (to minName), then the figures shortened, then the line cut.
+func imageLine(name string, sent, total, rate float64, fit int) string {
+	forms := figureForms(sent, total, rate)
+	for _, f := range forms {
+		room := fit - 3 - utf8.RuneCountInString(f) // "  " before the name, " " after
+		if room >= minName || f == forms[len(forms)-1] {
+			n := min(40, max(room, minName))
+			return cut(fmt.Sprintf("  %-*s %s", n, shorten(name, n), f), fit)
+		}
+	}
+	return ""
+}
+
+// fitLine is prefix and the longest of forms that fits in fit columns, or
+// the shortest cut to fit.
+func fitLine(prefix string, forms []string, fit int) string {
+	for _, f := range forms {
+		if l := prefix + f; utf8.RuneCountInString(l) <= fit {
+			return l
+		}
+	}
+	return cut(prefix+forms[len(forms)-1], fit)
+}
+
+// cut keeps the first n characters of s.
+func cut(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:max(n, 0)])
+	}
+	return s
 }
 
 // rate is the image's bytes per second sent in this process.
@@ -167,6 +248,21 @@ func (e *entry) rate(now time.Time) float64 {
 		return 0
 	}
 	return float64(e.sent-e.sent0) / el
+}
+
+// figureForms are figures and shorter forms of it, longest first: without
+// the time left, without the rate, the percentage alone.
+func figureForms(sent, total, rate float64) []string {
+	full := figures(sent, total, rate)
+	pct := 0.0
+	if total > 0 {
+		pct = 100 * sent / total
+	}
+	forms := []string{full}
+	if rate > 0 {
+		forms = append(forms, fmt.Sprintf("%s / %s %3.0f%%  %s/s", size(sent), size(total), pct, size(rate)))
+	}
+	return append(forms, fmt.Sprintf("%s / %s %3.0f%%", size(sent), size(total), pct), fmt.Sprintf("%3.0f%%", pct))
 }
 
 // figures is "45.2 MiB / 95.0 MiB  47%  12.3 MiB/s  4s left".
