@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
+	"github.com/gcingest/gcingest/status"
 )
 
 // fixture is a fake server with an archive and interfaces, a drop folder,
@@ -220,4 +223,40 @@ func TestIsImagePattern(t *testing.T) {
 			t.Errorf("isImagePattern(%q) = %v, want %v", p, got, want)
 		}
 	}
+}
+
+// Re-checking a live service's config: its own agent holds the status
+// port, which is fine; another program there is not.
+func TestStatusPortHeldByTheRunningAgent(t *testing.T) {
+	ln, err := status.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- status.ServeListener(ctx, ln, emptySource{}, nil, slog.New(slog.DiscardHandler)) }()
+	defer func() { cancel(); <-done }()
+	var buf bytes.Buffer
+	k := &checker{w: &buf}
+	checkStatusPort(t.Context(), k, ln.Addr().String())
+	if k.fails != 0 || !strings.Contains(buf.String(), "held by the running gcingest") {
+		t.Errorf("port held by a gcingest: %d failures:\n%s", k.fails, buf.String())
+	}
+
+	// Another web server on the port: it answers, but not as gcingest.
+	other := httptest.NewServer(http.NotFoundHandler())
+	defer other.Close()
+	buf.Reset()
+	k = &checker{w: &buf}
+	checkStatusPort(t.Context(), k, other.Listener.Addr().String())
+	if k.fails != 1 {
+		t.Errorf("port held by another program: %d failures; want 1:\n%s", k.fails, buf.String())
+	}
+}
+
+// emptySource is an agent that has recorded nothing.
+type emptySource struct{}
+
+func (emptySource) Report(ctx context.Context, q status.Query) (*status.Report, error) {
+	return &status.Report{Version: "test", Images: []status.Image{}, Counts: map[string]int{}, Query: q}, nil
 }
