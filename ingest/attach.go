@@ -254,7 +254,7 @@ func (p *Pipeline) findSession(ctx context.Context, img *state.Image) (*gcapi.Up
 	// A listing begun after the image's last commit (which followed any
 	// PATCH attempt's answer) and after this run began (so after any
 	// crash) shows a session that PATCH made.
-	sessions, err := p.sessionList(ctx, maxTime(img.Updated, p.started))
+	sessions, err := p.server.sessionList(ctx, maxTime(img.Updated, p.started))
 	if err != nil {
 		return nil, err
 	}

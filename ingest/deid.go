@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/gcingest/gcingest/dicom"
 	"github.com/gcingest/gcingest/durable"
@@ -95,19 +96,28 @@ func seriesTitleHash(key string, secret []byte) string {
 	return hex.EncodeToString(m.Sum(nil))[:12]
 }
 
-// secret is the installation's de-identification secret, read (or made)
-// once per run: it never changes under a running agent.
-func (p *Pipeline) secret() ([]byte, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.deidSecret == nil {
-		b, err := LoadSecret(p.cfg.SecretPath())
+// deidSecret is the installation's de-identification secret, read (or
+// made) once per run: it never changes under a running agent. A failed
+// read is not kept: the next image asks again.
+type deidSecret struct {
+	path string // PipelineConfig.SecretPath
+
+	mu sync.Mutex
+	b  []byte // nil until read
+}
+
+// get returns the secret, reading or making it the first time.
+func (s *deidSecret) get() ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b == nil {
+		b, err := LoadSecret(s.path)
 		if err != nil {
 			return nil, err
 		}
-		p.deidSecret = b
+		s.b = b
 	}
-	return p.deidSecret, nil
+	return s.b, nil
 }
 
 // LogDeidentification says at start-up, once per watch, whether its DICOM
@@ -132,7 +142,7 @@ func (p *Pipeline) deidentifies(ctx context.Context, img *state.Image, w Watch) 
 	if w.Deidentify {
 		return true, nil
 	}
-	s, err := p.socket(ctx, mainInterface(img, w))
+	s, err := p.server.socket(ctx, mainInterface(img, w))
 	if err != nil {
 		return false, err
 	}
@@ -166,7 +176,7 @@ func (p *Pipeline) writeSpoolZip(ctx context.Context, img *state.Image, name str
 	}
 	var d *dicom.Deidentifier
 	if deid {
-		secret, err := p.secret()
+		secret, err := p.secret.get()
 		if err != nil {
 			return 0, err
 		}
@@ -282,12 +292,12 @@ func (p *Pipeline) planDICOMSet(ctx context.Context, img *state.Image, w Watch, 
 	if !group.IsDICOMKey(img.Key) || w.Group == "folder" {
 		return v, false, nil
 	}
-	s, err := p.socket(ctx, w.Interface)
+	s, err := p.server.socket(ctx, w.Interface)
 	if err != nil || s.Kind != KindDICOMImageSet {
 		return v, false, err
 	}
 	v.SocketKind = s.Kind
-	secret, err := p.secret()
+	secret, err := p.secret.get()
 	if err != nil {
 		return v, false, err
 	}

@@ -78,28 +78,6 @@ func checkJSONKind(kind string, raw json.RawMessage) error {
 	return nil
 }
 
-// socket returns the interface with that slug, asked once per run.
-// Unknown slugs are the folder's (or the config's) problem: permanent.
-func (p *Pipeline) socket(ctx context.Context, slug string) (*gcapi.Interface, error) {
-	p.mu.Lock()
-	s := p.sockets[slug]
-	p.mu.Unlock()
-	if s != nil {
-		return s, nil
-	}
-	s, err := p.api.InterfaceBySlug(ctx, slug)
-	if gcapi.IsNotFound(err) {
-		return nil, inputErrorf("the server knows no interface %q", slug)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("find interface %s: %w", slug, err)
-	}
-	p.mu.Lock()
-	p.sockets[slug] = s
-	p.mu.Unlock()
-	return s, nil
-}
-
 // readChecked reads a small file that was hashed and checks it still has
 // the hashed content.
 func readChecked(f state.File) ([]byte, error) {
@@ -181,7 +159,7 @@ func (p *Pipeline) planFolder(ctx context.Context, img *state.Image, w Watch, fi
 // checkTarget checks that the item named by item.txt exists in the watch's
 // archive and, unless the watch may replace values, holds none of ours.
 func (p *Pipeline) checkTarget(ctx context.Context, w Watch, pk string, values []state.Value) error {
-	ar, err := p.archive(ctx, w.Archive)
+	ar, err := p.server.archive(ctx, w.Archive)
 	if err != nil {
 		return err
 	}
@@ -228,7 +206,7 @@ func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l 
 		return nil
 	}
 	if len(l.Main) > 0 {
-		s, err := p.socket(ctx, w.Interface)
+		s, err := p.server.socket(ctx, w.Interface)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -241,7 +219,7 @@ func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l 
 		values[len(values)-1].SocketKind = s.Kind
 	}
 	for _, slug := range l.Slugs() {
-		s, err := p.socket(ctx, slug)
+		s, err := p.server.socket(ctx, slug)
 		if err != nil {
 			var ie *inputError
 			if errors.As(err, &ie) {

@@ -76,7 +76,7 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	}
 	var secret []byte
 	if deid {
-		if secret, err = p.secret(); err != nil {
+		if secret, err = p.secret.get(); err != nil {
 			return err
 		}
 	}

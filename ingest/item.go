@@ -6,33 +6,12 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
-
-// archive returns the watch's archive, asked once per run.
-func (p *Pipeline) archive(ctx context.Context, slug string) (*gcapi.Archive, error) {
-	p.mu.Lock()
-	a := p.archives[slug]
-	p.mu.Unlock()
-	if a != nil {
-		return a, nil
-	}
-	a, err := p.api.ArchiveBySlug(ctx, slug)
-	if err != nil {
-		// The configuration's problem, not the image's: keep retrying
-		// (visible in status) rather than failing every image.
-		return nil, &configError{fmt.Errorf("find archive %s: %w", slug, err)}
-	}
-	p.mu.Lock()
-	p.archives[slug] = a
-	p.mu.Unlock()
-	return a, nil
-}
 
 func imageURL(it *gcapi.ArchiveItem, iface string) string {
 	if v := it.Value(iface); v != nil && v.Image != nil {
@@ -71,7 +50,7 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
-	ar, err := p.archive(ctx, p.archiveSlug(img, w))
+	ar, err := p.server.archive(ctx, p.archiveSlug(img, w))
 	if err != nil {
 		return err
 	}
@@ -183,7 +162,7 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 			return false, nil // under way: its item step reconciles
 		}
 	}
-	if pk, err := p.heldBy(img); err != nil || pk != "" {
+	if pk, err := p.held.itemOf(img); err != nil || pk != "" {
 		if err != nil {
 			return false, err
 		}
@@ -207,11 +186,11 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 		// is keyed by the series, so that late slices join its item.
 		return false, nil
 	}
-	ar, err := p.archive(ctx, p.archiveSlug(img, w))
+	ar, err := p.server.archive(ctx, p.archiveSlug(img, w))
 	if err != nil {
 		return false, err
 	}
-	it, err := p.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
+	it, err := p.server.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
 	if err != nil || it == nil {
 		return false, err
 	}
@@ -224,49 +203,6 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 		v.Confirmed = true
 	}
 	return true, p.markDuplicate(ctx, img, w, it, cloneUploads(img.Uploads), values)
-}
-
-// heldBy returns the item that holds every file of img (same watch, same
-// relative path, same content), sent by an earlier record of this state
-// file that landed, or "". The records that landed are read once per run.
-func (p *Pipeline) heldBy(img *state.Image) (string, error) {
-	p.heldMu.Lock()
-	defer p.heldMu.Unlock()
-	if p.held == nil {
-		landed, err := p.store.List(state.Done, state.Finished)
-		if err != nil {
-			return "", fmt.Errorf("list images already sent: %w", err)
-		}
-		p.held = map[string]string{}
-		for i := range landed {
-			p.holdLocked(&landed[i])
-		}
-	}
-	pk := ""
-	for _, f := range img.Files {
-		got := p.held[heldKey(img.Watch, f)]
-		if got == "" || (pk != "" && got != pk) || f.SHA256 == "" {
-			return "", nil
-		}
-		pk = got
-	}
-	return pk, nil
-}
-
-// holdLocked notes the files of an image that landed. p.heldMu is held.
-func (p *Pipeline) holdLocked(img *state.Image) {
-	if p.held == nil || img.ItemPK == "" {
-		return
-	}
-	for _, f := range img.Files {
-		if f.SHA256 != "" {
-			p.held[heldKey(img.Watch, f)] = img.ItemPK
-		}
-	}
-}
-
-func heldKey(watch string, f state.File) string {
-	return watch + "\x00" + f.Rel + "\x00" + f.SHA256
 }
 
 // describeValues names the values for a message: "an image for ct-image"
@@ -314,7 +250,7 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 		if img.Attempts > 0 {
 			after = maxTime(after, img.Updated)
 		}
-		if it, err = p.itemByTitle(ctx, ar, title, after); err != nil {
+		if it, err = p.server.itemByTitle(ctx, ar, title, after); err != nil {
 			return nil, err
 		}
 		if it != nil {
@@ -323,7 +259,7 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 	}
 	it, err = p.api.CreateArchiveItem(ctx, ar.APIURL, title)
 	if gcapi.IsTitleConflict(err) {
-		it, err = p.itemByTitle(ctx, ar, title, p.cfg.Now())
+		it, err = p.server.itemByTitle(ctx, ar, title, p.cfg.Now())
 		if err == nil && it == nil {
 			err = fmt.Errorf("the title is taken but no item with it is visible")
 		}
@@ -331,7 +267,7 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 	if err != nil {
 		return nil, fmt.Errorf("create archive item %q: %w", title, err)
 	}
-	p.index(ar.PK).add(it.Title, it.PK)
+	p.server.created(ar, it)
 	return it, nil
 }
 
@@ -339,81 +275,6 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 // for records from before archives were recorded, the watch's.
 func (p *Pipeline) archiveSlug(img *state.Image, w Watch) string {
 	return cmp.Or(img.Archive, w.Archive)
-}
-
-// titleIndex maps the titles of one archive's items to their pks, from one
-// listing of the archive shared by every image: a restart with hundreds of
-// images in flight lists the archive once, not once per image.
-type titleIndex struct {
-	mu    sync.Mutex // held while listing, so concurrent lookups share one listing
-	at    time.Time  // when the last listing began; zero: never listed
-	pks   map[string]string
-	items map[string]*gcapi.ArchiveItem // by pk, as the last listing showed them
-}
-
-func (x *titleIndex) add(title, pk string) {
-	x.mu.Lock()
-	if x.pks != nil {
-		x.pks[title] = pk
-	}
-	x.mu.Unlock()
-}
-
-func (p *Pipeline) index(archivePK string) *titleIndex {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	x := p.titles[archivePK]
-	if x == nil {
-		x = &titleIndex{}
-		p.titles[archivePK] = x
-	}
-	return x
-}
-
-// listArchive lists the archive into x unless x's last listing began
-// after after. x.mu is held.
-func (p *Pipeline) listArchive(ctx context.Context, x *titleIndex, ar *gcapi.Archive, after time.Time) error {
-	if x.at.After(after) {
-		return nil
-	}
-	began := p.cfg.Now()
-	items, err := p.api.ArchiveItems(ctx, ar.PK)
-	if err != nil {
-		return err
-	}
-	x.pks = make(map[string]string, len(items))
-	x.items = make(map[string]*gcapi.ArchiveItem, len(items))
-	for i := range items {
-		x.pks[items[i].Title] = items[i].PK
-		x.items[items[i].PK] = &items[i]
-	}
-	x.at = began
-	return nil
-}
-
-// itemByTitle returns the archive's item with that title, or nil, from a
-// listing begun after after (listing the archive again when the index is
-// older), and then gets the item itself, so its values are current.
-func (p *Pipeline) itemByTitle(ctx context.Context, ar *gcapi.Archive, title string, after time.Time) (*gcapi.ArchiveItem, error) {
-	x := p.index(ar.PK)
-	x.mu.Lock()
-	if err := p.listArchive(ctx, x, ar, after); err != nil {
-		x.mu.Unlock()
-		return nil, fmt.Errorf("find archive item %q: %w", title, err)
-	}
-	pk := x.pks[title]
-	x.mu.Unlock()
-	if pk == "" {
-		return nil, nil
-	}
-	it, err := p.api.ArchiveItem(ctx, pk)
-	if gcapi.IsNotFound(err) {
-		return nil, nil // deleted since the listing
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get archive item %s (%q): %w", pk, title, err)
-	}
-	return it, nil
 }
 
 func lastSegment(u string) string {

@@ -122,29 +122,19 @@ type Pipeline struct {
 	api     API
 	log     *slog.Logger
 	watches map[string]Watch
+	server  *serverCache // what the pipeline knows of the server
+	held    *heldFiles   // the files of images that landed, by item
+	secret  *deidSecret  // the de-identification secret, read once
 
-	mu       sync.Mutex
-	queue    queue                // waiting for a worker, due now or later (retries, import polls)
-	active   map[uint64]*progress // being worked on
-	polls    map[uint64]int       // import polls so far, for the backoff
-	looked   map[uint64]time.Time // when each importing image's item was last looked at
-	running  bool
-	started  time.Time // when Run began: uploads created before it may be ours and unrecorded
-	stopErr  error     // a state write failed: no new work is taken
-	archives map[string]*gcapi.Archive
-	titles   map[string]*titleIndex // by archive pk
-	// held maps watch, file and content to the item pk of images that
-	// landed (heldBy); nil until read. heldMu guards it.
-	heldMu sync.Mutex
-	held   map[string]string
-	// The last listing of upload sessions, shared (sessionList); sessMu
-	// is held while listing, so waiting images share one listing.
-	sessMu     sync.Mutex
-	sessAt     time.Time
-	sessions   []gcapi.UploadSession
-	sockets    map[string]*gcapi.Interface   // by slug, asked once per run
-	later      map[uint64]func(*state.Image) // changes saveLater holds for an image's next save
-	deidSecret []byte                        // the de-identification secret, once read (secret)
+	mu      sync.Mutex
+	queue   queue                // waiting for a worker, due now or later (retries, import polls)
+	active  map[uint64]*progress // being worked on
+	polls   map[uint64]int       // import polls so far, for the backoff
+	looked  map[uint64]time.Time // when each importing image's item was last looked at
+	running bool
+	started time.Time                     // when Run began: uploads created before it may be ours and unrecorded
+	stopErr error                         // a state write failed: no new work is taken
+	later   map[uint64]func(*state.Image) // changes saveLater holds for an image's next save
 	// finishing holds the images whose last commit a finishLater
 	// goroutine is making; finishers bounds them, finishWG waits for them.
 	finishing map[uint64]bool
@@ -180,9 +170,9 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		active:     map[uint64]*progress{},
 		polls:      map[uint64]int{},
 		looked:     map[uint64]time.Time{},
-		archives:   map[string]*gcapi.Archive{},
-		titles:     map[string]*titleIndex{},
-		sockets:    map[string]*gcapi.Interface{},
+		server:     newServerCache(api, cfg.Now),
+		held:       &heldFiles{store: store},
+		secret:     &deidSecret{path: cfg.SecretPath()},
 		later:      map[uint64]func(*state.Image){},
 		finishing:  map[uint64]bool{},
 		finishers:  make(chan struct{}, cfg.Concurrency),

@@ -107,22 +107,13 @@ func (p *Pipeline) itemNow(ctx context.Context, img *state.Image, w Watch) (*gca
 	p.looked[img.ID] = p.cfg.Now()
 	p.mu.Unlock()
 	if importing >= listFrom && img.State == state.Importing {
-		ar, err := p.archive(ctx, p.archiveSlug(img, w))
+		ar, err := p.server.archive(ctx, p.archiveSlug(img, w))
 		if err != nil {
 			return nil, err
 		}
-		x := p.index(ar.PK)
-		x.mu.Lock()
-		var it *gcapi.ArchiveItem
-		// A big archive is listed only for as many more images: its
-		// listing is a request per page.
-		if pages := 1 + len(x.items)/listPage; importing >= listFrom*pages {
-			err = p.listArchive(ctx, x, ar, maxTime(last, img.PatchSentAt))
-			it = x.items[img.ItemPK]
-		}
-		x.mu.Unlock()
+		it, err := p.server.listedItem(ctx, ar, img.ItemPK, maxTime(last, img.PatchSentAt), importing)
 		if err != nil {
-			return nil, fmt.Errorf("list archive %s: %w", ar.PK, err)
+			return nil, err
 		}
 		if it != nil {
 			return it, nil
@@ -170,7 +161,7 @@ func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture b
 	changed := false
 	if capture && len(ours) > 0 {
 		// Begun after the last commit, which followed the PATCH's answer.
-		sessions, err := p.sessionList(ctx, img.Updated)
+		sessions, err := p.server.sessionList(ctx, img.Updated)
 		if err != nil {
 			return nil, err
 		}
@@ -207,23 +198,6 @@ func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture b
 		}
 	}
 	return building, nil
-}
-
-// sessionList is the account's upload sessions from a listing begun after
-// after, shared by every image that needs one: each importing image needs
-// the list once it has sent its PATCH, and one listing serves all that had.
-func (p *Pipeline) sessionList(ctx context.Context, after time.Time) ([]gcapi.UploadSession, error) {
-	p.sessMu.Lock()
-	defer p.sessMu.Unlock()
-	if !p.sessAt.After(after) {
-		began := p.cfg.Now()
-		sessions, err := p.api.UploadSessions(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("list upload sessions: %w", err)
-		}
-		p.sessions, p.sessAt = sessions, began
-	}
-	return p.sessions, nil
 }
 
 // deadline goes back to the server's truth once an import took longer than
@@ -375,9 +349,7 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 		}
 	}
 	imported := func() {
-		p.heldMu.Lock()
-		p.holdLocked(img)
-		p.heldMu.Unlock()
+		p.held.add(img)
 		// One line per imported image says where its files went (or go).
 		p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, committed, actErr))
 		if p.cfg.Progress != nil {

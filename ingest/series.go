@@ -146,11 +146,11 @@ func (p *Pipeline) seriesHeld(ctx context.Context, img *state.Image, w Watch) (b
 	if img.Title == "" || len(img.Values) != 1 || img.Values[0].Kind != state.ValueImage || img.Values[0].SocketKind == KindDICOMImageSet {
 		return false, nil
 	}
-	ar, err := p.archive(ctx, p.archiveSlug(img, w))
+	ar, err := p.server.archive(ctx, p.archiveSlug(img, w))
 	if err != nil {
 		return false, err
 	}
-	it, err := p.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
+	it, err := p.server.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
 	if err != nil || it == nil {
 		return false, err
 	}
@@ -203,7 +203,7 @@ func (p *Pipeline) seriesOf(ctx context.Context, img *state.Image, w Watch) (str
 	if err != nil || !deid {
 		return series, slices, err
 	}
-	secret, err := p.secret()
+	secret, err := p.secret.get()
 	if err != nil {
 		return "", 0, err
 	}
