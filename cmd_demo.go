@@ -17,17 +17,26 @@ images of each kind (MetaIO .mha, an .mhd with its .raw, NIfTI, TIFF, a
 DICOM series) into a temporary drop folder, runs the agent on it with live
 progress, and prints the archive items that resulted. Everything it
 created is removed at the end.
+
+With --serve it only runs the fake server, on --listen, until Ctrl-C, and
+prints its URL, token, archive and sockets: rehearse the install, the
+config, check, status and monitoring before a real token exists.
 `
 
 func (c *cli) cmdDemo(ctx context.Context, args []string) error {
 	fs := newFlagSet("demo")
 	keep := fs.Bool("keep", false, "keep the temporary folder (drop folder, config, state file) for a look afterwards")
+	serve := fs.Bool("serve", false, "only run the fake server, until Ctrl-C, to rehearse an install against it")
+	listen := fs.String("listen", "127.0.0.1:8000", "with --serve: the fake server's address")
 	pos, err := c.parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return &usageError{cmd: "demo", msg: "demo takes no arguments"}
+	}
+	if *serve {
+		return demo.Serve(ctx, demo.ServeOptions{Addr: *listen, Out: c.stdout})
 	}
 	dir, err := os.MkdirTemp("", "gcingest-demo-")
 	if err != nil {

@@ -48,6 +48,9 @@ type Options struct {
 	// app/grandchallenge/serving/views.py protected_storage_redirect), so a
 	// client that sends its token there leaks it.
 	StorageOnAPIHost bool
+	// Addr is the API host's address, "127.0.0.1:8000" say; default a
+	// free port on 127.0.0.1. The storage host always takes a free port.
+	Addr string
 }
 
 // Defaults of Options.
@@ -117,7 +120,8 @@ type Server struct {
 	stats Stats
 }
 
-// NewServer starts a fake server listening on 127.0.0.1 on a random port.
+// NewServer starts a fake server listening on opts.Addr, by default on a
+// random port of 127.0.0.1.
 func NewServer(opts Options) *Server {
 	s := NewUnstartedServer(opts)
 	s.Start()
@@ -168,9 +172,13 @@ func NewUnstartedServer(opts Options) *Server {
 	}
 	s.st = newState(s.orderRand)
 	s.handler = http.HandlerFunc(s.serveTracked)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := opts.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		panic(fmt.Sprintf("gcapitest: listen on 127.0.0.1: %v", err))
+		panic(fmt.Sprintf("gcapitest: listen on %s: %v", addr, err))
 	}
 	s.listener = l
 	s.URL = "http://" + l.Addr().String()
