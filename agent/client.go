@@ -4,12 +4,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"path/filepath"
-	"slices"
 	"sync"
-	"time"
 
 	"golang.org/x/time/rate"
 
@@ -121,31 +118,14 @@ func (g *authGuard) Err() error {
 	}
 }
 
-// Watches builds the ingest package's watch list from the [[watch]] tables
-// (config stays a leaf package: it knows nothing of ingest). The paths are
-// cleaned; the slices and maps are copies.
+// Watches returns the ingest package's watch list from the [[watch]] tables:
+// the paths cleaned, the slices and maps copies.
 func Watches(cfg *config.Config) []ingest.Watch {
 	out := make([]ingest.Watch, 0, len(cfg.Watch))
 	for _, w := range cfg.Watch {
-		out = append(out, ingest.Watch{
-			Path:           filepath.Clean(w.Path),
-			Archive:        w.Archive,
-			Interface:      w.Interface,
-			Group:          w.Group,
-			Settle:         time.Duration(w.Settle),
-			DICOMSettle:    time.Duration(w.DICOMSettle),
-			IncompleteWait: time.Duration(w.IncompleteWait),
-			Deidentify:     w.Deidentify,
-			Rescan:         time.Duration(w.Rescan),
-			Poll:           w.Poll,
-			Exclude:        slices.Clone(w.Exclude),
-			AfterUpload:    w.AfterUpload,
-			DoneDir:        w.DoneDir,
-			FailedDir:      w.FailedDir,
-			Replace:        w.Replace,
-			Title:          w.Title,
-			Values:         maps.Clone(w.Values),
-		})
+		w = w.Clone()
+		w.Path = filepath.Clean(w.Path)
+		out = append(out, ingest.Watch{Spec: w})
 	}
 	return out
 }

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,6 +27,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 // Config is the whole configuration file.
@@ -35,7 +38,7 @@ type Config struct {
 	Upload         Upload         `toml:"upload"`
 	Status         Status         `toml:"status"`
 	Log            Log            `toml:"log"`
-	Watch          []Watch        `toml:"watch"`
+	Watch          []Watch        `toml:"watch"` // the keys are watch.Spec's toml tags
 
 	// Path is the absolute path the config was loaded from; empty when it
 	// was parsed from a reader. Not a key in the file.
@@ -83,35 +86,15 @@ type Log struct {
 }
 
 // Watch is one [[watch]] table.
-type Watch struct {
-	Path        string   `toml:"path"`
-	Archive     string   `toml:"archive"`
-	Interface   string   `toml:"interface"`
-	Group       string   `toml:"group"`
-	Settle      Duration `toml:"settle"`
-	DICOMSettle Duration `toml:"dicom_settle"` // a DICOM series is complete after this long without a new file
-	// IncompleteWait is how long a file its own header proves cut waits
-	// for the rest before its image fails, naming both sizes.
-	IncompleteWait Duration          `toml:"incomplete_wait"`
-	Deidentify     bool              `toml:"deidentify"` // DICOM de-identified before upload
-	Rescan         Duration          `toml:"rescan"`
-	Poll           bool              `toml:"poll"`
-	Exclude        []string          `toml:"exclude"`
-	AfterUpload    string            `toml:"after_upload"`
-	DoneDir        string            `toml:"done_dir"`
-	FailedDir      string            `toml:"failed_dir"`
-	Replace        bool              `toml:"replace"`
-	Title          string            `toml:"title"`
-	Values         map[string]string `toml:"values"`
-}
+type Watch = watch.Spec
 
 // Defaults of a [[watch]] table, applied to every key left out or zero.
 const (
-	DefaultGroup       = "auto"
+	DefaultGroup       = watch.GroupAuto
 	DefaultSettle      = 30 * time.Second
 	DefaultDICOMSettle = 60 * time.Second
 	DefaultRescan      = time.Minute
-	DefaultAfterUpload = "keep"
+	DefaultAfterUpload = watch.AfterUploadKeep
 	DefaultPartSize    = "32MiB"
 	DefaultListen      = "127.0.0.1:9187"
 	DefaultURL         = "https://grand-challenge.org"
@@ -175,6 +158,9 @@ func Parse(r io.Reader, name string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config %s: %w", name, err)
 	}
+	if err := checkWatchDurations(src); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
 	c := Default()
 	md, err := toml.NewDecoder(bytes.NewReader(src)).Decode(c)
 	if err != nil {
@@ -193,25 +179,25 @@ func Parse(r io.Reader, name string) (*Config, error) {
 		return nil, errors.Join(errs...)
 	}
 	for i := range c.Watch {
-		c.Watch[i].applyDefaults()
+		applyDefaults(&c.Watch[i])
 	}
 	return c, nil
 }
 
-func (w *Watch) applyDefaults() {
+func applyDefaults(w *Watch) {
 	if w.Group == "" {
 		w.Group = DefaultGroup
 	}
 	if w.Settle == 0 {
-		w.Settle = Duration(DefaultSettle)
+		w.Settle = DefaultSettle
 	}
 	if w.DICOMSettle == 0 {
-		w.DICOMSettle = Duration(DefaultDICOMSettle)
+		w.DICOMSettle = DefaultDICOMSettle
 	}
 	// IncompleteWait stays 0 when unset: the grouper takes an hour, or
 	// 4 × settle when that is longer (group.DefaultIncompleteWait).
 	if w.Rescan == 0 {
-		w.Rescan = Duration(DefaultRescan)
+		w.Rescan = DefaultRescan
 	}
 	if w.AfterUpload == "" {
 		w.AfterUpload = DefaultAfterUpload
@@ -219,6 +205,70 @@ func (w *Watch) applyDefaults() {
 	// Title stays empty when unset: the pipeline picks DefaultTitle, or
 	// DeidTitle for an image it de-identifies (a DICOM Image Set socket is
 	// known only from the server).
+}
+
+// checkWatchDurations reads every duration of every [[watch]] table as
+// Duration does, before the decode into watch.Spec's time.Duration fields:
+// the TOML library would take a number there for nanoseconds ("settle =
+// 30" for 30ns) and word its own error. The duration keys are the toml tags
+// of watch.Spec's time.Duration fields, so a new one needs no edit here.
+func checkWatchDurations(src []byte) error {
+	var raw struct {
+		Watch []map[string]any `toml:"watch"`
+	}
+	if _, err := toml.NewDecoder(bytes.NewReader(src)).Decode(&raw); err != nil {
+		return nil // the decode proper reports it
+	}
+	var keys []string
+	t := reflect.TypeFor[watch.Spec]()
+	for i := range t.NumField() {
+		if f := t.Field(i); f.Type == reflect.TypeFor[time.Duration]() {
+			keys = append(keys, strings.Split(f.Tag.Get("toml"), ",")[0])
+		}
+	}
+	var errs []error
+	for i, w := range raw.Watch {
+		for _, k := range keys {
+			v, ok := w[k]
+			if !ok {
+				continue
+			}
+			s, isString := v.(string)
+			if !isString {
+				s = fmt.Sprint(v)
+			} else if _, err := time.ParseDuration(s); err == nil {
+				continue
+			}
+			var err error = &FieldError{Key: fmt.Sprintf("watch[%d].%s", i, k), Msg: fmt.Sprintf("%q is not a duration", s), Fix: `write it like "30s" or "1m"`}
+			if line := watchKeyLine(src, i, k); line > 0 {
+				err = fmt.Errorf("line %d: %w", line, err)
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// watchKeyLine finds the line of key in the i-th [[watch]] table, when the
+// tables are written with [[watch]] headers; 0 when not found.
+func watchKeyLine(src []byte, i int, key string) int {
+	header := regexp.MustCompile(`^\s*\[\[\s*watch\s*\]\]`)
+	assign := regexp.MustCompile(`^\s*("?)` + regexp.QuoteMeta(key) + `("?)\s*=`)
+	sc := bufio.NewScanner(bytes.NewReader(src))
+	seen := -1
+	for n := 1; sc.Scan(); n++ {
+		switch line := sc.Text(); {
+		case header.MatchString(line):
+			seen++
+		case strings.HasPrefix(strings.TrimSpace(line), "["):
+			if seen == i {
+				return 0 // a table after the watch's own keys
+			}
+		case seen == i && assign.MatchString(line):
+			return n
+		}
+	}
+	return 0
 }
 
 // keyLine finds the line that defines the last part of key k: an assignment
@@ -335,7 +385,7 @@ func (c *Config) Validate() error {
 		if w.Interface == "" {
 			bad(key("interface"), "missing", `set the slug of an image interface, e.g. "generic-medical-image"`)
 		}
-		if !oneOf(w.Group, "auto", "file", "folder") {
+		if !w.Group.Valid() {
 			bad(key("group"), fmt.Sprintf("%q is not a grouping", w.Group), "use auto, file or folder")
 		}
 		if w.Settle < 0 {
@@ -345,35 +395,35 @@ func (c *Config) Validate() error {
 			bad(key("dicom_settle"), "is negative", `write it like "60s"`)
 		}
 		if w.IncompleteWait < 0 || (w.IncompleteWait > 0 && w.IncompleteWait < w.Settle) {
-			bad(key("incomplete_wait"), fmt.Sprintf("%s is shorter than settle", time.Duration(w.IncompleteWait)), `make it longer than settle; "1h" is the default`)
+			bad(key("incomplete_wait"), fmt.Sprintf("%s is shorter than settle", w.IncompleteWait), `make it longer than settle; "1h" is the default`)
 		}
-		if w.Deidentify && (w.Group == "folder" || w.Group == "file") {
+		if w.Deidentify && (w.Group == watch.GroupFolder || w.Group == watch.GroupFile) {
 			// Only a series grouped as DICOM is de-identified: in these
 			// modes its files would leave as they are.
-			bad(key("deidentify"), "is not supported in "+w.Group+" mode", "use group = auto for DICOM to de-identify")
+			bad(key("deidentify"), "is not supported in "+string(w.Group)+" mode", "use group = auto for DICOM to de-identify")
 		}
-		if w.Rescan < Duration(time.Second) {
-			bad(key("rescan"), fmt.Sprintf("%s is too short", time.Duration(w.Rescan)), `use at least "1s"; "1m" is usual`)
+		if w.Rescan < time.Second {
+			bad(key("rescan"), fmt.Sprintf("%s is too short", w.Rescan), `use at least "1s"; "1m" is usual`)
 		}
 		for _, p := range w.Exclude {
 			if _, err := filepath.Match(p, ""); err != nil {
 				bad(key("exclude"), fmt.Sprintf("%q is not a valid pattern", p), "use shell patterns such as \"*.bak\"")
 			}
 		}
-		if !oneOf(w.AfterUpload, "keep", "move", "delete") {
+		if !w.AfterUpload.Valid() {
 			bad(key("after_upload"), fmt.Sprintf("%q is not an action", w.AfterUpload), "use keep, move or delete")
 		}
-		abs(key("done_dir"), w.DoneDir, w.AfterUpload == "move")
+		abs(key("done_dir"), w.DoneDir, w.AfterUpload == watch.AfterUploadMove)
 		abs(key("failed_dir"), w.FailedDir, false)
 		for _, d := range []struct{ k, p string }{{"done_dir", w.DoneDir}, {"failed_dir", w.FailedDir}} {
 			if d.p != "" && w.Path != "" && within(w.Path, d.p) {
 				bad(key(d.k), fmt.Sprintf("%q is inside the watched folder", d.p), "put it beside the drop folder, or its files would be picked up again")
 			}
 		}
-		if w.AfterUpload != "move" && w.DoneDir != "" {
+		if w.AfterUpload != watch.AfterUploadMove && w.DoneDir != "" {
 			bad(key("done_dir"), "set but after_upload is not \"move\"", `set after_upload = "move" or remove done_dir`)
 		}
-		if len(w.Values) > 0 && w.Group != "folder" {
+		if len(w.Values) > 0 && w.Group != watch.GroupFolder {
 			bad(key("values"), "only used when group = \"folder\"", `set group = "folder" or remove [watch.values]`)
 		}
 		for p, slug := range w.Values {

@@ -96,9 +96,22 @@ func TestSyntaxErrorNamesLine(t *testing.T) {
 }
 
 func TestBadDurationNamesKey(t *testing.T) {
-	_, err := Parse(strings.NewReader(minimal+"settle = \"30 seconds\"\n"), "d.toml")
-	if err == nil || !strings.Contains(err.Error(), "settle") || !strings.Contains(err.Error(), `"30s"`) {
-		t.Errorf("got %v, want an error naming settle and the fix", err)
+	second := minimal + "\n[[watch]]\npath = \"/data/in2\"\narchive = \"a\"\ninterface = \"i\"\n"
+	tests := []struct {
+		name, src, want string
+	}{
+		{"words", minimal + "settle = \"30 seconds\"\n", `line 8: watch[0].settle: "30 seconds" is not a duration`},
+		// A number would decode as nanoseconds: "settle = 30" is a typo.
+		{"number", minimal + "rescan = 30\n", `watch[0].rescan: "30" is not a duration`},
+		{"second watch", second + "dicom_settle = \"1\"\n", `line 13: watch[1].dicom_settle: "1" is not a duration`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tt.src), "d.toml")
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), `"30s"`) {
+				t.Errorf("got %v, want an error with %q and the fix", err, tt.want)
+			}
+		})
 	}
 }
 
@@ -109,6 +122,7 @@ func TestValidateNamesKeyAndFix(t *testing.T) {
 		{"relative watch path", `path = "data/in"`, "watch[0].path", "absolute"},
 		{"unknown group", `group = "series"`, "watch[0].group", "auto, file or folder"},
 		{"move without done_dir", `after_upload = "move"`, "watch[0].done_dir", "absolute path"},
+		{"unknown after_upload", `after_upload = "archive"`, "watch[0].after_upload", "keep, move or delete"},
 		{"done_dir inside watch", "after_upload = \"move\"\ndone_dir = \"/data/in/done\"", "watch[0].done_dir", "beside the drop folder"},
 		{"values without folder mode", "[watch.values]\n\"*.pdf\" = \"report\"", "watch[0].values", `group = "folder"`},
 		{"title without hash or path", `title = "{name}"`, "watch[0].title", "{path} or {hash}"},

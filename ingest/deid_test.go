@@ -24,6 +24,7 @@ import (
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 const (
@@ -522,7 +523,7 @@ func TestDICOMImageSetSocket(t *testing.T) {
 func TestLogDeidentification(t *testing.T) {
 	for _, deid := range []bool{false, true} {
 		var buf bytes.Buffer
-		LogDeidentification(slog.New(slog.NewTextHandler(&buf, nil)), Watch{Deidentify: deid})
+		LogDeidentification(slog.New(slog.NewTextHandler(&buf, nil)), Watch{Spec: watch.Spec{Deidentify: deid}})
 		want := "DICOM headers are sent as they are"
 		if deid {
 			want = "de-identified here before upload"

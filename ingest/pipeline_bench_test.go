@@ -14,6 +14,7 @@ import (
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // BenchmarkPipeline sends GCINGEST_BENCH_IMAGES (default 1000) images of
@@ -58,8 +59,8 @@ func BenchmarkPipeline(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		w := Watch{Path: filepath.Join(dir, "drop"), Archive: testArchive, Interface: testIface,
-			AfterUpload: cmp.Or(os.Getenv("GCINGEST_BENCH_AFTER"), "move"), DoneDir: filepath.Join(dir, "done")}
+		w := Watch{Spec: watch.Spec{Path: filepath.Join(dir, "drop"), Archive: testArchive, Interface: testIface,
+			AfterUpload: watch.AfterUpload(cmp.Or(os.Getenv("GCINGEST_BENCH_AFTER"), "move")), DoneDir: filepath.Join(dir, "done")}}
 		// A whole image, as the hash step's completeness proof and the
 		// fake's import want: 1 MiB of voxels behind the header.
 		sample := gcapitest.SampleMHA(1, 1024, size/1024, 1)

@@ -17,6 +17,7 @@ import (
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 	"go.uber.org/goleak"
 )
 
@@ -50,8 +51,8 @@ func newHarness(t *testing.T, opts gcapitest.Options, after string) *harness {
 	}
 	dir := t.TempDir()
 	h := &harness{t: t, srv: srv, api: api, dir: dir, statePath: filepath.Join(dir, "state", "state.db"), learnt: &learnt{pks: map[string]bool{}}}
-	h.watch = Watch{Path: filepath.Join(dir, "drop"), Archive: testArchive, Interface: testIface,
-		AfterUpload: after, DoneDir: filepath.Join(dir, "done"), FailedDir: filepath.Join(dir, "failed")}
+	h.watch = Watch{Spec: watch.Spec{Path: filepath.Join(dir, "drop"), Archive: testArchive, Interface: testIface,
+		AfterUpload: watch.AfterUpload(after), DoneDir: filepath.Join(dir, "done"), FailedDir: filepath.Join(dir, "failed")}}
 	for _, d := range []string{h.watch.Path, filepath.Dir(h.statePath)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)

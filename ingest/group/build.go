@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gcingest/gcingest/complete"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // build is a group being put together during one evaluation.
@@ -59,7 +60,7 @@ func (g *Grouper) settled(f *fileState, now int64) bool {
 }
 
 // dicomSettle is how long a DICOM series must go without a new or changed
-// file before it is complete: Watch.DICOMSettle, or Settle when that is
+// file before it is complete: the watch's DICOMSettle, or Settle when that is
 // longer or DICOMSettle is unset.
 func (g *Grouper) dicomSettle() time.Duration {
 	return max(g.w.DICOMSettle, g.w.Settle)
@@ -97,9 +98,9 @@ func (g *Grouper) evaluate(now time.Time, confirm bool) evaluation {
 	var ev evaluation
 	var builds []*build
 	switch g.mode {
-	case "file":
+	case watch.GroupFile:
 		builds = g.buildFiles(nowNs)
-	case "folder":
+	case watch.GroupFolder:
 		builds = g.buildFolders(&ev, nowNs)
 	default:
 		builds = g.buildAuto(&ev, nowNs)

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 const testDoseClass = "1.2.840.10008.5.1.4.1.1.88.67"
@@ -66,7 +68,7 @@ func TestDICOMGroupsAsTheServer(t *testing.T) {
 			for rel, b := range tt.files {
 				tr.write(rel, b)
 			}
-			g := NewGrouper(Watch{Path: tr.root, Settle: testSettle, DICOMSettle: time.Minute}, nil)
+			g := NewGrouper(watch.Spec{Path: tr.root, Settle: testSettle, DICOMSettle: time.Minute}, nil)
 			ready := readyAfter(tr, g, 2*time.Minute)
 			var got []string
 			for _, gr := range ready {
@@ -97,7 +99,7 @@ func TestDICOMSettleAndLateSlice(t *testing.T) {
 	tr := newTree(t)
 	tr.write("s/1", dcm("1"))
 	tr.write("s/2", dcm("2"))
-	g := NewGrouper(Watch{Path: tr.root, Settle: testSettle, DICOMSettle: time.Minute}, nil)
+	g := NewGrouper(watch.Spec{Path: tr.root, Settle: testSettle, DICOMSettle: time.Minute}, nil)
 	tr.scan(g, t0)
 	tr.scan(g, t0.Add(time.Second))
 	if got := g.Ready(t0.Add(30 * time.Second)); len(got) != 0 {
@@ -137,7 +139,7 @@ func TestDICOMTruncatedGoesOnAfterSettle(t *testing.T) {
 	full := dicomSpec{study: study, series: series, sopClass: testCTClass, instance: series + ".2", pixels: 64}.bytes()
 	tr.write("s/2", full[:len(full)-10])
 	tr.write("early/1", full[:200])
-	g := NewGrouper(Watch{Path: tr.root, Settle: testSettle, DICOMSettle: time.Minute}, nil)
+	g := NewGrouper(watch.Spec{Path: tr.root, Settle: testSettle, DICOMSettle: time.Minute}, nil)
 	tr.scan(g, t0)
 	tr.scan(g, t0.Add(time.Second))
 	w := describeWaiting(g.Waiting(t0.Add(30 * time.Second)))

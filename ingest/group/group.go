@@ -15,33 +15,7 @@ import (
 	"github.com/gcingest/gcingest/printable"
 )
 
-// Watch is what grouping needs to know of a drop folder (the ingest
-// package's Watch carries the rest).
-type Watch struct {
-	Path   string        // absolute root of the drop folder
-	Group  string        // auto | file | folder; "" is auto
-	Settle time.Duration // unchanged this long before a group is ready
-	// DICOMSettle is how long a DICOM series goes without a new or changed
-	// file before it counts as complete (the stable age of a PACS); Settle
-	// when shorter.
-	DICOMSettle time.Duration
-	// IncompleteWait is how long a file that its own header proves cut
-	// (package complete) holds its group back before the group goes on
-	// anyway, to fail in the pipeline with the reason: a writer stalled
-	// longer than this is not coming back. 0 means DefaultIncompleteWait
-	// or 4 × Settle, whichever is longer; never shorter than Settle.
-	IncompleteWait time.Duration
-	// Deidentify says the watch de-identifies its DICOM: a DICOM file the
-	// reader cannot follow fails rather than being sent (log lines say so).
-	Deidentify bool
-	Exclude    []string          // glob patterns on base names, never picked up
-	DoneDir    string            // absolute; never grouped when inside the root
-	FailedDir  string            // absolute; never grouped when inside the root
-	Interface  string            // folder mode: the main image's socket slug
-	Values     map[string]string // folder mode: glob → socket slug
-}
-
-// DefaultIncompleteWait is Watch.IncompleteWait when unset: far beyond any
+// DefaultIncompleteWait is watch.Spec.IncompleteWait when unset: far beyond any
 // settle time (a share or a scanner that stalls mid-file for minutes), and
 // short enough that a file that stays cut is reported the same day.
 const DefaultIncompleteWait = time.Hour
@@ -68,7 +42,7 @@ type File struct {
 // Group is a set of files that form one image (or, in folder mode, one
 // archive item), ready to upload.
 type Group struct {
-	Watch string // Watch.Path
+	Watch string // watch.Spec.Path
 	// Key identifies the group within its watch and stays the same while the
 	// files do: the relative path of the main file, the folder's relative
 	// path, or for DICOM "dicom:<folder>/<study>/<stack or series>/<sop

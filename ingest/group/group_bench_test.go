@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 // fakeInfo is a regular file's stat result without a file on disk.
@@ -59,7 +61,7 @@ func BenchmarkObserveFirstScan100k(b *testing.B) {
 		b.StopTimer()
 		before := heapInUse()
 		b.StartTimer()
-		g := NewGrouper(Watch{Path: root, Settle: time.Minute}, nil)
+		g := NewGrouper(watch.Spec{Path: root, Settle: time.Minute}, nil)
 		g.BeginScan()
 		for i, p := range paths {
 			g.Observe(p, infos[i], t0)
@@ -78,7 +80,7 @@ func BenchmarkObserveFirstScan100k(b *testing.B) {
 func BenchmarkRescan100k(b *testing.B) {
 	root := "/drop"
 	paths, infos := benchTree(root)
-	g := NewGrouper(Watch{Path: root, Settle: time.Minute}, nil)
+	g := NewGrouper(watch.Spec{Path: root, Settle: time.Minute}, nil)
 	g.BeginScan()
 	for i, p := range paths {
 		g.Observe(p, infos[i], t0)
@@ -100,7 +102,7 @@ func BenchmarkRescan100k(b *testing.B) {
 func BenchmarkReady100k(b *testing.B) {
 	root := "/drop"
 	paths, infos := benchTree(root)
-	g := NewGrouper(Watch{Path: root, Settle: time.Minute}, nil)
+	g := NewGrouper(watch.Spec{Path: root, Settle: time.Minute}, nil)
 	for _, now := range []time.Time{t0, t0.Add(time.Minute)} {
 		g.BeginScan()
 		for i, p := range paths {
@@ -141,7 +143,7 @@ func BenchmarkReadyProven1k(b *testing.B) {
 		return err
 	})
 	for b.Loop() {
-		g := NewGrouper(Watch{Path: root, Settle: time.Minute}, nil)
+		g := NewGrouper(watch.Spec{Path: root, Settle: time.Minute}, nil)
 		for _, now := range []time.Time{t0, t0.Add(time.Minute)} {
 			for i, p := range paths {
 				g.Observe(p, infos[i], now)

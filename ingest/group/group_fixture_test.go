@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 // TestGroupFixtures runs the grouper over each testdata/group/<case>/drop
@@ -241,9 +243,9 @@ func splitExpectLine(line string) (toks []string, reason string, err error) {
 
 // readWatchOptions reads the "key = value" lines of watch.txt (group,
 // exclude); a case without one uses group = auto.
-func readWatchOptions(t *testing.T, file string) Watch {
+func readWatchOptions(t *testing.T, file string) watch.Spec {
 	t.Helper()
-	w := Watch{Group: "auto"}
+	w := watch.Spec{Group: watch.GroupAuto}
 	data, err := os.ReadFile(file)
 	if os.IsNotExist(err) {
 		return w
@@ -259,7 +261,7 @@ func readWatchOptions(t *testing.T, file string) Watch {
 		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
 		switch key {
 		case "group":
-			w.Group = value
+			w.Group = watch.Group(value)
 		case "exclude":
 			w.Exclude = append(w.Exclude, value)
 		case "incomplete_wait":

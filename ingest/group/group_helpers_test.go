@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 // t0 is the fake clock's start; tests drive time through the now argument.
@@ -90,8 +92,8 @@ func (tr *tree) scan(g *Grouper, now time.Time) {
 	g.EndScan(now)
 }
 
-func (tr *tree) watch(group string) Watch {
-	return Watch{Path: tr.root, Group: group, Settle: testSettle}
+func (tr *tree) watch(group watch.Group) watch.Spec {
+	return watch.Spec{Path: tr.root, Group: group, Settle: testSettle}
 }
 
 // describe renders groups as "key kind rel,rel" lines for comparison.

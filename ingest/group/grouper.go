@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 // Grouper turns observations of files under one watch folder into groups of
 // files that form one image (or, in folder mode, one archive item), and says
-// when each is ready: every file unchanged for Watch.Settle, seen in at least
+// when each is ready: every file unchanged for the watch's Settle, seen in at least
 // two observations, and the group structurally complete.
 //
 // A Grouper is not safe for concurrent use: one goroutine owns it (the
@@ -26,19 +28,19 @@ import (
 // second observation a file written once and then left alone needs.
 //
 // DICOM series settle as a PACS decides a study is stable: no new instance
-// for Watch.DICOMSettle. A file that arrives for a series already returned
+// for the watch's DICOMSettle. A file that arrives for a series already returned
 // by Ready joins it: the group is returned again, same key, every file, and
 // the pipeline makes the same item hold the complete series. A file that
 // stays cut (truncated) for DICOMSettle no longer holds its series back: the
 // group is returned and fails in the pipeline with the file named. An image
 // its own header proves cut (a .mha, NIfTI, NRRD, TIFF, PNG or JPEG, an
-// .mhd's data file) waits likewise, for Watch.IncompleteWait (proof.go).
+// .mhd's data file) waits likewise, for the watch's IncompleteWait (proof.go).
 type Grouper struct {
-	w       Watch
-	root    string // cleaned Watch.Path
+	w       watch.Spec
+	root    string // cleaned watch.Spec.Path
 	log     *slog.Logger
-	mode    string
-	exclude []string // valid Watch.Exclude patterns
+	mode    watch.Group
+	exclude []string // valid watch.Spec.Exclude patterns
 	skip    []string // rel paths of done/failed folders inside the root
 
 	files   map[string]*fileState // by rel path
@@ -113,7 +115,7 @@ type fileState struct {
 
 // NewGrouper returns a Grouper for w. Invalid exclude patterns are logged and
 // ignored (the config validates them; this is a second line).
-func NewGrouper(w Watch, log *slog.Logger) *Grouper {
+func NewGrouper(w watch.Spec, log *slog.Logger) *Grouper {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -127,7 +129,7 @@ func NewGrouper(w Watch, log *slog.Logger) *Grouper {
 		stat:  os.Stat,
 	}
 	if g.mode == "" {
-		g.mode = "auto"
+		g.mode = watch.GroupAuto
 	}
 	for _, p := range w.Exclude {
 		if _, err := path.Match(p, "x"); err != nil {

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 // Names with a meaning of their own at the top of an item folder (matched
@@ -54,7 +56,7 @@ func (l *Layout) Slugs() []string {
 // path relative to the folder, or on the base name), and the rest, which is
 // the main image. read returns a small file's content (the pipeline checks it
 // against the hash). Every problem a user must fix is a *Problem.
-func LayoutFolder(w Watch, key string, files []File, read func(File) ([]byte, error)) (*Layout, error) {
+func LayoutFolder(w watch.Spec, key string, files []File, read func(File) ([]byte, error)) (*Layout, error) {
 	l := &Layout{ByIface: map[string][]File{}, Sources: map[string]string{}}
 	pats := make([]string, 0, len(w.Values))
 	for p := range w.Values {
@@ -186,7 +188,7 @@ func relNames(files []File) string {
 // exactly one image; otherwise a *Problem that says what they make instead.
 // The files are taken as they were observed: settled.
 func ImageKind(root, what string, files []File) (Kind, error) {
-	g := NewGrouper(Watch{Path: root, Group: "auto"}, nil)
+	g := NewGrouper(watch.Spec{Path: root, Group: watch.GroupAuto}, nil)
 	now := time.Now()
 	for _, f := range files {
 		g.seen(f.Path, f.Size, f.ModTime, now)

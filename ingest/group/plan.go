@@ -13,6 +13,7 @@ import (
 
 	"github.com/gcingest/gcingest/bytesize"
 	"github.com/gcingest/gcingest/printable"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // Plan states.
@@ -29,7 +30,7 @@ const (
 // PlanReport is how one watch folder would be grouped right now.
 type PlanReport struct {
 	Watch   string
-	Group   string // auto | file | folder
+	Group   watch.Group
 	Entries []PlanEntry
 }
 
@@ -65,7 +66,7 @@ type PlanValue struct {
 // modification time is at least Settle old counts as settled (unchanged
 // since then), so the report shows what the daemon would do once it has
 // watched the folder for Settle.
-func Plan(ctx context.Context, w Watch, log *slog.Logger) (PlanReport, error) {
+func Plan(ctx context.Context, w watch.Spec, log *slog.Logger) (PlanReport, error) {
 	g := NewGrouper(w, log)
 	now := time.Now()
 	rep := PlanReport{Watch: w.Path, Group: g.mode}
@@ -132,7 +133,7 @@ func Plan(ctx context.Context, w Watch, log *slog.Logger) (PlanReport, error) {
 
 // planFolderEntry fills in a ready folder item's values, or the reason it
 // would fail that can be told without the server.
-func planFolderEntry(w Watch, e *PlanEntry) {
+func planFolderEntry(w watch.Spec, e *PlanEntry) {
 	l, err := LayoutFolder(w, e.Key, e.Files, ReadSmall)
 	if err != nil {
 		e.Reason = "will fail: " + err.Error()
@@ -205,7 +206,7 @@ func (r PlanReport) WriteText(w io.Writer) error {
 	if n := r.count(PlanRecorded); n > 0 {
 		recorded = fmt.Sprintf(", %d already recorded", n)
 	}
-	if _, err := fmt.Fprintf(w, "%s (group = %s): %d ready, %d waiting, %d ignored%s\n", printable.String(r.Watch), printable.String(r.Group), ready, waiting, ignored, recorded); err != nil {
+	if _, err := fmt.Fprintf(w, "%s (group = %s): %d ready, %d waiting, %d ignored%s\n", printable.String(r.Watch), printable.String(string(r.Group)), ready, waiting, ignored, recorded); err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
 	if len(r.Entries) == 0 {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 // TestPlan: a dry run over a folder shows settled images as ready, fresh ones
@@ -72,7 +74,7 @@ func TestPlan(t *testing.T) {
 }
 
 func TestPlanMissingFolder(t *testing.T) {
-	_, err := Plan(context.Background(), Watch{Path: t.TempDir() + "/gone", Settle: time.Second}, nil)
+	_, err := Plan(context.Background(), watch.Spec{Path: t.TempDir() + "/gone", Settle: time.Second}, nil)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Plan of a missing folder: err = %v, want a not-exist error", err)
 	}

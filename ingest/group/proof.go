@@ -18,7 +18,7 @@ import (
 // does not wait: no amount of waiting mends it, so it goes on after settle
 // and fails there. Formats without a proof keep the settle rule alone.
 
-// incompleteWait is Watch.IncompleteWait, never less than Settle; unset,
+// incompleteWait is the watch's IncompleteWait, never less than Settle; unset,
 // DefaultIncompleteWait or 4 × Settle, whichever is longer, so that a long
 // settle time does not make the default wait the shorter guess.
 func (g *Grouper) incompleteWait() time.Duration {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 // Small valid files of each format with a completeness proof, for the
@@ -124,7 +126,7 @@ func TestHalfWrittenWaitsPastSettle(t *testing.T) {
 				cut += len(tc.data)
 			}
 			want := strings.NewReplacer("%W", strconv.Itoa(len(tc.data)), "%H", strconv.Itoa(cut)).Replace(tc.reason)
-			for _, mode := range []string{"auto", "file"} {
+			for _, mode := range []watch.Group{watch.GroupAuto, watch.GroupFile} {
 				tr := newTree(t)
 				g := NewGrouper(tr.watch(mode), nil)
 				tr.write(tc.name, tc.data[:cut])
@@ -160,14 +162,14 @@ func TestHalfWrittenWaitsPastSettle(t *testing.T) {
 // once IncompleteWait has passed since its last change (so that the
 // pipeline fails it, naming the file), not before.
 func TestStaysCutGoesOnAfterIncompleteWait(t *testing.T) {
-	for _, mode := range []string{"auto", "file", "folder"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []watch.Group{watch.GroupAuto, watch.GroupFile, watch.GroupFolder} {
+		t.Run(string(mode), func(t *testing.T) {
 			tr := newTree(t)
 			w := tr.watch(mode)
 			w.IncompleteWait = 5 * time.Minute
 			g := NewGrouper(w, nil)
 			rel := "ct.mha"
-			if mode == "folder" {
+			if mode == watch.GroupFolder {
 				rel = "case1/ct.mha"
 			}
 			full := mhaBytes(8, 8, 8)
@@ -179,7 +181,7 @@ func TestStaysCutGoesOnAfterIncompleteWait(t *testing.T) {
 				t.Fatalf("ready before IncompleteWait: %v", describe(got))
 			}
 			key := rel
-			if mode == "folder" {
+			if mode == watch.GroupFolder {
 				key = "case1"
 			}
 			if r := describeWaiting(g.Waiting(before))[key]; !strings.Contains(r, "incomplete: ct.mha (header says") {
@@ -216,13 +218,13 @@ func TestOverlongAndBrokenDoNotWait(t *testing.T) {
 // back naming the data file and both sizes, until the rest arrives; in
 // folder mode too.
 func TestMHDDataFileCut(t *testing.T) {
-	for _, mode := range []string{"auto", "folder"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []watch.Group{watch.GroupAuto, watch.GroupFolder} {
+		t.Run(string(mode), func(t *testing.T) {
 			tr := newTree(t)
 			g := NewGrouper(tr.watch(mode), nil)
 			dir := ""
 			key := "ct.mhd"
-			if mode == "folder" {
+			if mode == watch.GroupFolder {
 				dir, key = "case1/", "case1"
 			}
 			tr.write(dir+"ct.mhd", mhdText("4 4 2", "MET_SHORT", "ct.raw", ""))
@@ -256,7 +258,7 @@ func TestIncompleteWaitDefaults(t *testing.T) {
 		{10 * time.Second, 5 * time.Minute, 5 * time.Minute},
 		{10 * time.Minute, time.Minute, 10 * time.Minute},
 	} {
-		g := NewGrouper(Watch{Path: "/d", Settle: tc.settle, IncompleteWait: tc.wait}, nil)
+		g := NewGrouper(watch.Spec{Path: "/d", Settle: tc.settle, IncompleteWait: tc.wait}, nil)
 		if got := g.incompleteWait(); got != tc.want {
 			t.Errorf("settle %v, IncompleteWait %v: got %v, want %v", tc.settle, tc.wait, got, tc.want)
 		}
