@@ -24,6 +24,7 @@ import (
 	"github.com/gcingest/gcingest/ingest"
 	"github.com/gcingest/gcingest/printable"
 	"github.com/gcingest/gcingest/status"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // Options configure Run.
@@ -78,7 +79,7 @@ func Run(ctx context.Context, opts Options) error {
 		if err := sc.check(ctx, k, i, w); err != nil {
 			return err
 		}
-		checkFolders(k, i, w)
+		checkFolders(k, i, w, writableDir)
 		checkFolderItems(ctx, k, fc, i, iws[i], log.With("watch", w.Path))
 	}
 	if err := agent.CheckResolvedFolders(cfg); err != nil {
@@ -216,13 +217,23 @@ func isImagePattern(p string) bool {
 	return false
 }
 
-// checkFolders checks the drop folder and where files are moved.
-func checkFolders(k *checker, i int, w config.Watch) {
+// checkFolders checks the drop folder and where files are moved; writable
+// proves a folder writable (writableDir).
+func checkFolders(k *checker, i int, w config.Watch, writable func(string) error) {
 	key := fmt.Sprintf("watch[%d]", i)
-	if err := readableDir(w.Path); err != nil {
+	switch err := readableDir(w.Path); {
+	case err != nil:
 		k.fail("%s.path: %v", key, err)
-	} else {
-		k.ok("%s.path %s: readable", key, w.Path)
+	case writable(w.Path) == nil:
+		k.ok("%s.path %s: readable and writable", key, w.Path)
+	case w.AfterUpload == watch.AfterUploadMove || w.AfterUpload == watch.AfterUploadDelete || w.FailedDir != "":
+		// run would fail every move or delete, again and again.
+		k.fail("%s.path %s: not writable by this user, so files cannot be moved or deleted from it (after_upload = %q%s); "+
+			"give the user gcingest runs as write permission on the folder, or use after_upload = \"keep\" and no failed_dir",
+			key, w.Path, w.AfterUpload, map[bool]string{true: ", failed_dir set"}[w.FailedDir != ""])
+	default:
+		k.warn("%s.path %s: readable, but not writable by this user: the agent cannot keep its lock file .gcingest.lock there, "+
+			"so a second agent on this folder would go unnoticed (each item is read again before attaching values instead)", key, w.Path)
 	}
 	dirs := []struct{ name, path string }{}
 	if w.AfterUpload == "move" {
@@ -232,7 +243,7 @@ func checkFolders(k *checker, i int, w config.Watch) {
 		dirs = append(dirs, struct{ name, path string }{"failed_dir", w.FailedDir})
 	}
 	for _, d := range dirs {
-		if err := writableDir(d.path); err != nil {
+		if err := writable(d.path); err != nil {
 			k.fail("%s.%s: %v", key, d.name, err)
 			continue
 		}

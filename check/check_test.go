@@ -18,6 +18,7 @@ import (
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/status"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // fixture is a fake server with an archive and interfaces, a drop folder,
@@ -259,4 +260,47 @@ type emptySource struct{}
 
 func (emptySource) Report(ctx context.Context, q status.Query) (*status.Report, error) {
 	return &status.Report{Version: "test", Images: []status.Image{}, Counts: map[string]int{}, Query: q}, nil
+}
+
+// A drop folder the agent may read but not write: run could not hold its
+// lock file there, and would fail every move or delete out of it, again
+// and again. check says so: a failure where files must leave the folder,
+// a warning where they stay.
+func TestDropFolderNotWritable(t *testing.T) {
+	drop, done := t.TempDir(), t.TempDir()
+	readOnly := func(p string) error {
+		if p == drop {
+			return fmt.Errorf("%s is not writable: permission denied", p)
+		}
+		return nil
+	}
+	tests := []struct {
+		name      string
+		after     watch.AfterUpload
+		fail      string
+		wantFails int
+		want      string
+	}{
+		{"move", watch.AfterUploadMove, "", 1, "cannot be moved or deleted"},
+		{"delete", watch.AfterUploadDelete, "", 1, "cannot be moved or deleted"},
+		{"keep with failed_dir", watch.AfterUploadKeep, done, 1, "failed_dir set"},
+		{"keep", watch.AfterUploadKeep, "", 0, "WARN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			k := &checker{w: &buf}
+			w := config.Watch{Path: drop, AfterUpload: tt.after, DoneDir: done, FailedDir: tt.fail}
+			checkFolders(k, 0, w, readOnly)
+			if k.fails != tt.wantFails || !strings.Contains(buf.String(), tt.want) {
+				t.Errorf("%d failures, want %d and %q:\n%s", k.fails, tt.wantFails, tt.want, buf.String())
+			}
+		})
+	}
+	var buf bytes.Buffer
+	k := &checker{w: &buf}
+	checkFolders(k, 0, config.Watch{Path: drop, AfterUpload: watch.AfterUploadMove, DoneDir: done}, writableDir)
+	if k.fails != 0 || !strings.Contains(buf.String(), "readable and writable") {
+		t.Errorf("a writable drop folder: %d failures:\n%s", k.fails, buf.String())
+	}
 }
