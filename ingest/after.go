@@ -14,6 +14,7 @@ import (
 	"github.com/gcingest/gcingest/durable"
 	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // stepAfter performs the after-upload action of a done (or duplicate)
@@ -29,7 +30,7 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 	movedTo := img.MovedTo
 	if movedTo != "" {
 		// A committed move is finished, whatever the config says now.
-		w.AfterUpload = "move"
+		w.AfterUpload = watch.AfterUploadMove
 	} else {
 		// A duplicate, or a done image recorded before targets were.
 		if movedTo = doneTarget(img, w); movedTo != "" {
@@ -60,7 +61,7 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 // image to done_dir/<id>, and the clashing file looks just like this
 // image's moved one).
 func doneTarget(img *state.Image, w Watch) string {
-	if w.AfterUpload != "move" || w.DoneDir == "" {
+	if w.AfterUpload != watch.AfterUploadMove || w.DoneDir == "" {
 		return ""
 	}
 	return moveTarget(img, w.DoneDir)
@@ -71,22 +72,22 @@ func doneTarget(img *state.Image, w Watch) string {
 // A file is moved or deleted only once it is proven to hold what was sent
 // (uploadedOnly).
 func afterAction(ctx context.Context, img *state.Image, w Watch, movedTo string) error {
-	if w.AfterUpload == "move" || w.AfterUpload == "delete" {
+	if w.AfterUpload == watch.AfterUploadMove || w.AfterUpload == watch.AfterUploadDelete {
 		var err error
 		if img, err = uploadedOnly(ctx, img); err != nil {
 			return err
 		}
 	}
 	switch w.AfterUpload {
-	case "", "keep":
+	case "", watch.AfterUploadKeep:
 		return nil
-	case "move":
+	case watch.AfterUploadMove:
 		if movedTo == "" {
 			return inputErrorf("after_upload = move but watch %s has no done_dir", w.Path)
 		}
 		_, err := moveFiles(ctx, img, movedTo)
 		return err
-	case "delete":
+	case watch.AfterUploadDelete:
 		for _, f := range img.Files {
 			if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("delete uploaded %s: %w", f.Path, err)
@@ -241,37 +242,79 @@ func anyMovedTo(img *state.Image, base string) bool {
 }
 
 // restoreFailed moves a failed image's files back from failed_dir to where
-// they were found, for gcingest retry. A file is moved back only when it
-// is the one recorded: the same size and modification time, and the same
-// content (hashed again); anything else in its place (another image's
-// file of the same name) stays where it is and the retry is refused.
-func restoreFailed(img *state.Image) error {
+// they were found, for gcingest retry, and returns the relative paths of
+// the files the operator removed from failed_dir meanwhile (not an error:
+// the image is sent as it now is). Everything is checked before anything
+// moves: a file is moved back only when it is the one recorded (the same
+// size and modification time, and the same content, hashed again);
+// anything else in its place (another image's file of the same name)
+// refuses the retry with nothing moved. A folder item whose folder can go
+// back whole goes back in one rename, files the operator added included.
+func restoreFailed(img *state.Image) ([]string, error) {
 	ctx := context.Background() // a retry from the command line: short, run by hand
+	var move []state.File
+	var removed []string
 	for _, f := range img.Files {
+		if f.Gathered {
+			continue // never moved (series.go)
+		}
 		from := filepath.Join(img.MovedTo, filepath.FromSlash(f.Rel))
 		if _, err := os.Lstat(f.Path); err == nil {
 			continue // already back
 		}
+		if _, err := os.Lstat(from); errors.Is(err, os.ErrNotExist) {
+			removed = append(removed, f.Rel)
+			continue
+		}
 		if f.SHA256 != "" {
 			same, err := contentIsHashed(ctx, from, state.File{Size: f.Size, ModTime: f.ModTime, SHA256: f.SHA256})
 			if err != nil {
-				return fmt.Errorf("check %s before moving it back: %w", from, err)
+				return nil, fmt.Errorf("check %s before moving it back: %w", from, err)
 			}
 			if !same {
-				return inputErrorf("%s is not the file this image recorded (size, time or content differ); left where it is", from)
+				return nil, inputErrorf("%s is not the file this image recorded (size, time or content differ); nothing was moved back", from)
 			}
 		}
-		if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
-			return fmt.Errorf("make folder for %s: %w", f.Path, err)
-		}
-		if err := moveFile(ctx, from, f.Path); err != nil {
-			return err
+		move = append(move, f)
+	}
+	if len(removed) == len(grouperFiles(img).Files) {
+		return nil, inputErrorf("every file of image %d was removed from %s; nothing to retry", img.ID, img.MovedTo)
+	}
+	if !restoreFolder(img, move) {
+		for _, f := range move {
+			if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+				return nil, fmt.Errorf("make folder for %s: %w", f.Path, err)
+			}
+			if err := moveFile(ctx, filepath.Join(img.MovedTo, filepath.FromSlash(f.Rel)), f.Path); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for _, n := range failureNotes(img) {
 		os.Remove(filepath.Join(img.MovedTo, filepath.FromSlash(n.Rel)))
 	}
-	return nil
+	return removed, nil
+}
+
+// restoreFolder moves a folder item's folder back from failed_dir in one
+// rename, when every file to restore is in it and nothing stands in its
+// place in the drop folder, so that no half-restored folder is ever seen
+// by the grouper as a new item. It reports whether it did.
+func restoreFolder(img *state.Image, move []state.File) bool {
+	if Kind(img.Kind) != KindFolder || len(move) == 0 {
+		return false
+	}
+	from := filepath.Join(img.MovedTo, filepath.FromSlash(img.Key))
+	to := filepath.Join(img.Watch, filepath.FromSlash(img.Key))
+	if _, err := os.Lstat(to); err == nil {
+		return false
+	}
+	for _, f := range move {
+		if f.Path != filepath.Join(img.Watch, filepath.FromSlash(f.Rel)) {
+			return false // recorded elsewhere than where the folder goes
+		}
+	}
+	return os.Rename(from, to) == nil
 }
 
 // failureNotes are the notes explaining img's failure (package group knows

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 const (
@@ -35,7 +37,7 @@ func newFolderHarness(t *testing.T, opts gcapitest.Options) *harness {
 	h.srv.AddInterface(ifaceVolume, "Float")
 	h.srv.AddInterface("label", "String")
 	h.srv.AddJSONFileInterface(ifaceNotes, "Anything")
-	h.watch.Group = "folder"
+	h.watch.Group = watch.GroupFolder
 	h.watch.Values = map[string]string{"overlay*.mha": ifaceOverlay, "*.pdf": ifaceReport}
 	return h
 }
@@ -307,7 +309,7 @@ func TestPlanShowsFolderValues(t *testing.T) {
 		"values.json":     []byte(`{"lung-volume": 1.9}`),
 	})
 	h.folder("bad", map[string][]byte{"a.pdf": pdf('a'), "b.pdf": pdf('b'), "ct.mha": gcapitest.SampleMHA(1, 8, 8, 4)})
-	rep, err := group.Plan(context.Background(), h.watch.Grouping(), nil)
+	rep, err := group.Plan(context.Background(), h.watch.Spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,5 +489,68 @@ func TestCrashAtEveryEventFolders(t *testing.T) {
 				t.Errorf("%d uploads the agent never learnt of left Initialized; one crash with 2 workers loses at most 2", n)
 			}
 		})
+	}
+}
+
+// The obvious fix works: a folder failed for two PDFs; the operator deletes
+// one in failed_dir and retries. The folder goes back whole, in one
+// rename, the removed file is no error, and the folder lands as it now is.
+func TestRetryAfterRemovingAFileInFailedDir(t *testing.T) {
+	h := newFolderHarness(t, gcapitest.Options{})
+	mha := gcapitest.SampleMHA(3, 4, 4, 2)
+	imgs := h.runAll(h.folder("two", map[string][]byte{"ct.mha": mha, "a.pdf": pdf('a'), "b.pdf": pdf('b')}))
+	if imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "2 files match") {
+		t.Fatalf("folder is %s (%s); want failed for two PDFs", imgs[0].State, imgs[0].LastError)
+	}
+	if err := os.Remove(filepath.Join(h.watch.FailedDir, "two", "b.pdf")); err != nil {
+		t.Fatal(err)
+	}
+	p := h.pipeline(h.config())
+	if _, err := p.RetryFailed(context.Background()); err != nil {
+		t.Fatalf("retry after removing b.pdf: %v", err)
+	}
+	for _, name := range []string{"ct.mha", "a.pdf"} {
+		if _, err := os.Stat(filepath.Join(h.watch.Path, "two", name)); err != nil {
+			t.Errorf("%s not back in the drop folder: %v", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(h.watch.FailedDir, "two")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed_dir/two still there after the folder went back (%v)", err)
+	}
+	stop := start(p)
+	got := h.waitSettled(1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got[0].State != state.Finished || len(got[0].Files) != 2 {
+		t.Fatalf("after the retry: %s (%s) with %d files; want finished with ct.mha and a.pdf", got[0].State, got[0].LastError, len(got[0].Files))
+	}
+	if n := len(h.srv.Items(testArchive)); n != 1 {
+		t.Errorf("archive has %d items; want 1", n)
+	}
+}
+
+// A file in failed_dir that is not the one sent (hashed, then changed)
+// refuses the retry, and nothing is moved: no half-restored folder for the
+// grouper to find.
+func TestRetryRefusedMovesNothing(t *testing.T) {
+	h := newFolderHarness(t, gcapitest.Options{})
+	h.srv.SetFaults(gcapitest.Faults{FailImport: func([]string) string { return "corrupt image" }})
+	mha := gcapitest.SampleMHA(3, 4, 4, 2)
+	imgs := h.runAll(h.folder("two", map[string][]byte{"ct.mha": mha, "a.pdf": pdf('a')}))
+	if imgs[0].State != state.Failed || imgs[0].Files[0].SHA256 == "" {
+		t.Fatalf("folder is %s (%s); want failed at import, its files hashed", imgs[0].State, imgs[0].LastError)
+	}
+	// ct.mha is checked after a.pdf: moving as it checks would leave
+	// a.pdf back in the drop folder, a half-restored folder.
+	if err := os.WriteFile(filepath.Join(h.watch.FailedDir, "two", "ct.mha"), gcapitest.SampleMHA(9, 4, 4, 2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := h.pipeline(h.config())
+	if _, err := p.RetryFailed(context.Background()); err == nil || !strings.Contains(err.Error(), "nothing was moved back") {
+		t.Fatalf("retry with a changed b.pdf: %v; want refused, nothing moved", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.watch.Path, "two")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the drop folder holds two/ after a refused retry (%v)", err)
 	}
 }

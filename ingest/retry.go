@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/gcingest/gcingest/state"
@@ -156,12 +157,16 @@ func retryOne(store RetryStore, id uint64, busy func(uint64) bool, log *slog.Log
 		return fmt.Errorf("retry image %d: its open uploads are not aborted yet; the running agent keeps trying "+
 			"(start it if it is stopped), retry once it has", id)
 	}
+	var removed []string
 	if img.MovedTo != "" {
-		if err := restoreFailed(&img); err != nil {
+		if removed, err = restoreFailed(&img); err != nil {
 			return fmt.Errorf("retry image %d: %w", id, err)
 		}
 	}
 	_, err = store.Update(id, func(r *state.Image) error {
+		// Files the operator removed from failed_dir: the image is sent
+		// as it is now.
+		r.Files = slices.DeleteFunc(r.Files, func(f state.File) bool { return slices.Contains(removed, f.Rel) })
 		r.State, r.RetryFrom = state.Pending, ""
 		r.Attempts, r.LastError, r.NextAttempt = 0, "", time.Time{}
 		r.ActionDone, r.MovedTo, r.DoneTarget, r.EmptyItem = false, "", "", false
