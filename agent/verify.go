@@ -48,23 +48,27 @@ func verifyServer(ctx context.Context, c *gcapi.Client, cfg *config.Config, log 
 			switch {
 			case ctx.Err() != nil:
 				return nil
-			case gcapi.IsTransient(err) || !gcapi.IsPermanent(err):
-				log.Warn("cannot reach the server to check the archive; starting anyway, uploads wait for the server", "archive", w.Archive, "err", err)
-				return nil
 			case gcapi.IsNotFound(err):
 				return &ConfigError{fmt.Errorf("watch[%d].archive: no archive %q is visible to this token: check the slug and that the account is an editor or uploader of the archive: %w", i, w.Archive, err)}
+			case errors.Is(err, gcapi.ErrUnauthorized):
+				return fmt.Errorf("watch[%d].archive %q: %w", i, w.Archive, err)
 			}
-			return fmt.Errorf("watch[%d].archive %q: %w", i, w.Archive, err)
+			// Unreachable, or an answer that makes no sense (a proxy's
+			// page, a body too large): what the pipeline meets later it
+			// retries, so the start does not end on it either; the
+			// agent stays up, whatever supervises it.
+			log.Warn("could not check the archive with the server; starting anyway, uploads wait until the server answers", "archive", w.Archive, "err", err)
+			return nil
 		}
 		iface, err := c.InterfaceBySlug(vctx, w.Interface)
 		if err != nil {
-			if gcapi.IsNotFound(err) {
+			switch {
+			case gcapi.IsNotFound(err):
 				return &ConfigError{fmt.Errorf("watch[%d].interface: the server has no interface (socket) %q: check the slug: %w", i, w.Interface, err)}
-			}
-			if gcapi.IsPermanent(err) {
+			case errors.Is(err, gcapi.ErrUnauthorized):
 				return fmt.Errorf("watch[%d].interface %q: %w", i, w.Interface, err)
 			}
-			log.Warn("cannot reach the server to check the interface; starting anyway", "interface", w.Interface, "err", err)
+			log.Warn("could not check the interface with the server; starting anyway", "interface", w.Interface, "err", err)
 			return nil
 		}
 		if iface.SuperKind != gcapi.SuperKindImage {
