@@ -138,7 +138,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if cfg.Status.Listen != "" {
 		// Listen before anything else so a taken port fails at once.
 		ln, err := status.Listen(cfg.Status.Listen)
-		if err != nil {
+		switch {
+		case errors.Is(err, syscall.EADDRINUSE):
+			// A state that passes (another program, the previous
+			// process not yet gone): a runtime error, exit 1, which the
+			// service manager restarts; a config error (exit 2) it would
+			// never restart.
+			return fmt.Errorf("status.listen: %w; exiting so that the service manager starts gcingest again once the port is free", err)
+		case err != nil:
 			return &ConfigError{fmt.Errorf("status.listen: %w", err)}
 		}
 		sctx, scancel := context.WithCancel(ctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,5 +202,28 @@ func TestRunAppliesAReloadedWatchList(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run after cancel = %v, want nil", err)
+	}
+}
+
+// A status port held by another program is a state that passes: Run
+// ends with a runtime error (exit 1, which the service manager restarts),
+// not a config error (exit 2, which it never restarts).
+func TestBusyStatusPortIsNotAConfigError(t *testing.T) {
+	srv := newServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := newConfig(t, srv, "")
+	cfg.Status.Listen = ln.Addr().String()
+	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.Run(t.Context())
+	var ce *ConfigError
+	if err == nil || errors.As(err, &ce) || !strings.Contains(err.Error(), "port already in use") {
+		t.Errorf("Run with a busy status port = %v; want a runtime error naming the port in use, not a *ConfigError", err)
 	}
 }
