@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 
@@ -132,23 +131,6 @@ func LogDeidentification(log *slog.Logger, w Watch) {
 		"sockets of kind DICOM Image Set are always de-identified); set deidentify = true to keep them here", "deidentify", false)
 }
 
-// deidentifies reports whether the DICOM of img is de-identified before it
-// leaves the machine: when its watch asks, and always for a socket of kind
-// DICOM Image Set (as Grand Challenge's clients do).
-func (p *Pipeline) deidentifies(ctx context.Context, img *state.Image, w Watch) (bool, error) {
-	if !group.IsDICOMKey(img.Key) {
-		return false, nil
-	}
-	if w.Deidentify {
-		return true, nil
-	}
-	s, err := p.server.socket(ctx, mainInterface(img, w))
-	if err != nil {
-		return false, err
-	}
-	return s.Kind == KindDICOMImageSet, nil
-}
-
 // KindDICOMImageSet is the socket kind whose images are DICOM image sets
 // (grand-challenge.org app/grandchallenge/components/models.py).
 const KindDICOMImageSet = "DICOM Image Set"
@@ -170,7 +152,7 @@ func (p *Pipeline) writeSpoolZip(ctx context.Context, img *state.Image, name str
 	if err != nil {
 		return 0, err
 	}
-	deid, err := p.deidentifies(ctx, img, w)
+	deid, err := p.plan.deidentifies(ctx, img, w)
 	if err != nil {
 		return 0, err
 	}
@@ -194,7 +176,7 @@ func (p *Pipeline) writeSpoolZip(ctx context.Context, img *state.Image, name str
 	}
 	switch {
 	case strings.HasSuffix(name, dicomSetFile) && len(files) == 1:
-		// One file of a DICOM image set (planDICOMSet), always de-identified.
+		// One file of a DICOM image set (planner.dicomSet), always de-identified.
 		if d == nil {
 			return 0, fmt.Errorf("%s: a DICOM image set file planned without de-identification", img.Key)
 		}
@@ -281,41 +263,6 @@ func deidErr(name string, err error) error {
 // sent on its own (to a DICOM Image Set socket); writeSpoolZip writes such
 // a file instead of a ZIP.
 const dicomSetFile = ".dcm"
-
-// planDICOMSet plans a DICOM group for a socket of kind DICOM Image Set
-// as Grand Challenge's client does (gcapi/create_strategies.py,
-// DICOMImageSetFileCreateStrategy): every file de-identified and sent as
-// its own upload named dicom_image_<i>.dcm, the value's user_uploads with
-// image_name, here the item's title. ok is false for anything else.
-func (p *Pipeline) planDICOMSet(ctx context.Context, img *state.Image, w Watch, files []state.File, add func(state.Upload) int) (state.Value, bool, error) {
-	v := state.Value{Interface: w.Interface, Kind: state.ValueImage}
-	if !group.IsDICOMKey(img.Key) || w.Group == "folder" {
-		return v, false, nil
-	}
-	s, err := p.server.socket(ctx, w.Interface)
-	if err != nil || s.Kind != KindDICOMImageSet {
-		return v, false, err
-	}
-	v.SocketKind = s.Kind
-	secret, err := p.secret.get()
-	if err != nil {
-		return v, false, err
-	}
-	if v.ImageName, err = renderTitle(w.Title, img.Key, files, secret, true); err != nil {
-		return v, false, err
-	}
-	sorted := slices.Clone(files)
-	slices.SortFunc(sorted, func(a, b state.File) int { return strings.Compare(a.Rel, b.Rel) })
-	for i, f := range sorted {
-		v.Files = append(v.Files, f.Rel)
-		v.Uploads = append(v.Uploads, add(state.Upload{
-			Filename: fmt.Sprintf("dicom_image_%d.dcm", i),
-			Path:     filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d-%d%s", img.ID, i, dicomSetFile)),
-			ZipOf:    []string{f.Rel},
-		}))
-	}
-	return v, true, nil
-}
 
 // writeDeidFile writes one file rewritten by d at name (temporary file,
 // fsync, rename).

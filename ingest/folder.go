@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -133,172 +132,6 @@ type changedError struct{ file string }
 
 func (e *changedError) Error() string { return e.file + " changed after it was hashed" }
 
-// planFolder decides every value of a folder item and the uploads they
-// need, checking each against its interface on the server, and (for a
-// folder naming an existing item) that no value would be replaced without
-// replace = true. Nothing is uploaded or changed on the server.
-func (p *Pipeline) planFolder(ctx context.Context, img *state.Image, w Watch, files []state.File) ([]state.Value, []state.Upload, string, error) {
-	l, err := group.LayoutFolder(w.Grouping(), img.Key, groupFiles(files), func(f group.File) ([]byte, error) {
-		return readChecked(stateFiles([]group.File{f}, files)[0])
-	})
-	if err != nil {
-		return nil, nil, "", err
-	}
-	values, uploads, err := p.planValues(ctx, img, w, l, files)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	if l.ItemPK != "" {
-		if err := p.checkTarget(ctx, w, l.ItemPK, values); err != nil {
-			return nil, nil, "", err
-		}
-	}
-	return values, uploads, l.ItemPK, nil
-}
-
-// checkTarget checks that the item named by item.txt exists in the watch's
-// archive and, unless the watch may replace values, holds none of ours.
-func (p *Pipeline) checkTarget(ctx context.Context, w Watch, pk string, values []state.Value) error {
-	ar, err := p.server.archive(ctx, w.Archive)
-	if err != nil {
-		return err
-	}
-	it, err := p.api.ArchiveItem(ctx, pk)
-	if gcapi.IsNotFound(err) {
-		return inputErrorf("%s names archive item %s, which does not exist or this token may not see", group.ItemFile, pk)
-	}
-	if err != nil {
-		return fmt.Errorf("get archive item %s named in %s: %w", pk, group.ItemFile, err)
-	}
-	if it.Archive != "" && it.Archive != ar.APIURL {
-		return inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, pk, w.Archive)
-	}
-	if w.Replace {
-		return nil
-	}
-	for i := range values {
-		if valueNow(it, &values[i]) != "" {
-			return inputErrorf("item %s already has a value for %s; set replace = true on the watch to replace it", pk, values[i].Interface)
-		}
-	}
-	return nil
-}
-
-func (p *Pipeline) planValues(ctx context.Context, img *state.Image, w Watch, l *group.Layout, files []state.File) ([]state.Value, []state.Upload, error) {
-	for _, pat := range l.Unmatched {
-		// Optional values are normal: a folder without a report, say.
-		p.log.Info("no file in the folder matches a [watch.values] pattern", "id", img.ID, "folder", img.Key, "pattern", pat, "interface", w.Values[pat])
-	}
-	var values []state.Value
-	var uploads []state.Upload
-	addUpload := p.addUpload(&uploads)
-	// addImage plans files as one image for slug.
-	addImage := func(slug, what string, fs []state.File) error {
-		kind, err := group.ImageKind(w.Path, img.Key+": "+what, groupFiles(fs))
-		if err != nil {
-			return err
-		}
-		v, err := imageValue(img.Key, slug, kind, fs, p.spoolPath(img.ID, len(uploads), ".zip"), zipName(img.Key, fs, nil), addUpload)
-		if err != nil {
-			return err
-		}
-		values = append(values, v)
-		return nil
-	}
-	if len(l.Main) > 0 {
-		s, err := p.server.socket(ctx, w.Interface)
-		if err != nil {
-			return nil, nil, err
-		}
-		if s.SuperKind != gcapi.SuperKindImage {
-			return nil, nil, inputErrorf("the watch's interface %s is a %s interface; the main image needs an image interface", w.Interface, s.Kind)
-		}
-		if err := addImage(w.Interface, "main image for "+w.Interface, stateFiles(l.Main, files)); err != nil {
-			return nil, nil, err
-		}
-		values[len(values)-1].SocketKind = s.Kind
-	}
-	for _, slug := range l.Slugs() {
-		s, err := p.server.socket(ctx, slug)
-		if err != nil {
-			var ie *inputError
-			if errors.As(err, &ie) {
-				from := fmt.Sprintf("[watch.values] %q", l.Sources[slug])
-				if _, ok := l.JSON[slug]; ok {
-					from = group.ValuesFile
-				}
-				return nil, nil, inputErrorf("%s: %s names %s, which the server does not know", img.Key, from, slug)
-			}
-			return nil, nil, err
-		}
-		if raw, ok := l.JSON[slug]; ok {
-			v, err := p.jsonValue(img, s, raw, &uploads, addUpload)
-			if err != nil {
-				return nil, nil, err
-			}
-			values = append(values, v)
-			continue
-		}
-		fs := stateFiles(l.ByIface[slug], files)
-		what := fmt.Sprintf("files matching %q for %s", l.Sources[slug], slug)
-		switch {
-		case s.SuperKind == gcapi.SuperKindImage:
-			if err := addImage(slug, what, fs); err != nil {
-				return nil, nil, err
-			}
-		case len(fs) != 1:
-			return nil, nil, inputErrorf("%s: %d files match %q for %s (%s), a %s interface that takes exactly one file",
-				img.Key, len(fs), l.Sources[slug], slug, relNames(fs), s.Kind)
-		case s.SuperKind == gcapi.SuperKindValue:
-			// A JSON file for a value interface: its content is the value.
-			b, err := readChecked(fs[0])
-			if err != nil {
-				return nil, nil, err
-			}
-			var c bytes.Buffer
-			if err := json.Compact(&c, b); err != nil {
-				return nil, nil, inputErrorf("%s goes to %s, a %s interface, but is not JSON (%v)", fs[0].Rel, slug, s.Kind, err)
-			}
-			if err := checkJSONKind(s.Kind, c.Bytes()); err != nil {
-				return nil, nil, inputErrorf("%s for %s: %v", fs[0].Rel, slug, err)
-			}
-			values = append(values, state.Value{Interface: slug, Kind: state.ValueJSON, Files: []string{fs[0].Rel}, JSON: c.Bytes()})
-		default:
-			values = append(values, state.Value{Interface: slug, Kind: state.ValueFile, Files: []string{fs[0].Rel},
-				Uploads: []int{addUpload(state.Upload{Filename: path.Base(fs[0].Rel), Path: fs[0].Path, Size: fs[0].Size})}})
-		}
-		values[len(values)-1].SocketKind = s.Kind
-	}
-	if len(values) == 0 {
-		return nil, nil, inputErrorf("%s names item %s in %s but holds no value to add", img.Key, l.ItemPK, group.ItemFile)
-	}
-	return values, uploads, nil
-}
-
-// jsonValue plans one values.json entry: a value for a Value interface, or
-// a JSON file upload for a JSON interface kept as a file.
-func (p *Pipeline) jsonValue(img *state.Image, s *gcapi.Interface, raw json.RawMessage, uploads *[]state.Upload, add func(state.Upload) int) (state.Value, error) {
-	v := state.Value{Interface: s.Slug, SocketKind: s.Kind, JSON: raw}
-	switch {
-	case s.SuperKind == gcapi.SuperKindValue:
-		v.Kind = state.ValueJSON
-	case s.SuperKind == gcapi.SuperKindFile && isJSONSocket(s):
-		v.Kind = state.ValueFile
-		name := path.Base(s.RelativePath)
-		if name == "." || name == "/" || name == "" {
-			name = s.Slug + ".json"
-		}
-		v.Uploads = []int{add(state.Upload{Filename: name, Path: p.spoolPath(img.ID, len(*uploads), ".json"), Size: int64(len(raw))})}
-	default:
-		return v, inputErrorf("%s in %s gives %s a JSON value, but it is a %s interface (%s): put the file in the folder and map it under [watch.values]",
-			group.ValuesFile, img.Key, s.Slug, s.Kind, strings.ToLower(s.SuperKind))
-	}
-	if err := checkJSONKind(s.Kind, raw); err != nil {
-		return v, inputErrorf("%s in %s: %s: %v", group.ValuesFile, img.Key, s.Slug, err)
-	}
-	return v, nil
-}
-
 // jsonEqual compares two JSON texts by meaning (1.90 equals 1.9).
 func jsonEqual(a, b json.RawMessage) bool {
 	var x, y any
@@ -315,12 +148,17 @@ func jsonEqual(a, b json.RawMessage) bool {
 // kinds, the JSON values' types), without recording or sending anything.
 // `gcingest check` and `gcingest plan` use it, so they cannot disagree with
 // run. Sockets are asked once per checker.
-type FolderChecker struct{ p *Pipeline }
+type FolderChecker struct{ plan *planner }
 
 // NewFolderChecker returns a checker that asks api about sockets (and about
-// the item an item.txt names).
+// the item an item.txt names). log may be nil.
 func NewFolderChecker(api API, log *slog.Logger) *FolderChecker {
-	return &FolderChecker{p: NewPipeline(PipelineConfig{}, nil, api, log)}
+	var cfg PipelineConfig
+	cfg.applyDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &FolderChecker{plan: newPlanner(cfg, api, newServerCache(api, cfg.Now), &deidSecret{path: cfg.SecretPath()}, log)}
 }
 
 // Check reports what run would refuse in the folder item key of watch w. An
@@ -332,7 +170,7 @@ func (c *FolderChecker) Check(ctx context.Context, w Watch, key string, files []
 		sf[i] = state.File{Rel: f.Rel, Path: f.Path, Size: f.Size, ModTime: f.ModTime}
 	}
 	img := &state.Image{Watch: w.Path, Key: key, Kind: string(KindFolder), Files: sf}
-	_, _, _, err := c.p.planFolder(ctx, img, w, sf)
+	_, _, _, err := c.plan.folder(ctx, img, w, sf)
 	return err
 }
 

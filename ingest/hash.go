@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -70,7 +69,7 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	if err := proveMHDPairs(files); err != nil {
 		return err
 	}
-	deid, err := p.deidentifies(ctx, img, w)
+	deid, err := p.plan.deidentifies(ctx, img, w)
 	if err != nil {
 		return err
 	}
@@ -86,7 +85,7 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
-	values, uploads, itemPK, err := p.planItem(ctx, img, w, files, secret)
+	values, uploads, itemPK, err := p.plan.item(ctx, img, w, files, secret)
 	var ce *changedError
 	if errors.As(err, &ce) {
 		p.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", ce.file)
@@ -115,76 +114,6 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 		}
 	})
 	return nil
-}
-
-// planItem decides the item's values and the uploads they need from the
-// group's files: a lone image is one image value under the watch's
-// interface; a folder is laid out into its values (folder.go, planFolder).
-// This is the one place the group's kind matters: every step after it
-// works on values and uploads alone.
-//
-// secret is the de-identification secret when img's DICOM is
-// de-identified, else nil: what leaves then is named by keyed hashes only.
-func (p *Pipeline) planItem(ctx context.Context, img *state.Image, w Watch, files []state.File, secret []byte) ([]state.Value, []state.Upload, string, error) {
-	switch Kind(img.Kind) {
-	case KindFolder:
-		return p.planFolder(ctx, img, w, files)
-	case KindSingle, KindMHD, KindZip:
-		var uploads []state.Upload
-		add := p.addUpload(&uploads)
-		// DICOM for a DICOM Image Set socket: one de-identified file per upload (deid.go).
-		if v, ok, err := p.planDICOMSet(ctx, img, w, files, add); ok || err != nil {
-			return []state.Value{v}, uploads, "", err
-		}
-		v, err := imageValue(img.Key, w.Interface, Kind(img.Kind), files, filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d.zip", img.ID)), zipName(img.Key, files, secret), add)
-		if err != nil {
-			return nil, nil, "", err
-		}
-		return []state.Value{v}, uploads, "", nil
-	}
-	return nil, nil, "", inputErrorf("%s: groups of kind %q are not handled by the pipeline", img.Key, img.Kind)
-}
-
-// addUpload returns a function that appends an upload, stamped with the
-// part size and the intent time, to uploads and returns its index.
-func (p *Pipeline) addUpload(uploads *[]state.Upload) func(state.Upload) int {
-	now := p.cfg.Now().UTC()
-	return func(u state.Upload) int {
-		u.PartSize, u.IntentAt = p.cfg.PartSize, now
-		u.Filename = uploadName(u.Filename)
-		*uploads = append(*uploads, u)
-		return len(*uploads) - 1
-	}
-}
-
-// imageValue plans files as one image for the interface slug: one upload
-// per file (basenames unchanged: the server pairs an .mhd with its data
-// file by name), or, for a kind that needs it, one deterministic ZIP of
-// them all built at spool.
-func imageValue(key, slug string, kind Kind, files []state.File, spool, zipName string, add func(state.Upload) int) (state.Value, error) {
-	v := state.Value{Interface: slug, Kind: state.ValueImage}
-	for _, f := range files {
-		v.Files = append(v.Files, f.Rel)
-	}
-	if kind == KindZip {
-		v.Uploads = []int{add(state.Upload{Filename: zipName, Path: spool, ZipOf: slices.Clone(v.Files)})}
-		return v, nil
-	}
-	seen := map[string]bool{}
-	for _, f := range files {
-		name := path.Base(f.Rel)
-		if kind == KindMHD && uploadName(name) != name {
-			// The server pairs the header with its data file by the
-			// names the header holds: a shortened name breaks the pair.
-			return v, inputErrorf("%s: %s is longer than the server's %d-byte upload filename limit (or not valid UTF-8); an .mhd pair must keep its names: rename both files", key, name, maxUploadName)
-		}
-		if seen[name] {
-			return v, inputErrorf("%s: two files named %s in one image; the server needs unique names", key, name)
-		}
-		seen[name] = true
-		v.Uploads = append(v.Uploads, add(state.Upload{Filename: name, Path: f.Path, Size: f.Size}))
-	}
-	return v, nil
 }
 
 // refuseRawDICOM fails a file that is or claims to be DICOM (the DICM

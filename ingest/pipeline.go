@@ -125,6 +125,7 @@ type Pipeline struct {
 	server  *serverCache // what the pipeline knows of the server
 	held    *heldFiles   // the files of images that landed, by item
 	secret  *deidSecret  // the de-identification secret, read once
+	plan    *planner     // what values and uploads an item gets
 
 	mu      sync.Mutex
 	queue   queue                // waiting for a worker, due now or later (retries, import polls)
@@ -180,6 +181,7 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		wake:       make(chan struct{}, 1),
 		halt:       make(chan struct{}),
 	}
+	p.plan = newPlanner(cfg, api, p.server, p.secret, log)
 	for _, w := range cfg.Watches {
 		if w.Group != "folder" {
 			// replace is a folder-mode key: a lone image never replaces

@@ -199,7 +199,7 @@ func (p *Pipeline) seriesOf(ctx context.Context, img *state.Image, w Watch) (str
 		}
 		slices += max(h.NumberOfFrames, 1)
 	}
-	deid, err := p.deidentifies(ctx, img, w)
+	deid, err := p.plan.deidentifies(ctx, img, w)
 	if err != nil || !deid {
 		return series, slices, err
 	}

@@ -19,12 +19,6 @@ import (
 // files always make the same bytes.
 var zipTime = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// spoolPath is where upload n of image id is built: a ZIP of several
-// files, or a JSON value sent as a file.
-func (p *Pipeline) spoolPath(id uint64, n int, ext string) string {
-	return filepath.Join(p.cfg.SpoolDir, fmt.Sprintf("%06d-%d%s", id, n, ext))
-}
-
 // ensureSpools builds the ZIPs and writes the JSON files the item's
 // unfinished uploads send, when they are missing (or not the size
 // recorded), and records a new ZIP's size. Both are deterministic (fixed
