@@ -1,9 +1,12 @@
 package ingest
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"path"
 	"strings"
 	"time"
@@ -264,6 +267,10 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 			err = fmt.Errorf("the title is taken but no item with it is visible")
 		}
 	}
+	if noUploadRights(err) {
+		return nil, inputErrorf("archive %q: this account can see it but may not add items to it (the server answered %v); "+
+			"ask an editor of the archive to add the account as an uploader, then run gcingest retry %d", ar.Slug, err, img.ID)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create archive item %q: %w", title, err)
 	}
@@ -279,4 +286,15 @@ func (p *Pipeline) archiveSlug(img *state.Image, w Watch) string {
 
 func lastSegment(u string) string {
 	return path.Base(strings.TrimSuffix(u, "/"))
+}
+
+// noUploadRights recognises the server's answer to an item create in an
+// archive the account may view but not upload to: a 400 on the archive
+// field, "Invalid hyperlink - Object does not exist." (grand-challenge.org
+// ArchiveItemPostSerializer limits the archive field to archives with
+// upload_archive for the user).
+func noUploadRights(err error) bool {
+	var e *gcapi.Error
+	return errors.As(err, &e) && e.StatusCode == http.StatusBadRequest &&
+		bytes.Contains(e.Body, []byte(`"archive"`)) && bytes.Contains(e.Body, []byte("Object does not exist"))
 }

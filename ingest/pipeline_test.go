@@ -1015,3 +1015,16 @@ func TestRefusedMoveHoldsOnlyThatImage(t *testing.T) {
 		t.Errorf("Run = %v; want the pipeline still running until stopped", err)
 	}
 }
+
+// An archive the account may view but not add items to: the image fails
+// saying so and what to ask for, not with the server's bare "Invalid
+// hyperlink - Object does not exist".
+func TestViewOnlyArchiveSaysWhatToAskFor(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	h.srv.AddArchiveAccess("viewed", "Viewed", gcapitest.AccessView)
+	h.watch.Archive = "viewed"
+	imgs := h.runAll(h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2))))
+	if imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "may not add items") || !strings.Contains(imgs[0].LastError, "uploader") {
+		t.Fatalf("image %s (%s); want failed, saying the account may not add items and to ask for uploader rights", imgs[0].State, imgs[0].LastError)
+	}
+}
