@@ -59,7 +59,7 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.As(err, &ce), errors.As(err, new(*agent.ConfigError)):
 		return exitUsage
 	case errors.Is(err, gcapi.ErrUnauthorized), errors.Is(err, check.ErrTokenRefused):
-		fmt.Fprintln(stderr, "check the token: GRAND_CHALLENGE_TOKEN, grand_challenge.token or token_file (a new one at https://grand-challenge.org/settings/api-tokens/)")
+		fmt.Fprintln(stderr, "check the token: the first of GRAND_CHALLENGE_TOKEN, GRAND_CHALLENGE_AUTHORIZATION, grand_challenge.token and token_file that is set is used (a new one at https://grand-challenge.org/settings/api-tokens/)")
 		return exitAuth
 	case errors.As(err, new(*folderlock.HeldError)):
 		fmt.Fprintln(stderr, "stop the other gcingest, or remove this folder from one of the two configs")

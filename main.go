@@ -31,6 +31,7 @@ type cli struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	defaultConfig  string // the platform's config path; empty in tests: no default
+	tokenSource    string // where the token came from, once a command read it
 }
 
 // command is one subcommand.
@@ -87,7 +88,7 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	if !ok {
 		return &usageError{msg: fmt.Sprintf("unknown command %q", name), hint: "run 'gcingest help' for the list of commands"}
 	}
-	return cmd.run(c, ctx, rest)
+	return c.withTokenSource(cmd.run(c, ctx, rest))
 }
 
 func findCommand(name string) (command, bool) {

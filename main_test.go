@@ -283,6 +283,17 @@ func TestWrongTokenExitsWithAuthCode(t *testing.T) {
 	}
 }
 
+// A stale GRAND_CHALLENGE_TOKEN beside a good token in the config wins:
+// the refusal names where the token came from.
+func TestRefusedTokenNamesItsSource(t *testing.T) {
+	f := newFixture(t, "the-right-token", "")
+	env := map[string]string{"GRAND_CHALLENGE_TOKEN": "a-stale-token-5678"}
+	r := runCLI(t, env, "archives", "--config", f.cfg)
+	if r.code != exitAuth || !strings.Contains(r.stderr, "the token used came from environment variable GRAND_CHALLENGE_TOKEN") {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit %d naming the environment variable", r.code, r.stderr, exitAuth)
+	}
+}
+
 func TestTokenNeverShown(t *testing.T) {
 	const secret = "s3cr3t-t0ken-d0-n0t-sh0w"
 	for _, tt := range []struct {

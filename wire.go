@@ -1,21 +1,45 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 
 	"github.com/gcingest/gcingest/config"
+	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/redact"
 )
 
 // token resolves the API token; no token is a config error.
 func (c *cli) token(cfg *config.Config) (string, error) {
-	tok, _, err := cfg.Token(c.getenv)
+	tok, src, err := cfg.Token(c.getenv)
 	if err != nil {
 		return "", &configError{err}
 	}
+	c.tokenSource = src
 	return tok, nil
 }
+
+// withTokenSource names where the token came from on an error that says
+// the server refused it: a stale GRAND_CHALLENGE_TOKEN beside a good token
+// in the config wins, and the operator must know which one was used.
+func (c *cli) withTokenSource(err error) error {
+	if c.tokenSource == "" || !errors.Is(err, gcapi.ErrUnauthorized) {
+		return err
+	}
+	return &tokenRefusedError{source: c.tokenSource, err: err}
+}
+
+// tokenRefusedError is a refused token, with where it came from.
+type tokenRefusedError struct {
+	source string
+	err    error
+}
+
+func (e *tokenRefusedError) Error() string {
+	return e.err.Error() + " (the token used came from " + e.source + ")"
+}
+func (e *tokenRefusedError) Unwrap() error { return e.err }
 
 // newLogger builds the logger from [log]: text for a terminal, JSON when
 // configured. Whatever handler, the token is scrubbed from every message
