@@ -312,7 +312,7 @@ func TestRetryClasses(t *testing.T) {
 			var retries int
 			c, srv := newTestClient(t, rc, WithStallTimeout(100*time.Millisecond), WithRetry(RetryPolicy{
 				MaxAttempts: 4, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond,
-				OnRetry: func(string, string, int, time.Duration, error) { retries++ },
+				OnRetry: func(context.Context, string, string, int, time.Duration, error) { retries++ },
 			}))
 			ctx := context.Background()
 			var err error
@@ -348,7 +348,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	}}
 	var waits []time.Duration
 	c, _ := newTestClient(t, rc, WithRetry(RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: time.Second,
-		OnRetry: func(_, _ string, _ int, wait time.Duration, _ error) { waits = append(waits, wait) }}))
+		OnRetry: func(_ context.Context, _, _ string, _ int, wait time.Duration, _ error) { waits = append(waits, wait) }}))
 	start := time.Now()
 	if _, err := c.ArchiveItem(context.Background(), "i1"); err != nil {
 		t.Fatal(err)
@@ -370,7 +370,7 @@ func TestRetryStopsOnCancel(t *testing.T) {
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
 	c, _ := newTestClient(t, rc, WithRetry(RetryPolicy{MaxDelay: time.Hour,
-		OnRetry: func(string, string, int, time.Duration, error) { cancel() }}))
+		OnRetry: func(context.Context, string, string, int, time.Duration, error) { cancel() }}))
 	_, err := c.ArchiveItem(ctx, "i1")
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
@@ -392,7 +392,7 @@ func TestCreateRetriedWhenConnectionRefused(t *testing.T) {
 	l.Close() // nothing listens there now
 	var retries int
 	c, err := New("http://"+addr, "tok", WithRetry(RetryPolicy{MaxAttempts: 3, BaseDelay: time.Millisecond,
-		OnRetry: func(string, string, int, time.Duration, error) { retries++ }}))
+		OnRetry: func(context.Context, string, string, int, time.Duration, error) { retries++ }}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -540,7 +540,7 @@ func contractRetryClasses(t *testing.T, tg *target) {
 		var retries atomic.Int32
 		c := tg.client(t, gcapi.WithStallTimeout(200*time.Millisecond), gcapi.WithRetry(gcapi.RetryPolicy{
 			BaseDelay: time.Millisecond, MaxDelay: 10 * time.Millisecond,
-			OnRetry: func(string, string, int, time.Duration, error) {
+			OnRetry: func(context.Context, string, string, int, time.Duration, error) {
 				retries.Add(1)
 				tg.fake.SetFaults(gcapitest.Faults{})
 			},
@@ -635,7 +635,7 @@ func contractRetryClasses(t *testing.T, tg *target) {
 		data := seqBytes(6, 4*gcapi.MinPartSize)
 		var retries atomic.Int32
 		c := tg.client(t, gcapi.WithRetry(gcapi.RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: 10 * time.Millisecond,
-			OnRetry: func(string, string, int, time.Duration, error) { retries.Add(1) }}))
+			OnRetry: func(context.Context, string, string, int, time.Duration, error) { retries.Add(1) }}))
 		tg.fake.SetFaults(gcapitest.Faults{Rate5xx: 0.2, RateReset: 0.2, Rate500: 0.1, PathPrefix: "/s3/"})
 		u, err := c.UploadFile(ctx, gcapi.FileUpload{Filename: "faulty.mha", Body: bytes.NewReader(data),
 			Size: int64(len(data)), PartSize: gcapi.MinPartSize})

@@ -237,7 +237,7 @@ func (c *Client) complete(ctx context.Context, u *Upload, parts []Part) (*Upload
 		}
 		wait := p.backoff(attempt, err)
 		if p.OnRetry != nil {
-			p.OnRetry(http.MethodPatch, c.base+"uploads/"+u.PK+"/…/complete-multipart-upload/", attempt, wait, err)
+			p.OnRetry(ctx, http.MethodPatch, c.base+"uploads/"+u.PK+"/…/complete-multipart-upload/", attempt, wait, err)
 		}
 		if err := sleepCtx(ctx, wait); err != nil {
 			return nil, err

@@ -42,9 +42,10 @@ type RetryPolicy struct {
 	MaxAttempts int           // attempts per request including the first; 0 means the default (8)
 	BaseDelay   time.Duration // first backoff (default 200ms), doubled each time, with jitter
 	MaxDelay    time.Duration // cap of one backoff (default 30s); Retry-After may exceed it up to MaxDelay*4
-	// OnRetry, when set, is called before each wait with the attempt that
+	// OnRetry, when set, is called before each wait with the request's
+	// context (so a caller can tell whose request it was), the attempt that
 	// failed (1 for the first), the wait and the error.
-	OnRetry func(method, url string, attempt int, wait time.Duration, err error)
+	OnRetry func(ctx context.Context, method, url string, attempt int, wait time.Duration, err error)
 }
 
 // Retry defaults.
@@ -138,7 +139,7 @@ func (c *Client) retry(ctx context.Context, method, redactedURL string, kind req
 		}
 		wait := p.backoff(n, err)
 		if p.OnRetry != nil {
-			p.OnRetry(method, redactedURL, n, wait, err)
+			p.OnRetry(ctx, method, redactedURL, n, wait, err)
 		}
 		c.log.Debug("retrying request", "method", method, "url", redactedURL, "attempt", n, "wait", wait, "err", err)
 		if err := sleepCtx(ctx, wait); err != nil {

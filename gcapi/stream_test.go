@@ -202,7 +202,7 @@ func TestUploadFilePartResentWholeAfterReset(t *testing.T) {
 	})
 	var retries atomic.Int32
 	c, err := New(fs.api.URL, "secret-token", WithRetry(RetryPolicy{BaseDelay: time.Millisecond,
-		OnRetry: func(string, string, int, time.Duration, error) { retries.Add(1) }}))
+		OnRetry: func(context.Context, string, string, int, time.Duration, error) { retries.Add(1) }}))
 	if err != nil {
 		t.Fatal(err)
 	}
