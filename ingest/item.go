@@ -268,8 +268,12 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 		}
 	}
 	if noUploadRights(err) {
-		return nil, inputErrorf("archive %q: this account can see it but may not add items to it (the server answered %v); "+
-			"ask an editor of the archive to add the account as an uploader, then run gcingest retry %d", ar.Slug, err, img.ID)
+		// Whole, for people: status shows the cause of an error as the
+		// text after its last HTTP status or colon, which the server's
+		// words would cut in two.
+		return nil, inputErrorf("this account can see archive %q but may not add items to it (the server refused the item with "+
+			"\"Invalid hyperlink - Object does not exist\"); ask an editor of the archive to add the account as an uploader, then run gcingest retry %d",
+			ar.Slug, img.ID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create archive item %q: %w", title, err)
