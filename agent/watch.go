@@ -36,7 +36,7 @@ func runWatch(ctx context.Context, w ingest.Watch, p *ingest.Pipeline, log *slog
 	defer func() { wcancel(); <-wdone }()
 
 	ingest.LogDeidentification(log, w)
-	g := group.NewGrouper(w.Grouping(), log)
+	g := group.NewGrouper(w.Spec, log)
 	var unsubmitted []ingest.Group
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

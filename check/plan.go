@@ -16,6 +16,7 @@ import (
 	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/printable"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // PlanOptions configure Plan.
@@ -54,7 +55,7 @@ func Plan(ctx context.Context, opts PlanOptions) error {
 		if i > 0 {
 			fmt.Fprintln(out)
 		}
-		rep, err := group.Plan(ctx, w.Grouping(), log.With(slog.String("watch", w.Path)))
+		rep, err := group.Plan(ctx, w.Spec, log.With(slog.String("watch", w.Path)))
 		if err != nil {
 			// Errors here and below may quote names found in the folder.
 			return fmt.Errorf("plan watch[%d] %s: %w", i, printable.String(w.Path), printable.Error(err))
@@ -136,11 +137,11 @@ const maxFolderFails = 20
 // checkFolderItems runs every folder rule of run on the folder items ready
 // in watch i now, and prints a FAIL per item run would refuse.
 func checkFolderItems(ctx context.Context, k *checker, fc *ingest.FolderChecker, i int, w ingest.Watch, log *slog.Logger) {
-	if w.Group != "folder" || readableDir(w.Path) != nil {
+	if w.Group != watch.GroupFolder || readableDir(w.Path) != nil {
 		return // an unreadable folder has its FAIL already
 	}
 	key := fmt.Sprintf("watch[%d]", i)
-	rep, err := group.Plan(ctx, w.Grouping(), slog.New(slog.DiscardHandler))
+	rep, err := group.Plan(ctx, w.Spec, slog.New(slog.DiscardHandler))
 	if err != nil {
 		k.fail("%s.path: %v", key, err)
 		return

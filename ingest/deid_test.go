@@ -194,7 +194,7 @@ func deidHarness(t *testing.T, ifaceKind string) (*harness, *recorder) {
 // zero: every file is settled) and submits every ready group.
 func submitPlanned(t *testing.T, h *harness, p *Pipeline) int {
 	t.Helper()
-	rep, err := group.Plan(context.Background(), h.watch.Grouping(), nil)
+	rep, err := group.Plan(context.Background(), h.watch.Spec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -802,7 +802,7 @@ func TestDeepOrUnclosedSequencesSendNoIdentity(t *testing.T) {
 			}
 			p := h.pipeline(h.config())
 			stop := start(p)
-			rep, err := group.Plan(t.Context(), h.watch.Grouping(), nil)
+			rep, err := group.Plan(t.Context(), h.watch.Spec, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // maxResend is how often an image's uploads are sent again after the
@@ -326,7 +327,7 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 	}
 	var actErr error
 	if committed {
-		w.AfterUpload = "move" // a committed move is finished, whatever the config says now (as stepAfter)
+		w.AfterUpload = watch.AfterUploadMove // a committed move is finished, whatever the config says now (as stepAfter)
 	}
 	if movedTo == "" || committed {
 		if actErr = afterAction(ctx, img, w, movedTo); actErr == nil {
@@ -378,7 +379,7 @@ func filesWent(w Watch, movedTo string, moved bool, actErr error) string {
 		return "moved to " + movedTo
 	case movedTo != "":
 		return "being moved to " + movedTo
-	case w.AfterUpload == "delete":
+	case w.AfterUpload == watch.AfterUploadDelete:
 		return "deleted"
 	}
 	return "kept in " + w.Path

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // seriesSlice is slice i of the test series of seriesHarness.
@@ -60,7 +61,7 @@ func TestLateSliceAfterMoveSendsWholeSeries(t *testing.T) {
 	for _, deid := range []bool{false, true} {
 		t.Run(map[bool]string{false: "as is", true: "deidentified"}[deid], func(t *testing.T) {
 			h, _ := deidHarness(t, "")
-			h.watch.AfterUpload = "move"
+			h.watch.AfterUpload = watch.AfterUploadMove
 			h.watch.Deidentify = deid
 			const series = "1.2.826.0.1.560.1.2"
 			p := h.pipeline(h.config())
@@ -100,7 +101,7 @@ func TestLateSliceAfterMoveSendsWholeSeries(t *testing.T) {
 // what to do, and the item keeps its whole series.
 func TestLateSliceAfterDeleteKeepsTheItem(t *testing.T) {
 	h, rec := deidHarness(t, "")
-	h.watch.AfterUpload = "delete"
+	h.watch.AfterUpload = watch.AfterUploadDelete
 	const series = "1.2.826.0.1.561.1.2"
 	p := h.pipeline(h.config())
 	stop := start(p)
