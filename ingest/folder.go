@@ -158,7 +158,7 @@ func NewFolderChecker(api API, log *slog.Logger) *FolderChecker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &FolderChecker{plan: newPlanner(cfg, api, newServerCache(api, cfg.Now), &deidSecret{path: cfg.SecretPath()}, log)}
+	return &FolderChecker{plan: newPlanner(cfg, nil, api, newServerCache(api, cfg.Now), &deidSecret{path: cfg.SecretPath()}, log)}
 }
 
 // Check reports what run would refuse in the folder item key of watch w. An

@@ -40,7 +40,7 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	}
 	var gathered map[string]string
 	if group.IsDICOMKey(img.Key) {
-		if files, gathered, err = p.gatherSeries(img, w, files); err != nil {
+		if files, gathered, err = p.plan.gatherSeries(img, w, files); err != nil {
 			return err
 		}
 	}

@@ -181,7 +181,7 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		wake:       make(chan struct{}, 1),
 		halt:       make(chan struct{}),
 	}
-	p.plan = newPlanner(cfg, api, p.server, p.secret, log)
+	p.plan = newPlanner(cfg, store, api, p.server, p.secret, log)
 	for _, w := range cfg.Watches {
 		if w.Group != "folder" {
 			// replace is a folder-mode key: a lone image never replaces

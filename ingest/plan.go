@@ -18,14 +18,17 @@ import (
 	"github.com/gcingest/gcingest/state"
 )
 
-// planner decides what an item gets from its group's files: its values,
-// the uploads they need, the item an item.txt names, and whether its DICOM
-// is de-identified. The hash step (stepHash) asks it once per image, and
-// `gcingest check` and `gcingest plan` ask it too (FolderChecker), so they
-// cannot disagree with run. It reads the server (sockets, an item.txt's
-// item) but changes nothing there and records nothing: the hash step
-// commits what it decides.
+// planner decides what an item gets from its group's files: the files
+// themselves (a late DICOM slice gathers its whole series, series.go), its
+// values, the uploads they need, the item an item.txt names, and whether
+// its DICOM is de-identified. The hash step (stepHash) plans each image
+// with it, later steps ask it again what it decided, and `gcingest check`
+// and `gcingest plan` use it too (FolderChecker), so they cannot disagree
+// with run. It reads the server (sockets, an item.txt's item) and the
+// state file but changes and records nothing: the hash step commits what
+// it decides.
 type planner struct {
+	store    Store // earlier records of a DICOM series (gatherSeries)
 	api      API
 	server   *serverCache
 	secret   *deidSecret
@@ -35,8 +38,8 @@ type planner struct {
 	now      func() time.Time
 }
 
-func newPlanner(cfg PipelineConfig, api API, server *serverCache, secret *deidSecret, log *slog.Logger) *planner {
-	return &planner{api: api, server: server, secret: secret, log: log, spoolDir: cfg.SpoolDir, partSize: cfg.PartSize, now: cfg.Now}
+func newPlanner(cfg PipelineConfig, store Store, api API, server *serverCache, secret *deidSecret, log *slog.Logger) *planner {
+	return &planner{store: store, api: api, server: server, secret: secret, log: log, spoolDir: cfg.SpoolDir, partSize: cfg.PartSize, now: cfg.Now}
 }
 
 // item decides the item's values and the uploads they need from the

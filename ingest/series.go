@@ -27,8 +27,8 @@ import (
 // after_upload = "delete", or moved away since), the image fails, naming
 // the series, the item and what to do: the item keeps what it holds.
 // want maps a gathered file's path to the SHA-256 it was sent with.
-func (p *Pipeline) gatherSeries(img *state.Image, w Watch, files []state.File) ([]state.File, map[string]string, error) {
-	prev, err := p.lastLanded(img)
+func (pl *planner) gatherSeries(img *state.Image, w Watch, files []state.File) ([]state.File, map[string]string, error) {
+	prev, err := pl.lastLanded(img)
 	if err != nil || prev == nil {
 		return files, nil, err
 	}
@@ -73,8 +73,8 @@ func (p *Pipeline) gatherSeries(img *state.Image, w Watch, files []state.File) (
 
 // lastLanded returns the newest other record of img's series whose files
 // reached its item (done, finished or duplicate, with an item), or nil.
-func (p *Pipeline) lastLanded(img *state.Image) (*state.Image, error) {
-	recs, err := p.store.ByKey(img.Watch, img.Key)
+func (pl *planner) lastLanded(img *state.Image) (*state.Image, error) {
+	recs, err := pl.store.ByKey(img.Watch, img.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +164,7 @@ func (p *Pipeline) seriesHeld(ctx context.Context, img *state.Image, w Watch) (b
 	if err != nil {
 		return false, fmt.Errorf("read the image %s of item %s: %w", ref, it.PK, err)
 	}
-	series, slices, err := p.seriesOf(ctx, img, w)
+	series, slices, err := p.plan.seriesOf(ctx, img, w)
 	if err != nil || im.SeriesInstanceUID == "" || im.SeriesInstanceUID != series {
 		return false, err
 	}
@@ -187,7 +187,7 @@ func (p *Pipeline) seriesHeld(ctx context.Context, img *state.Image, w Watch) (b
 // seriesOf returns the SeriesInstanceUID img's files are sent with (the
 // de-identified one when they are de-identified) and their slices, counted
 // as the server counts them (files × frames).
-func (p *Pipeline) seriesOf(ctx context.Context, img *state.Image, w Watch) (string, int, error) {
+func (pl *planner) seriesOf(ctx context.Context, img *state.Image, w Watch) (string, int, error) {
 	series, slices := "", 0
 	for _, f := range img.Files {
 		h, err := readHeaderOf(f.Path)
@@ -199,11 +199,11 @@ func (p *Pipeline) seriesOf(ctx context.Context, img *state.Image, w Watch) (str
 		}
 		slices += max(h.NumberOfFrames, 1)
 	}
-	deid, err := p.plan.deidentifies(ctx, img, w)
+	deid, err := pl.deidentifies(ctx, img, w)
 	if err != nil || !deid {
 		return series, slices, err
 	}
-	secret, err := p.secret.get()
+	secret, err := pl.secret.get()
 	if err != nil {
 		return "", 0, err
 	}
