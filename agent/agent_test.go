@@ -14,6 +14,7 @@ import (
 
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // newConfig writes a config for a fake server with one archive and one
@@ -170,7 +171,7 @@ func TestRunAppliesAReloadedWatchList(t *testing.T) {
 	waitUp("start")
 
 	bad := *cfg
-	bad.Watch = append([]config.Watch{}, cfg.Watch...)
+	bad.Watch = append([]watch.Spec{}, cfg.Watch...)
 	bad.Watch[0].Path = filepath.Join(t.TempDir(), "gone")
 	reload <- &bad
 
@@ -179,7 +180,7 @@ func TestRunAppliesAReloadedWatchList(t *testing.T) {
 	if err := os.Mkdir(second, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	next.Watch = []config.Watch{cfg.Watch[0]}
+	next.Watch = []watch.Spec{cfg.Watch[0]}
 	next.Watch[0].Path = second
 	reload <- &next // taken once the refused one was checked
 	waitUp("reload")

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gcingest/gcingest/config"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // A watch whose folder cannot hold the lock file is marked Unlocked for
@@ -23,7 +24,7 @@ func TestFolderLocksMarkUnlockedWatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Chmod(ro, 0o755) })
-	cfg := &config.Config{Watch: []config.Watch{{Path: ro}, {Path: rw}}}
+	cfg := &config.Config{Watch: []watch.Spec{{Path: ro}, {Path: rw}}}
 	fl := newFolderLocks(filepath.Join(t.TempDir(), "state.db"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer fl.close()
 	if err := fl.acquire(cfg); err != nil {
@@ -33,7 +34,7 @@ func TestFolderLocksMarkUnlockedWatches(t *testing.T) {
 	if got := []bool{ws[0].Unlocked, ws[1].Unlocked}; !got[0] || got[1] {
 		t.Errorf("Unlocked = %v for [read-only, writable]; want [true false]", got)
 	}
-	fl.keepOnly(&config.Config{Watch: []config.Watch{{Path: rw}}})
+	fl.keepOnly(&config.Config{Watch: []watch.Spec{{Path: rw}}})
 	if fl.unlocked[filepath.Clean(ro)] {
 		t.Error("a folder no longer watched is still marked unlocked")
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gcingest/gcingest/config"
+	"github.com/gcingest/gcingest/watch"
 )
 
 func TestResolvedFolderOverlapIsRefused(t *testing.T) {
@@ -33,16 +34,16 @@ func TestResolvedFolderOverlapIsRefused(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		watch []config.Watch
+		watch []watch.Spec
 		want  []string // in the error; none: no error
 	}{
-		{"done_dir through a symlink", []config.Watch{{Path: drop, AfterUpload: "move", DoneDir: doneLink}},
+		{"done_dir through a symlink", []watch.Spec{{Path: drop, AfterUpload: "move", DoneDir: doneLink}},
 			[]string{"watch[0].done_dir", doneLink, "inside the watched folder"}},
-		{"failed_dir not yet created, parent a symlink", []config.Watch{{Path: drop, FailedDir: filepath.Join(failedParent, "failed")}},
+		{"failed_dir not yet created, parent a symlink", []watch.Spec{{Path: drop, FailedDir: filepath.Join(failedParent, "failed")}},
 			[]string{"watch[0].failed_dir", "inside the watched folder"}},
-		{"two watches on one folder", []config.Watch{{Path: drop}, {Path: dropAlias}},
+		{"two watches on one folder", []watch.Spec{{Path: drop}, {Path: dropAlias}},
 			[]string{"watch[1].path", "overlaps watch[0].path"}},
-		{"folders beside each other", []config.Watch{{Path: drop, AfterUpload: "move", DoneDir: fine}, {Path: other + "2"}}, nil},
+		{"folders beside each other", []watch.Spec{{Path: drop, AfterUpload: "move", DoneDir: fine}, {Path: other + "2"}}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

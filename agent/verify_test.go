@@ -9,6 +9,7 @@ import (
 
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // At start, only a refused token (exit 3) and a slug the server does not
@@ -42,7 +43,7 @@ func TestVerifyServerStartsOnAnOddAnswer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg := &config.Config{Watch: []config.Watch{{Archive: "a", Interface: "ct"}}}
+			cfg := &config.Config{Watch: []watch.Spec{{Archive: "a", Interface: "ct"}}}
 			if err := verifyServer(t.Context(), c, cfg, slog.New(slog.DiscardHandler)); !tt.want(err) {
 				t.Errorf("verifyServer = %v", err)
 			}

@@ -132,7 +132,7 @@ func (sc *serverChecks) iface(ctx context.Context, slug string) (*gcapi.Interfac
 
 // check checks watch i's archive and interfaces. It returns an error only
 // when going on makes no sense: the server refused the token.
-func (sc *serverChecks) check(ctx context.Context, k *checker, i int, w config.Watch) error {
+func (sc *serverChecks) check(ctx context.Context, k *checker, i int, w watch.Spec) error {
 	key := fmt.Sprintf("watch[%d]", i)
 	if err, seen := sc.archives[w.Archive]; seen {
 		if err == nil {
@@ -219,7 +219,7 @@ func isImagePattern(p string) bool {
 
 // checkFolders checks the drop folder and where files are moved; writable
 // proves a folder writable (writableDir).
-func checkFolders(k *checker, i int, w config.Watch, writable func(string) error) {
+func checkFolders(k *checker, i int, w watch.Spec, writable func(string) error) {
 	key := fmt.Sprintf("watch[%d]", i)
 	switch err := readableDir(w.Path); {
 	case err != nil:
@@ -236,7 +236,7 @@ func checkFolders(k *checker, i int, w config.Watch, writable func(string) error
 			"so a second agent on this folder would go unnoticed (each item is read again before attaching values instead)", key, w.Path)
 	}
 	dirs := []struct{ name, path string }{}
-	if w.AfterUpload == "move" {
+	if w.AfterUpload == watch.AfterUploadMove {
 		dirs = append(dirs, struct{ name, path string }{"done_dir", w.DoneDir})
 	}
 	if w.FailedDir != "" {
@@ -303,13 +303,13 @@ func writableDir(p string) error {
 // Set: only DICOM series go there, always de-identified with Grand
 // Challenge's procedure, which accepts only the SOP classes it has rules
 // for.
-func checkDICOMSet(k *checker, key string, w config.Watch) {
+func checkDICOMSet(k *checker, key string, w watch.Spec) {
 	p, err := dicom.DefaultProcedure()
 	if err != nil {
 		k.fail("%s.interface %q: DICOM Image Set: the embedded de-identification procedure does not load: %v", key, w.Interface, err)
 		return
 	}
-	if w.Group == "folder" {
+	if w.Group == watch.GroupFolder {
 		k.fail("%s.interface %q: DICOM Image Set sockets are not supported in folder mode; use group = \"auto\"", key, w.Interface)
 		return
 	}

@@ -290,7 +290,7 @@ func TestDropFolderNotWritable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var buf bytes.Buffer
 			k := &checker{w: &buf}
-			w := config.Watch{Path: drop, AfterUpload: tt.after, DoneDir: done, FailedDir: tt.fail}
+			w := watch.Spec{Path: drop, AfterUpload: tt.after, DoneDir: done, FailedDir: tt.fail}
 			checkFolders(k, 0, w, readOnly)
 			if k.fails != tt.wantFails || !strings.Contains(buf.String(), tt.want) {
 				t.Errorf("%d failures, want %d and %q:\n%s", k.fails, tt.wantFails, tt.want, buf.String())
@@ -299,7 +299,7 @@ func TestDropFolderNotWritable(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	k := &checker{w: &buf}
-	checkFolders(k, 0, config.Watch{Path: drop, AfterUpload: watch.AfterUploadMove, DoneDir: done}, writableDir)
+	checkFolders(k, 0, watch.Spec{Path: drop, AfterUpload: watch.AfterUploadMove, DoneDir: done}, writableDir)
 	if k.fails != 0 || !strings.Contains(buf.String(), "readable and writable") {
 		t.Errorf("a writable drop folder: %d failures:\n%s", k.fails, buf.String())
 	}

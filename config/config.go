@@ -38,7 +38,7 @@ type Config struct {
 	Upload         Upload         `toml:"upload"`
 	Status         Status         `toml:"status"`
 	Log            Log            `toml:"log"`
-	Watch          []Watch        `toml:"watch"` // the keys are watch.Spec's toml tags
+	Watch          []watch.Spec   `toml:"watch"` // the keys are watch.Spec's toml tags
 
 	// Path is the absolute path the config was loaded from; empty when it
 	// was parsed from a reader. Not a key in the file.
@@ -84,9 +84,6 @@ type Log struct {
 	Level  string `toml:"level"`  // debug | info | warn | error
 	Format string `toml:"format"` // text | json
 }
-
-// Watch is one [[watch]] table.
-type Watch = watch.Spec
 
 // Defaults of a [[watch]] table, applied to every key left out or zero.
 const (
@@ -184,7 +181,7 @@ func Parse(r io.Reader, name string) (*Config, error) {
 	return c, nil
 }
 
-func applyDefaults(w *Watch) {
+func applyDefaults(w *watch.Spec) {
 	if w.Group == "" {
 		w.Group = DefaultGroup
 	}
