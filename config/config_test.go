@@ -4,9 +4,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gcingest/gcingest/watch"
 )
 
 func TestExampleParsesAndValidates(t *testing.T) {
@@ -342,5 +346,26 @@ func TestLongSettleWithoutIncompleteWait(t *testing.T) {
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("settle = 2h without incomplete_wait: %v; want valid", err)
+	}
+}
+
+// TestExampleListsEveryWatchKey: the unknown-key error sends the user to
+// config.example.toml for the keys, so each of watch.Spec's must be there.
+func TestExampleListsEveryWatchKey(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "config.example.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := reflect.TypeFor[watch.Spec]()
+	for i := range typ.NumField() {
+		key, _, _ := strings.Cut(typ.Field(i).Tag.Get("toml"), ",")
+		if key == "" || key == "-" {
+			t.Errorf("watch.Spec.%s has no toml tag: it is no key of a [[watch]] table", typ.Field(i).Name)
+			continue
+		}
+		re := regexp.MustCompile(`(?m)^#?\s*` + regexp.QuoteMeta(key) + `\s*=|^#?\s*\[watch\.` + regexp.QuoteMeta(key) + `\]`)
+		if !re.Match(b) {
+			t.Errorf("config.example.toml does not show the [[watch]] key %s", key)
+		}
 	}
 }
