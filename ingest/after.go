@@ -42,7 +42,7 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 	if err := afterAction(ctx, img, w, movedTo); err != nil {
 		return err
 	}
-	p.removeSpools(img)
+	removeSpools(img)
 	if movedTo != "" {
 		p.log.Info("files moved", "id", img.ID, "key", img.Key, "to", movedTo)
 	}
@@ -145,7 +145,7 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		}
 		return &waitError{at: next}
 	}
-	p.removeSpools(img)
+	removeSpools(img)
 	w, _ := p.watchOf(img)
 	movedTo := ""
 	// Files gathered from done_dir for a late slice (series.go) landed

@@ -331,7 +331,7 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 	}
 	if movedTo == "" || committed {
 		if actErr = afterAction(ctx, img, w, movedTo); actErr == nil {
-			p.removeSpools(img)
+			removeSpools(img)
 		}
 	}
 	values := state.CloneValues(img.Values) // confirmations known only in memory so far

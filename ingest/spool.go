@@ -89,7 +89,7 @@ func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
 }
 
 // removeSpools deletes the item's spool files: its ZIPs and JSON files.
-func (p *Pipeline) removeSpools(img *state.Image) {
+func removeSpools(img *state.Image) {
 	for _, u := range img.Uploads {
 		if len(u.ZipOf) > 0 {
 			os.Remove(u.Path)

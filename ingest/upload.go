@@ -210,7 +210,7 @@ func (p *Pipeline) backToPending(ctx context.Context, img *state.Image, changed 
 	if err := p.abortOpen(ctx, img); err != nil {
 		return err
 	}
-	p.removeSpools(img)
+	removeSpools(img)
 	return p.save(img, func(r *state.Image) {
 		r.State, r.Uploads, r.Values = state.Pending, nil, nil
 	})
