@@ -23,9 +23,6 @@ type Watch struct {
 	Unlocked bool
 }
 
-// Grouping returns what package group needs of w.
-func (w Watch) Grouping() watch.Spec { return w.Spec }
-
 // The group package's types, under the names the pipeline has always used.
 type (
 	Kind  = group.Kind

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // Store is what the pipeline needs from the state file; *state.Store has it.
@@ -183,7 +184,7 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 	}
 	p.plan = newPlanner(cfg, store, api, p.server, p.secret, log)
 	for _, w := range cfg.Watches {
-		if w.Group != "folder" {
+		if w.Group != watch.GroupFolder {
 			// replace is a folder-mode key: a lone image never replaces
 			// what its item holds.
 			w.Replace = false

@@ -16,6 +16,7 @@ import (
 	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // planner decides what an item gets from its group's files: the files
@@ -125,7 +126,7 @@ func imageValue(key, slug string, kind Kind, files []state.File, spool, zipName 
 // image_name, here the item's title. ok is false for anything else.
 func (pl *planner) dicomSet(ctx context.Context, img *state.Image, w Watch, files []state.File, add func(state.Upload) int) (state.Value, bool, error) {
 	v := state.Value{Interface: w.Interface, Kind: state.ValueImage}
-	if !group.IsDICOMKey(img.Key) || w.Group == "folder" {
+	if !group.IsDICOMKey(img.Key) || w.Group == watch.GroupFolder {
 		return v, false, nil
 	}
 	s, err := pl.server.socket(ctx, w.Interface)
@@ -175,7 +176,7 @@ func (pl *planner) deidentifies(ctx context.Context, img *state.Image, w Watch) 
 // folder naming an existing item) that no value would be replaced without
 // replace = true. Nothing is uploaded or changed on the server.
 func (pl *planner) folder(ctx context.Context, img *state.Image, w Watch, files []state.File) ([]state.Value, []state.Upload, string, error) {
-	l, err := group.LayoutFolder(w.Grouping(), img.Key, groupFiles(files), func(f group.File) ([]byte, error) {
+	l, err := group.LayoutFolder(w.Spec, img.Key, groupFiles(files), func(f group.File) ([]byte, error) {
 		return readChecked(stateFiles([]group.File{f}, files)[0])
 	})
 	if err != nil {

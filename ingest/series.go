@@ -10,6 +10,7 @@ import (
 
 	"github.com/gcingest/gcingest/dicom"
 	"github.com/gcingest/gcingest/state"
+	"github.com/gcingest/gcingest/watch"
 )
 
 // A DICOM series' item is keyed by the series (its title), and each time
@@ -56,7 +57,7 @@ func (pl *planner) gatherSeries(img *state.Image, w Watch, files []state.File) (
 	if len(missing) > 0 {
 		why := "they are no longer where they were moved to"
 		switch {
-		case w.AfterUpload == "delete":
+		case w.AfterUpload == watch.AfterUploadDelete:
 			why = "after_upload = \"delete\" removed them after upload"
 		case prev.MovedTo != "":
 			why = "they are no longer in " + prev.MovedTo
