@@ -62,9 +62,7 @@ func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) err
 		}
 		return err
 	}
-	p.mu.Lock()
-	p.polls[img.ID] = 0
-	p.mu.Unlock()
+	p.imports.begin(img.ID)
 	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
 	if err == nil {
 		done, err := p.confirmValues(ctx, img, w, it)

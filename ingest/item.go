@@ -53,7 +53,7 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
-	ar, err := p.server.archive(ctx, p.archiveSlug(img, w))
+	ar, err := p.server.archive(ctx, archiveSlug(img, w))
 	if err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 		// is keyed by the series, so that late slices join its item.
 		return false, nil
 	}
-	ar, err := p.server.archive(ctx, p.archiveSlug(img, w))
+	ar, err := p.server.archive(ctx, archiveSlug(img, w))
 	if err != nil {
 		return false, err
 	}
@@ -240,7 +240,7 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 			return nil, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
 		}
 		if img.TargetItem && it.Archive != "" && it.Archive != ar.APIURL {
-			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, img.ItemPK, p.archiveSlug(img, w))
+			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, img.ItemPK, archiveSlug(img, w))
 		}
 		return it, nil
 	case img.ItemIntentAt.Before(p.started) || img.Created.Before(p.started) || img.Attempts > 0:
@@ -284,7 +284,7 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 
 // archiveSlug is the archive img goes to: the one recorded with it, or,
 // for records from before archives were recorded, the watch's.
-func (p *Pipeline) archiveSlug(img *state.Image, w Watch) string {
+func archiveSlug(img *state.Image, w Watch) string {
 	return cmp.Or(img.Archive, w.Archive)
 }
 

@@ -127,12 +127,11 @@ type Pipeline struct {
 	held    *heldFiles   // the files of images that landed, by item
 	secret  *deidSecret  // the de-identification secret, read once
 	plan    *planner     // what values and uploads an item gets
+	imports *importPolls // the images importing: their polls and looks
 
 	mu      sync.Mutex
 	queue   queue                // waiting for a worker, due now or later (retries, import polls)
 	active  map[uint64]*progress // being worked on
-	polls   map[uint64]int       // import polls so far, for the backoff
-	looked  map[uint64]time.Time // when each importing image's item was last looked at
 	running bool
 	started time.Time                     // when Run began: uploads created before it may be ours and unrecorded
 	stopErr error                         // a state write failed: no new work is taken
@@ -170,11 +169,10 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		cfg: cfg, store: store, api: api, log: log,
 		watches:    map[string]Watch{},
 		active:     map[uint64]*progress{},
-		polls:      map[uint64]int{},
-		looked:     map[uint64]time.Time{},
 		server:     newServerCache(api, cfg.Now),
 		held:       &heldFiles{store: store},
 		secret:     &deidSecret{path: cfg.SecretPath()},
+		imports:    newImportPolls(),
 		later:      map[uint64]func(*state.Image){},
 		finishing:  map[uint64]bool{},
 		finishers:  make(chan struct{}, cfg.Concurrency),

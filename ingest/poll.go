@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gcingest/gcingest/gcapi"
@@ -22,6 +23,63 @@ const maxResend = 2
 // running, in ImportTimeouts: a session stuck for a day is not coming.
 const maxImportWaits = 8
 
+// importPolls follows the images whose PATCH was sent: how often each
+// item was polled (the sessions are read at the first polls and every
+// tenth after, stepPoll), when each was last looked at, and, by how many
+// it holds, how many images import at once (itemNow lists the archive
+// when many do). No other state changes with it, so it has its own lock.
+type importPolls struct {
+	mu     sync.Mutex
+	polls  map[uint64]int       // polls so far, by image id
+	looked map[uint64]time.Time // when each item was last looked at
+}
+
+func newImportPolls() *importPolls {
+	return &importPolls{polls: map[uint64]int{}, looked: map[uint64]time.Time{}}
+}
+
+// begin counts id as importing, its polls from zero: its PATCH was sent.
+func (ip *importPolls) begin(id uint64) {
+	ip.mu.Lock()
+	ip.polls[id] = 0
+	ip.mu.Unlock()
+}
+
+// poll counts a poll of id and returns how many came before it.
+func (ip *importPolls) poll(id uint64) int {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	n := ip.polls[id]
+	ip.polls[id] = n + 1
+	return n
+}
+
+// look notes that id's item is looked at now and returns when it was
+// last looked at, and how many images are importing.
+func (ip *importPolls) look(id uint64, now time.Time) (last time.Time, importing int) {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	last = ip.looked[id]
+	ip.looked[id] = now
+	return last, len(ip.polls)
+}
+
+// stop counts id as importing no more (its uploads go again); when it
+// was last looked at is kept for its next import.
+func (ip *importPolls) stop(id uint64) {
+	ip.mu.Lock()
+	delete(ip.polls, id)
+	ip.mu.Unlock()
+}
+
+// forget drops id: imported, or failed.
+func (ip *importPolls) forget(id uint64) {
+	ip.mu.Lock()
+	delete(ip.polls, id)
+	delete(ip.looked, id)
+	ip.mu.Unlock()
+}
+
 // stepPoll looks once at an importing item: done when it shows every
 // value. Otherwise each image value's outcome is read from its upload
 // session, and past the image's deadline (Until) the agent goes back to the
@@ -31,10 +89,7 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	if err != nil || done {
 		return err
 	}
-	p.mu.Lock()
-	n := p.polls[img.ID]
-	p.polls[img.ID] = n + 1
-	p.mu.Unlock()
+	n := p.imports.poll(img.ID)
 	// The item is looked at every cycle, so an image is seen done within
 	// one cycle of its import finishing; its sessions (a failure, and
 	// which session is ours) at the first polls, while they still name
@@ -102,13 +157,9 @@ const (
 // image's last look: from the archive's listing when many images import
 // at once (one listing per cycle serves them all), else by its pk.
 func (p *Pipeline) itemNow(ctx context.Context, img *state.Image, w Watch) (*gcapi.ArchiveItem, error) {
-	p.mu.Lock()
-	importing := len(p.polls)
-	last := p.looked[img.ID]
-	p.looked[img.ID] = p.cfg.Now()
-	p.mu.Unlock()
+	last, importing := p.imports.look(img.ID, p.cfg.Now())
 	if importing >= listFrom && img.State == state.Importing {
-		ar, err := p.server.archive(ctx, p.archiveSlug(img, w))
+		ar, err := p.server.archive(ctx, archiveSlug(img, w))
 		if err != nil {
 			return nil, err
 		}
@@ -280,9 +331,7 @@ func (p *Pipeline) deadline(ctx context.Context, img *state.Image) error {
 // The item pk is kept; values already on the item stay confirmed.
 func (p *Pipeline) resend(img *state.Image, lost []int, why string) error {
 	p.log.Warn("sending uploads again", "id", img.ID, "item", img.ItemPK, "why", why)
-	p.mu.Lock()
-	delete(p.polls, img.ID)
-	p.mu.Unlock()
+	p.imports.stop(img.ID)
 	return p.save(img, func(r *state.Image) {
 		for _, i := range lost {
 			v := &r.Values[i]
@@ -312,10 +361,7 @@ func (p *Pipeline) resend(img *state.Image, lost []int, why string) error {
 // committed with the target first, and the move, with its own commit, is
 // the next step (stepAfter), which a restart resumes into the same folder.
 func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imageURL string) error {
-	p.mu.Lock()
-	delete(p.polls, img.ID)
-	delete(p.looked, img.ID)
-	p.mu.Unlock()
+	p.imports.forget(img.ID)
 	// A target committed earlier (with the PATCH intent) may be moved to
 	// now; one chosen only now is committed first and moved by stepAfter.
 	movedTo, committed := img.MovedTo, img.MovedTo != ""

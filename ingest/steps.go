@@ -260,10 +260,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 	}
 	if permanent(err) {
 		log.Error("image failed", "err", err)
-		p.mu.Lock()
-		delete(p.polls, img.ID)
-		delete(p.looked, img.ID)
-		p.mu.Unlock()
+		p.imports.forget(img.ID)
 		if serr := p.save(img, func(r *state.Image) {
 			r.Uploads = uploads
 			r.State, r.RetryFrom, r.LastError, r.NextAttempt = state.Failed, "", err.Error(), time.Time{}
