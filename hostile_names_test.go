@@ -154,7 +154,7 @@ func TestHostileNamesInPlanStatusAndRetry(t *testing.T) {
 		}
 		var want []string
 		for _, e := range escaped {
-			want = append(want, filepath.Join(failed, "gone", e)+" to "+filepath.Join(f.drop, "gone", e))
+			want = append(want, filepath.Join(failed, "gone", e))
 		}
 		checkShown(t, "retry's error", r.stderr, want...)
 		if got := strings.Count(r.stderr, "\n"); got != len(names) {

@@ -55,7 +55,7 @@ func commands() []command {
 		{"relink", "[--config FILE] --archive SLUG --from SOCKET --to SOCKET [--item PK]... [--dry-run]", "attach an archive's images under another image interface too; no re-upload", helpRelink, (*cli).cmdRelink},
 		{"archives", "[--config FILE]", "the archives this token can see, with their slugs, for writing the config", helpArchives, (*cli).cmdArchives},
 		{"interfaces", "[--config FILE] [--archive SLUG]", "the interfaces (sockets) with their slugs and kinds; those an archive uses", helpInterfaces, (*cli).cmdInterfaces},
-		{"demo", "[--keep]", "the whole flow against a built-in fake server; no account needed", helpDemo, (*cli).cmdDemo},
+		{"demo", "[--keep] | --serve [--listen ADDR]", "the whole flow against a built-in fake server; no account needed", helpDemo, (*cli).cmdDemo},
 		{"version", "", "print the version", "Prints the version of this binary.\n", (*cli).cmdVersion},
 	}
 }

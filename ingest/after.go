@@ -278,7 +278,11 @@ func restoreFailed(img *state.Image) ([]string, error) {
 		move = append(move, f)
 	}
 	if len(removed) == len(grouperFiles(img).Files) {
-		return nil, inputErrorf("every file of image %d was removed from %s; nothing to retry", img.ID, img.MovedTo)
+		gone := make([]string, len(removed))
+		for i, rel := range removed {
+			gone[i] = filepath.Join(img.MovedTo, filepath.FromSlash(rel))
+		}
+		return nil, inputErrorf("every file of image %d was removed from failed_dir (%s); nothing to retry", img.ID, strings.Join(firstN(gone, 3), ", "))
 	}
 	if !restoreFolder(img, move) {
 		for _, f := range move {
