@@ -128,14 +128,14 @@ type Pipeline struct {
 	secret  *deidSecret  // the de-identification secret, read once
 	plan    *planner     // what values and uploads an item gets
 	imports *importPolls // the images importing: their polls and looks
+	later   laterChanges // changes saveLater holds for an image's next save
 
 	mu      sync.Mutex
 	queue   queue                // waiting for a worker, due now or later (retries, import polls)
 	active  map[uint64]*progress // being worked on
 	running bool
-	started time.Time                     // when Run began: uploads created before it may be ours and unrecorded
-	stopErr error                         // a state write failed: no new work is taken
-	later   map[uint64]func(*state.Image) // changes saveLater holds for an image's next save
+	started time.Time // when Run began: uploads created before it may be ours and unrecorded
+	stopErr error     // a state write failed: no new work is taken
 	// finishing holds the images whose last commit a finishLater
 	// goroutine is making; finishers bounds them, finishWG waits for them.
 	finishing map[uint64]bool
@@ -173,7 +173,6 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		held:       &heldFiles{store: store},
 		secret:     &deidSecret{path: cfg.SecretPath()},
 		imports:    newImportPolls(),
-		later:      map[uint64]func(*state.Image){},
 		finishing:  map[uint64]bool{},
 		finishers:  make(chan struct{}, cfg.Concurrency),
 		recovering: map[uint64]bool{},

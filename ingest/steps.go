@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -53,7 +54,7 @@ func (e *waitError) Error() string { return "wait until " + e.at.String() }
 // save commits fn's change to img in one transaction, with any change
 // saveLater held back for it, and refreshes img.
 func (p *Pipeline) save(img *state.Image, fn func(*state.Image)) error {
-	out, err := p.commit(img.ID, p.takeLater(img.ID), fn)
+	out, err := p.commit(img.ID, p.later.take(img.ID), fn)
 	if err != nil {
 		return &storeError{err}
 	}
@@ -80,23 +81,38 @@ func (p *Pipeline) commit(id uint64, later, fn func(*state.Image)) (state.Image,
 // process that ends first drops it (process), so the next one starts from
 // the state file, as a restart would.
 func (p *Pipeline) saveLater(img *state.Image, fn func(*state.Image)) {
-	p.mu.Lock()
-	if prev := p.later[img.ID]; prev != nil {
-		next := fn
-		p.later[img.ID] = func(r *state.Image) { prev(r); next(r) }
-	} else {
-		p.later[img.ID] = fn
-	}
-	p.mu.Unlock()
+	p.later.add(img.ID, fn)
 	fn(img)
 }
 
-// takeLater returns, and forgets, the change saveLater holds for image id.
-func (p *Pipeline) takeLater(id uint64) func(*state.Image) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	fn := p.later[id]
-	delete(p.later, id)
+// laterChanges holds, by image, the changes saveLater defers to the
+// image's next save. Nothing else changes with them: they have their own
+// lock.
+type laterChanges struct {
+	mu  sync.Mutex
+	fns map[uint64]func(*state.Image)
+}
+
+// add holds fn for image id, after any change held for it already.
+func (l *laterChanges) add(id uint64, fn func(*state.Image)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if prev := l.fns[id]; prev != nil {
+		l.fns[id] = func(r *state.Image) { prev(r); fn(r) }
+		return
+	}
+	if l.fns == nil {
+		l.fns = map[uint64]func(*state.Image){}
+	}
+	l.fns[id] = fn
+}
+
+// take returns, and forgets, the change held for image id, or nil.
+func (l *laterChanges) take(id uint64) func(*state.Image) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fn := l.fns[id]
+	delete(l.fns, id)
 	return fn
 }
 
@@ -110,7 +126,7 @@ func (p *Pipeline) takeLater(id uint64) func(*state.Image) {
 // once; a worker that would exceed that waits its turn.
 func (p *Pipeline) finishLater(img *state.Image, fn func(*state.Image), then func()) {
 	p.finishers <- struct{}{}
-	later := p.takeLater(img.ID)
+	later := p.later.take(img.ID)
 	p.mu.Lock()
 	p.finishing[img.ID] = true
 	p.mu.Unlock()
@@ -135,7 +151,7 @@ func (p *Pipeline) finishLater(img *state.Image, fn func(*state.Image), then fun
 
 // process moves one image as far as it can go now.
 func (p *Pipeline) process(ctx context.Context, id uint64) {
-	defer func() { _ = p.takeLater(id) }() // not committed: the next process hashes again
+	defer func() { _ = p.later.take(id) }() // not committed: the next process hashes again
 	img, err := p.store.Get(id)
 	if err != nil {
 		p.log.Error("read image record", "id", id, "err", err)
