@@ -138,7 +138,7 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		if ctx.Err() != nil {
 			return err
 		}
-		next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
+		next := p.cfg.Now().Add(p.cfg.backoff(img.Attempts + 1))
 		p.log.Warn("could not abort the uploads of a failed image; trying again later", "id", img.ID, "err", err)
 		if err := p.save(img, func(r *state.Image) { r.Attempts++ }); err != nil {
 			return err // a storeError: the pipeline stops (PATTERNS.md, rule 4)

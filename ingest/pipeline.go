@@ -442,12 +442,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 }
 
 // backoff returns the wait before attempt n (1-based) of a transient
-// failure: exponential, capped, with ±25 % jitter.
-func (p *Pipeline) backoff(n int) time.Duration {
-	d := p.cfg.RetryBase
-	for i := 1; i < n && d < p.cfg.RetryMax; i++ {
+// failure: exponential from RetryBase, capped at RetryMax, with ±25 %
+// jitter.
+func (c *PipelineConfig) backoff(n int) time.Duration {
+	d := c.RetryBase
+	for i := 1; i < n && d < c.RetryMax; i++ {
 		d *= 2
 	}
-	d = min(d, p.cfg.RetryMax)
+	d = min(d, c.RetryMax)
 	return d - d/4 + time.Duration(rand.Int64N(int64(d/2)+1))
 }

@@ -829,7 +829,7 @@ func TestBackoff(t *testing.T) {
 	}{{1, time.Second}, {2, 2 * time.Second}, {4, 8 * time.Second}, {7, time.Minute}, {1000, time.Minute}}
 	for _, tt := range tests {
 		for range 50 {
-			got := p.backoff(tt.attempt)
+			got := p.cfg.backoff(tt.attempt)
 			if got < tt.base*3/4 || got > tt.base*5/4 {
 				t.Fatalf("backoff(%d) = %v; want %v ± 25%%", tt.attempt, got, tt.base)
 			}

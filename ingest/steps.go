@@ -253,7 +253,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		// The image's fate is known; only its file action (or the abort
 		// of its uploads) failed. Try that again later, never changing
 		// the state: an imported image is never marked failed.
-		next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
+		next := p.cfg.Now().Add(p.cfg.backoff(img.Attempts + 1))
 		log.Error("after-upload action failed; will try again", "err", err, "at", next.Format(time.RFC3339))
 		if serr := p.save(img, func(r *state.Image) { r.Attempts++; r.LastError = err.Error() }); serr != nil {
 			p.stop(serr) // PATTERNS.md, rule 4: never go on after a failed state write
@@ -290,7 +290,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		}
 		return
 	}
-	next := p.cfg.Now().Add(p.backoff(img.Attempts + 1))
+	next := p.cfg.Now().Add(p.cfg.backoff(img.Attempts + 1))
 	if serr := p.save(img, func(r *state.Image) {
 		r.Uploads = uploads
 		r.State, r.RetryFrom = state.Retrying, from
