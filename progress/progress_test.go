@@ -179,9 +179,8 @@ func TestEightyColumns(t *testing.T) {
 	for i, n := range names {
 		d.Update(uint64(i+1), n, 0, int64(i+1)*123*gib)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.Run(ctx, time.Millisecond) }()
+	// Each log line clears the frame, writes, and draws the frame again,
+	// as Run's ticks do.
 	for step := range 20 {
 		c.t = c.t.Add(3 * time.Second)
 		for i, n := range names {
@@ -209,8 +208,10 @@ func TestEightyColumns(t *testing.T) {
 	if logs := strings.Count(strings.Join(lines, "\n"), "time="); logs != 20 {
 		t.Errorf("%d log lines on the screen; want all 20", logs)
 	}
+	// Run returns once ctx is done, clearing the frame for good.
+	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	<-done
+	d.Run(ctx, time.Millisecond)
 	fmt.Fprintf(d, "time=12:01:00 level=INFO msg=stopped\n")
 	lines = scr.text()
 	if lines[len(lines)-1] != "time=12:01:00 level=INFO msg=stopped" {
