@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -182,7 +183,16 @@ type runner struct {
 // ctx is done.
 func (r *runner) runOnce(ctx context.Context, cfg *config.Config) (*config.Config, error) {
 	log := r.opts.Logger
-	client, guard, err := newAgentClient(cfg, r.opts.Token, r.opts.Version, log, r.metrics)
+	// The client retries a failed request itself before a step sees the
+	// error; the pipeline, made below, shows the image as retrying
+	// meanwhile (ingest clientretry.go).
+	var pipe atomic.Pointer[ingest.Pipeline]
+	client, guard, err := newAgentClient(cfg, r.opts.Token, r.opts.Version, log, r.metrics,
+		gcapi.WithRetry(gcapi.RetryPolicy{OnRetry: func(ctx context.Context, _, _ string, _ int, wait time.Duration, err error) {
+			if p := pipe.Load(); p != nil {
+				p.NoteRetry(ctx, wait, err)
+			}
+		}}))
 	if err != nil {
 		return nil, err
 	}
@@ -205,6 +215,7 @@ func (r *runner) runOnce(ctx context.Context, cfg *config.Config) (*config.Confi
 			}
 		},
 	}, r.st, client, log.With("part", "pipeline"))
+	pipe.Store(p)
 	r.src.setPipeline(p)
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -29,12 +29,12 @@ func NewClient(cfg *config.Config, token, version string, log *slog.Logger, opts
 // newAgentClient is NewClient for the running agent: every request is
 // recorded in metrics for /metrics, and its guard's refused channel closes
 // when the server refuses the token.
-func newAgentClient(cfg *config.Config, token, version string, log *slog.Logger, metrics *status.Metrics) (*gcapi.Client, *authGuard, error) {
+func newAgentClient(cfg *config.Config, token, version string, log *slog.Logger, metrics *status.Metrics, opts ...gcapi.Option) (*gcapi.Client, *authGuard, error) {
 	var g *authGuard
 	c, err := buildClient(cfg, token, version, log, metrics, func(rt http.RoundTripper) http.RoundTripper {
 		g = newAuthGuard(rt)
 		return g
-	})
+	}, opts...)
 	return c, g, err
 }
 

@@ -85,6 +85,15 @@ func reportFrom(st *state.Store, q status.Query, active map[uint64]ingest.ImageS
 		if is, ok := active[img.ID]; ok && is.Active && is.BytesTotal > 0 {
 			si.BytesSent, si.BytesTotal, si.Hashing = is.BytesSent, is.BytesTotal, is.Hashing
 		}
+		if is, ok := active[img.ID]; ok && !is.ClientRetryAt.IsZero() {
+			// The client is waiting out a failed request: the image waits
+			// on the network or the server, whatever its record says.
+			si.State, si.NextAttempt = status.StateRetrying, is.ClientRetryAt
+			si.WaitingFor = "the server: a request of " + string(img.State) + " failed and is tried again"
+			if si.LastError == "" {
+				si.LastError = is.ClientRetryErr
+			}
+		}
 		if q.ID != "" {
 			si.Detail = statusDetail(img)
 		}
@@ -269,6 +278,14 @@ func (s *pipelineSource) Counts(ctx context.Context) (map[string]int, map[string
 	out := make(map[string]int, len(counts))
 	for st, n := range counts {
 		out[string(st)] = n
+	}
+	if p := s.pipeline(); p != nil {
+		// Images whose requests the client is retrying are retrying,
+		// whatever their records say until a step ends.
+		for st, n := range p.ClientRetrying() {
+			out[string(st)] -= min(n, out[string(st)])
+			out[status.StateRetrying] += n
+		}
 	}
 	s.metrics.SetQueueDepth(out[status.StatePending] + out[status.StateRetrying])
 	return out, s.unknownFiles(), nil

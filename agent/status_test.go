@@ -95,3 +95,34 @@ func TestStatusFromStateEscapesNames(t *testing.T) {
 		t.Errorf("the record no longer names the file: %v", err)
 	}
 }
+
+// An image whose request the client is retrying is shown as retrying,
+// with the client's next attempt and its error, although its record
+// still says uploading.
+func TestStatusShowsClientRetriesAsRetrying(t *testing.T) {
+	st, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	img := &state.Image{Watch: "/drop", Key: "a.mha", State: state.Pending}
+	if err := st.Create(img); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Update(img.ID, func(r *state.Image) error { r.State = state.Uploading; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	next := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	active := map[uint64]ingest.ImageStatus{img.ID: {Active: true, ClientRetryAt: next, ClientRetryErr: "GET …: 503 Service Unavailable"}}
+	rep, err := reportFrom(st, status.Query{}, active, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Images) != 1 {
+		t.Fatalf("report %+v; want one image", rep.Images)
+	}
+	si := rep.Images[0]
+	if si.State != status.StateRetrying || !si.NextAttempt.Equal(next) || !strings.Contains(si.LastError, "503") {
+		t.Errorf("image shown %s, next %v, error %q; want retrying at %v with the 503", si.State, si.NextAttempt, si.LastError, next)
+	}
+}

@@ -123,12 +123,13 @@ type Pipeline struct {
 	api     API
 	log     *slog.Logger
 	watches map[string]Watch
-	server  *serverCache // what the pipeline knows of the server
-	held    *heldFiles   // the files of images that landed, by item
-	secret  *deidSecret  // the de-identification secret, read once
-	plan    *planner     // what values and uploads an item gets
-	imports *importPolls // the images importing: their polls and looks
-	later   laterChanges // changes saveLater holds for an image's next save
+	server  *serverCache  // what the pipeline knows of the server
+	held    *heldFiles    // the files of images that landed, by item
+	secret  *deidSecret   // the de-identification secret, read once
+	plan    *planner      // what values and uploads an item gets
+	imports *importPolls  // the images importing: their polls and looks
+	later   laterChanges  // changes saveLater holds for an image's next save
+	retries clientRetries // requests the client is retrying, by image (clientretry.go)
 
 	mu      sync.Mutex
 	queue   queue                // waiting for a worker, due now or later (retries, import polls)

@@ -1028,3 +1028,46 @@ func TestViewOnlyArchiveSaysWhatToAskFor(t *testing.T) {
 		t.Fatalf("image %s (%s); want failed, saying the account may not add items and to ask for uploader rights", imgs[0].State, imgs[0].LastError)
 	}
 }
+
+// While the server answers 503 and the client retries a request itself,
+// the image shows as retrying from the first failed attempt, with the
+// error and when the client tries again, not as "uploading" with nothing
+// next; once the server answers, it lands and the note is gone.
+func TestClientRetriesShowAsRetrying(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	h.srv.SetFaults(gcapitest.Faults{Rate5xx: 1, PathPrefix: "/api/v1/archives/"})
+	var p *Pipeline
+	api, err := gcapi.New(h.srv.URL, h.srv.Token(), gcapi.WithHTTPClient(h.srv.Client()),
+		gcapi.WithRetry(gcapi.RetryPolicy{MaxAttempts: 1000, BaseDelay: 20 * time.Millisecond, MaxDelay: 20 * time.Millisecond,
+			OnRetry: func(ctx context.Context, _, _ string, _ int, wait time.Duration, err error) {
+				p.NoteRetry(ctx, wait, err)
+			}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = NewPipeline(h.config(), h.store, api, nil)
+	if err := p.Submit(t.Context(), h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))); err != nil {
+		t.Fatal(err)
+	}
+	stop := start(p)
+	defer stop()
+	eventually(t, 30*time.Second, "the image shown as retrying by the client", func() bool {
+		snap, err := p.Snapshot(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(snap) == 1 && !snap[0].ClientRetryAt.IsZero() && strings.Contains(snap[0].ClientRetryErr, "503")
+	})
+	if got := p.ClientRetrying(); got[state.Uploading] != 1 {
+		t.Errorf("ClientRetrying = %v; want the uploading image", got)
+	}
+	h.srv.SetFaults(gcapitest.Faults{})
+	h.waitSettled(1)
+	snap, err := p.Snapshot(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap[0].State != state.Finished || !snap[0].ClientRetryAt.IsZero() || len(p.ClientRetrying()) != 0 {
+		t.Errorf("after the server came back: %s, client retry %v, %v; want finished and no note", snap[0].State, snap[0].ClientRetryAt, p.ClientRetrying())
+	}
+}

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"time"
 	"unicode/utf8"
 
 	"github.com/gcingest/gcingest/printable"
@@ -16,6 +17,11 @@ type ImageStatus struct {
 	// Hashing says BytesSent counts the bytes the hash step has read of
 	// the files (BytesTotal), before anything is sent.
 	Hashing bool `json:"hashing,omitempty"`
+	// ClientRetryAt, when set, is when the client tries a request of this
+	// image again after ClientRetryErr: the image waits on the network or
+	// the server although its record says what it was doing.
+	ClientRetryAt  time.Time `json:"client_retry_at,omitzero"`
+	ClientRetryErr string    `json:"client_retry_error,omitempty"`
 }
 
 // Snapshot returns every image recorded, with upload progress for those in
@@ -39,6 +45,9 @@ func (p *Pipeline) Snapshot(unfinishedOnly bool) ([]ImageStatus, error) {
 		if pr, ok := p.active[img.ID]; ok {
 			out[i].Active = true
 			out[i].BytesSent, out[i].BytesTotal, out[i].Hashing = pr.sent, pr.total, pr.hashed
+			if r, ok := p.retries.get(img.ID); ok {
+				out[i].ClientRetryAt, out[i].ClientRetryErr = r.next, r.err
+			}
 		}
 	}
 	return out, nil

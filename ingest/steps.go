@@ -167,6 +167,7 @@ func (p *Pipeline) process(ctx context.Context, id uint64) {
 			}
 		}
 		var err error
+		ctx := withStep(ctx, id, img.State) // whose requests the client retries
 		switch img.State {
 		case state.Pending:
 			err = p.stepHash(ctx, &img)
@@ -211,6 +212,7 @@ func (p *Pipeline) process(ctx context.Context, id uint64) {
 		default:
 			err = fmt.Errorf("unknown state %q", img.State)
 		}
+		p.retries.clear(id) // the step has its answer, or gave up
 		if err != nil {
 			p.handle(ctx, &img, err)
 			return
