@@ -437,26 +437,8 @@ func TestLateSliceSameItem(t *testing.T) {
 			if len(imgs) != 2 || imgs[1].State != state.Finished || imgs[1].Title != imgs[0].Title || imgs[1].ItemPK != imgs[0].ItemPK {
 				t.Fatalf("records %+v; want a second record finished on the first one's item, same title", imgs)
 			}
-			items := h.srv.Items(testArchive)
-			if len(items) != 1 {
-				t.Fatalf("archive has %d items; want 1", len(items))
-			}
-			v := items[0].Value(testIface)
-			if v == nil || v.Image == nil {
-				t.Fatal("item has no image")
-			}
-			pk := strings.TrimSuffix(*v.Image, "/")
-			pk = pk[strings.LastIndexByte(pk, '/')+1:]
-			content, err := h.srv.ImageContent(pk)
-			if err != nil {
-				t.Fatal(err)
-			}
-			zr, err := zip.NewReader(bytes.NewReader(content), int64(len(content)))
-			if err != nil {
-				t.Fatalf("image content is not the ZIP sent: %v", err)
-			}
-			if len(zr.File) != 3 {
-				t.Errorf("the item's image holds %d files; want the complete series of 3", len(zr.File))
+			if n, _ := itemSlices(t, h); n != 3 {
+				t.Errorf("the item's image holds %d files; want the complete series of 3", n)
 			}
 		})
 	}

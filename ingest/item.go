@@ -189,11 +189,7 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 		// is keyed by the series, so that late slices join its item.
 		return false, nil
 	}
-	ar, err := p.server.archive(ctx, archiveSlug(img, w))
-	if err != nil {
-		return false, err
-	}
-	it, err := p.server.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
+	it, err := p.itemTitled(ctx, img, w)
 	if err != nil || it == nil {
 		return false, err
 	}
@@ -301,4 +297,14 @@ func noUploadRights(err error) bool {
 	var e *gcapi.Error
 	return errors.As(err, &e) && e.StatusCode == http.StatusBadRequest &&
 		bytes.Contains(e.Body, []byte(`"archive"`)) && bytes.Contains(e.Body, []byte("Object does not exist"))
+}
+
+// itemTitled returns the item of img's archive that has img's title, as
+// the archive's title index knows it, or nil.
+func (p *Pipeline) itemTitled(ctx context.Context, img *state.Image, w Watch) (*gcapi.ArchiveItem, error) {
+	ar, err := p.server.archive(ctx, archiveSlug(img, w))
+	if err != nil {
+		return nil, err
+	}
+	return p.server.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
 }

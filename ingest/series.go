@@ -147,11 +147,7 @@ func (p *Pipeline) seriesHeld(ctx context.Context, img *state.Image, w Watch) (b
 	if img.Title == "" || len(img.Values) != 1 || img.Values[0].Kind != state.ValueImage || img.Values[0].SocketKind == KindDICOMImageSet {
 		return false, nil
 	}
-	ar, err := p.server.archive(ctx, archiveSlug(img, w))
-	if err != nil {
-		return false, err
-	}
-	it, err := p.server.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
+	it, err := p.itemTitled(ctx, img, w)
 	if err != nil || it == nil {
 		return false, err
 	}
