@@ -554,3 +554,36 @@ func TestRetryRefusedMovesNothing(t *testing.T) {
 		t.Errorf("the drop folder holds two/ after a refused retry (%v)", err)
 	}
 }
+
+// A folder fixed in place after it failed comes back as a new image; once
+// that one lands, the failed record is superseded: it no longer counts as
+// failed, so an alert on failed images clears, and it keeps its story.
+func TestFixedInPlaceSupersedesTheFailure(t *testing.T) {
+	h := newFolderHarness(t, gcapitest.Options{})
+	h.watch.FailedDir = "" // the files stay where they are
+	mha := gcapitest.SampleMHA(3, 4, 4, 2)
+	imgs := h.runAll(h.folder("two", map[string][]byte{"ct.mha": mha, "a.pdf": pdf('a'), "b.pdf": pdf('b')}))
+	if imgs[0].State != state.Failed {
+		t.Fatalf("folder is %s (%s); want failed for two PDFs", imgs[0].State, imgs[0].LastError)
+	}
+	if err := os.Remove(filepath.Join(h.watch.Path, "two", "b.pdf")); err != nil {
+		t.Fatal(err)
+	}
+	imgs = h.runAll(h.group(KindFolder, "two", h.stat("two/a.pdf"), h.stat("two/ct.mha")))
+	if len(imgs) != 2 || imgs[1].State != state.Finished {
+		t.Fatalf("records %+v; want the fixed folder finished", imgs)
+	}
+	if imgs[0].State != state.Superseded || !strings.Contains(imgs[0].LastError, fmt.Sprintf("superseded by image %d", imgs[1].ID)) {
+		t.Errorf("the failed record is %s (%s); want superseded by image %d", imgs[0].State, imgs[0].LastError, imgs[1].ID)
+	}
+	counts, err := h.store.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[state.Failed] != 0 {
+		t.Errorf("failed count %d; want 0 once the folder landed", counts[state.Failed])
+	}
+	if _, err := h.pipeline(h.config()).RetryFailed(t.Context()); err != nil {
+		t.Errorf("retry --failed after the fix: %v; want nothing to retry", err)
+	}
+}

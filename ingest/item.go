@@ -144,6 +144,9 @@ func (p *Pipeline) markDuplicate(ctx context.Context, img *state.Image, w Watch,
 	if err == nil && joined {
 		return p.backToPending(ctx, img, "a file that joined "+img.Key)
 	}
+	if err == nil {
+		p.supersedeOlder(img) // its content is in the archive: earlier failures of it are past
+	}
 	return err
 }
 

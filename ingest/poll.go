@@ -397,6 +397,7 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 	}
 	imported := func() {
 		p.held.add(img)
+		p.supersedeOlder(img)
 		// One line per imported image says where its files went (or go).
 		p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, committed, actErr))
 		if p.cfg.Progress != nil {

@@ -40,12 +40,18 @@ const (
 	Retrying  State = "retrying"  // transient error; tries again at NextAttempt
 	Failed    State = "failed"    // permanent error, see LastError
 	Duplicate State = "duplicate" // identical content already in the archive under the same title
+	// Superseded is a failed image whose folder or file a newer image
+	// landed: it no longer counts as failed (an alert on failed images
+	// clears), and its story stays in status ID.
+	Superseded State = "superseded"
 )
 
 // Terminal reports whether nothing more will happen to an image in state s
 // without a user asking for it (gcingest retry). Failed and Duplicate images
 // still count as unfinished until their file action is recorded (ActionDone).
-func (s State) Terminal() bool { return s == Finished || s == Failed || s == Duplicate }
+func (s State) Terminal() bool {
+	return s == Finished || s == Failed || s == Duplicate || s == Superseded
+}
 
 // File is one source file of an image as it was hashed.
 type File struct {

@@ -7,7 +7,7 @@ import (
 )
 
 // States lists every state an image's record can be in, in pipeline order.
-var States = []State{Pending, Uploading, Uploaded, Attaching, Importing, Done, Finished, Retrying, Failed, Duplicate}
+var States = []State{Pending, Uploading, Uploaded, Attaching, Importing, Done, Finished, Retrying, Failed, Duplicate, Superseded}
 
 // Transition is one move of an image's record from one state to another,
 // and the step of package ingest that makes it.
@@ -52,6 +52,7 @@ var Transitions = []Transition{
 	{Attaching, Uploading, "resend (sendPatch: the uploads expired before the PATCH)"},
 	{Importing, Uploading, "resend (stepPoll deadline: the uploads expired before an import took them)"},
 	{Failed, Pending, "retry (gcingest retry: start over)"},
+	{Failed, Superseded, "supersedeOlder (a newer image of the same folder or file landed)"},
 
 	// Transient errors wait in Retrying and resume where they were
 	// (Image.RetryFrom; an empty one is Pending).

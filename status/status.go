@@ -36,11 +36,14 @@ const (
 	StateRetrying  = "retrying"
 	StateFailed    = "failed"
 	StateDuplicate = "duplicate"
+	// StateSuperseded is a failed image whose folder or file a newer image
+	// landed: no longer counted as failed.
+	StateSuperseded = "superseded"
 )
 
 // States lists every state in pipeline order, for stable output.
 var States = []string{StatePending, StateUploading, StateUploaded, StateAttaching,
-	StateImporting, StateDone, StateFinished, StateRetrying, StateFailed, StateDuplicate}
+	StateImporting, StateDone, StateFinished, StateRetrying, StateFailed, StateDuplicate, StateSuperseded}
 
 // Image is one image as /status shows it.
 type Image struct {
