@@ -58,8 +58,12 @@ type PipelineConfig struct {
 	// account had when it was first blocked has expired (24 h), so what
 	// still fills the quota is the image itself. Default 25h.
 	QuotaTimeout time.Duration
-	RetryBase    time.Duration // first backoff after a transient error; default 5s
-	RetryMax     time.Duration // longest backoff; default 10m
+	// RefusedHold is how long an image whose step made a move the state
+	// machine refuses (a bug) waits before it is looked at again; after
+	// refusedHolds of them it fails. Default 1h.
+	RefusedHold time.Duration
+	RetryBase   time.Duration // first backoff after a transient error; default 5s
+	RetryMax    time.Duration // longest backoff; default 10m
 	// UnknownErrorAttempts is how many attempts an image gets at an error
 	// of no kind known to heal by waiting (healable) before it fails with
 	// it; default 150, about a day at the default backoff.
@@ -97,6 +101,9 @@ func (c *PipelineConfig) applyDefaults() {
 	}
 	if c.ImportTimeout <= 0 {
 		c.ImportTimeout = 3 * time.Hour
+	}
+	if c.RefusedHold <= 0 {
+		c.RefusedHold = time.Hour
 	}
 	if c.QuotaTimeout <= 0 {
 		c.QuotaTimeout = 25 * time.Hour

@@ -959,8 +959,8 @@ func TestSubmitAllBacklog(t *testing.T) {
 	}
 }
 
-// refusingStore refuses, as the state machine would, every move of the
-// image keyed refuse out of pending.
+// refusingStore refuses, as the state machine would, the image keyed
+// refuse every move out of pending but the one to failed.
 type refusingStore struct {
 	*state.Store
 	refuse string
@@ -976,8 +976,8 @@ func (s *refusingStore) Update(id uint64, fn func(*state.Image) error) (state.Im
 	if err := fn(&after); err != nil {
 		return state.Image{}, err
 	}
-	if before.Key == s.refuse && before.State == state.Pending && after.State != state.Pending {
-		return state.Image{}, fmt.Errorf("image %d from %s to %s: %w", id, before.State, after.State, state.ErrTransition)
+	if before.Key == s.refuse && before.State == state.Pending && after.State != state.Pending && after.State != state.Failed {
+		return state.Image{}, &state.TransitionError{ID: id, From: before.State, To: after.State}
 	}
 	return s.Store.Update(id, fn)
 }
@@ -1069,5 +1069,24 @@ func TestClientRetriesShowAsRetrying(t *testing.T) {
 	}
 	if snap[0].State != state.Finished || !snap[0].ClientRetryAt.IsZero() || len(p.ClientRetrying()) != 0 {
 		t.Errorf("after the server came back: %s, client retry %v, %v; want finished and no note", snap[0].State, snap[0].ClientRetryAt, p.ClientRetrying())
+	}
+}
+
+// No image waits for ever, a bug of ours included: one whose step the
+// state machine keeps refusing fails after refusedHolds looks, saying so.
+func TestRefusedMoveFailsInTheEnd(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	rs := &refusingStore{Store: h.store, refuse: "a.mha"}
+	cfg := h.config()
+	cfg.RefusedHold = time.Millisecond
+	p := NewPipeline(cfg, rs, h.api, nil)
+	if err := p.Submit(t.Context(), h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))); err != nil {
+		t.Fatal(err)
+	}
+	stop := start(p)
+	defer stop()
+	img := h.waitImage("failed after the refusals", func(img state.Image) bool { return img.State == state.Failed })
+	if !strings.Contains(img.LastError, fmt.Sprintf("internal error, %d times", refusedHolds)) || !strings.Contains(img.LastError, "gcingest retry") {
+		t.Errorf("failed with %q; want the refusal, how often, and gcingest retry", img.LastError)
 	}
 }

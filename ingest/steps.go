@@ -232,7 +232,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		// A move the state machine does not allow: a bug of gcingest's,
 		// not of the disk. Nothing was committed; this image alone is held
 		// (loudly, looked at again hourly), the others go on.
-		p.holdRefused(img, se.err)
+		p.holdRefused(ctx, img, se.err)
 		return
 	case errors.As(err, &se):
 		p.stop(se.err)
@@ -402,23 +402,34 @@ func (p *Pipeline) watchOf(img *state.Image) (Watch, error) {
 	return w, nil
 }
 
-// refusedHold is how long an image whose step made a move the state
-// machine refuses waits before it is tried again.
-const refusedHold = time.Hour
+// refusedHolds is how many times an image whose steps the state machine
+// refuses is looked at again before it fails (a day at the default
+// RefusedHold): no image waits for ever, a bug of ours included.
+const refusedHolds = 24
 
 // holdRefused records, in the image's own state (a move to the same state
 // is always allowed), that its last step was refused by the state
-// machine, and looks at it again after refusedHold.
-func (p *Pipeline) holdRefused(img *state.Image, refused error) {
-	msg := fmt.Sprintf("internal error: %v; nothing of that step was recorded, and the image is tried again in %s (please report this, with gcingest status %d)",
-		refused, refusedHold, img.ID)
+// machine, and looks at it again after RefusedHold; after refusedHolds
+// such looks it fails, where failing is a move the table allows.
+func (p *Pipeline) holdRefused(ctx context.Context, img *state.Image, refused error) {
 	p.log.Error("state machine refused a move; holding the image", "id", img.ID, "key", img.Key, "err", refused)
-	if err := p.save(img, func(r *state.Image) { r.LastError = msg }); err != nil {
+	// Failing is itself a move: never try it again when it was the move
+	// refused, or the two would call each other.
+	var te *state.TransitionError
+	failing := errors.As(refused, &te) && te.To == state.Failed
+	if img.Attempts+1 >= refusedHolds && !failing && state.Allowed(img.State, state.Failed) {
+		p.handle(ctx, img, inputErrorf("internal error, %d times: %v; nothing of that step was recorded (please report this; gcingest retry %d starts the image over)",
+			refusedHolds, refused, img.ID))
+		return
+	}
+	msg := fmt.Sprintf("internal error: %v; nothing of that step was recorded, and the image is tried again in %s (please report this, with gcingest status %d)",
+		refused, p.cfg.RefusedHold, img.ID)
+	if err := p.save(img, func(r *state.Image) { r.LastError, r.Attempts = msg, r.Attempts+1 }); err != nil {
 		var se *storeError
 		if errors.As(err, &se) && !errors.Is(se.err, state.ErrTransition) {
 			p.stop(se.err)
 			return
 		}
 	}
-	p.enqueue(img.ID, p.cfg.Now().Add(refusedHold))
+	p.enqueue(img.ID, p.cfg.Now().Add(p.cfg.RefusedHold))
 }

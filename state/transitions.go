@@ -86,6 +86,20 @@ var Creatable = []State{Pending, Retrying, Failed, Finished}
 // Transitions, and by Create for a state not in Creatable.
 var ErrTransition = errors.New("not a move of the item state machine (state.Transitions)")
 
+// TransitionError is a move of an image that Transitions does not allow;
+// errors.Is(err, ErrTransition) holds for it.
+type TransitionError struct {
+	ID       uint64
+	From, To State
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("image %d from %s to %s: %v", e.ID, e.From, e.To, ErrTransition)
+}
+
+// Unwrap makes errors.Is(err, ErrTransition) true.
+func (e *TransitionError) Unwrap() error { return ErrTransition }
+
 // Allowed reports whether a record may move from one state to another: the
 // move is in Transitions, or keeps the state.
 func Allowed(from, to State) bool {
@@ -97,7 +111,7 @@ func checkMove(id uint64, from, to State) error {
 	if Allowed(from, to) {
 		return nil
 	}
-	return fmt.Errorf("image %d from %s to %s: %w", id, from, to, ErrTransition)
+	return &TransitionError{ID: id, From: from, To: to}
 }
 
 // checkCreate refuses to record a new image in a state not in Creatable.
