@@ -573,8 +573,18 @@ func TestFixedInPlaceSupersedesTheFailure(t *testing.T) {
 	if len(imgs) != 2 || imgs[1].State != state.Finished {
 		t.Fatalf("records %+v; want the fixed folder finished", imgs)
 	}
-	if imgs[0].State != state.Superseded || !strings.Contains(imgs[0].LastError, fmt.Sprintf("superseded by image %d", imgs[1].ID)) {
-		t.Errorf("the failed record is %s (%s); want superseded by image %d", imgs[0].State, imgs[0].LastError, imgs[1].ID)
+	// Superseded right after the new image's finished commit, which its
+	// worker does not wait for (finishLater).
+	var old state.Image
+	eventually(t, 10*time.Second, "the failed record superseded", func() bool {
+		var err error
+		if old, err = h.store.Get(imgs[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		return old.State == state.Superseded
+	})
+	if !strings.Contains(old.LastError, fmt.Sprintf("superseded by image %d", imgs[1].ID)) {
+		t.Errorf("the superseded record says %q; want superseded by image %d", old.LastError, imgs[1].ID)
 	}
 	counts, err := h.store.Counts()
 	if err != nil {
