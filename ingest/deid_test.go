@@ -190,6 +190,23 @@ func deidHarness(t *testing.T, ifaceKind string) (*harness, *recorder) {
 	return h, rec
 }
 
+// runPlanned submits what the drop folder holds ready (want groups, as
+// submitPlanned), runs a pipeline until settled records number settled,
+// stops it and returns the records.
+func runPlanned(t *testing.T, h *harness, want, settled int) []state.Image {
+	t.Helper()
+	p := h.pipeline(h.config())
+	if n := submitPlanned(t, h, p); n != want {
+		t.Fatalf("submitted %d groups; want %d", n, want)
+	}
+	stop := start(p)
+	imgs := h.waitSettled(settled)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	return imgs
+}
+
 // submitPlanned groups the drop folder as the agent would (settle times of
 // zero: every file is settled) and submits every ready group.
 func submitPlanned(t *testing.T, h *harness, p *Pipeline) int {
@@ -222,15 +239,7 @@ func TestDeidentifiedDICOMLeavesNoIdentity(t *testing.T) {
 		// Exports often name files after the patient.
 		h.write("ct/DOE_JOHN_IM"+string(rune('0'+i)), ctSpec{study: study, series: series, instance: inst}.bytes())
 	}
-	p := h.pipeline(h.config())
-	if n := submitPlanned(t, h, p); n != 1 {
-		t.Fatalf("submitted %d groups; want one series", n)
-	}
-	stop := start(p)
-	imgs := h.waitSettled(1)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	imgs := runPlanned(t, h, 1, 1)
 	if imgs[0].State != state.Finished {
 		t.Fatalf("image %s: %s", imgs[0].State, imgs[0].LastError)
 	}
@@ -333,15 +342,7 @@ func TestDeidentifyRefuses(t *testing.T) {
 			for rel, b := range tt.files {
 				h.write(rel, b)
 			}
-			p := h.pipeline(h.config())
-			if n := submitPlanned(t, h, p); n != 1 {
-				t.Fatalf("submitted %d groups; want 1", n)
-			}
-			stop := start(p)
-			imgs := h.waitSettled(1)
-			if err := stop(); err != nil {
-				t.Fatal(err)
-			}
+			imgs := runPlanned(t, h, 1, 1)
 			if imgs[0].State != state.Failed {
 				t.Fatalf("image %s (%s); want failed", imgs[0].State, imgs[0].LastError)
 			}
@@ -367,15 +368,7 @@ func TestTruncatedDICOMFails(t *testing.T) {
 	h.write("s/IM1", ctSpec{study: study, series: series, instance: series + ".1"}.bytes())
 	full := ctSpec{study: study, series: series, instance: series + ".2"}.bytes()
 	h.write("s/IM2", full[:len(full)-5])
-	p := h.pipeline(h.config())
-	if n := submitPlanned(t, h, p); n != 1 {
-		t.Fatalf("submitted %d groups; want 1", n)
-	}
-	stop := start(p)
-	imgs := h.waitSettled(1)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	imgs := runPlanned(t, h, 1, 1)
 	if imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "IM2") || !strings.Contains(imgs[0].LastError, "truncated") {
 		t.Fatalf("image %s (%s); want failed, naming IM2 as truncated", imgs[0].State, imgs[0].LastError)
 	}
@@ -607,15 +600,7 @@ func TestDICOMKeyChangeDoesNotResendKeptSeries(t *testing.T) {
 		t.Fatalf("the series under its old key is %s (%s)", old[0].State, old[0].LastError)
 	}
 	before := len(h.srv.Requests())
-	p := h.pipeline(h.config())
-	if n := submitPlanned(t, h, p); n != 1 {
-		t.Fatalf("submitted %d groups; want the one series", n)
-	}
-	stop := start(p)
-	imgs := h.waitSettled(2)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	imgs := runPlanned(t, h, 1, 2)
 	if !group.IsDICOMKey(imgs[1].Key) || imgs[1].State != state.Duplicate || imgs[1].ItemPK != old[0].ItemPK {
 		t.Errorf("the series under its new key %q is %s in item %s (%s); want a duplicate held by item %s",
 			imgs[1].Key, imgs[1].State, imgs[1].ItemPK, imgs[1].LastError, old[0].ItemPK)
@@ -641,15 +626,7 @@ func TestDeidentifiedNamesStayHome(t *testing.T) {
 				inst := fmt.Sprintf("%s.%d", series, i)
 				h.write(fmt.Sprintf("DOE^JOHN PID-4711/DOE^JOHN_%d.dcm", i), ctSpec{study: study, series: series, instance: inst}.bytes())
 			}
-			p := h.pipeline(h.config())
-			if n := submitPlanned(t, h, p); n != 1 {
-				t.Fatalf("submitted %d groups; want one series", n)
-			}
-			stop := start(p)
-			imgs := h.waitSettled(1)
-			if err := stop(); err != nil {
-				t.Fatal(err)
-			}
+			imgs := runPlanned(t, h, 1, 1)
 			if imgs[0].State != state.Finished {
 				t.Fatalf("image %s: %s", imgs[0].State, imgs[0].LastError)
 			}
@@ -689,15 +666,7 @@ func TestDeidentifyNeverSendsUnreadableDICOMRaw(t *testing.T) {
 	}
 	b[i+4], b[i+5] = 0x01, 0x02
 	h.write("x/IM1", b)
-	p := h.pipeline(h.config())
-	if n := submitPlanned(t, h, p); n != 1 {
-		t.Fatalf("submitted %d groups; want 1", n)
-	}
-	stop := start(p)
-	imgs := h.waitSettled(1)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	imgs := runPlanned(t, h, 1, 1)
 	if imgs[0].State != state.Failed || !strings.Contains(imgs[0].LastError, "IM1") || !strings.Contains(imgs[0].LastError, "deidentify") {
 		t.Fatalf("image %s (%s); want failed, naming IM1 and deidentify", imgs[0].State, imgs[0].LastError)
 	}
