@@ -169,3 +169,22 @@ func unmarshalField(rec map[string]json.RawMessage, name string, v any) error {
 	}
 	return nil
 }
+
+// migrateV4 counts the images in each state from the state index into the
+// counts bucket, which every move keeps right from then on (schema 5).
+func migrateV4(tx *bolt.Tx) error {
+	counts, err := countIndex(tx)
+	if err != nil {
+		return fmt.Errorf("count the state index: %w", err)
+	}
+	b, err := tx.CreateBucket(bucketCounts)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketCounts, err)
+	}
+	for st, n := range counts {
+		if err := b.Put([]byte(st), binary.BigEndian.AppendUint64(nil, uint64(n))); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -44,13 +44,17 @@ const (
 	// landed: it no longer counts as failed (an alert on failed images
 	// clears), and its story stays in status ID.
 	Superseded State = "superseded"
+	// Dismissed is a failed image the operator dismissed for good
+	// (Dismiss): like Superseded, it no longer counts as failed and keeps
+	// its story, but nothing newer landed.
+	Dismissed State = "dismissed"
 )
 
 // Terminal reports whether nothing more will happen to an image in state s
 // without a user asking for it (gcingest retry). Failed and Duplicate images
 // still count as unfinished until their file action is recorded (ActionDone).
 func (s State) Terminal() bool {
-	return s == Finished || s == Failed || s == Duplicate || s == Superseded
+	return s == Finished || s == Failed || s == Duplicate || s == Superseded || s == Dismissed
 }
 
 // File is one source file of an image as it was hashed.
@@ -278,6 +282,7 @@ var (
 	bucketImages  = []byte("images")
 	bucketByState = []byte("by_state") // state \x00 id(8) → nil
 	bucketByKey   = []byte("by_key")   // watch \x00 key \x00 id(8) → nil
+	bucketCounts  = []byte("counts")   // state → number of images in it (8, big-endian); schema 5
 	keySchema     = []byte("schema")
 )
 
@@ -298,7 +303,13 @@ var (
 // Version 4 retires the legacy state "item", which no step wrote any more
 // but the pipeline still dispatched to the item step: its records become
 // Uploaded, the state that step handles. See migrateV3.
-const SchemaVersion = 4
+//
+// Version 5 keeps the number of images in each state (bucket counts),
+// written in the transaction of every move, so that status and /metrics
+// read a few keys instead of the whole state index; the migration counts
+// the index once (migrateV4). An older gcingest would not keep the counts
+// right, so it must refuse the file.
+const SchemaVersion = 5
 
 // migration upgrades a file from version From to From+1 inside one
 // transaction.
@@ -314,6 +325,7 @@ func migrations() []migration {
 		{From: 1, Fn: func(*bolt.Tx) error { return nil }}, // folder items: new optional fields only
 		{From: 2, Fn: migrateV2},                           // one item state machine
 		{From: 3, Fn: migrateV3},                           // the legacy state "item" is gone
+		{From: 4, Fn: migrateV4},                           // counts by state
 	}
 }
 
@@ -387,15 +399,22 @@ func corruptError(path string, cause error) error {
 }
 
 // check walks every page so that damage is found at open, not halfway
-// through a run.
+// through a run. A read-only open (gcingest status, plan) checks only that
+// the file is not truncated: walking every page would read the whole file,
+// which for 100,000 images is most of status's time and all of its memory,
+// to show a few records; its reads turn what damage they meet into an
+// error instead (view).
 func (s *Store) check() error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		fi, err := os.Stat(s.path)
 		if err != nil {
 			return fmt.Errorf("stat state file %s: %w", s.path, err)
 		}
 		if tx.Size() > fi.Size() {
 			return corruptError(s.path, fmt.Errorf("the file is %d bytes but its pages need %d: truncated", fi.Size(), tx.Size()))
+		}
+		if s.readOnly {
+			return nil
 		}
 		var first error
 		for err := range tx.Check() { // drain: the checker goroutine must end before tx does
@@ -410,9 +429,27 @@ func (s *Store) check() error {
 	})
 }
 
+// view runs fn in a read transaction. In a read-only store, which did not
+// walk the file at open (check), a damaged page that bbolt trips over (a
+// panic, or a fault reading past the end of the mapping) is an error
+// wrapping ErrCorrupt rather than a crash; bbolt rolls the transaction
+// back as the panic passes.
+func (s *Store) view(fn func(tx *bolt.Tx) error) (err error) {
+	if !s.readOnly {
+		return s.db.View(fn)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = corruptError(s.path, fmt.Errorf("%v", r))
+		}
+	}()
+	return s.db.View(fn)
+}
+
 func (s *Store) migrate(version int, migs []migration) error {
 	var have int
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketMeta); b != nil {
 			if v := b.Get(keySchema); len(v) == 8 {
 				have = int(binary.BigEndian.Uint64(v))
@@ -515,9 +552,15 @@ func put(tx *bolt.Tx, img *Image, old *Image) error {
 		if err := bs.Delete(stateKey(old.State, img.ID)); err != nil {
 			return err
 		}
+		if err := count(tx, old.State, -1); err != nil {
+			return err
+		}
 	}
 	if old == nil || old.State != img.State {
 		if err := bs.Put(stateKey(img.State, img.ID), nil); err != nil {
+			return err
+		}
+		if err := count(tx, img.State, 1); err != nil {
 			return err
 		}
 	}
@@ -525,6 +568,29 @@ func put(tx *bolt.Tx, img *Image, old *Image) error {
 		return tx.Bucket(bucketByKey).Put(append(keyPrefix(img.Watch, img.Key), idKey(img.ID)...), nil)
 	}
 	return nil
+}
+
+// count adds delta to the number of images in state st, in the
+// transaction that moves them. A file of a schema before 5 has no counts
+// (tests write such files); its migration counts the state index.
+func count(tx *bolt.Tx, st State, delta int) error {
+	b := tx.Bucket(bucketCounts)
+	if b == nil {
+		return nil
+	}
+	var n uint64
+	if v := b.Get([]byte(st)); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	switch {
+	case delta < 0 && n < uint64(-delta):
+		// Only a bug of this package's can get here; refusing the write
+		// keeps the counts from drifting away from the records.
+		return fmt.Errorf("%d %s images counted, %d leaving: the counts disagree with the state index", n, st, -delta)
+	case int(n)+delta == 0:
+		return b.Delete([]byte(st))
+	}
+	return b.Put([]byte(st), binary.BigEndian.AppendUint64(nil, uint64(int(n)+delta)))
 }
 
 func (s *Store) write(fn func(tx *bolt.Tx) error) error {
@@ -671,7 +737,7 @@ func (s *Store) CreateEach(imgs []*Image, skip func(i int, existing []Image) boo
 // Get returns the image with that ID, or an error wrapping ErrNotFound.
 func (s *Store) Get(id uint64) (Image, error) {
 	var img *Image
-	err := s.db.View(func(tx *bolt.Tx) (err error) {
+	err := s.view(func(tx *bolt.Tx) (err error) {
 		img, err = get(tx, id)
 		return err
 	})
@@ -704,6 +770,9 @@ func (s *Store) Update(id uint64, fn func(*Image) error) (Image, error) {
 		if err := checkMove(id, old.State, img.State); err != nil {
 			return err // before any write: the transaction commits nothing of it
 		}
+		if img.State == Finished {
+			dropFinished(&img)
+		}
 		img.Updated = s.now().UTC()
 		if img.LastError != "" && img.LastError != old.LastError {
 			img.Errors = append(slices.Clone(old.Errors), ErrorNote{At: img.Updated, State: old.State, Msg: img.LastError})
@@ -721,6 +790,21 @@ func (s *Store) Update(id uint64, fn func(*Image) error) (Image, error) {
 		return Image{}, fmt.Errorf("update image %d in %s: %w", id, s.path, err)
 	}
 	return out, nil
+}
+
+// dropFinished clears what a finished image's record no longer needs: the
+// accepted parts of its completed uploads, kept only to resume an upload
+// (one ETag and size per part: hundreds for a large file). Nothing moves a
+// finished record again (retry refuses it), and status counts a completed
+// upload's size as sent. The rest stays: its Files keep the same files
+// from being sent twice (and pruning looks at them), its uploads' pks and
+// its errors are its story in status ID.
+func dropFinished(img *Image) {
+	for i := range img.Uploads {
+		if img.Uploads[i].Completed {
+			img.Uploads[i].Parts = nil
+		}
+	}
 }
 
 func cloneUploads(in []Upload) []Upload {
@@ -748,7 +832,7 @@ func CloneValues(vs []Value) []Value {
 // of a large file is cheap.
 func (s *Store) List(states ...State) ([]Image, error) {
 	var out []Image
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		images := tx.Bucket(bucketImages)
 		if images == nil {
 			return nil
@@ -803,36 +887,26 @@ func (s *Store) Unfinished() ([]Image, error) {
 	return slices.DeleteFunc(imgs, func(img Image) bool { return !img.Unfinished() }), nil
 }
 
-// Counts returns how many images are in each state.
+// Counts returns how many images are in each state. It reads the counts
+// kept with every move (schema 5), a few keys whatever the number of
+// images; a file without them (empty, never written) counts its index.
 func (s *Store) Counts() (map[State]int, error) {
-	out := map[State]int{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketByState)
+	var out map[State]int
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCounts)
 		if b == nil {
-			return nil
+			var err error
+			out, err = countIndex(tx)
+			return err
 		}
-		// Keys are sorted by state: count runs, making one string per
-		// state rather than one per image.
-		var cur []byte
-		n := 0
-		err := b.ForEach(func(k, _ []byte) error {
-			i := bytes.IndexByte(k, 0)
-			if i <= 0 {
-				return nil
+		out = map[State]int{}
+		return b.ForEach(func(k, v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("count of %q images is %d bytes, not 8", k, len(v))
 			}
-			if !bytes.Equal(k[:i], cur) {
-				if n > 0 {
-					out[State(cur)] += n
-				}
-				cur, n = bytes.Clone(k[:i]), 0
-			}
-			n++
+			out[State(k)] = int(binary.BigEndian.Uint64(v))
 			return nil
 		})
-		if n > 0 {
-			out[State(cur)] += n
-		}
-		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("count images in %s: %w", s.path, err)
@@ -840,10 +914,41 @@ func (s *Store) Counts() (map[State]int, error) {
 	return out, nil
 }
 
+// countIndex counts the images in each state by walking the state index.
+func countIndex(tx *bolt.Tx) (map[State]int, error) {
+	out := map[State]int{}
+	b := tx.Bucket(bucketByState)
+	if b == nil {
+		return out, nil
+	}
+	// Keys are sorted by state: count runs, making one string per state
+	// rather than one per image.
+	var cur []byte
+	n := 0
+	err := b.ForEach(func(k, _ []byte) error {
+		i := bytes.IndexByte(k, 0)
+		if i <= 0 {
+			return nil
+		}
+		if !bytes.Equal(k[:i], cur) {
+			if n > 0 {
+				out[State(cur)] += n
+			}
+			cur, n = bytes.Clone(k[:i]), 0
+		}
+		n++
+		return nil
+	})
+	if n > 0 {
+		out[State(cur)] += n
+	}
+	return out, err
+}
+
 // ByKey returns every image recorded for (watch, key), by ID.
 func (s *Store) ByKey(watch, key string) ([]Image, error) {
 	var out []Image
-	err := s.db.View(func(tx *bolt.Tx) (err error) {
+	err := s.view(func(tx *bolt.Tx) (err error) {
 		out, err = byKey(tx, watch, key)
 		return err
 	})
@@ -894,6 +999,9 @@ func (s *Store) Delete(ids ...uint64) (int, error) {
 				return &dirtyError{err}
 			}
 			if err := tx.Bucket(bucketByState).Delete(stateKey(img.State, id)); err != nil {
+				return &dirtyError{err}
+			}
+			if err := count(tx, img.State, -1); err != nil {
 				return &dirtyError{err}
 			}
 			if err := tx.Bucket(bucketByKey).Delete(append(keyPrefix(img.Watch, img.Key), idKey(id)...)); err != nil {

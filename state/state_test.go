@@ -22,6 +22,9 @@ func openTest(t *testing.T, path string) *Store {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
 	t.Cleanup(func() { s.Close() })
+	// Registered after Close, so it runs before: whatever the test did,
+	// the counts kept with each move agree with the state index.
+	t.Cleanup(func() { assertCounts(t, s) })
 	return s
 }
 

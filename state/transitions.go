@@ -7,7 +7,7 @@ import (
 )
 
 // States lists every state an image's record can be in, in pipeline order.
-var States = []State{Pending, Uploading, Uploaded, Attaching, Importing, Done, Finished, Retrying, Failed, Duplicate, Superseded}
+var States = []State{Pending, Uploading, Uploaded, Attaching, Importing, Done, Finished, Retrying, Failed, Duplicate, Superseded, Dismissed}
 
 // Transition is one move of an image's record from one state to another,
 // and the step of package ingest that makes it.
@@ -53,6 +53,7 @@ var Transitions = []Transition{
 	{Importing, Uploading, "resend (stepPoll deadline: the uploads expired before an import took them)"},
 	{Failed, Pending, "retry (gcingest retry: start over)"},
 	{Failed, Superseded, "supersedeOlder (a newer image of the same folder or file landed)"},
+	{Failed, Dismissed, "Store.Dismiss (gcingest forget, retry --drop: the operator dismissed it)"},
 
 	// Transient errors wait in Retrying and resume where they were
 	// (Image.RetryFrom; an empty one is Pending).

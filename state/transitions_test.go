@@ -72,8 +72,8 @@ func TestTransitionsTable(t *testing.T) {
 		} else {
 			seen[p] = true
 		}
-		if tr.From.Terminal() && !(tr.From == Failed && (tr.To == Pending || tr.To == Superseded)) {
-			t.Errorf("%s → %s (%s): moves out of a terminal state; only gcingest retry starts a failed image over, and a newer image supersedes it", tr.From, tr.To, tr.Step)
+		if tr.From.Terminal() && !(tr.From == Failed && (tr.To == Pending || tr.To == Superseded || tr.To == Dismissed)) {
+			t.Errorf("%s → %s (%s): moves out of a terminal state; only gcingest retry starts a failed image over, a newer image supersedes it, and the operator dismisses it", tr.From, tr.To, tr.Step)
 		}
 	}
 	next := moves()
