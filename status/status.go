@@ -39,11 +39,14 @@ const (
 	// StateSuperseded is a failed image whose folder or file a newer image
 	// landed: no longer counted as failed.
 	StateSuperseded = "superseded"
+	// StateDismissed is a failed image the operator dismissed (gcingest
+	// forget): no longer counted as failed.
+	StateDismissed = "dismissed"
 )
 
 // States lists every state in pipeline order, for stable output.
 var States = []string{StatePending, StateUploading, StateUploaded, StateAttaching,
-	StateImporting, StateDone, StateFinished, StateRetrying, StateFailed, StateDuplicate, StateSuperseded}
+	StateImporting, StateDone, StateFinished, StateRetrying, StateFailed, StateDuplicate, StateSuperseded, StateDismissed}
 
 // Image is one image as /status shows it.
 type Image struct {
@@ -218,6 +221,27 @@ type Retrier interface {
 	Retry(ctx context.Context, ids []string, failed bool) ([]string, error)
 }
 
+// Forgetter dismisses failed images for good (gcingest forget): they leave
+// the failed count and keep their story. It returns the ids it dismissed;
+// an id it refuses (not failed) is in the error, named with its state. A
+// Source that also implements Forgetter gets POST /forget.
+type Forgetter interface {
+	Forget(ctx context.Context, ids []string) ([]string, error)
+}
+
+// ForgetRequest is the body of POST /forget.
+type ForgetRequest struct {
+	IDs []string `json:"ids"`
+}
+
+// ForgetResponse is the answer of POST /forget: the ids dismissed, and
+// why the others were not, one line each (a record not failed, a state
+// file that could not be written).
+type ForgetResponse struct {
+	Forgotten []string `json:"forgotten"`
+	Error     string   `json:"error,omitempty"`
+}
+
 // RetryRequest is the body of POST /retry.
 type RetryRequest struct {
 	IDs    []string `json:"ids,omitempty"`
@@ -285,15 +309,16 @@ func ServeListener(ctx context.Context, ln net.Listener, src Source, metrics *Me
 	return nil
 }
 
-// Handler serves /healthz, /status, /metrics and, when src is a Retrier,
-// POST /retry. metrics may be nil.
+// Handler serves /healthz, /status, /metrics and, when src is a Retrier
+// or a Forgetter, POST /retry or POST /forget. metrics may be nil.
 //
 // Listening on loopback alone does not keep web pages out: a page the
 // operator opens can make the browser send requests to 127.0.0.1, and with
 // DNS rebinding read the answers under its own host name. So every request
 // must name a loopback host (Host header), and POST /retry must carry a
 // JSON body (a cross-site form or a text/plain fetch cannot, without a
-// CORS preflight that this server never grants) and no cross-site Origin.
+// CORS preflight that this server never grants) and no cross-site Origin;
+// so must POST /forget.
 func Handler(src Source, metrics *Metrics, log *slog.Logger) http.Handler {
 	return guard(mux(src, metrics, log), log)
 }
@@ -419,6 +444,29 @@ func mux(src Source, metrics *Metrics, log *slog.Logger) *http.ServeMux {
 		log.Info("retry requested", "ids", len(req.IDs), "failed", req.Failed, "queued", len(queued))
 		writeJSON(w, RetryResponse{Queued: queued})
 	})
+	mux.HandleFunc("POST /forget", func(w http.ResponseWriter, r *http.Request) {
+		fg, ok := src.(Forgetter)
+		if !ok {
+			http.Error(w, "forget is not supported by this agent", http.StatusNotImplemented)
+			return
+		}
+		var req ForgetRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "forget: bad request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		// Some may be dismissed and others refused: the answer says both,
+		// the refusals each on its own line (printable.Error: they quote
+		// what the records hold).
+		resp := ForgetResponse{Forgotten: []string{}}
+		forgotten, err := fg.Forget(r.Context(), req.IDs)
+		resp.Forgotten = append(resp.Forgotten, forgotten...)
+		if err != nil {
+			resp.Error = printable.Error(err).Error()
+		}
+		log.Info("forget requested", "ids", len(req.IDs), "dismissed", len(forgotten), "err", resp.Error)
+		writeJSON(w, resp)
+	})
 	return mux
 }
 
@@ -461,6 +509,19 @@ func PostRetry(ctx context.Context, listen string, req RetryRequest) ([]string, 
 		return nil, err
 	}
 	return resp.Queued, nil
+}
+
+// PostForget asks a running agent at listen to dismiss failed images. It
+// returns the ids dismissed, and an error saying why the others were not.
+func PostForget(ctx context.Context, listen string, ids []string) ([]string, error) {
+	var resp ForgetResponse
+	if err := call(ctx, http.MethodPost, listen, "/forget", ForgetRequest{IDs: ids}, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Error != "" {
+		return resp.Forgotten, errors.New(printableLines(resp.Error))
+	}
+	return resp.Forgotten, nil
 }
 
 func call(ctx context.Context, method, listen, path string, body, out any) error {

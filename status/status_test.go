@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -44,6 +46,28 @@ func (f *fakeSource) Retry(ctx context.Context, ids []string, failed bool) ([]st
 	}
 	f.retried = append(f.retried, ids...)
 	return ids, nil
+}
+
+// Forget dismisses the failed images among ids, as the agent does, and
+// refuses the others naming their state.
+func (f *fakeSource) Forget(ctx context.Context, ids []string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var done []string
+	var errs []error
+	for _, id := range ids {
+		i := slices.IndexFunc(f.rep.Images, func(im Image) bool { return im.ID == id })
+		switch {
+		case i < 0:
+			errs = append(errs, fmt.Errorf("image %s: no such image", id))
+		case f.rep.Images[i].State != StateFailed:
+			errs = append(errs, fmt.Errorf("image %s is %s, not failed", id, f.rep.Images[i].State))
+		default:
+			f.rep.Images[i].State = StateDismissed
+			done = append(done, id)
+		}
+	}
+	return done, errors.Join(errs...)
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -395,5 +419,58 @@ func TestUploadedBytesCountDuringAPart(t *testing.T) {
 	m.mu.Unlock()
 	if got != 2<<20 {
 		t.Errorf("counter at %d after the part, want %d", got, 2<<20)
+	}
+}
+
+// TestForget dismisses images through a running agent's listener: the
+// failed one is dismissed and leaves the failed count in /metrics, the
+// finished one is refused with its state named, and a request a web page
+// could send is refused before anything is dismissed.
+func TestForget(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	src := sample()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeListener(ctx, ln, src, NewMetrics(), discard()) }()
+	defer func() { cancel(); <-done }()
+
+	for _, origin := range []string{"https://evil.example", "null"} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/forget", strings.NewReader(`{"ids":["b2"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Origin", origin)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("forget from origin %s: %s; want 403", origin, resp.Status)
+		}
+	}
+	if rep, _ := Fetch(context.Background(), addr, Query{All: true}); rep.Counts[StateFailed] != 1 {
+		t.Fatalf("a refused request dismissed an image: counts %v", rep.Counts)
+	}
+
+	forgotten, err := PostForget(context.Background(), addr, []string{"b2", "d4"})
+	if !slices.Equal(forgotten, []string{"b2"}) {
+		t.Errorf("forgotten = %q; want [b2]", forgotten)
+	}
+	if err == nil || !strings.Contains(err.Error(), "image d4 is finished, not failed") {
+		t.Errorf("err = %v; want the refusal of d4 naming its state", err)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`gcingest_images{state="failed"} 0` + "\n", `gcingest_images{state="dismissed"} 1` + "\n"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, b)
+		}
 	}
 }
