@@ -15,7 +15,8 @@ const helpRetry = `Sends failed images through the pipeline again: the images wi
 IDs (the first column of gcingest status), or every failed image with
 --failed. Fix the cause first (the last error in gcingest status says what
 the server or gcingest found). Images still retrying on their own need no
-retry.
+retry. With --drop, the failed images with the given IDs are dismissed for
+good instead, as gcingest forget does.
 
 The running agent takes the request through its status endpoint.
 `
@@ -24,9 +25,16 @@ func (c *cli) cmdRetry(ctx context.Context, args []string) error {
 	fs := newFlagSet("retry")
 	cfgPath := configFlag(fs)
 	failed := fs.Bool("failed", false, "retry every failed image")
+	drop := fs.Bool("drop", false, "dismiss the failed images with these IDs for good instead (gcingest forget)")
 	ids, err := c.parseFlags(fs, args)
 	if err != nil {
 		return err
+	}
+	if *drop {
+		if *failed {
+			return &usageError{cmd: "retry", msg: "--drop dismisses the images with the IDs given, not every failed one: give IDs, not --failed"}
+		}
+		return c.forget(ctx, "retry", *cfgPath, ids)
 	}
 	if len(ids) == 0 && !*failed {
 		return &usageError{cmd: "retry", msg: "retry needs image IDs or --failed"}

@@ -17,19 +17,21 @@ import (
 )
 
 const helpStatus = `Prints the images still in progress or needing attention (every state but
-finished and duplicate), each error in full with its cause first, then the
-counts by state of every image recorded. --all lists every image; --state
-lists those in the states named. With an image ID (the first column) it
-prints that image's whole story: its files, uploads, item, where its files
-went, and every error with its time.
+finished, duplicate, superseded and dismissed), each error in full with its
+cause first, then the counts by state of every image recorded. --all lists
+every image; --state lists those in the states named. With an image ID (the
+first column) it prints that image's whole story: its files, uploads, item,
+where its files went, and every error with its time.
 
 While the agent runs it asks the agent's status endpoint ([status] listen);
 otherwise it opens the state file read-only. --json prints the same report
 as JSON (the /status document) for scripts.
 
-States: pending, uploading, uploaded, item, attaching, importing, done,
-finished; off the main path retrying (tries again by itself), failed (needs
-gcingest retry after the cause is fixed), duplicate (already in the archive).
+States: pending, uploading, uploaded, attaching, importing, done, finished;
+off the main path retrying (tries again by itself), failed (needs gcingest
+retry after the cause is fixed, or gcingest forget), duplicate (already in
+the archive), superseded (it had failed; a newer image of its folder or file
+landed), dismissed (it had failed; gcingest forget dismissed it).
 `
 
 func (c *cli) cmdStatus(ctx context.Context, args []string) error {
