@@ -49,7 +49,7 @@ func fieldErr(w http.ResponseWriter, field string, msgs ...string) {
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
-	storagePath := strings.HasPrefix(p, "/s3/") || strings.HasPrefix(p, "/s3media/")
+	storagePath := strings.HasPrefix(p, "/s3/") || strings.HasPrefix(p, "/s3media/") || strings.HasPrefix(p, "/healthimaging/")
 	if !s.opts.StorageOnAPIHost && storagePath != onStorageHost(r) {
 		// Each host serves only its own paths.
 		if onStorageHost(r) {
@@ -67,6 +67,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	case strings.HasPrefix(p, "/s3media/"):
 		s.serveSignedMedia(w, r)
+		return
+	case strings.HasPrefix(p, "/healthimaging/"):
+		s.serveHealthImaging(w, r)
 		return
 	case strings.HasPrefix(p, "/media/"):
 		s.serveMedia(w, r)
@@ -168,6 +171,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		a.only("GET", a.listImages)
 	case len(seg) == 3 && seg[0] == "cases" && seg[1] == "images":
 		a.only("GET", func() { a.getImage(seg[2]) })
+	case len(seg) == 5 && seg[0] == "cases" && seg[1] == "images" && seg[3] == "dicom" && seg[4] == "instances":
+		a.only("GET", func() { a.dicomInstances(seg[2]) })
 	default:
 		w.Header().Set("Content-Type", "text/html")
 		w.WriteHeader(404)
@@ -388,19 +393,17 @@ func (s *Server) imageJSON(im *image) Image {
 		out.DICOMImageSet = &DICOMImageSet{ImageSetID: im.imageSetID}
 		return out
 	}
-	ext := ".mha"
-	if im.typ == "TIFF" {
-		ext = ".tif"
-	}
+	// ImageFileSerializer is a plain ModelSerializer: image is the image's
+	// pk, not a URL (cases/serializers.py).
 	out.Files = []ImageFile{{
-		PK: im.filePK, Image: s.imageURL(im.pk), ImageType: im.typ,
-		File: s.URL + "/media/images/" + im.pk + "/" + im.pk + ext,
+		PK: im.filePK, Image: im.pk, ImageType: im.typ,
+		File: s.imageFileURL(im, imageFileName(im)),
 	}}
 	return out
 }
 
 func (s *Server) fileURL(v *civ) string {
-	return s.URL + "/media/components/" + strconv.Itoa(v.pk) + "/" + v.file.name
+	return s.URL + "/media/" + civFileKey(v)
 }
 
 // civJSON renders a value in the GET form (the socket object).

@@ -69,6 +69,14 @@ var serverBehaviours = []struct {
 		"DICOM grouped by (study, StackID else series, SOP class); a shared StackID is one 4D image",
 		"DIAGNijmegen/rse-panimg panimg/image_builders/dicom.py (get_dicom_headers_by_study)",
 		testDICOMStackID},
+	{"dicom image set instances",
+		"a DICOM image set's instances: de-identified on import, listed once per frame as signed GetDICOMInstance requests sent as given; 404 for other images",
+		"app/grandchallenge/cases/views.py (ImageViewSet.dicom_instances), cases/models.py (DICOMImageSet.instance_requests, DICOMImageSetUpload._deidentify_files), components/backends/base.py (serialize_aws_request)",
+		testDICOMInstances},
+	{"image file urls",
+		"image files listed under images/<pk[0:2]>/<pk[2:4]>/<pk>/<file pk>/<name>, image as a pk; served with the token, redirected to storage",
+		"app/grandchallenge/cases/models.py (image_file_path), cases/serializers.py (ImageFileSerializer), serving/urls.py, serving/views.py (serve_images)",
+		testImageFileURLs},
 }
 
 func TestServerBehaviours(t *testing.T) {

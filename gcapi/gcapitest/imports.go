@@ -262,6 +262,10 @@ func (s *Server) runDICOMJob(j *job, files []srcFile, errMsg string) {
 			errMsg = "No DICOM files found"
 		}
 	}
+	var set *storedImageSet
+	if errMsg == "" {
+		set, errMsg = s.storeImageSet(files)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	it, f := s.st.items[j.item], s.st.ifaces[j.iface]
@@ -283,7 +287,7 @@ func (s *Server) runDICOMJob(j *job, files []srcFile, errMsg string) {
 		return
 	}
 	im := &image{pk: s.st.uuid(), name: j.name, content: content, study: key.study, series: key.series,
-		imageSetID: strings.ReplaceAll(s.st.uuid(), "-", ""), key: s.st.orderKey()}
+		imageSetID: strings.ReplaceAll(s.st.uuid(), "-", ""), dicomSet: set, key: s.st.orderKey()}
 	s.st.images[im.pk] = im
 	for _, sf := range files {
 		s.deleteUploadLocked(sf.upload)

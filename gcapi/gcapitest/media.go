@@ -16,10 +16,6 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/media/"), "/")
-	if len(parts) != 3 {
-		http.NotFound(w, r)
-		return
-	}
 	f := strings.Fields(r.Header.Get("Authorization"))
 	authed := len(f) == 2 && strings.EqualFold(f[0], "Bearer") && f[1] == s.opts.Token
 	s.mu.Lock()
@@ -45,29 +41,6 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, s.StorageURL+p+"?"+q.Encode(), http.StatusFound)
 }
 
-// mediaBlobLocked finds the bytes behind /media/{images|components}/<pk>/<name>.
-func (s *Server) mediaBlobLocked(parts []string) *blob {
-	switch parts[0] {
-	case "images":
-		im := s.st.images[parts[1]]
-		if im == nil || !strings.HasPrefix(parts[2], im.pk+".") {
-			return nil
-		}
-		return im.content
-	case "components":
-		n, err := strconv.Atoi(parts[1])
-		if err != nil {
-			return nil
-		}
-		v := s.st.civs[n]
-		if v == nil || v.file == nil || v.file.name != parts[2] {
-			return nil
-		}
-		return v.file
-	}
-	return nil
-}
-
 // serveSignedMedia is the redirect target, like a CloudFront or S3 signed
 // URL: a second auth mechanism (an Authorization header) is refused.
 func (s *Server) serveSignedMedia(w http.ResponseWriter, r *http.Request) {
@@ -86,10 +59,7 @@ func (s *Server) serveSignedMedia(w http.ResponseWriter, r *http.Request) {
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/s3media/"), "/")
 	s.mu.Lock()
 	now := s.nowLocked()
-	var b *blob
-	if len(parts) == 3 {
-		b = s.mediaBlobLocked(parts)
-	}
+	b := s.mediaBlobLocked(parts)
 	s.mu.Unlock()
 	if now.After(time.Unix(e, 0)) {
 		s3Error(w, 403, "AccessDenied", "Request has expired")

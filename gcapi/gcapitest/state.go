@@ -157,8 +157,9 @@ type session struct {
 type image struct {
 	pk, name, typ string // typ is "MHD" or "TIFF" (cases/models.py ImageFile)
 	filePK        string
-	study, series string // DICOM UIDs, "" for other formats
-	imageSetID    string // a DICOM image set (AWS HealthImaging); no files
+	study, series string          // DICOM UIDs, "" for other formats
+	imageSetID    string          // a DICOM image set (AWS HealthImaging); no files
+	dicomSet      *storedImageSet // the set's de-identified instances (dicomsets.go)
 	content       *blob
 	w, h, d       *int
 	origin        string // session pk, "" for setup images

@@ -192,7 +192,7 @@ type DICOMImageSet struct {
 // ImageFile is ImageFileSerializer (cases/serializers.py).
 type ImageFile struct {
 	PK        string `json:"pk"`
-	Image     string `json:"image"` // image api_url
+	Image     string `json:"image"` // image pk (a PrimaryKeyRelatedField)
 	File      string `json:"file"`  // media URL, answered with a redirect
 	ImageType string `json:"image_type"`
 }
