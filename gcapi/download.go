@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 )
 
 // maxRedirects bounds the redirect hops of a download.
@@ -93,19 +94,101 @@ func (c *Client) downloadOnce(ctx context.Context, u *url.URL, w io.Writer) (int
 			cur, auth = next, false
 			continue
 		}
-		defer drainClose(resp.Body)
-		wd.kick() // the answer's headers arrived
-		if resp.StatusCode != http.StatusOK {
-			b, _ := io.ReadAll(io.LimitReader(wd.reader(resp.Body), maxErrorBody))
-			return 0, c.scrub(newError(http.MethodGet, shown, resp, b))
-		}
-		n, err := io.Copy(w, wd.reader(resp.Body))
-		if err != nil {
-			return n, fmt.Errorf("GET %s: %w", shown, wd.cause(err))
-		}
-		if resp.ContentLength >= 0 && n != resp.ContentLength {
-			return n, fmt.Errorf("GET %s: got %d of %d bytes: %w", shown, n, resp.ContentLength, io.ErrUnexpectedEOF)
-		}
-		return n, nil
+		return c.copyBody(resp, wd, shown, w)
 	}
+}
+
+// copyBody writes a 200 answer's body to w, checking its length; any other
+// status is an *Error. It closes the body.
+func (c *Client) copyBody(resp *http.Response, wd *watchdog, shown string, w io.Writer) (int64, error) {
+	defer drainClose(resp.Body)
+	wd.kick() // the answer's headers arrived
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(wd.reader(resp.Body), maxErrorBody))
+		return 0, c.scrub(newError(http.MethodGet, shown, resp, b))
+	}
+	n, err := io.Copy(w, wd.reader(resp.Body))
+	if err != nil {
+		return n, fmt.Errorf("GET %s: %w", shown, wd.cause(err))
+	}
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		return n, fmt.Errorf("GET %s: got %d of %d bytes: %w", shown, n, resp.ContentLength, io.ErrUnexpectedEOF)
+	}
+	return n, nil
+}
+
+// DICOMInstances gets the signed GetInstance requests of the DICOM image
+// set an image (by pk) holds. The signatures are short-lived (minutes), so
+// ask again before sending an old one rather than keeping them.
+func (c *Client) DICOMInstances(ctx context.Context, imagePK string) (*DICOMInstances, error) {
+	if err := checkPK(imagePK); err != nil {
+		return nil, err
+	}
+	var out DICOMInstances
+	if err := c.call(ctx, http.MethodGet, "cases/images/"+imagePK+"/dicom/instances/", nil, nil, &out, kindSafe); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DownloadSigned sends a request the server signed for another service (a
+// DICOMInstance's GetInstance) as given, writing the body of its 200 answer
+// to w. The signature covers the method, URL and headers, so nothing is
+// added but a User-Agent: never the token, and no redirect is followed.
+// Only a GET without a body is sent; the URL must be https, or http when
+// the API itself is (a test server). Retries like Download.
+func (c *Client) DownloadSigned(ctx context.Context, req SignedRequest, w io.Writer) (int64, error) {
+	shown := redact(req.URL)
+	if !strings.EqualFold(req.Method, http.MethodGet) {
+		return 0, fmt.Errorf("gcapi: refusing signed request %s %s: only GET is downloaded", req.Method, shown)
+	}
+	if d := strings.TrimSpace(string(req.Data)); d != "" && d != "null" && d != `""` {
+		return 0, fmt.Errorf("gcapi: refusing signed request GET %s: it carries a body", shown)
+	}
+	u, err := url.Parse(req.URL)
+	if err != nil || u.Host == "" {
+		return 0, fmt.Errorf("gcapi: signed request URL %s cannot be parsed", shown)
+	}
+	if u.User != nil || (u.Scheme != "https" && !(u.Scheme == "http" && c.baseU.Scheme == "http")) {
+		return 0, fmt.Errorf("gcapi: refusing signed request URL %s: not https", shown)
+	}
+	var written int64
+	err = c.retry(ctx, http.MethodGet, shown, kindSafe, func(ctx context.Context) error {
+		n, err := c.signedOnce(ctx, u, req.Headers, shown, w)
+		written += n
+		if n > 0 && err != nil {
+			return &partialError{err}
+		}
+		return err
+	})
+	var pe *partialError
+	if errors.As(err, &pe) {
+		err = pe.err
+	}
+	return written, err
+}
+
+func (c *Client) signedOnce(ctx context.Context, u *url.URL, headers map[string]string, shown string, w io.Writer) (int64, error) {
+	ctx, wd := newWatchdog(ctx, c.stall)
+	defer wd.stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, fmt.Errorf("GET %s: %w", shown, noURL(err))
+	}
+	req.Header.Set("User-Agent", c.userAgent)
+	for k, v := range headers {
+		switch http.CanonicalHeaderKey(k) {
+		case "Host":
+			req.Host = v
+		case "Content-Length", "Transfer-Encoding", "Connection":
+			// Framing is the transport's business; a GET has no body.
+		default:
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := c.bare.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("GET %s: %w", shown, wd.cause(noURL(err)))
+	}
+	return c.copyBody(resp, wd, shown, w)
 }

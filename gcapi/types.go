@@ -178,6 +178,42 @@ type Image struct {
 	// app/grandchallenge/cases/serializers.py); with Depth, the number of
 	// slices, it tells whether an item holds a whole series.
 	SeriesInstanceUID string `json:"series_instance_uid,omitempty"`
+	// DICOMImageSet is set for an image kept as a DICOM image set in AWS
+	// HealthImaging (a "DICOM Image Set" socket's value): such an image has
+	// no Files; its instances are fetched with DICOMInstances.
+	DICOMImageSet *DICOMImageSet `json:"dicom_image_set,omitempty"`
+}
+
+// DICOMImageSet is the image's DICOMImageSetSerializer
+// (grand-challenge.org app/grandchallenge/cases/serializers.py).
+type DICOMImageSet struct {
+	ImageSetID string `json:"image_set_id"`
+}
+
+// DICOMInstances is what GET /api/v1/cases/images/{pk}/dicom/instances/
+// answers: a signed request per instance of the image's DICOM image set
+// (cases/views.py ImageViewSet.dicom_instances). The server lists an
+// instance once per frame, so a multi-frame instance repeats.
+type DICOMInstances struct {
+	ImageSetID string          `json:"image_set_id"`
+	Instances  []DICOMInstance `json:"instances"`
+}
+
+// DICOMInstance is one entry of DICOMInstances.
+type DICOMInstance struct {
+	SOPInstanceUID string        `json:"sop_instance_uid"`
+	GetInstance    SignedRequest `json:"get_instance"`
+}
+
+// SignedRequest is a request the server signed for another service (AWS
+// HealthImaging), to be sent exactly as given: the signature covers the
+// method, URL and headers (components/backends/base.py
+// serialize_aws_request). It carries its own credentials, never the token.
+type SignedRequest struct {
+	URL     string            `json:"url"`
+	Method  string            `json:"method"`
+	Data    json.RawMessage   `json:"data"`
+	Headers map[string]string `json:"headers"`
 }
 
 // Image file types.
@@ -190,7 +226,7 @@ const (
 // ImageFile is one stored file of an image.
 type ImageFile struct {
 	PK        string `json:"pk"`
-	Image     string `json:"image"` // image api_url
+	Image     string `json:"image"` // image pk
 	File      string `json:"file"`  // download URL (answers with a redirect)
 	ImageType string `json:"image_type"`
 }
