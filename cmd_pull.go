@@ -10,7 +10,9 @@ import (
 )
 
 const helpPull = `Downloads the images (and file values) of an archive's items into DIR, one
-folder per item, named by its title. Resumable: files already complete in
+folder per item, named by its title. A DICOM image set becomes a folder of
+<SOPInstanceUID>.dcm files, named after its interface once it is whole
+(until then it is <interface>.part). Resumable: files already complete in
 DIR are not fetched again. --interface limits it to the given interface
 slugs (repeat the flag for several). The config needs no [[watch]], only
 [grand_challenge] (or GRAND_CHALLENGE_TOKEN) and [log].

@@ -70,7 +70,7 @@ type manifest struct {
 
 // manifestEntry describes one complete file, by its name in the folder.
 type manifestEntry struct {
-	Source string `json:"source"` // path of the download URL: image file or value
+	Source string `json:"source"` // path of the download URL (image file or value), or a DICOM instance's setSource
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
 }
@@ -146,13 +146,20 @@ func (p *puller) prepareItem(ip *itemPlan) (int, error) {
 // complete reports whether the job's final file is already there and is the
 // one the manifest says was downloaded from the same source.
 func (p *puller) complete(j *fileJob) (bool, error) {
-	j.item.mu.Lock()
-	e, ok := j.item.man.Files[j.name]
-	j.item.mu.Unlock()
-	if !ok || e.Source != urlIdentity(j.url) {
+	return p.completeAt(j.item, j.name, j.source)
+}
+
+// completeAt reports whether name (relative to the item's folder) is there
+// and is the file the manifest says was downloaded from source.
+func (p *puller) completeAt(st *itemState, name, source string) (bool, error) {
+	st.mu.Lock()
+	e, ok := st.man.Files[name]
+	st.mu.Unlock()
+	if !ok || e.Source != source {
 		return false, nil
 	}
-	fi, err := p.root.Lstat(j.rel())
+	rel := path.Join(st.folder, name)
+	fi, err := p.root.Lstat(rel)
 	if isNotExist(err) {
 		return false, nil
 	}
@@ -165,7 +172,7 @@ func (p *puller) complete(j *fileJob) (bool, error) {
 	if !p.opts.Verify {
 		return true, nil
 	}
-	f, err := p.root.Open(j.rel())
+	f, err := p.root.Open(rel)
 	if err != nil {
 		return false, err
 	}
@@ -183,7 +190,12 @@ func (p *puller) record(j *fileJob, size int64, sum string) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.man.Item = st.pk
-	st.man.Files[j.name] = manifestEntry{Source: urlIdentity(j.url), Size: size, SHA256: sum}
+	st.man.Files[j.name] = manifestEntry{Source: j.source, Size: size, SHA256: sum}
+	return p.saveManifestLocked(st)
+}
+
+// saveManifestLocked writes the item's manifest; st.mu must be held.
+func (p *puller) saveManifestLocked(st *itemState) error {
 	data, err := json.MarshalIndent(st.man, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode download record: %w", err)
@@ -226,7 +238,11 @@ func (p *puller) downloadOnce(ctx context.Context, j *fileJob, part string, prog
 		return 0, "", &localError{fmt.Errorf("create %s: %w", part, err)}
 	}
 	w := &fileWriter{f: f, name: part, h: sha256.New(), prog: prog}
-	_, err = p.c.Download(ctx, j.url, w)
+	if j.set != nil {
+		err = p.downloadInstance(ctx, j, w)
+	} else {
+		_, err = p.c.Download(ctx, j.url, w)
+	}
 	if err == nil {
 		if serr := f.Sync(); serr != nil {
 			err = &localError{fmt.Errorf("sync %s: %w", part, serr)}

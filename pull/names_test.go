@@ -2,9 +2,12 @@ package pull
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -185,7 +188,19 @@ func TestPlanItems(t *testing.T) {
 			gcapi.ImageFile{File: "http://h/media/images/i2/i2.zraw", ImageType: gcapi.ImageTypeMHD},
 			gcapi.ImageFile{File: "http://h/media/images/i2/i2.mhd", ImageType: gcapi.ImageTypeMHD}),
 		"i3": img("i3", gcapi.ImageFile{File: "http://h/media/images/i3/i3.dzi", ImageType: gcapi.ImageTypeDZI}),
+		"i4": {PK: "i4", DICOMImageSet: &gcapi.DICOMImageSet{ImageSetID: "s4"}},
+		"i5": {PK: "i5", DICOMImageSet: &gcapi.DICOMImageSet{ImageSetID: "s5"}},
 	}
+	// A hostile server's instance list: a repeat (one entry per frame),
+	// names that would escape, nothing, a device name, a case-folded twin.
+	src := &setSource{imagePK: "i4", setID: "s4"}
+	instances := &gcapi.DICOMInstances{ImageSetID: "s4"}
+	for _, sop := range []string{"1.2.3", "1.2.3", "../../../etc/passwd", "", "..", "CON", "A.1", "a.1"} {
+		instances.Instances = append(instances.Instances, gcapi.DICOMInstance{SOPInstanceUID: sop,
+			GetInstance: gcapi.SignedRequest{URL: "https://hi/instances/" + sop, Method: "GET"}})
+	}
+	src.load(instances, time.Now())
+	sets := map[string]*setSource{"i4": src, "i5": {imagePK: "i5", setID: "s5", err: errors.New("boom")}}
 	items := []gcapi.ArchiveItem{{
 		PK: "p1", Title: "case1",
 		Values: []gcapi.ItemValue{
@@ -197,11 +212,13 @@ func TestPlanItems(t *testing.T) {
 			{PK: 6, Interface: gcapi.Interface{Slug: "values", SuperKind: gcapi.SuperKindFile}, File: strp("http://h/media/components/6/v.json")},
 			{PK: 7, Interface: gcapi.Interface{Slug: "pyramid-only", SuperKind: gcapi.SuperKindImage}, Image: strp("http://h/api/v1/cases/images/i3/")},
 			{PK: 8, Interface: gcapi.Interface{Slug: "../escape", SuperKind: gcapi.SuperKindFile}, File: strp("http://h/media/components/8/x.csv")},
+			{PK: 9, Interface: gcapi.Interface{Slug: "series", SuperKind: gcapi.SuperKindImage}, Image: strp("http://h/api/v1/cases/images/i4/")},
+			{PK: 10, Interface: gcapi.Interface{Slug: "broken-series", SuperKind: gcapi.SuperKindImage}, Image: strp("http://h/api/v1/cases/images/i5/")},
 		},
 	}}
 
 	t.Run("all sockets", func(t *testing.T) {
-		plans := planItems(items, images, nil, nil)
+		plans := planItems(items, images, sets, nil, nil)
 		if len(plans) != 1 {
 			t.Fatalf("got %d plans, want 1", len(plans))
 		}
@@ -218,6 +235,14 @@ func TestPlanItems(t *testing.T) {
 			"big-json.json": "http://h/media/components/5/big.json",
 			"values-6.json": "http://h/media/components/6/v.json", // values.json is taken
 			"__escape.csv":  "http://h/media/components/8/x.csv",
+			// One folder per image set, staged under ".part" until whole.
+			"series.part/1.2.3.dcm":            "https://hi/instances/1.2.3",
+			"series.part/______etc_passwd.dcm": "https://hi/instances/../../../etc/passwd",
+			"series.part/instance-3.dcm":       "https://hi/instances/",
+			"series.part/instance-4.dcm":       "https://hi/instances/..",
+			"series.part/_CON.dcm":             "https://hi/instances/CON",
+			"series.part/A.1.dcm":              "https://hi/instances/A.1",
+			"series.part/instance-7.dcm":       "https://hi/instances/a.1",
 		}
 		if len(got) != len(want) {
 			t.Errorf("files = %v, want %v", got, want)
@@ -230,13 +255,13 @@ func TestPlanItems(t *testing.T) {
 		if v := string(ip.values["volume"]); v != "1.5" || len(ip.values) != 1 {
 			t.Errorf("JSON values = %v, want only volume=1.5", ip.values)
 		}
-		if len(ip.errs) != 1 || !strings.Contains(ip.errs[0].Error(), "pyramid-only") {
-			t.Errorf("errs = %v, want one naming the DZI-only socket", ip.errs)
+		if all := fmt.Sprint(ip.errs); len(ip.errs) != 2 || !strings.Contains(all, "pyramid-only") || !strings.Contains(all, "broken-series") {
+			t.Errorf("errs = %v, want one naming the DZI-only socket and one the unlisted set", ip.errs)
 		}
 	})
 
 	t.Run("interface filter", func(t *testing.T) {
-		plans := planItems(items, images, nil, map[string]bool{"report": true, "volume": true})
+		plans := planItems(items, images, sets, nil, map[string]bool{"report": true, "volume": true})
 		ip := plans[0]
 		if len(ip.jobs) != 1 || ip.jobs[0].name != "report.pdf" {
 			t.Errorf("jobs = %v, want only report.pdf", ip.jobs)

@@ -33,6 +33,8 @@ type Client interface {
 	Images(ctx context.Context, f gcapi.ImageFilter) ([]gcapi.Image, error)
 	Image(ctx context.Context, pkOrURL string) (*gcapi.Image, error)
 	Download(ctx context.Context, fileURL string, w io.Writer) (int64, error)
+	DICOMInstances(ctx context.Context, imagePK string) (*gcapi.DICOMInstances, error)
+	DownloadSigned(ctx context.Context, req gcapi.SignedRequest, w io.Writer) (int64, error)
 }
 
 var _ Client = (*gcapi.Client)(nil)
@@ -136,6 +138,10 @@ func Pull(ctx context.Context, c Client, opts Options, log *slog.Logger) (Result
 	if err != nil {
 		return Result{}, err
 	}
+	sets, err := resolveSets(ctx, c, images, opts.Concurrency)
+	if err != nil {
+		return Result{}, err
+	}
 
 	out, err := filepath.Abs(opts.Out)
 	if err != nil {
@@ -159,7 +165,7 @@ func Pull(ctx context.Context, c Client, opts Options, log *slog.Logger) (Result
 		log:    log,
 		filter: filter,
 	}
-	plans := planItems(items, images, imgErrs, filter)
+	plans := planItems(items, images, sets, imgErrs, filter)
 	res := Result{Items: len(items)}
 	var jobs []*fileJob
 	var errs []error
@@ -309,23 +315,34 @@ type jsonValue = []byte
 
 // fileJob is one file to download.
 type fileJob struct {
-	item  *itemState
-	iface string
-	url   string
-	name  string // final name inside the item folder
+	item   *itemState
+	iface  string
+	url    string
+	name   string // final name inside the item folder
+	source string // what the file was downloaded from, as the manifest records it
+
+	// For an instance of a DICOM image set: the set, and the instance's
+	// SOP Instance UID. name is then inside the set's staging folder.
+	set     *setState
+	sop     string
+	refused int // the generation of the list whose request the storage refused; -1 for none
 }
 
 // rel is the job's path relative to the output folder, for messages.
 func (j *fileJob) rel() string { return path.Join(j.item.folder, j.name) }
 
-// where names the job for error messages: item, interface and URL.
+// where names the job for error messages: item, interface and URL (or
+// image and instance).
 func (j *fileJob) where() string {
+	if j.set != nil {
+		return fmt.Sprintf("item %q (%s) interface %s: image %s instance %s", j.item.title, j.item.pk, j.iface, j.set.src.imagePK, j.sop)
+	}
 	return fmt.Sprintf("item %q (%s) interface %s: %s", j.item.title, j.item.pk, j.iface, redactURL(j.url))
 }
 
 // planItems decides every item's folder and every file's name. It does no
 // I/O, so the layout can be tested on its own.
-func planItems(items []gcapi.ArchiveItem, images map[string]*gcapi.Image, imgErrs map[string]error, filter map[string]bool) []*itemPlan {
+func planItems(items []gcapi.ArchiveItem, images map[string]*gcapi.Image, sets map[string]*setSource, imgErrs map[string]error, filter map[string]bool) []*itemPlan {
 	refs := make([]itemRef, len(items))
 	for i, it := range items {
 		refs[i] = itemRef{PK: it.PK, Title: it.Title}
@@ -365,7 +382,7 @@ func planItems(items []gcapi.ArchiveItem, images map[string]*gcapi.Image, imgErr
 				// File values, and JSON values the server stores as files.
 				ext := fileExt(*v.File)
 				name := claim(sname+ext, fmt.Sprintf("%s-%d%s", sname, v.PK, ext))
-				ip.jobs = append(ip.jobs, &fileJob{item: st, iface: slug, url: *v.File, name: name})
+				ip.jobs = append(ip.jobs, &fileJob{item: st, iface: slug, url: *v.File, name: name, source: urlIdentity(*v.File)})
 			case v.Image != nil:
 				ipk := imagePK(*v.Image)
 				img := images[ipk]
@@ -375,6 +392,17 @@ func planItems(items []gcapi.ArchiveItem, images map[string]*gcapi.Image, imgErr
 						err = errors.New("not found")
 					}
 					ip.errs = append(ip.errs, fmt.Errorf("%s: get image %s: %w", where, redactURL(*v.Image), err))
+					continue
+				}
+				if img.DICOMImageSet != nil {
+					// A folder of instances, named like a file value would be.
+					folder := claim(sname, fmt.Sprintf("%s-%d", sname, v.PK))
+					jobs, err := planSet(st, slug, folder, sets[img.PK])
+					if err != nil {
+						ip.errs = append(ip.errs, fmt.Errorf("%s: image %s: %w", where, img.PK, err))
+						continue
+					}
+					ip.jobs = append(ip.jobs, jobs...)
 					continue
 				}
 				files := imageFiles(img)
@@ -396,7 +424,7 @@ func planItems(items []gcapi.ArchiveItem, images map[string]*gcapi.Image, imgErr
 						}
 						name = claim(stored, fmt.Sprintf("%s-%d%s", sname, i+1, ext))
 					}
-					ip.jobs = append(ip.jobs, &fileJob{item: st, iface: slug, url: f.File, name: name})
+					ip.jobs = append(ip.jobs, &fileJob{item: st, iface: slug, url: f.File, name: name, source: urlIdentity(f.File)})
 				}
 			default:
 				val := []byte(v.Value)
@@ -486,6 +514,15 @@ func (p *puller) run(ctx context.Context, jobs []*fileJob, prog *progress, res *
 					continue // drain without starting anything new
 				}
 				skip, n, err := p.fetch(ctx, j, prog)
+				if j.set != nil && ctx.Err() == nil {
+					// The set's folder takes its final name once its
+					// last instance is in.
+					if perr := p.finishInstance(j, err == nil); perr != nil {
+						mu.Lock()
+						errs = append(errs, perr)
+						mu.Unlock()
+					}
+				}
 				switch {
 				case err != nil:
 					if ctx.Err() != nil {
@@ -537,6 +574,15 @@ feed:
 func (p *puller) fetch(ctx context.Context, j *fileJob, prog *progress) (skipped bool, n int64, err error) {
 	final := j.rel()
 	part := final + partSuffix
+	if j.set != nil {
+		done, err := p.prepareSet(j.set)
+		if err != nil {
+			return false, 0, fmt.Errorf("%s: %w", j.where(), err)
+		}
+		if done {
+			return true, 0, nil
+		}
+	}
 	if ok, err := p.complete(j); err != nil {
 		return false, 0, fmt.Errorf("%s: check %s: %w", j.where(), final, err)
 	} else if ok {
@@ -597,6 +643,9 @@ func retryable(err error) bool {
 	var le *localError
 	if errors.As(err, &le) {
 		return false
+	}
+	if errors.Is(err, errSignatureRefused) {
+		return true // the next attempt asks for new signatures
 	}
 	return gcapi.IsTransient(err)
 }
