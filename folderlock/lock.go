@@ -59,6 +59,12 @@ func Acquire(dir, owner string) (*Lock, error) {
 	f, err := openLockFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) || isReadOnly(err) {
+			// A lock file another user made (an agent running as another
+			// user, or on another host) may be held all the same: that
+			// agent is named rather than the folder called unlockable.
+			if herr := Holder(dir); errors.As(herr, new(*HeldError)) {
+				return nil, herr
+			}
 			return nil, fmt.Errorf("lock %s: %w: %w", path, ErrUnsupported, err)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -81,6 +87,39 @@ func Acquire(dir, owner string) (*Lock, error) {
 		_, _ = f.WriteAt([]byte(owner+", since "+time.Now().UTC().Format(time.RFC3339)+"\n"), 0)
 	}
 	return &Lock{f: f, dir: dir}, nil
+}
+
+// Holder reports whether another process holds dir's lock now, changing
+// nothing: the lock file is not created (a folder without one is held by
+// nobody) and a lock taken to find out is released at once. It is what
+// `gcingest check` asks before run would call Acquire: a *HeldError when
+// another process holds the lock, nil when nobody does, and an error
+// wrapping ErrUnsupported when the file system refuses locks. A process
+// that holds the lock itself gets a *HeldError too: a lock is held per
+// open file, so to this call its own lock is another's.
+func Holder(dir string) error {
+	path := filepath.Join(dir, Name)
+	f, err := openExistingLockFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read lock %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := tryLock(f); err != nil {
+		if errors.Is(err, errWouldBlock) {
+			return &HeldError{Dir: dir, Owner: readOwner(f)}
+		}
+		if isNotSupported(err) {
+			return fmt.Errorf("read lock %s: %w: %w", path, ErrUnsupported, err)
+		}
+		return fmt.Errorf("read lock %s: %w", path, err)
+	}
+	if err := unlock(f); err != nil {
+		return fmt.Errorf("release lock %s: %w", path, err)
+	}
+	return nil
 }
 
 // Close releases the lock. The file stays: removing it would race with an

@@ -141,3 +141,37 @@ func TestLockDiesWithItsProcess(t *testing.T) {
 	}
 	l.Close()
 }
+
+// Holder names the process that holds a folder's lock, and changes
+// nothing: a folder without a lock file is held by nobody and gets none,
+// and a free lock is left free.
+func TestHolderReadsWithoutTaking(t *testing.T) {
+	dir := t.TempDir()
+	if err := Holder(dir); err != nil {
+		t.Fatalf("Holder of a folder without a lock file = %v, want nil", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, Name)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Holder made the lock file (stat: %v)", err)
+	}
+	l, err := Acquire(dir, "host a, pid 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Holder(dir)
+	var held *HeldError
+	if !errors.As(err, &held) {
+		t.Fatalf("Holder of a held lock = %v, want a HeldError", err)
+	}
+	if runtime.GOOS != "windows" && !strings.Contains(held.Owner, "host a, pid 1") {
+		t.Errorf("HeldError.Owner = %q, want the holder's description", held.Owner)
+	}
+	l.Close()
+	if err := Holder(dir); err != nil {
+		t.Fatalf("Holder of a released lock = %v, want nil", err)
+	}
+	again, err := Acquire(dir, "host b, pid 2")
+	if err != nil {
+		t.Fatalf("Acquire after Holder: %v", err)
+	}
+	again.Close()
+}

@@ -19,6 +19,22 @@ func openLockFile(path string) (*os.File, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
+	return regularFile(fd, path)
+}
+
+// openExistingLockFile opens the lock file only if it exists, for reading
+// (a lock file of another user may be readable only), again without
+// following a symlink or blocking on a FIFO.
+func openExistingLockFile(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return regularFile(fd, path)
+}
+
+// regularFile returns fd as a file if it is a regular file, else closes it.
+func regularFile(fd int, path string) (*os.File, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)

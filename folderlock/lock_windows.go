@@ -15,6 +15,11 @@ func openLockFile(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 }
 
+// openExistingLockFile opens the lock file only if it exists, for reading.
+func openExistingLockFile(path string) (*os.File, error) {
+	return os.Open(path)
+}
+
 // tryLock locks the file's first byte exclusively, without waiting; SMB
 // shares carry the lock to other hosts.
 func tryLock(f *os.File) error {
