@@ -7,27 +7,32 @@ import (
 	"github.com/gcingest/gcingest/check"
 )
 
-const helpCheck = `Checks the config, then the server and the folders, and prints one line
-per check ("ok", "WARN" or "FAIL"):
+const helpCheck = `Checks the config with run's own start-up, changing nothing, and prints
+one line per check ("ok", "WARN" or "FAIL"). A FAIL is what makes run
+refuse to start, a WARN what run starts with and logs, in the same words:
 
   - the config parses and every key is valid; config and token files are
     not readable by others
   - the token works (the first archive is found with it)
+  - each drop folder exists, is readable and writable (a probe file is
+    made and removed); done_dir and failed_dir are writable, or can be
+    made, and are on the same file system as the drop folder
+  - no other gcingest watches a drop folder (its .gcingest.lock); the
+    running agent of this config (this host, this state file) is fine
+  - the status port is free ([status] listen), or held by the running
+    gcingest that answers there
   - each archive exists and this account may add items to it (proved with
     a create the server must refuse for its values alone)
-  - the status port is free ([status] listen), as run needs it
   - each interface exists and fits: an image interface for the watch's
     images; for [watch.values], an image interface for image files and a
     file or value interface for others
-  - each drop folder exists and is readable; done_dir and failed_dir exist,
-    are writable and are on the same file system as the drop folder
   - with group = "folder", every folder item ready now passes every rule
     run applies to it (values.json, item.txt, [watch.values], the kind of
     each interface, one file per file interface, JSON values of the right
     type): the same code as run
 
-It creates nothing on the server. Exit code 0 when every check passed,
-1 when one failed, 3 when the server refused the token.
+It creates nothing on the server, nor the state file. Exit code 0 when no
+check failed, 1 when one did, 3 when the server refused the token.
 `
 
 func (c *cli) cmdCheck(ctx context.Context, args []string) error {

@@ -77,9 +77,8 @@ func runForeground(ctx context.Context, cfg *config.Config, token string, log *s
 }
 
 func runForegroundProgress(ctx context.Context, cfg *config.Config, token string, log *slog.Logger, progress func(ingest.ProgressEvent)) error {
-	for _, w := range cfg.Warnings() {
-		log.Warn(w)
-	}
+	// The config's warnings are the start-up's (agent.Startup), which
+	// check prints too.
 	log.Info("starting", "version", versionString(), "config", cfg.Path, "watches", len(cfg.Watch))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gcingest/gcingest/check"
+	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/state"
 	"github.com/gcingest/gcingest/status"
@@ -256,7 +256,7 @@ func TestCheck(t *testing.T) {
 		}
 		t.Cleanup(func() { os.RemoveAll(other) })
 		f := newFixture(t, "good-token", "")
-		same, err := check.SameFileSystem(f.dir, other)
+		same, err := agent.SameFileSystem(f.dir, other)
 		if err != nil || same {
 			t.Skip("/dev/shm is on the same file system as the temp dir here")
 		}

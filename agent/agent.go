@@ -12,11 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gcingest/gcingest/config"
@@ -96,28 +94,20 @@ func New(opts Options) (*Agent, error) {
 // starts has returned when Run returns.
 func (a *Agent) Run(ctx context.Context) error {
 	cfg, log := a.opts.Config, a.opts.Logger
-	if err := checkWatchFolders(cfg); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(cfg.State.Path), 0o750); err != nil {
-		return fmt.Errorf("create the state folder for %s: %w", cfg.State.Path, err)
-	}
-	st, err := state.Open(cfg.State.Path, state.Options{})
-	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w; free disk space there and start gcingest again", err)
-	}
+	// The start-up `gcingest check` runs too: what it finds wrong there
+	// is what stops run here, in the same words.
+	client, err := NewClient(cfg, a.opts.Token, a.opts.Version, log)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-
-	// After the state file's lock, so that a second agent on the same
-	// state file hears about that first.
 	locks := newFolderLocks(cfg.State.Path, log)
 	defer locks.close()
-	if err := locks.acquire(cfg); err != nil {
+	start := &Startup{Config: cfg, Client: client, Hold: true, locks: locks, Note: logFinding(log)}
+	defer start.Close()
+	if err := start.Run(ctx); err != nil {
 		return err
 	}
+	st := start.state
 
 	metrics := status.NewMetrics()
 	r := &runner{
@@ -136,19 +126,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 		defer func() { pcancel(); <-pdone }()
 	}
-	if cfg.Status.Listen != "" {
-		// Listen before anything else so a taken port fails at once.
-		ln, err := status.Listen(cfg.Status.Listen)
-		switch {
-		case errors.Is(err, syscall.EADDRINUSE):
-			// A state that passes (another program, the previous
-			// process not yet gone): a runtime error, exit 1, which the
-			// service manager restarts; a config error (exit 2) it would
-			// never restart.
-			return fmt.Errorf("status.listen: %w; exiting so that the service manager starts gcingest again once the port is free", err)
-		case err != nil:
-			return &ConfigError{fmt.Errorf("status.listen: %w", err)}
-		}
+	if ln := start.listener; ln != nil {
+		start.listener = nil // ServeListener closes it
 		sctx, scancel := context.WithCancel(ctx)
 		defer scancel()
 		statusDone := make(chan error, 1)
@@ -196,9 +175,8 @@ func (r *runner) runOnce(ctx context.Context, cfg *config.Config) (*config.Confi
 	if err != nil {
 		return nil, err
 	}
-	if err := verifyServer(ctx, client, cfg, log); err != nil {
-		return nil, err
-	}
+	// The server was checked at start (Startup) or, for a reloaded
+	// config, by checkReload.
 	progress := r.opts.Progress
 	p := ingest.NewPipeline(ingest.PipelineConfig{
 		Watches:         r.locks.mark(Watches(cfg)),
@@ -293,12 +271,32 @@ func (r *runner) acceptReload(ctx context.Context, cur, nc *config.Config) *conf
 // checkReload checks a reloaded config's folders and, with the server, its
 // archives and interfaces.
 func (r *runner) checkReload(ctx context.Context, nc *config.Config) error {
-	if err := checkWatchFolders(nc); err != nil {
-		return err
-	}
-	client, err := NewClient(nc, r.opts.Token, r.opts.Version, r.opts.Logger)
+	log := r.opts.Logger
+	client, err := NewClient(nc, r.opts.Token, r.opts.Version, log)
 	if err != nil {
 		return err
 	}
-	return verifyServer(ctx, client, nc, r.opts.Logger)
+	// The start-up's checks of folders and server, as check makes them:
+	// the state file, the locks and the status port stay the running
+	// agent's.
+	s := &Startup{Config: nc, Client: client, Note: logFinding(log)}
+	s.checkFolders()
+	if s.err != nil {
+		return s.err
+	}
+	s.checkServer(ctx)
+	return s.err
+}
+
+// logFinding logs the start-up's warnings, and what passed at debug level;
+// a failure is not logged here: it is what Run returns.
+func logFinding(log *slog.Logger) func(Finding) {
+	return func(f Finding) {
+		switch f.Level {
+		case LevelWarn:
+			log.Warn(f.Text)
+		case LevelOK:
+			log.Debug(f.Text)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/folderlock"
@@ -26,11 +27,29 @@ type folderLocks struct {
 func newFolderLocks(statePath string, log *slog.Logger) *folderLocks {
 	host, _ := os.Hostname()
 	return &folderLocks{
-		owner:    fmt.Sprintf("host %s, pid %d, state %s", host, os.Getpid(), statePath),
+		owner:    lockOwner(host, os.Getpid(), statePath),
 		held:     map[string]*folderlock.Lock{},
 		unlocked: map[string]bool{},
 		log:      log,
 	}
+}
+
+// lockOwner is what an agent writes into each lock file it holds.
+func lockOwner(host string, pid int, statePath string) string {
+	return fmt.Sprintf("host %s, pid %d, state %s", host, pid, statePath)
+}
+
+// ownLock reports whether a lock file's owner (lockOwner, and the time
+// folderlock adds) is an agent of this host with the state file statePath:
+// the running agent of the config being checked, not a second one.
+func ownLock(owner, statePath string) bool {
+	host, _ := os.Hostname()
+	rest, ok := strings.CutPrefix(owner, fmt.Sprintf("host %s, pid ", host))
+	if !ok {
+		return false
+	}
+	_, rest, ok = strings.Cut(rest, ", state ")
+	return ok && (rest == statePath || strings.HasPrefix(rest, statePath+", since "))
 }
 
 // acquire locks every folder of cfg not locked yet. A folder held by another

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,8 +15,6 @@ import (
 	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/config"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
-	"github.com/gcingest/gcingest/status"
-	"github.com/gcingest/gcingest/watch"
 )
 
 // fixture is a fake server with an archive and interfaces, a drop folder,
@@ -215,92 +211,5 @@ func TestCheckToken(t *testing.T) {
 	out, err = run(t, cfg, "wrong-token")
 	if !errors.Is(err, ErrTokenRefused) || !strings.Contains(out, "FAIL  token: the server at") {
 		t.Errorf("wrong token: err = %v, want ErrTokenRefused and a FAIL line:\n%s", err, out)
-	}
-}
-
-func TestIsImagePattern(t *testing.T) {
-	for p, want := range map[string]bool{"overlay*.mha": true, "*.PDF": false, "*.nii.gz": true, "scan.tif*": true, "*.json": false} {
-		if got := isImagePattern(p); got != want {
-			t.Errorf("isImagePattern(%q) = %v, want %v", p, got, want)
-		}
-	}
-}
-
-// Re-checking a live service's config: its own agent holds the status
-// port, which is fine; another program there is not.
-func TestStatusPortHeldByTheRunningAgent(t *testing.T) {
-	ln, err := status.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- status.ServeListener(ctx, ln, emptySource{}, nil, slog.New(slog.DiscardHandler)) }()
-	defer func() { cancel(); <-done }()
-	var buf bytes.Buffer
-	k := &checker{w: &buf}
-	checkStatusPort(t.Context(), k, ln.Addr().String())
-	if k.fails != 0 || !strings.Contains(buf.String(), "held by the running gcingest") {
-		t.Errorf("port held by a gcingest: %d failures:\n%s", k.fails, buf.String())
-	}
-
-	// Another web server on the port: it answers, but not as gcingest.
-	other := httptest.NewServer(http.NotFoundHandler())
-	defer other.Close()
-	buf.Reset()
-	k = &checker{w: &buf}
-	checkStatusPort(t.Context(), k, other.Listener.Addr().String())
-	if k.fails != 1 {
-		t.Errorf("port held by another program: %d failures; want 1:\n%s", k.fails, buf.String())
-	}
-}
-
-// emptySource is an agent that has recorded nothing.
-type emptySource struct{}
-
-func (emptySource) Report(ctx context.Context, q status.Query) (*status.Report, error) {
-	return &status.Report{Version: "test", Images: []status.Image{}, Counts: map[string]int{}, Query: q}, nil
-}
-
-// A drop folder the agent may read but not write: run could not hold its
-// lock file there, and would fail every move or delete out of it, again
-// and again. check says so: a failure where files must leave the folder,
-// a warning where they stay.
-func TestDropFolderNotWritable(t *testing.T) {
-	drop, done := t.TempDir(), t.TempDir()
-	readOnly := func(p string) error {
-		if p == drop {
-			return fmt.Errorf("%s is not writable: permission denied", p)
-		}
-		return nil
-	}
-	tests := []struct {
-		name      string
-		after     watch.AfterUpload
-		fail      string
-		wantFails int
-		want      string
-	}{
-		{"move", watch.AfterUploadMove, "", 1, "cannot be moved or deleted"},
-		{"delete", watch.AfterUploadDelete, "", 1, "cannot be moved or deleted"},
-		{"keep with failed_dir", watch.AfterUploadKeep, done, 1, "failed_dir set"},
-		{"keep", watch.AfterUploadKeep, "", 0, "WARN"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var buf bytes.Buffer
-			k := &checker{w: &buf}
-			w := watch.Spec{Path: drop, AfterUpload: tt.after, DoneDir: done, FailedDir: tt.fail}
-			checkFolders(k, 0, w, readOnly)
-			if k.fails != tt.wantFails || !strings.Contains(buf.String(), tt.want) {
-				t.Errorf("%d failures, want %d and %q:\n%s", k.fails, tt.wantFails, tt.want, buf.String())
-			}
-		})
-	}
-	var buf bytes.Buffer
-	k := &checker{w: &buf}
-	checkFolders(k, 0, watch.Spec{Path: drop, AfterUpload: watch.AfterUploadMove, DoneDir: done}, writableDir)
-	if k.fails != 0 || !strings.Contains(buf.String(), "readable and writable") {
-		t.Errorf("a writable drop folder: %d failures:\n%s", k.fails, buf.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"strings"
 	"time"
@@ -137,12 +138,15 @@ const maxFolderFails = 20
 // checkFolderItems runs every folder rule of run on the folder items ready
 // in watch i now, and prints a FAIL per item run would refuse.
 func checkFolderItems(ctx context.Context, k *checker, fc *ingest.FolderChecker, i int, w ingest.Watch, log *slog.Logger) {
-	if w.Group != watch.GroupFolder || readableDir(w.Path) != nil {
-		return // an unreadable folder has its FAIL already
+	if w.Group != watch.GroupFolder {
+		return
 	}
 	key := fmt.Sprintf("watch[%d]", i)
 	rep, err := group.Plan(ctx, w.Spec, slog.New(slog.DiscardHandler))
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+		return // the start-up's check of the folder failed it already
+	case err != nil:
 		k.fail("%s.path: %v", key, err)
 		return
 	}

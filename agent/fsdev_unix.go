@@ -1,6 +1,6 @@
 //go:build !windows
 
-package check
+package agent
 
 import (
 	"fmt"
