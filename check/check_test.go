@@ -167,6 +167,10 @@ func TestPlanDoesNotCallARefusedFolderReady(t *testing.T) {
 	if lines["good"] != "ready" || lines["twopdf"] != PlanFails || lines["badjson"] != PlanFails {
 		t.Errorf("states %v, want good ready and the others %s:\n%s", lines, PlanFails, out.String())
 	}
+	// The heading counts them, so that its counts add up to the rows.
+	if want := ": 1 ready, 2 fails, 0 waiting, 0 ignored\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("plan's heading lacks %q:\n%s", want, out.String())
+	}
 }
 
 // A DICOM Image Set socket takes DICOM series only, de-identified with the

@@ -1,6 +1,7 @@
 package check
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -71,9 +72,35 @@ func Plan(ctx context.Context, opts PlanOptions) error {
 				return printable.Error(err)
 			}
 		}
-		if err := rep.WriteText(out); err != nil {
+		if err := writePlan(out, rep); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// writePlan writes rep as group.PlanReport.WriteText does, under a heading
+// that counts the folder items run would refuse (PlanFails) too: the
+// grouper knows nothing of them, so its heading leaves them out, and its
+// counts would not add up to the rows.
+func writePlan(out io.Writer, rep group.PlanReport) error {
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		return err
+	}
+	_, table, _ := strings.Cut(buf.String(), "\n")
+	n := map[string]int{}
+	for _, e := range rep.Entries {
+		n[e.State]++
+	}
+	recorded := ""
+	if n[group.PlanRecorded] > 0 {
+		recorded = fmt.Sprintf(", %d already recorded", n[group.PlanRecorded])
+	}
+	if _, err := fmt.Fprintf(out, "%s (group = %s): %d ready, %d %s, %d waiting, %d ignored%s\n%s",
+		printable.String(rep.Watch), printable.String(string(rep.Group)), n[group.PlanReady], n[PlanFails], PlanFails,
+		n[group.PlanWaiting], n[group.PlanIgnored], recorded, table); err != nil {
+		return fmt.Errorf("write plan: %w", err)
 	}
 	return nil
 }
