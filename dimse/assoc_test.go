@@ -1,6 +1,8 @@
 package dimse
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +12,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/gcingest/gcingest/dicom"
 )
 
 func TestNegotiation(t *testing.T) {
@@ -380,6 +384,65 @@ func TestConfigValidate(t *testing.T) {
 			tc.change(&c)
 			if err := c.Validate(); err == nil {
 				t.Errorf("Validate accepted %+v", c)
+			}
+		})
+	}
+}
+
+// TestStoredSyntaxes: data sets in deflated and encapsulated syntaxes are
+// stored as they arrived, under a meta group naming their syntax, and read
+// back whole.
+func TestStoredSyntaxes(t *testing.T) {
+	ti := series("60", 1, 512)[0]
+	plain := ti.dataSet()
+	pixelAt := bytes.Index(plain, []byte{0xE0, 0x7F, 0x10, 0x00})
+	var deflated bytes.Buffer
+	zw, _ := flate.NewWriter(&deflated, flate.BestSpeed)
+	zw.Write(plain)
+	zw.Close()
+	// Encapsulated pixel data: an empty offset table, one fragment, the
+	// sequence delimiter (PS3.5 §A.4).
+	encap := append([]byte{}, plain[:pixelAt]...)
+	encap = append(encap, 0xE0, 0x7F, 0x10, 0x00, 'O', 'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF)
+	encap = append(encap, 0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0)
+	frag := []byte{0xFF, 0xD8, 0xFF, 0xD9, 0, 0}
+	encap = append(encap, 0xFE, 0xFF, 0x00, 0xE0, byte(len(frag)), 0, 0, 0)
+	encap = append(encap, frag...)
+	encap = append(encap, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0)
+
+	for _, tc := range []struct {
+		ts   string
+		data []byte
+	}{
+		{DeflatedExplicitVRLittleEndian, deflated.Bytes()},
+		{JPEGBaseline8Bit, encap},
+	} {
+		t.Run(tc.ts, func(t *testing.T) {
+			ts := startServer(t, nil)
+			p := dialPeer(t, ts.addr)
+			p.associate(associateRQ(16<<10, presentationRQ{ID: 1, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{tc.ts}}))
+			p.sendCommand(1, request{Field: cStoreRQ, MessageID: 1, SOPClassUID: ctImageStorage, SOPInstanceUID: ti.sop, HasDataSet: true})
+			p.sendData(1, tc.data, 300)
+			if _, s, _ := p.response(); s != StatusSuccess {
+				t.Fatalf("status 0x%04x", s)
+			}
+			p.release()
+			path := filepath.Join(ts.spool, "SCANNER", ti.study, ti.series, ti.sop+".dcm")
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			h, err := dicom.Verify(f)
+			if err != nil {
+				t.Fatalf("stored file: %v", err)
+			}
+			if h.TransferSyntaxUID != tc.ts {
+				t.Errorf("meta transfer syntax %s, want %s", h.TransferSyntaxUID, tc.ts)
+			}
+			b, _ := os.ReadFile(path)
+			if !bytes.HasSuffix(b, tc.data) {
+				t.Errorf("stored data set differs from the one sent")
 			}
 		})
 	}

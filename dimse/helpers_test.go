@@ -151,21 +151,24 @@ func (w testWriter) Write(p []byte) (int, error) {
 func startServer(t *testing.T, configure func(*Config)) *testServer {
 	t.Helper()
 	spool := t.TempDir()
-	log := testLogger(t)
-	store, err := NewSpoolStore(spool, log)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := Config{
 		AETitle:      "GCINGEST",
 		Allow:        []Caller{{AETitle: "SCANNER"}},
-		Store:        store,
-		Logger:       log,
+		Logger:       testLogger(t),
 		ARTIMTimeout: 5 * time.Second,
 		IdleTimeout:  20 * time.Second,
 	}
 	if configure != nil {
 		configure(&cfg)
+	}
+	if cfg.Store == nil {
+		// The store logs where the server does: a configure that silences
+		// the server (Logger nil) silences both.
+		store, err := NewSpoolStore(spool, cfg.Logger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Store = store
 	}
 	srv, err := NewServer(cfg)
 	if err != nil {
