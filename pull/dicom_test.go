@@ -134,9 +134,13 @@ func TestPullDICOMImageSets(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 
-	res, err := Pull(ctx, c, Options{Archive: testArchive, Out: dir}, nil)
+	var prog bytes.Buffer
+	res, err := Pull(ctx, c, Options{Archive: testArchive, Out: dir, Progress: &prog}, nil)
 	if err != nil {
 		t.Fatalf("Pull: %v", err)
+	}
+	if !strings.Contains(prog.String(), "downloaded case00/"+setSlug+"/") || strings.Contains(prog.String(), partSuffix) {
+		t.Errorf("progress should name the instances where they end up, in %s/, never in the staging folder:\n%s", setSlug, prog.String())
 	}
 	// Four instances per set: the multi-frame one is listed twice by the
 	// server but downloaded once.

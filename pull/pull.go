@@ -1,9 +1,11 @@
 // Package pull downloads the items of a Grand Challenge archive into a
-// folder: DIR/<item>/<socket slug>.<ext> for image and file values, and
-// DIR/<item>/values.json for JSON values. It is parallel and resumable: a
-// file is downloaded to "<name>.part", synced and renamed, so a final name
-// only ever holds a complete file, and a second pull skips what is already
-// there.
+// folder: DIR/<item>/<socket slug>.<ext> for image and file values,
+// DIR/<item>/<socket slug>/<SOPInstanceUID>.dcm for the instances of a
+// DICOM image set, and DIR/<item>/values.json for JSON values. It is
+// parallel and resumable: a file is downloaded to "<name>.part", synced and
+// renamed, so a final name only ever holds a complete file (and a set's
+// folder only a whole set, see dicom.go), and a second pull skips what is
+// already there.
 package pull
 
 import (
@@ -331,6 +333,16 @@ type fileJob struct {
 // rel is the job's path relative to the output folder, for messages.
 func (j *fileJob) rel() string { return path.Join(j.item.folder, j.name) }
 
+// shown is the job's path as progress reports it: where the file ends up,
+// which for an instance of a DICOM image set is the set's final folder,
+// not the staging folder it is downloaded into.
+func (j *fileJob) shown() string {
+	if j.set != nil {
+		return path.Join(j.item.folder, j.set.folder, path.Base(j.name))
+	}
+	return j.rel()
+}
+
 // where names the job for error messages: item, interface and URL (or
 // image and instance).
 func (j *fileJob) where() string {
@@ -529,7 +541,7 @@ func (p *puller) run(ctx context.Context, jobs []*fileJob, prog *progress, res *
 						continue // cancelled: not the file's fault
 					}
 					failed.Add(1)
-					prog.failed(j.rel(), err)
+					prog.failed(j.shown(), err)
 					p.log.Warn("download failed", "item", j.item.pk, "interface", j.iface,
 						"url", redactURL(j.url), "err", err)
 					mu.Lock()
@@ -541,7 +553,7 @@ func (p *puller) run(ctx context.Context, jobs []*fileJob, prog *progress, res *
 				default:
 					downloaded.Add(1)
 					bytes.Add(n)
-					prog.downloaded(j.rel(), n)
+					prog.downloaded(j.shown(), n)
 				}
 			}
 		}()
