@@ -99,6 +99,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, busy bool) {
 	ac, rj, why := s.negotiate(rq, conn.RemoteAddr(), busy)
 	if rj != nil {
 		s.refused.Add(1)
+		s.count(rq.CallingAE, func(st *Stats) { st.Refused++ })
 		a.log.Warn("dicom association refused", "reason", why)
 		if err := a.fire(evt8, rj); err != nil {
 			a.end(err)
@@ -123,7 +124,11 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, busy bool) {
 	}
 	s.current.Add(1)
 	s.total.Add(1)
-	defer s.current.Add(-1)
+	s.count(a.callingAE, func(st *Stats) { st.Current++; st.Total++ })
+	defer func() {
+		s.current.Add(-1)
+		s.count(a.callingAE, func(st *Stats) { st.Current-- })
+	}()
 	a.log.Info("dicom association accepted", "contexts", len(ac.Results), "accepted", accepted,
 		"max_pdu", rq.MaxPDULength, "implementation", rq.ImplementationUID, "version", rq.ImplementationVer)
 	a.end(a.serve(ctx))
@@ -271,6 +276,8 @@ func (a *assoc) read(deadline time.Time) (pdu, error) {
 			}
 			return nil, err
 		case errors.As(err, &ne) && ne.Timeout():
+			// A PDU may have been cut mid-way: the stream is out of step.
+			a.desync = true
 			a.mu.Lock()
 			stopping := a.interrupted
 			a.mu.Unlock()
@@ -315,7 +322,13 @@ func (a *assoc) end(err error) {
 		err = nil
 	}
 	if err != nil {
-		a.log.Warn("dicom association ended", "state", a.state.String(), "err", err)
+		level := slog.LevelWarn
+		if a.callingAE == "" {
+			// No association was requested: a port scan or a load
+			// balancer's health check, not worth a warning each.
+			level = slog.LevelDebug
+		}
+		a.log.Log(context.Background(), level, "dicom association ended", "state", a.state.String(), "err", err)
 	}
 	// Sta13: PDUs are ignored until the caller closes or ARTIM expires,
 	// one deadline for all of them so that a caller sending on cannot keep
@@ -477,6 +490,7 @@ func (a *assoc) cStore(ctx context.Context, id byte, c command) error {
 	} else {
 		a.s.instances.Add(1)
 		a.s.bytes.Add(data.n)
+		a.s.count(a.callingAE, func(st *Stats) { st.Instances++; st.Bytes += data.n })
 	}
 	rsp := response{Field: cStoreRSP, RespondingTo: c.MessageID, SOPClassUID: c.SOPClassUID, SOPInstanceUID: c.SOPInstanceUID, Status: status}
 	if serr != nil {

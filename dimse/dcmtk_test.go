@@ -129,6 +129,9 @@ func TestEchoscuRefused(t *testing.T) {
 			if got := ts.Stats(); got.Refused != 1 || got.Total != 0 {
 				t.Errorf("stats %+v, want one refusal", got)
 			}
+			if got := ts.StatsByCaller()[tc.calling]; got.Refused != 1 {
+				t.Errorf("stats of %s %+v, want one refusal", tc.calling, got)
+			}
 		})
 	}
 }
@@ -192,6 +195,9 @@ func TestStorescuParallel(t *testing.T) {
 	checkStored(t, ts, "SCANNER", all, ExplicitVRLittleEndian)
 	if got := ts.Stats(); got.Total != senders || got.Instances != int64(len(all)) || got.Current != 0 {
 		t.Errorf("stats %+v, want %d associations and %d instances", got, senders, len(all))
+	}
+	if got, want := ts.StatsByCaller(), ts.Stats(); len(got) != 1 || got["SCANNER"] != want {
+		t.Errorf("stats by caller %+v, want only SCANNER with %+v", got, want)
 	}
 }
 

@@ -150,6 +150,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func startServer(t *testing.T, configure func(*Config)) *testServer {
 	t.Helper()
+	return startServerOn(t, configure, nil)
+}
+
+// startServerOn is startServer with the listener wrapped by wrap (a TLS
+// listener, say) when wrap is not nil.
+func startServerOn(t *testing.T, configure func(*Config), wrap func(net.Listener) net.Listener) *testServer {
+	t.Helper()
 	spool := t.TempDir()
 	cfg := Config{
 		AETitle:      "GCINGEST",
@@ -178,11 +185,14 @@ func startServer(t *testing.T, configure func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	if wrap != nil {
+		ln = wrap(ln)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	ts := &testServer{Server: srv, addr: ln.Addr().String(), host: host, port: port, spool: spool}
+	ts := &testServer{Server: srv, addr: net.JoinHostPort(host, port), host: host, port: port, spool: spool}
 	var once sync.Once
 	ts.stop = func() {
 		once.Do(func() {

@@ -247,9 +247,17 @@ func decodePDU(typ byte, body []byte) (pdu, error) {
 	return nil, &protocolError{Reason: abortUnrecognizedPDU, Msg: fmt.Sprintf("unknown PDU type 0x%02x", typ)}
 }
 
+// maxPDVs bounds the PDVs of one P-DATA-TF. PS3.8 sets no limit, but
+// senders put one or two in a PDU; a PDU of empty PDVs would otherwise
+// cost five times its size in memory.
+const maxPDVs = 1024
+
 func decodePData(body []byte) (*pdataTF, error) {
 	p := &pdataTF{}
 	for len(body) > 0 {
+		if len(p.PDVs) == maxPDVs {
+			return nil, invalid("P-DATA-TF with more than %d PDVs", maxPDVs)
+		}
 		if len(body) < 6 {
 			return nil, invalid("PDV item cut short (%d bytes)", len(body))
 		}

@@ -158,7 +158,8 @@ func validUID(u string) bool {
 	return true
 }
 
-// Stats are the server's counters since it was made.
+// Stats are the server's counters since it was made, in all or for one
+// calling AE title.
 type Stats struct {
 	Current   int64 // associations established now
 	Total     int64 // associations established
@@ -177,7 +178,17 @@ type Server struct {
 	syntaxes map[string]bool // accepted transfer syntaxes for C-STORE
 
 	current, total, refused, instances, bytes atomic.Int64
+
+	// byCaller holds the same counters per calling AE title, for status
+	// and metrics. A refused caller names itself, so a scan of AE titles
+	// could grow it without end: refusals past maxCallers are counted in
+	// the totals only.
+	mu       sync.Mutex
+	byCaller map[string]*Stats
 }
+
+// maxCallers bounds the calling AE titles Stats are kept for.
+const maxCallers = 256
 
 // NewServer validates cfg, fills its defaults and returns a Server.
 func NewServer(cfg Config) (*Server, error) {
@@ -202,7 +213,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, storage: map[string]bool{}, syntaxes: map[string]bool{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, storage: map[string]bool{}, syntaxes: map[string]bool{}, byCaller: map[string]*Stats{}}
 	for _, c := range StorageSOPClasses {
 		s.storage[c.UID] = true
 	}
@@ -221,6 +232,32 @@ func (s *Server) Stats() Stats {
 		Instances: s.instances.Load(),
 		Bytes:     s.bytes.Load(),
 	}
+}
+
+// StatsByCaller returns the counters per calling AE title.
+func (s *Server) StatsByCaller() map[string]Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Stats, len(s.byCaller))
+	for ae, st := range s.byCaller {
+		out[ae] = *st
+	}
+	return out
+}
+
+// count applies f to the counters of calling AE title ae.
+func (s *Server) count(ae string, f func(*Stats)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.byCaller[ae]
+	if st == nil {
+		if len(s.byCaller) >= maxCallers {
+			return
+		}
+		st = &Stats{}
+		s.byCaller[ae] = st
+	}
+	f(st)
 }
 
 // Serve accepts connections on ln until ctx is cancelled or ln fails, and
