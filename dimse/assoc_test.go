@@ -196,6 +196,7 @@ func TestStoreStatus(t *testing.T) {
 		}, nil, nil, StatusOutOfResources},
 		{"data set not DICOM", nil, nil, []byte("this is not a data set, just text!"), StatusCannotUnderstand},
 		{"no series UID", nil, func(ti *testInstance) { ti.series = "" }, nil, StatusCannotUnderstand},
+		{"data set of another SOP class", nil, func(ti *testInstance) { ti.sopClass = "1.2.840.10008.5.1.4.1.1.4" }, nil, StatusDataSetMismatch},
 		{"SOP instance UID not a UID", nil, func(ti *testInstance) { ti.sop = "../../etc/passwd" }, nil, StatusCannotUnderstand},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,6 +22,7 @@ const ctImageStorage = "1.2.840.10008.5.1.4.1.1.2"
 // testInstance describes a small but valid CT instance for the tests.
 type testInstance struct {
 	study, series, sop string
+	sopClass           string // "": CT Image Storage
 	number             int
 	pixels             int // bytes of 8-bit pixel data: rows × 16 columns
 }
@@ -57,7 +58,11 @@ func (ti testInstance) dataSet() []byte {
 		pixels = 256
 	}
 	rows := pixels / 16
-	str(0x0008, 0x0016, "UI", ctImageStorage)
+	sopClass := ti.sopClass
+	if sopClass == "" {
+		sopClass = ctImageStorage
+	}
+	str(0x0008, 0x0016, "UI", sopClass)
 	str(0x0008, 0x0018, "UI", ti.sop)
 	str(0x0008, 0x0060, "CS", "CT")
 	str(0x0010, 0x0010, "PN", "TEST^PATIENT")

@@ -129,6 +129,9 @@ func (s *SpoolStore) Store(ctx context.Context, in Instance, dataset io.Reader) 
 	if h.StudyInstanceUID == "" || h.SeriesInstanceUID == "" {
 		return fmt.Errorf("store %s: the data set has no StudyInstanceUID or SeriesInstanceUID: %w", in.SOPInstanceUID, ErrInvalidDataSet)
 	}
+	if h.SOPClassUID != in.SOPClassUID {
+		return fmt.Errorf("store %s: SOP class %q in the data set, %s in the command: %w", in.SOPInstanceUID, h.SOPClassUID, in.SOPClassUID, ErrSOPClassMismatch)
+	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("store %s: sync %s: %w", in.SOPInstanceUID, tmp, err)
 	}

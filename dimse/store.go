@@ -53,11 +53,19 @@ type Store interface {
 // sending the same bytes again would fail again.
 var ErrInvalidDataSet = errors.New("invalid data set")
 
+// ErrSOPClassMismatch marks a Store error for a data set whose SOP Class
+// UID (0008,0016) is not the one its C-STORE command names: "data set does
+// not match SOP class" (A900). Stored anyway, its file would have a meta
+// group that contradicts its data set, which the de-identifier refuses.
+var ErrSOPClassMismatch = errors.New("data set does not match the SOP class of its command")
+
 // statusOf maps a Store error to the C-STORE status answered.
 func statusOf(err error) uint16 {
 	switch {
 	case err == nil:
 		return StatusSuccess
+	case errors.Is(err, ErrSOPClassMismatch):
+		return StatusDataSetMismatch
 	case errors.Is(err, ErrInvalidDataSet):
 		return StatusCannotUnderstand
 	}
