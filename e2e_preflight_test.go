@@ -57,6 +57,22 @@ func TestE2ECheckSaysWhatRunDoes(t *testing.T) {
 		{"failed_dir not writable", func(t *testing.T, p *preflight) {
 			p.readOnly(t, p.failed)
 		}, fail, exitUsage, "watch[0].failed_dir"},
+		{"state folder not writable", func(t *testing.T, p *preflight) {
+			dir := filepath.Join(p.dir, "state")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			p.readOnly(t, dir)
+		}, fail, exitError, "state.path"},
+		{"state file of another user", func(t *testing.T, p *preflight) {
+			if p.uid < 0 {
+				t.Skip("needs root, to give the state file to another user than the agent's")
+			}
+			st := filepath.Join(p.dir, "state", "state.db")
+			if err := os.WriteFile(st, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, fail, exitError, "state.path"},
 		{"drop folder locked by another agent", func(t *testing.T, p *preflight) {
 			l, err := folderlock.Acquire(p.drop, "host scanner2, pid 4242, state /var/lib/gcingest/state.db")
 			if err != nil {

@@ -246,15 +246,37 @@ func existingParent(p string) string {
 	}
 }
 
-// openState opens the state file (Hold only: a running agent holds it, and
-// check must not make it).
+// openState opens the state file. Without Hold it is not opened (a
+// running agent holds it, and check must not make it): its folder is
+// proved writable, or the folder above one run would make. Run proves it
+// too, so that both say the same of a folder it may not write.
 func (s *Startup) openState() {
-	if !s.Hold {
+	p := s.Config.State.Path
+	dir := filepath.Dir(p)
+	probe := dir
+	if s.Hold {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			s.fail(fmt.Errorf("state.path %s: run could not make or write it: %w", p, err))
+			return
+		}
+	} else if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		probe = existingParent(dir)
+	}
+	if err := s.probe(probe); err != nil {
+		s.fail(fmt.Errorf("state.path %s: run could not make or write it: %w", p, err))
 		return
 	}
-	p := s.Config.State.Path
-	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-		s.fail(fmt.Errorf("create the state folder for %s: %w", p, err))
+	// A state file another user made (`sudo gcingest run` once) is what
+	// the service then cannot open. Opening it for writing takes no lock:
+	// a running agent keeps its own.
+	if f, err := os.OpenFile(p, os.O_RDWR, 0); err == nil {
+		f.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		s.fail(fmt.Errorf("state.path %s: run could not open it for writing: %w; give it to the user gcingest runs as", p, err))
+		return
+	}
+	if !s.Hold {
+		s.ok("state.path %s: its folder is writable", p)
 		return
 	}
 	st, err := state.Open(p, state.Options{})
