@@ -99,7 +99,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, busy bool) {
 	ac, rj, why := s.negotiate(rq, conn.RemoteAddr(), busy)
 	if rj != nil {
 		s.refused.Add(1)
-		s.count(rq.CallingAE, func(st *Stats) { st.Refused++ })
+		s.count(rq.CallingAE, true, func(st *Stats) { st.Refused++ })
 		a.log.Warn("dicom association refused", "reason", why)
 		if err := a.fire(evt8, rj); err != nil {
 			a.end(err)
@@ -124,10 +124,10 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, busy bool) {
 	}
 	s.current.Add(1)
 	s.total.Add(1)
-	s.count(a.callingAE, func(st *Stats) { st.Current++; st.Total++ })
+	s.count(a.callingAE, false, func(st *Stats) { st.Current++; st.Total++ })
 	defer func() {
 		s.current.Add(-1)
-		s.count(a.callingAE, func(st *Stats) { st.Current-- })
+		s.count(a.callingAE, false, func(st *Stats) { st.Current-- })
 	}()
 	a.log.Info("dicom association accepted", "contexts", len(ac.Results), "accepted", accepted,
 		"max_pdu", rq.MaxPDULength, "implementation", rq.ImplementationUID, "version", rq.ImplementationVer)
@@ -490,7 +490,7 @@ func (a *assoc) cStore(ctx context.Context, id byte, c command) error {
 	} else {
 		a.s.instances.Add(1)
 		a.s.bytes.Add(data.n)
-		a.s.count(a.callingAE, func(st *Stats) { st.Instances++; st.Bytes += data.n })
+		a.s.count(a.callingAE, false, func(st *Stats) { st.Instances++; st.Bytes += data.n })
 	}
 	rsp := response{Field: cStoreRSP, RespondingTo: c.MessageID, SOPClassUID: c.SOPClassUID, SOPInstanceUID: c.SOPInstanceUID, Status: status}
 	if serr != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -446,5 +447,25 @@ func TestStoredSyntaxes(t *testing.T) {
 				t.Errorf("stored data set differs from the one sent")
 			}
 		})
+	}
+}
+
+// TestStatsByCallerBounded: callers naming ever new AE titles to be
+// refused cannot grow the per-caller counters without end, nor crowd out
+// the callers that are accepted.
+func TestStatsByCallerBounded(t *testing.T) {
+	s, err := NewServer(Config{AETitle: "GCINGEST", Store: failingStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 * maxCallers {
+		s.count(strconv.Itoa(i), true, func(st *Stats) { st.Refused++ })
+	}
+	if got := len(s.StatsByCaller()); got != maxCallers/2 {
+		t.Errorf("%d callers kept after a scan of refusals, want %d", got, maxCallers/2)
+	}
+	s.count("CT1", false, func(st *Stats) { st.Total++ })
+	if got := s.StatsByCaller()["CT1"]; got.Total != 1 {
+		t.Errorf("an accepted caller after the scan: %+v", got)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime/metrics"
 	"strconv"
 	"sync"
@@ -19,7 +18,9 @@ import (
 // server, against the same to dcmtk's own storescp on the same machine, and
 // the memory the Go runtime holds meanwhile. It takes a while and writes
 // 250 MB, so it runs only when DIMSE_BENCH=1 (bench.sh sets it).
-// DIMSE_BENCH_INSTANCES and DIMSE_BENCH_SIZE change the series.
+// DIMSE_BENCH_INSTANCES and DIMSE_BENCH_SIZE change the series;
+// DIMSE_BENCH_SENDERS=k splits it among k storescu processes sending at
+// once (storescp then runs with --fork to take them at once too).
 func TestThroughputVsStorescp(t *testing.T) {
 	if os.Getenv("DIMSE_BENCH") != "1" {
 		t.Skip("set DIMSE_BENCH=1 to compare throughput with storescp (dimse/bench.sh)")
@@ -35,14 +36,25 @@ func TestThroughputVsStorescp(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("DIMSE_BENCH_SIZE")); err == nil {
 		size = v
 	}
+	senders := 1
+	if v, err := strconv.Atoi(os.Getenv("DIMSE_BENCH_SENDERS")); err == nil && v > 0 {
+		senders = v
+	}
 	insts := series("900", n, size)
-	_, files := writeFiles(t, insts)
+	var dirs []string
+	for i := range senders {
+		dir, _ := writeFiles(t, insts[i*n/senders:(i+1)*n/senders])
+		dirs = append(dirs, dir)
+	}
 	mb := float64(n*size) / (1 << 20)
 
 	storescp := func(t *testing.T, extra ...string) time.Duration {
 		out := t.TempDir()
 		port := freePort(t)
 		args := append([]string{"-aet", "GCINGEST", "-od", out}, extra...)
+		if senders > 1 {
+			args = append(args, "--fork")
+		}
 		cmd := exec.Command("storescp", append(args, port)...)
 		cmd.Env = nodelay
 		if err := cmd.Start(); err != nil {
@@ -56,7 +68,7 @@ func TestThroughputVsStorescp(t *testing.T) {
 			}
 			return err == nil
 		})
-		return sendAll(t, "127.0.0.1", port, files)
+		return sendAll(t, "127.0.0.1", port, dirs)
 	}
 	ours := func(t *testing.T) (time.Duration, uint64) {
 		ts := startServer(t, func(c *Config) { c.Logger = nil })
@@ -77,7 +89,7 @@ func TestThroughputVsStorescp(t *testing.T) {
 				}
 			}
 		}()
-		d := sendAll(t, ts.host, ts.port, files)
+		d := sendAll(t, ts.host, ts.port, dirs)
 		close(stop)
 		wg.Wait()
 		ts.stop()
@@ -104,7 +116,7 @@ func TestThroughputVsStorescp(t *testing.T) {
 		peak = max(peak, p)
 	}
 	rate := func(d time.Duration) string { return fmt.Sprintf("%.1f MiB/s", mb/d.Seconds()) }
-	t.Logf("%d instances of %d KiB (%.0f MiB)", n, size>>10, mb)
+	t.Logf("%d instances of %d KiB (%.0f MiB) from %d storescu at once", n, size>>10, mb, senders)
 	t.Logf("storescp (default):          %8s  %s", best.scp.Round(time.Millisecond), rate(best.scp))
 	t.Logf("storescp +B (bit-preserving): %8s  %s", best.scpB.Round(time.Millisecond), rate(best.scpB))
 	t.Logf("gcingest dimse (fsync each):  %8s  %s", best.ours.Round(time.Millisecond), rate(best.ours))
@@ -118,22 +130,37 @@ func TestThroughputVsStorescp(t *testing.T) {
 	}
 }
 
-// sendAll sends files with one storescu association and returns how long
-// it took.
-func sendAll(t *testing.T, host, port string, files []string) time.Duration {
+// sendAll sends the files of each folder with a storescu of its own, all
+// at once, and returns how long it took them all.
+func sendAll(t *testing.T, host, port string, dirs []string) time.Duration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	// storescu reads its file list from a folder (+sd) rather than from an
-	// argument list that may be too long for the system.
-	args := []string{"-aet", "SCANNER", "-aec", "GCINGEST", "+sd", host, port, filepath.Dir(files[0])}
-	cmd := exec.CommandContext(ctx, "storescu", args...)
-	cmd.Env = nodelay
+	errs := make(chan error, len(dirs))
 	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("storescu: %v\n%s", err, out)
+	for _, dir := range dirs {
+		// storescu reads its file list from a folder (+sd) rather than
+		// from an argument list that may be too long for the system.
+		cmd := exec.CommandContext(ctx, "storescu", "-aet", "SCANNER", "-aec", "GCINGEST", "+sd", host, port, dir)
+		cmd.Env = nodelay
+		go func() {
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("storescu: %w\n%s", err, out)
+			}
+			errs <- err
+		}()
 	}
-	return time.Since(start)
+	for range dirs {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	d := time.Since(start)
+	if t.Failed() {
+		t.FailNow()
+	}
+	return d
 }
 
 // nodelay is the environment for dcmtk's tools in the benchmark:

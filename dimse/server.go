@@ -181,8 +181,9 @@ type Server struct {
 
 	// byCaller holds the same counters per calling AE title, for status
 	// and metrics. A refused caller names itself, so a scan of AE titles
-	// could grow it without end: refusals past maxCallers are counted in
-	// the totals only.
+	// could grow it without end: it holds at most maxCallers titles, of
+	// which refused ones take at most half, and what does not fit is
+	// counted in the totals only.
 	mu       sync.Mutex
 	byCaller map[string]*Stats
 }
@@ -245,13 +246,14 @@ func (s *Server) StatsByCaller() map[string]Stats {
 	return out
 }
 
-// count applies f to the counters of calling AE title ae.
-func (s *Server) count(ae string, f func(*Stats)) {
+// count applies f to the counters of calling AE title ae; refused says
+// the caller was refused.
+func (s *Server) count(ae string, refused bool, f func(*Stats)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.byCaller[ae]
 	if st == nil {
-		if len(s.byCaller) >= maxCallers {
+		if len(s.byCaller) >= maxCallers || refused && len(s.byCaller) >= maxCallers/2 {
 			return
 		}
 		st = &Stats{}
