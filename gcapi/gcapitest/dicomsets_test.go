@@ -109,6 +109,9 @@ func testDICOMInstances(t *testing.T) {
 	if img.DICOMImageSet == nil {
 		t.Fatalf("image %s has no dicom_image_set", pk)
 	}
+	if img.StudyInstanceUID != "" || img.SeriesInstanceUID != "" {
+		t.Errorf("image study %q, series %q; the server leaves both blank for an image set", img.StudyInstanceUID, img.SeriesInstanceUID)
+	}
 	r := f.do("GET", "/api/v1/cases/images/"+pk+"/dicom/instances/", nil)
 	f.want(r, 200, "")
 	if ct := r.header.Get("Content-Type"); ct != "application/json" {

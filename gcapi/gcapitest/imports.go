@@ -286,7 +286,10 @@ func (s *Server) runDICOMJob(j *job, files []srcFile, errMsg string) {
 		s.notifyLocked("DICOM-IMAGE-SET", "An unexpected error occurred", j.item, j.iface)
 		return
 	}
-	im := &image{pk: s.st.uuid(), name: j.name, content: content, study: key.study, series: key.series,
+	// Only the set and the name: the image's study and series fields stay
+	// blank (cases/models.py DICOMImageSetUpload.convert_image_set_to_internal);
+	// the set's de-identified UIDs are in its instances.
+	im := &image{pk: s.st.uuid(), name: j.name, content: content,
 		imageSetID: strings.ReplaceAll(s.st.uuid(), "-", ""), dicomSet: set, key: s.st.orderKey()}
 	s.st.images[im.pk] = im
 	for _, sf := range files {
