@@ -257,9 +257,9 @@ func (a *assoc) send(p pdu) error {
 	return nil
 }
 
-// read reads one PDU, waiting until deadline, and runs what it is (or what went
-// wrong) through the state table. An error means the association is over
-// or must be ended (see end); a.state says which.
+// read reads one PDU, waiting until deadline, and runs what it is (or
+// what went wrong) through the state table. An error means the association
+// is over or must be ended (see end); a.state says which.
 func (a *assoc) read(deadline time.Time) (pdu, error) {
 	a.setReadDeadline(deadline)
 	p, buf, err := readPDU(a.br, a.rbuf, a.s.cfg.MaxPDULength)

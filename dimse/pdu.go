@@ -390,7 +390,10 @@ func decodeAssociate(ac bool, b []byte) (*associate, error) {
 				// acceptor to answer: leaving them out of the AC declines them.
 			}
 		default:
-			return nil, invalid("%s: unknown item type 0x%02x", what, it.typ)
+			// An item of a type this implementation does not know is
+			// skipped rather than refused, so that items of a later
+			// revision of PS3.8, or a vendor's, do not break the
+			// association.
 		}
 	}
 	return p, nil
@@ -412,7 +415,7 @@ func decodePresentationRQ(b []byte) (presentationRQ, error) {
 		case itemTransferSyntax:
 			pc.TransferSyntaxes = append(pc.TransferSyntaxes, uid(s.val))
 		default:
-			return pc, invalid("presentation context %d: unknown sub-item 0x%02x", pc.ID, s.typ)
+			// Skipped, as at the top level.
 		}
 	}
 	return pc, nil
