@@ -32,8 +32,13 @@ func needDCMTK(t *testing.T) {
 }
 
 // dcmtk runs one of dcmtk's tools and returns its combined output.
+// The tools run with TCP_NODELAY=1 (see nodelay): with Nagle's algorithm
+// on, storescu waits for a delayed ACK on every small instance, some 50 ms
+// each, which only makes the tests slow.
 func dcmtk(ctx context.Context, name string, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = nodelay
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
@@ -141,14 +146,20 @@ func TestStorescu(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		args   []string
+		maxPDU uint32
 		wantTS string
 	}{
-		{"explicit VR little endian", nil, ExplicitVRLittleEndian},
+		{"explicit VR little endian", nil, 0, ExplicitVRLittleEndian},
 		// storescu converts to implicit VR, which the server then stores.
-		{"implicit VR little endian", []string{"-xi"}, ImplicitVRLittleEndian},
+		{"implicit VR little endian", []string{"-xi"}, 0, ImplicitVRLittleEndian},
+		// storescu deflates the data sets itself.
+		{"deflated", []string{"-xd"}, 0, DeflatedExplicitVRLittleEndian},
+		// The smallest max PDU the server announces: storescu must split
+		// each data set into many PDUs, which the server reassembles.
+		{"4 KiB PDUs", nil, minMaxPDULength, ExplicitVRLittleEndian},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := startServer(t, nil)
+			ts := startServer(t, func(c *Config) { c.MaxPDULength = tc.maxPDU })
 			insts := series("1", 20, 512)
 			_, files := writeFiles(t, insts)
 			if out, err := ts.storescu(t, "SCANNER", tc.args, files...); err != nil {
