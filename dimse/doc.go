@@ -37,7 +37,21 @@
 // the size of the instance. The Store's answer becomes the C-STORE status:
 // success only after a nil return, "out of resources" (A700) for a failure
 // to store, "cannot understand" (C000) for a data set that cannot be read
-// (ErrInvalidDataSet).
+// (ErrInvalidDataSet), "data set does not match SOP class" (A900) for one
+// whose SOP class is not its command's (ErrSOPClassMismatch).
+//
+// # Wiring
+//
+// What a dicom listener table of the agent's config maps to: listen is the
+// net.Listener given to Serve (wrapped by tls.NewListener for TLS, with
+// tls.RequireAndVerifyClientCert and a ClientCAs pool for mutual TLS);
+// ae_title is Config.AETitle; the allow list is Config.Allow, one Caller
+// per entry (an AE title, a network in CIDR form, or both); the watch it
+// feeds has its folder given to NewSpoolStore, and is otherwise an
+// ordinary watch (the temporary files are hidden and end in .tmp, which
+// the grouper never picks up). Stats and StatsByCaller give the counters
+// for status and /metrics. `check --echo` can be a C-ECHO with dcmtk-free
+// code: the tests' peer (peer_test.go) shows the few PDUs it takes.
 //
 // # Robustness
 //

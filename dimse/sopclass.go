@@ -14,7 +14,8 @@ const VerificationSOPClass = "1.2.840.10008.1.1"
 // Standard SOP Classes of the Storage Service Class, PS3.4 Annex B, Table
 // B.5-1 (DICOM 2024), and the storage classes PS3.6 Table A-1 lists as
 // retired, which older modalities still send. Typed from the standard, then
-// checked against the storage UIDs dcmtk 3.6.7's libdcmdata knows: every
+// checked against pynetdicom's storage list (it holds no UID that is not
+// here) and against the storage UIDs dcmtk 3.6.7's libdcmdata knows: every
 // 1.2.840.10008.5.1.4.1.1.* UID there is here but the protocol classes
 // (1.2.840.10008.5.1.4.1.1.200.1, .3 to .7), which are Non-Patient Object
 // Storage or query/retrieve. Non-Patient Object Storage (PS3.4 Annex GG:
