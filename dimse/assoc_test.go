@@ -469,3 +469,38 @@ func TestStatsByCallerBounded(t *testing.T) {
 		t.Errorf("an accepted caller after the scan: %+v", got)
 	}
 }
+
+// TestCommands: a command set split over PDUs is put back together; a
+// command this server does not offer is answered "unrecognized operation"
+// and the association goes on; a PDV on a context that was not accepted
+// aborts it.
+func TestCommands(t *testing.T) {
+	ts := startServer(t, nil)
+	p := dialPeer(t, ts.addr)
+	p.associate(associateRQ(16<<10, append(standardContexts,
+		presentationRQ{ID: 5, AbstractSyntax: "1.2.840.10008.5.1.4.1.2.2.1", TransferSyntaxes: []string{ImplicitVRLittleEndian}})...))
+
+	cmd := request{Field: cEchoRQ, MessageID: 1, SOPClassUID: VerificationSOPClass}.encode()
+	p.send(&pdataTF{PDVs: []pdv{{ContextID: 3, Command: true, Data: cmd[:10]}}})
+	p.send(&pdataTF{PDVs: []pdv{{ContextID: 3, Command: true, Data: cmd[10:20]}, {ContextID: 3, Command: true, Last: true, Data: cmd[20:]}}})
+	if field, status, _ := p.response(); field != cEchoRSP || status != StatusSuccess {
+		t.Errorf("C-ECHO in three fragments: 0x%04x status 0x%04x", field, status)
+	}
+
+	const cFindRQ = 0x0020
+	find := request{Field: cFindRQ, MessageID: 2, SOPClassUID: ctImageStorage, HasDataSet: true}
+	p.sendCommand(1, find)
+	p.sendData(1, []byte{0x08, 0x00, 0x52, 0x00, 0, 0, 0, 0}, 100)
+	if field, status, _ := p.response(); field != cFindRQ|0x8000 || status != StatusUnrecognizedOperation {
+		t.Errorf("C-FIND: 0x%04x status 0x%04x, want C-FIND-RSP 0x%04x", field, status, StatusUnrecognizedOperation)
+	}
+	if s := p.store(3, series("90", 1, 256)[0], 4096); s != StatusSuccess {
+		t.Errorf("store after the C-FIND: 0x%04x", s)
+	}
+
+	// Context 5 (C-FIND) was rejected: using it aborts.
+	p.sendCommand(5, request{Field: cEchoRQ, MessageID: 4, SOPClassUID: VerificationSOPClass})
+	if got := p.waitClosed(); len(got) != 1 || got[0].pduType() != typeAbort {
+		t.Errorf("got %+v, want an A-ABORT", got)
+	}
+}
