@@ -78,6 +78,7 @@ type Startup struct {
 
 	err      error        // the first failure
 	drops    map[int]bool // watches whose drop folder can be read
+	readOnly map[int]bool // ... and not written
 	state    *state.Store // with Hold
 	listener net.Listener // with Hold
 	archives map[string]bool
@@ -150,7 +151,7 @@ func (s *Startup) failConfig(format string, a ...any) {
 
 // checkFolders checks each drop folder and where its files are moved.
 func (s *Startup) checkFolders() {
-	s.drops = map[int]bool{}
+	s.drops, s.readOnly = map[int]bool{}, map[int]bool{}
 	for i, w := range s.Config.Watch {
 		key := fmt.Sprintf("watch[%d]", i)
 		if err := readableDir(w.Path); err != nil {
@@ -167,6 +168,7 @@ func (s *Startup) checkFolders() {
 				"give the user gcingest runs as write permission on the folder, or use after_upload = \"keep\" and no failed_dir: %w",
 				key, w.Path, w.AfterUpload, map[bool]string{true: ", failed_dir set"}[w.FailedDir != ""], err)
 		default:
+			s.readOnly[i] = true
 			s.warn("%s.path %s: readable, but not writable by this user: the agent cannot keep its lock file %s there, "+
 				"so a second agent on this folder would go unnoticed (each item is read again before attaching values instead)", key, w.Path, folderlock.Name)
 		}
@@ -296,7 +298,14 @@ func (s *Startup) openState() {
 func (s *Startup) checkLocks() {
 	if s.Hold {
 		// Every drop folder is readable: Run stopped at the first that
-		// was not.
+		// was not. One it cannot write was warned of above: the locks
+		// need not say it again (they log a folder they find unlocked
+		// for the first time only).
+		for i, w := range s.Config.Watch {
+			if s.readOnly[i] {
+				s.locks.unlocked[filepath.Clean(w.Path)] = true
+			}
+		}
 		if err := s.locks.acquire(s.Config); err != nil {
 			s.fail(err)
 		}
