@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -502,5 +503,46 @@ func TestCommands(t *testing.T) {
 	p.sendCommand(5, request{Field: cEchoRQ, MessageID: 4, SOPClassUID: VerificationSOPClass})
 	if got := p.waitClosed(); len(got) != 1 || got[0].pduType() != typeAbort {
 		t.Errorf("got %+v, want an A-ABORT", got)
+	}
+}
+
+func TestEcho(t *testing.T) {
+	ts := startServer(t, nil)
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Echo(ctx, dial(), "SCANNER", "GCINGEST"); err != nil {
+		t.Errorf("Echo: %v", err)
+	}
+	err := Echo(ctx, dial(), "INTRUDER", "GCINGEST")
+	var rj *RejectedError
+	if !errors.As(err, &rj) || rj.Reason != rjUserCallingAENotAllowed {
+		t.Errorf("Echo from a caller not allowed: %v, want a *RejectedError for the calling AE", err)
+	}
+	t.Logf("refusal reads: %v", err)
+
+	// A peer that never answers: Echo returns when ctx ends.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Echo(short, c, "SCANNER", "GCINGEST"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Echo to a silent peer: %v, want context.DeadlineExceeded", err)
+	}
+	if s := ts.Stats(); s.Total != 1 || s.Refused != 1 {
+		t.Errorf("stats %+v", s)
 	}
 }

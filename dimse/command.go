@@ -162,6 +162,56 @@ func (r response) encode() []byte {
 	return append(out, b...)
 }
 
+// request is a C-ECHO-RQ (Echo sends it) or a C-STORE-RQ (the tests send
+// it).
+type request struct {
+	Field          uint16
+	MessageID      uint16
+	SOPClassUID    string
+	SOPInstanceUID string
+	HasDataSet     bool
+}
+
+func (r request) encode() []byte {
+	var b []byte
+	b = appendElement(b, tagAffectedSOPClassUID, padUID(r.SOPClassUID))
+	b = appendElement(b, tagCommandField, le16(r.Field))
+	b = appendElement(b, tagMessageID, le16(r.MessageID))
+	if r.Field == cStoreRQ {
+		b = appendElement(b, tagPriority, le16(0))
+	}
+	dst := noDataSet
+	if r.HasDataSet {
+		dst = 0
+	}
+	b = appendElement(b, tagCommandDataSetType, le16(dst))
+	if r.SOPInstanceUID != "" {
+		b = appendElement(b, tagAffectedSOPInstance, padUID(r.SOPInstanceUID))
+	}
+	out := appendElement(nil, tagCommandGroupLength, binary.LittleEndian.AppendUint32(nil, uint32(len(b))))
+	return append(out, b...)
+}
+
+// decodeResponse reads the command field and status of a response.
+func decodeResponse(b []byte) (field, status uint16, err error) {
+	for len(b) >= 8 {
+		tag := uint32(binary.LittleEndian.Uint16(b))<<16 | uint32(binary.LittleEndian.Uint16(b[2:]))
+		n := binary.LittleEndian.Uint32(b[4:])
+		if uint64(n) > uint64(len(b)-8) {
+			return 0, 0, fmt.Errorf("response cut short")
+		}
+		v := b[8 : 8+n]
+		switch {
+		case tag == tagCommandField && n == 2:
+			field = binary.LittleEndian.Uint16(v)
+		case tag == tagStatus && n == 2:
+			status = binary.LittleEndian.Uint16(v)
+		}
+		b = b[8+n:]
+	}
+	return field, status, nil
+}
+
 func appendElement(b []byte, tag uint32, v []byte) []byte {
 	b = binary.LittleEndian.AppendUint16(b, uint16(tag>>16))
 	b = binary.LittleEndian.AppendUint16(b, uint16(tag))

@@ -3,6 +3,7 @@ package dimse
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -259,4 +260,30 @@ func TestStorescuKilled(t *testing.T) {
 		t.Fatalf("storescu again: %v\n%s", err, out)
 	}
 	checkStored(t, ts, "SCANNER", insts, ExplicitVRLittleEndian)
+}
+
+// TestEchoToStorescp: Echo, the client side `check --echo` uses, against
+// dcmtk's storescp.
+func TestEchoToStorescp(t *testing.T) {
+	needDCMTK(t)
+	if _, err := exec.LookPath("storescp"); err != nil {
+		t.Skipf("dcmtk's storescp is not installed: %v", err)
+	}
+	port := freePort(t)
+	cmd := exec.Command("storescp", "-aet", "STORESCP", "-od", t.TempDir(), port)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var conn net.Conn
+	waitFor(t, "storescp to listen", 10*time.Second, func() bool {
+		var err error
+		conn, err = net.Dial("tcp", "127.0.0.1:"+port)
+		return err == nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Echo(ctx, conn, "GCINGEST", "STORESCP"); err != nil {
+		t.Errorf("Echo to storescp: %v", err)
+	}
 }

@@ -50,8 +50,9 @@
 // feeds has its folder given to NewSpoolStore, and is otherwise an
 // ordinary watch (the temporary files are hidden and end in .tmp, which
 // the grouper never picks up). Stats and StatsByCaller give the counters
-// for status and /metrics. `check --echo` can be a C-ECHO with dcmtk-free
-// code: the tests' peer (peer_test.go) shows the few PDUs it takes.
+// for status and /metrics. Echo is the C-ECHO client `check --echo` needs:
+// it verifies a listener end to end over a connection the caller opens
+// (TCP or TLS), and reports a refusal as a *RejectedError.
 //
 // # Robustness
 //

@@ -2,63 +2,11 @@ package dimse
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"testing"
 	"time"
 )
-
-// request is a C-STORE-RQ or C-ECHO-RQ, encoded by the tests that play the
-// sender.
-type request struct {
-	Field          uint16
-	MessageID      uint16
-	SOPClassUID    string
-	SOPInstanceUID string
-	HasDataSet     bool
-}
-
-func (r request) encode() []byte {
-	var b []byte
-	b = appendElement(b, tagAffectedSOPClassUID, padUID(r.SOPClassUID))
-	b = appendElement(b, tagCommandField, le16(r.Field))
-	b = appendElement(b, tagMessageID, le16(r.MessageID))
-	if r.Field == cStoreRQ {
-		b = appendElement(b, tagPriority, le16(0))
-	}
-	dst := noDataSet
-	if r.HasDataSet {
-		dst = 0
-	}
-	b = appendElement(b, tagCommandDataSetType, le16(dst))
-	if r.SOPInstanceUID != "" {
-		b = appendElement(b, tagAffectedSOPInstance, padUID(r.SOPInstanceUID))
-	}
-	out := appendElement(nil, tagCommandGroupLength, binary.LittleEndian.AppendUint32(nil, uint32(len(b))))
-	return append(out, b...)
-}
-
-// decodeResponse reads the status of a response; the tests use it.
-func decodeResponse(b []byte) (field, status uint16, err error) {
-	for len(b) >= 8 {
-		tag := uint32(binary.LittleEndian.Uint16(b))<<16 | uint32(binary.LittleEndian.Uint16(b[2:]))
-		n := binary.LittleEndian.Uint32(b[4:])
-		if uint64(n) > uint64(len(b)-8) {
-			return 0, 0, fmt.Errorf("response cut short")
-		}
-		v := b[8 : 8+n]
-		switch {
-		case tag == tagCommandField && n == 2:
-			field = binary.LittleEndian.Uint16(v)
-		case tag == tagStatus && n == 2:
-			status = binary.LittleEndian.Uint16(v)
-		}
-		b = b[8+n:]
-	}
-	return field, status, nil
-}
 
 // peer is a minimal association requestor for the tests that need what
 // dcmtk will not do: cut a data set short, send oversized PDUs, fall idle.
