@@ -102,12 +102,14 @@ func FuzzDecodePDU(f *testing.F) {
 	})
 }
 
-// FuzzDecodeCommand: command sets never panic the decoder.
+// FuzzDecodeCommand: command sets never panic the decoders (the server's
+// of requests, Echo's of responses).
 func FuzzDecodeCommand(f *testing.F) {
 	f.Add(request{Field: cStoreRQ, MessageID: 1, SOPClassUID: ctImageStorage, SOPInstanceUID: "1.2.3", HasDataSet: true}.encode())
 	f.Add(response{Field: cEchoRSP, RespondingTo: 1, SOPClassUID: VerificationSOPClass, ErrorComment: "x"}.encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decodeCommand(b)
+		decodeResponse(b)
 	})
 }
 
