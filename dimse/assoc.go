@@ -33,6 +33,11 @@ type assoc struct {
 	callingAE string
 	calledAE  string
 
+	// What the association stored, for its last log line.
+	started   time.Time
+	instances int
+	bytes     int64
+
 	// desync: a PDU could not be framed or decoded; what follows on the
 	// connection is not read as PDUs any more.
 	desync bool
@@ -69,11 +74,12 @@ func (a *assoc) setReadDeadline(t time.Time) {
 
 func (s *Server) serveConn(ctx context.Context, conn net.Conn, busy bool) {
 	a := &assoc{
-		s:     s,
-		conn:  conn,
-		br:    bufio.NewReaderSize(conn, 32<<10),
-		log:   s.log.With("remote", conn.RemoteAddr().String()),
-		state: sta1,
+		s:       s,
+		conn:    conn,
+		br:      bufio.NewReaderSize(conn, 32<<10),
+		log:     s.log.With("remote", conn.RemoteAddr().String()),
+		state:   sta1,
+		started: time.Now(),
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, a.interrupt)
@@ -314,11 +320,11 @@ func (a *assoc) end(err error) {
 	case sta8:
 		err = a.fire(evt14, &releaseRP{})
 		if err == nil {
-			a.log.Info("dicom association released")
+			a.log.Info("dicom association released", "instances", a.instances, "bytes", a.bytes, "took", time.Since(a.started).Round(time.Millisecond))
 		}
 	case sta3, sta6:
 		a.fire(evt15, &abort{abortSourceUser, abortNotSpecified})
-		a.log.Warn("dicom association aborted", "err", err)
+		a.log.Warn("dicom association aborted", "err", err, "instances", a.instances, "bytes", a.bytes)
 		err = nil
 	}
 	if err != nil {
@@ -491,6 +497,8 @@ func (a *assoc) cStore(ctx context.Context, id byte, c command) error {
 		a.s.instances.Add(1)
 		a.s.bytes.Add(data.n)
 		a.s.count(a.callingAE, false, func(st *Stats) { st.Instances++; st.Bytes += data.n })
+		a.instances++
+		a.bytes += data.n
 	}
 	rsp := response{Field: cStoreRSP, RespondingTo: c.MessageID, SOPClassUID: c.SOPClassUID, SOPInstanceUID: c.SOPInstanceUID, Status: status}
 	if serr != nil {
