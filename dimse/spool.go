@@ -209,7 +209,8 @@ func (s *SpoolStore) makeFolder(rel string) error {
 // pathName makes s (an AE title or a UID, both sent by the caller) a safe
 // file name: only letters, digits, '.', '-' and '_' stay, anything else
 // becomes '_', and it never starts with '.', so it can be neither hidden
-// nor a path step ("..").
+// nor a path step (".."), nor a device name Windows reserves (an AE title
+// "CON" or "LPT1").
 func pathName(s string) string {
 	if len(s) > 64 {
 		s = s[:64]
@@ -227,6 +228,13 @@ func pathName(s string) string {
 	}
 	if b[0] == '.' {
 		b[0] = '_'
+	}
+	stem, _, _ := strings.Cut(strings.ToUpper(string(b)), ".")
+	switch stem {
+	case "CON", "PRN", "AUX", "NUL",
+		"COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9",
+		"LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9":
+		return "_" + string(b)
 	}
 	return string(b)
 }
