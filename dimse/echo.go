@@ -14,6 +14,7 @@ type RejectedError struct {
 	Result, Source, Reason byte
 }
 
+// Error says how long the refusal holds and why, in PS3.8's words.
 func (e *RejectedError) Error() string {
 	why := fmt.Sprintf("source %d, reason %d", e.Source, e.Reason)
 	switch {
