@@ -101,7 +101,7 @@ func (s *Server) AddItem(archiveSlug, title string) ArchiveItem {
 	for _, ar := range s.st.archives {
 		if ar.slug == archiveSlug {
 			it := &item{pk: s.st.uuid(), title: title, archive: ar.pk, key: s.st.orderKey()}
-			s.st.items[it.pk] = it
+			s.st.addItem(it)
 			return s.itemJSON(it)
 		}
 	}

@@ -17,6 +17,7 @@ type state struct {
 	archives  map[string]*archive
 	ifaces    map[string]*iface // by slug
 	items     map[string]*item
+	titled    map[string]int // items by archive pk and title (titleKey): the database's unique index
 	uploads   map[string]*upload
 	sessions  map[string]*session
 	images    map[string]*image
@@ -33,6 +34,7 @@ func newState(rnd *mrand.Rand) state {
 		archives:  map[string]*archive{},
 		ifaces:    map[string]*iface{},
 		items:     map[string]*item{},
+		titled:    map[string]int{},
 		uploads:   map[string]*upload{},
 		sessions:  map[string]*session{},
 		images:    map[string]*image{},
@@ -41,6 +43,21 @@ func newState(rnd *mrand.Rand) state {
 		nextCIV:   1000,
 	}
 }
+
+// addItem stores it, indexed by its title.
+func (st *state) addItem(it *item) {
+	st.items[it.pk] = it
+	st.titled[titleKey(it.archive, it.title)]++
+}
+
+// retitle gives it a new title, keeping the index.
+func (st *state) retitle(it *item, title string) {
+	st.titled[titleKey(it.archive, it.title)]--
+	it.title = title
+	st.titled[titleKey(it.archive, it.title)]++
+}
+
+func titleKey(archivePK, title string) string { return archivePK + "\x00" + title }
 
 // uuid returns a random version-4 UUID from the seeded source.
 func (st *state) uuid() string {
