@@ -14,10 +14,9 @@ import (
 )
 
 // sendPatch sends every value not yet on the item in one PATCH (the
-// server validates them all before applying any), then looks once: a quick
-// import is done before we could record "importing", which saves a commit.
-// Until then the record says "attaching", which a restart reconciles
-// without sending the PATCH again (stepReattach).
+// server validates them all before applying any) and records the image
+// importing. Until then the record says "attaching", which a restart
+// reconciles without sending the PATCH again (stepReattach).
 func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) error {
 	if w.Unlocked {
 		if sent, err := p.recheck(ctx, img, w); err != nil || sent {
@@ -62,14 +61,8 @@ func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) err
 		}
 		return err
 	}
-	p.imports.begin(img.ID)
-	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
-	if err == nil {
-		done, err := p.confirmValues(ctx, img, w, it)
-		if err != nil || done {
-			return err
-		}
-	}
+	// No look now: no import is done this soon; the confirmation lane
+	// looks a cycle from now (lane.go).
 	return p.save(img, func(r *state.Image) { p.toImporting(r) })
 }
 

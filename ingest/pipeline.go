@@ -137,9 +137,12 @@ type Pipeline struct {
 	imports *importPolls  // the images importing: their polls and looks
 	later   laterChanges  // changes saveLater holds for an image's next save
 	retries clientRetries // requests the client is retrying, by image (clientretry.go)
+	reads   itemReads     // items the confirmation lane read, by image (lane.go)
+	health  serverHealth  // when a step last succeeded (pacing.go)
 
 	mu      sync.Mutex
-	queue   queue                // waiting for a worker, due now or later (retries, import polls)
+	queue   queue                // waiting for an upload worker, due now or later (retries)
+	lane    queue                // importing: waiting for the confirmation lane's cycle (lane.go)
 	active  map[uint64]*progress // being worked on
 	running bool
 	started time.Time // when Run began: uploads created before it may be ours and unrecorded
@@ -155,6 +158,7 @@ type Pipeline struct {
 	// created.
 	recovering map[uint64]bool
 	wake       chan struct{}
+	laneWake   chan struct{}
 	halt       chan struct{} // closed by stop: every worker ends
 }
 
@@ -185,6 +189,7 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		finishers:  make(chan struct{}, cfg.Concurrency),
 		recovering: map[uint64]bool{},
 		wake:       make(chan struct{}, 1),
+		laneWake:   make(chan struct{}, 1),
 		halt:       make(chan struct{}),
 	}
 	p.plan = newPlanner(cfg, store, api, p.server, p.secret, log)
@@ -427,6 +432,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.runLane(ctx)
+	}()
 	for range p.cfg.Concurrency {
 		wg.Add(1)
 		go func() {
@@ -436,7 +446,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				if !ok {
 					return
 				}
-				p.process(ctx, id)
+				p.process(ctx, id, false)
 				p.release(id)
 			}
 		}()

@@ -259,9 +259,17 @@ func runCrashing(t *testing.T, h *harness, groups []Group, c *crasher) {
 			t.Fatal(err)
 		}
 	}
-	waitDone(ctx, h.store, len(groups))
+	// A run without a crash must settle everything; bounded, so that an
+	// image left behind fails the test with its state instead of hanging.
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	err := waitDone(wctx, h.store, len(groups))
 	cancel()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
+	if rerr := <-errc; rerr != nil {
+		t.Fatal(rerr)
+	}
+	if c == nil && err != nil {
+		imgs, _ := h.store.List()
+		t.Fatalf("not settled within a minute: %s", describe(imgs))
 	}
 }

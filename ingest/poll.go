@@ -23,85 +23,98 @@ const maxResend = 2
 // running, in ImportTimeouts: a session stuck for a day is not coming.
 const maxImportWaits = 8
 
-// importPolls follows the images whose PATCH was sent: how often each
-// item was polled (the sessions are read at the first polls and every
-// tenth after, stepPoll), when each was last looked at, and, by how many
-// it holds, how many images import at once (itemNow lists the archive
-// when many do). No other state changes with it, so it has its own lock.
+// sessionCycles is how many poll cycles after its PATCH an image's item
+// is looked at before its upload sessions are read, and sessionEvery how
+// many between reads after that. An import that is done within them (the
+// usual case) costs no session request at all; one that is not is slow
+// or failed, and the sessions tell which (a failure, with the server's
+// message) while they still name our uploads.
+const (
+	sessionCycles = 30
+	sessionEvery  = 10
+)
+
+// importPolls follows the images importing: when each image's sessions
+// are read next, and since when its uploads have been seen gone with no
+// session of ours and no value (orphaned). No other state changes with
+// it, so it has its own lock.
 type importPolls struct {
-	mu     sync.Mutex
-	polls  map[uint64]int       // polls so far, by image id
-	looked map[uint64]time.Time // when each item was last looked at
+	mu       sync.Mutex
+	sessions map[uint64]time.Time // when the sessions are read next, by image id
+	orphan   map[uint64]time.Time // since when the image's uploads are seen orphaned
 }
 
 func newImportPolls() *importPolls {
-	return &importPolls{polls: map[uint64]int{}, looked: map[uint64]time.Time{}}
+	return &importPolls{sessions: map[uint64]time.Time{}, orphan: map[uint64]time.Time{}}
 }
 
-// begin counts id as importing, its polls from zero: its PATCH was sent.
-func (ip *importPolls) begin(id uint64) {
+// sessionsDue reports whether id's sessions are to be read now (first:
+// when first due; every: the wait after a read), and if so counts the
+// read.
+func (ip *importPolls) sessionsDue(id uint64, now, first time.Time, every time.Duration) bool {
 	ip.mu.Lock()
-	ip.polls[id] = 0
+	defer ip.mu.Unlock()
+	at, ok := ip.sessions[id]
+	if !ok {
+		at = first
+	}
+	if now.Before(at) {
+		return false
+	}
+	ip.sessions[id] = now.Add(every)
+	return true
+}
+
+// orphaned notes that id's uploads are orphaned now, and returns since
+// when they have been; notOrphaned forgets it.
+func (ip *importPolls) orphaned(id uint64, now time.Time) time.Time {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	since, ok := ip.orphan[id]
+	if !ok {
+		ip.orphan[id], since = now, now
+	}
+	return since
+}
+
+func (ip *importPolls) notOrphaned(id uint64) {
+	ip.mu.Lock()
+	delete(ip.orphan, id)
 	ip.mu.Unlock()
 }
 
-// poll counts a poll of id and returns how many came before it.
-func (ip *importPolls) poll(id uint64) int {
-	ip.mu.Lock()
-	defer ip.mu.Unlock()
-	n := ip.polls[id]
-	ip.polls[id] = n + 1
-	return n
-}
-
-// look notes that id's item is looked at now and returns when it was
-// last looked at, and how many images are importing.
-func (ip *importPolls) look(id uint64, now time.Time) (last time.Time, importing int) {
-	ip.mu.Lock()
-	defer ip.mu.Unlock()
-	last = ip.looked[id]
-	ip.looked[id] = now
-	return last, len(ip.polls)
-}
-
-// stop counts id as importing no more (its uploads go again); when it
-// was last looked at is kept for its next import.
-func (ip *importPolls) stop(id uint64) {
-	ip.mu.Lock()
-	delete(ip.polls, id)
-	ip.mu.Unlock()
-}
-
-// forget drops id: imported, or failed.
+// forget drops id: imported, failed, or sent again.
 func (ip *importPolls) forget(id uint64) {
 	ip.mu.Lock()
-	delete(ip.polls, id)
-	delete(ip.looked, id)
+	delete(ip.sessions, id)
+	delete(ip.orphan, id)
 	ip.mu.Unlock()
 }
 
 // stepPoll looks once at an importing item: done when it shows every
-// value. Otherwise each image value's outcome is read from its upload
-// session, and past the image's deadline (Until) the agent goes back to the
-// server's truth (deadline).
+// value. An import not done after sessionCycles is followed through its
+// upload sessions (a failure, with the server's message; uploads gone
+// with no session to deliver them, sent again: orphans); past the
+// image's deadline (Until) the agent goes back to the server's truth
+// (deadline).
 func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	_, done, err := p.look(ctx, img)
 	if err != nil || done {
 		return err
 	}
-	n := p.imports.poll(img.ID)
-	// The item is looked at every cycle, so an image is seen done within
-	// one cycle of its import finishing; its sessions (a failure, and
-	// which session is ours) at the first polls, while they still name
-	// our uploads, and every tenth after: a failure seen a few cycles
-	// late costs nothing, and a request per session per cycle would
-	// double what a waiting image asks of the server.
-	if n < 3 || n%10 == 9 {
+	now := p.cfg.Now()
+	first := img.PatchSentAt.Add(sessionCycles * p.cfg.PollInterval)
+	if p.imports.sessionsDue(img.ID, now, first, sessionEvery*p.cfg.PollInterval) {
 		if _, err := p.readSessions(ctx, img, true); err != nil {
 			return err
 		}
+		if err := p.orphans(ctx, img); err != nil {
+			return err
+		}
+		if img.State != state.Importing {
+			return nil // sent again
+		}
 	}
-	now := p.cfg.Now()
 	if img.Until.IsZero() {
 		// A record from before deadlines were kept.
 		until := img.PatchSentAt.Add(p.cfg.ImportTimeout)
@@ -112,10 +125,55 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	if now.After(img.Until) {
 		return p.deadline(ctx, img)
 	}
-	// A short, fixed cycle: with many images importing, one listing of
-	// the archive per cycle serves them all (itemNow).
+	// A short, fixed cycle: the lane looks at every image due in one
+	// cycle with one read of each archive (lane.go).
 	return &waitError{at: now.Add(p.cfg.PollInterval)}
 }
+
+// orphans sends again, to the same item, the image values whose uploads
+// are gone while no session of ours builds them and the item does not
+// show them, once that has held for orphanWait: uploads that expired
+// while the agent was stopped, or whose import the server lost. That is
+// enough evidence within a few reads of the sessions; waiting for the
+// deadline (hours) would not add any. A value sent again to its own item
+// replaces nothing of anyone else's.
+func (p *Pipeline) orphans(ctx context.Context, img *state.Image) error {
+	var lost []int
+	for i, v := range img.Values {
+		if v.Confirmed || v.SessionPK != "" || v.Kind != state.ValueImage || len(v.Uploads) == 0 {
+			continue
+		}
+		gone := true
+		for _, u := range v.Uploads {
+			_, err := p.api.Upload(ctx, img.Uploads[u].PK)
+			if gcapi.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("check upload %s of %s: %w", img.Uploads[u].PK, v.Interface, err)
+			}
+			gone = false
+			break
+		}
+		if gone {
+			lost = append(lost, i)
+		}
+	}
+	if len(lost) == 0 || img.Resent >= maxResend {
+		p.imports.notOrphaned(img.ID)
+		return nil
+	}
+	since := p.imports.orphaned(img.ID, p.cfg.Now())
+	if p.cfg.Now().Sub(since) < p.orphanWait() {
+		return nil
+	}
+	return p.resend(img, lost, "its uploads are gone from the server, no import of ours is building them and the item does not show them")
+}
+
+// orphanWait is how long uploads must stay orphaned before they are sent
+// again: a build that succeeded (its uploads deleted, its session no
+// longer naming them) links its image to the item within it.
+func (p *Pipeline) orphanWait() time.Duration { return 2 * p.cfg.PollMax }
 
 // waitingForImport says what an importing image waits for, for status.
 func waitingForImport(img *state.Image) string {
@@ -135,41 +193,18 @@ func (p *Pipeline) look(ctx context.Context, img *state.Image) (it *gcapi.Archiv
 	if err != nil {
 		return nil, false, err
 	}
-	if it, err = p.itemNow(ctx, img, w); err != nil {
+	if it, err = p.itemNow(ctx, img); err != nil {
 		return nil, false, err
 	}
 	done, err = p.confirmValues(ctx, img, w, it)
 	return it, done, err
 }
 
-// listFrom is how many images must be importing at once, per page of the
-// archive's listing, before their items are read from one listing of the
-// archive per poll cycle instead of one GET each: below it a GET per image
-// is cheaper than listing the archive (a page is up to listPage items with
-// their values, the server's max_limit, grand-challenge.org
-// app/grandchallenge/core/pagination.py).
-const (
-	listFrom = 16
-	listPage = 1000
-)
-
-// itemNow returns the image's item as the server shows it after the
-// image's last look: from the archive's listing when many images import
-// at once (one listing per cycle serves them all), else by its pk.
-func (p *Pipeline) itemNow(ctx context.Context, img *state.Image, w Watch) (*gcapi.ArchiveItem, error) {
-	last, importing := p.imports.look(img.ID, p.cfg.Now())
-	if importing >= listFrom && img.State == state.Importing {
-		ar, err := p.server.archive(ctx, archiveSlug(img, w))
-		if err != nil {
-			return nil, err
-		}
-		it, err := p.server.listedItem(ctx, ar, img.ItemPK, maxTime(last, img.PatchSentAt), importing)
-		if err != nil {
-			return nil, err
-		}
-		if it != nil {
-			return it, nil
-		}
+// itemNow returns the image's item as the confirmation lane's cycle read
+// it (lane.go), or else by its pk.
+func (p *Pipeline) itemNow(ctx context.Context, img *state.Image) (*gcapi.ArchiveItem, error) {
+	if r, ok := p.reads.take(img.ID); ok {
+		return r.it, r.err
 	}
 	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
 	if err != nil {
@@ -331,7 +366,7 @@ func (p *Pipeline) deadline(ctx context.Context, img *state.Image) error {
 // The item pk is kept; values already on the item stay confirmed.
 func (p *Pipeline) resend(img *state.Image, lost []int, why string) error {
 	p.log.Warn("sending uploads again", "id", img.ID, "item", img.ItemPK, "why", why)
-	p.imports.stop(img.ID)
+	p.imports.forget(img.ID)
 	return p.save(img, func(r *state.Image) {
 		for _, i := range lost {
 			v := &r.Values[i]

@@ -201,7 +201,11 @@ func (p *Pipeline) release(id uint64) {
 		return // its finishLater commit releases it
 	}
 	delete(p.active, id)
-	poke := p.queue.due(id, p.cfg.Now())
+	now := p.cfg.Now()
+	poke := p.queue.due(id, now)
+	// The lane passed over it while it was busy here (a worker handing
+	// it over, say), and sleeps until poked.
+	pokeLane := p.lane.due(id, now)
 	if p.recovering[id] {
 		delete(p.recovering, id)
 		poke = poke || len(p.recovering) == 0
@@ -209,6 +213,12 @@ func (p *Pipeline) release(id uint64) {
 	p.mu.Unlock()
 	if poke {
 		p.poke()
+	}
+	if pokeLane {
+		select {
+		case p.laneWake <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -86,12 +86,17 @@ func (c *serverCache) socket(ctx context.Context, slug string) (*gcapi.Interface
 
 // titleIndex maps the titles of one archive's items to their pks, from one
 // listing of the archive shared by every image: a restart with hundreds of
-// images in flight lists the archive once, not once per image.
+// images in flight lists the archive once, not once per image. It keeps
+// titles and pks only: an archive of half a million items costs tens of
+// MB, not the hundreds its values would.
 type titleIndex struct {
-	mu    sync.Mutex // held while listing, so concurrent lookups share one listing
-	at    time.Time  // when the last listing began; zero: never listed
-	pks   map[string]string
-	items map[string]*gcapi.ArchiveItem // by pk, as the last listing showed them
+	mu  sync.Mutex
+	at  time.Time // when the last listing began; zero: never listed
+	pks map[string]string
+	// listing is closed when the listing under way ends; nil when none
+	// is. No lock is held across the requests of a listing: a lookup that
+	// needs one waits for it on this channel.
+	listing chan struct{}
 }
 
 func (x *titleIndex) add(title, pk string) {
@@ -100,6 +105,14 @@ func (x *titleIndex) add(title, pk string) {
 		x.pks[title] = pk
 	}
 	x.mu.Unlock()
+}
+
+// size is how many items the index knows of; listed says whether the
+// archive was ever listed (else the size is not known).
+func (x *titleIndex) size() (n int, listed bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.pks), !x.at.IsZero()
 }
 
 // index returns the title index of the archive archivePK, empty at first.
@@ -120,25 +133,45 @@ func (c *serverCache) created(ar *gcapi.Archive, it *gcapi.ArchiveItem) {
 	c.index(ar.PK).add(it.Title, it.PK)
 }
 
-// listArchive lists the archive into x unless x's last listing began
-// after after. x.mu is held.
-func (c *serverCache) listArchive(ctx context.Context, x *titleIndex, ar *gcapi.Archive, after time.Time) error {
-	if x.at.After(after) {
-		return nil
+// listArchive brings x up to a listing of the archive begun after after,
+// listing it unless one began after that already (or one under way, once
+// it ends, did). It returns the items listed, or nil when another's
+// listing served.
+func (c *serverCache) listArchive(ctx context.Context, x *titleIndex, ar *gcapi.Archive, after time.Time) ([]gcapi.ArchiveItem, error) {
+	for {
+		x.mu.Lock()
+		if x.at.After(after) {
+			x.mu.Unlock()
+			return nil, nil
+		}
+		if wait := x.listing; wait != nil {
+			x.mu.Unlock()
+			select {
+			case <-wait:
+				continue // it may have begun too early for us: look again
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		x.listing = done
+		x.mu.Unlock()
+
+		began := c.now()
+		items, err := c.api.ArchiveItems(ctx, ar.PK)
+		x.mu.Lock()
+		x.listing = nil
+		close(done)
+		if err == nil {
+			x.pks = make(map[string]string, len(items))
+			for i := range items {
+				x.pks[items[i].Title] = items[i].PK
+			}
+			x.at = began
+		}
+		x.mu.Unlock()
+		return items, err
 	}
-	began := c.now()
-	items, err := c.api.ArchiveItems(ctx, ar.PK)
-	if err != nil {
-		return err
-	}
-	x.pks = make(map[string]string, len(items))
-	x.items = make(map[string]*gcapi.ArchiveItem, len(items))
-	for i := range items {
-		x.pks[items[i].Title] = items[i].PK
-		x.items[items[i].PK] = &items[i]
-	}
-	x.at = began
-	return nil
 }
 
 // itemByTitle returns the archive's item with that title, or nil, from a
@@ -146,11 +179,10 @@ func (c *serverCache) listArchive(ctx context.Context, x *titleIndex, ar *gcapi.
 // older), and then gets the item itself, so its values are current.
 func (c *serverCache) itemByTitle(ctx context.Context, ar *gcapi.Archive, title string, after time.Time) (*gcapi.ArchiveItem, error) {
 	x := c.index(ar.PK)
-	x.mu.Lock()
-	if err := c.listArchive(ctx, x, ar, after); err != nil {
-		x.mu.Unlock()
+	if _, err := c.listArchive(ctx, x, ar, after); err != nil {
 		return nil, fmt.Errorf("find archive item %q: %w", title, err)
 	}
+	x.mu.Lock()
 	pk := x.pks[title]
 	x.mu.Unlock()
 	if pk == "" {
@@ -164,23 +196,6 @@ func (c *serverCache) itemByTitle(ctx context.Context, ar *gcapi.Archive, title 
 		return nil, fmt.Errorf("get archive item %s (%q): %w", pk, title, err)
 	}
 	return it, nil
-}
-
-// listedItem returns the item pk as a listing of the archive begun after
-// after shows it, or nil when the listing does not show it or would cost
-// more than it saves: importing images share a listing, and a big
-// archive, a request per page, is listed only for as many more of them.
-func (c *serverCache) listedItem(ctx context.Context, ar *gcapi.Archive, pk string, after time.Time, importing int) (*gcapi.ArchiveItem, error) {
-	x := c.index(ar.PK)
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if pages := 1 + len(x.items)/listPage; importing < listFrom*pages {
-		return nil, nil
-	}
-	if err := c.listArchive(ctx, x, ar, after); err != nil {
-		return nil, fmt.Errorf("list archive %s: %w", ar.PK, err)
-	}
-	return x.items[pk], nil
 }
 
 // sessionList is the account's upload sessions from a listing begun after

@@ -149,8 +149,9 @@ func (p *Pipeline) finishLater(img *state.Image, fn func(*state.Image), then fun
 	}()
 }
 
-// process moves one image as far as it can go now.
-func (p *Pipeline) process(ctx context.Context, id uint64) {
+// process moves one image as far as it can go now: on an upload worker
+// up to its import, in the confirmation lane (lane) from there on.
+func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
 	defer func() { _ = p.later.take(id) }() // not committed: the next process hashes again
 	img, err := p.store.Get(id)
 	if err != nil {
@@ -166,7 +167,20 @@ func (p *Pipeline) process(ctx context.Context, id uint64) {
 				return
 			}
 		}
+		switch {
+		case !lane && importingNow(&img):
+			at := img.NextAttempt
+			if img.State == state.Importing {
+				at = p.firstLook(&img)
+			}
+			p.toLane(id, at)
+			return
+		case lane && !inLane(img.State, img.RetryFrom):
+			p.enqueue(id, time.Time{}) // sent again, say: the upload workers' work
+			return
+		}
 		var err error
+		from := img.State
 		ctx := withStep(ctx, id, img.State) // whose requests the client retries
 		switch img.State {
 		case state.Pending:
@@ -194,7 +208,7 @@ func (p *Pipeline) process(ctx context.Context, id uint64) {
 			err = p.stepFailedFiles(ctx, &img)
 		case state.Retrying:
 			if img.NextAttempt.After(p.cfg.Now()) {
-				p.enqueue(id, img.NextAttempt)
+				p.requeue(&img, img.NextAttempt)
 				return
 			}
 			err = p.save(&img, func(r *state.Image) {
@@ -213,11 +227,29 @@ func (p *Pipeline) process(ctx context.Context, id uint64) {
 			err = fmt.Errorf("unknown state %q", img.State)
 		}
 		p.retries.clear(id) // the step has its answer, or gave up
+		if answered(from, err) {
+			p.health.ok(p.cfg.Now())
+		}
 		if err != nil {
 			p.handle(ctx, &img, err)
 			return
 		}
 	}
+}
+
+// answered reports whether a step of state st that ended with err got
+// its answers from the server: the steps that talk to it, which make a
+// request before they can succeed, or wait on an import.
+func answered(st state.State, err error) bool {
+	var we *waitError
+	if err != nil && !errors.As(err, &we) {
+		return false
+	}
+	switch st {
+	case state.Uploading, state.Uploaded, state.Attaching, state.Importing:
+		return true
+	}
+	return false
 }
 
 // handle decides what an error means for the image.
@@ -226,7 +258,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 	var se *storeError
 	switch {
 	case errors.As(err, &we):
-		p.enqueue(img.ID, we.at)
+		p.requeue(img, we.at)
 		return
 	case errors.As(err, &se) && errors.Is(se.err, state.ErrTransition):
 		// A move the state machine does not allow: a bug of gcingest's,
@@ -292,7 +324,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		}
 		return
 	}
-	next := p.cfg.Now().Add(p.cfg.backoff(img.Attempts + 1))
+	next := p.cfg.Now().Add(p.retryWait(img.Attempts+1, err))
 	if serr := p.save(img, func(r *state.Image) {
 		r.Uploads = uploads
 		r.State, r.RetryFrom = state.Retrying, from
@@ -305,7 +337,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		return
 	}
 	log.Warn("transient error; retrying", "err", err, "attempt", img.Attempts, "at", next.Format(time.RFC3339))
-	p.enqueue(img.ID, next)
+	p.requeue(img, next)
 }
 
 // quotaFailure is the permanent form of a quota refusal that outlasted
