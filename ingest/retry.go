@@ -107,7 +107,8 @@ func retryOne(store RetryStore, id uint64, busy func(uint64) bool, log *slog.Log
 	if err != nil {
 		return err
 	}
-	if img.State == state.Finished || img.State == state.Done || img.State == state.Duplicate || img.State == state.Superseded {
+	if (img.State.Terminal() && img.State != state.Failed) || img.State == state.Done {
+		// Landed, superseded or dismissed by the operator: nothing to retry.
 		return fmt.Errorf("retry image %d: it is %s; nothing to retry", id, img.State)
 	}
 	if busy != nil && busy(id) {
