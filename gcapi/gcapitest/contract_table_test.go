@@ -46,8 +46,8 @@ var serverBehaviours = []struct {
 		"app/grandchallenge/archives/serializers.py (ArchiveItemPostSerializer: upload_archive), archives/models.py (Archive.assign_permissions)",
 		testArchiveAccess},
 	{"dicom image set sockets",
-		"DICOM Image Set sockets: user_uploads with image_name, their own import path",
-		"app/grandchallenge/components/serializers.py (_validate_dicom_image, convert_deserialized_civ_data), components/models.py (dicom_upload_with_name)",
+		"DICOM Image Set sockets: user_uploads with image_name, their own import path; each upload is one DICOM file (a ZIP fails)",
+		"app/grandchallenge/components/serializers.py (_validate_dicom_image, convert_deserialized_civ_data), components/models.py (dicom_upload_with_name), cases/models.py (DICOMImageSetUpload._deidentify_files)",
 		testDICOMImageSet},
 	{"trimmed titles and filenames",
 		"titles and filenames trimmed; filenames at most 128 characters",
@@ -333,6 +333,24 @@ func testDICOMImageSet(t *testing.T) {
 	f.do("GET", strings.TrimPrefix(im, f.s.URL), nil).json(t, &got)
 	if got.DICOMImageSet == nil || got.DICOMImageSet.ImageSetID == "" || len(got.Files) != 0 || got.Name != "My series" {
 		t.Fatalf("image = %+v, want a DICOM image set named %q without files", got, "My series")
+	}
+	// Each upload is one DICOM file (DICOMImageSetUpload._deidentify_files):
+	// a ZIP of the series is not opened, and the import fails.
+	zipped := f.createItem("dicom zipped")
+	zu := f.uploadFile("series.zip", SampleZIP(SampleDICOMSeries(3))).APIURL
+	f.want(f.patchValues(zipped, map[string]any{"interface": "dicom-set", "user_uploads": []string{zu}, "image_name": "zipped"}), 200, "")
+	poll(t, "the import of a ZIP to fail", func() bool {
+		for _, n := range f.s.Notifications() {
+			if strings.Contains(n.Description, "series.zip") {
+				return true
+			}
+		}
+		return false
+	})
+	for _, it := range f.s.Items("demo") {
+		if it.PK == zipped && it.Value("dicom-set") != nil {
+			t.Fatalf("a ZIP became the item's DICOM image set: %+v", it.Value("dicom-set"))
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package gcapitest
 
 import (
-	"archive/zip"
 	"bytes"
 	"crypto/sha512"
 	"encoding/binary"
@@ -10,7 +9,6 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -123,8 +121,11 @@ func (s *Server) storeImageSet(files []srcFile) (*storedImageSet, string) {
 	return set, ""
 }
 
-// readDICOMFiles returns the bytes of every file an upload holds: the
-// upload itself, or each entry of a ZIP (skipping what expand skips).
+// readDICOMFiles returns the bytes of the one DICOM file an upload is: the
+// server de-identifies each upload of a DICOM image set as a single file
+// (grand-challenge.org app/grandchallenge/cases/models.py
+// DICOMImageSetUpload._deidentify_files: deid.deidentify_file per
+// upload), so a ZIP is not opened; it fails as a file that is not DICOM.
 func readDICOMFiles(f srcFile) ([][]byte, error) {
 	r := f.object.reader()
 	all, err := io.ReadAll(r)
@@ -132,31 +133,7 @@ func readDICOMFiles(f srcFile) ([][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read upload %s: %w", f.name, err)
 	}
-	if !bytes.HasPrefix(all, []byte("PK\x03\x04")) {
-		return [][]byte{all}, nil
-	}
-	zr, err := zip.NewReader(bytes.NewReader(all), int64(len(all)))
-	if err != nil {
-		return [][]byte{all}, nil // not a valid zip: a file that fails
-	}
-	var out [][]byte
-	for _, zf := range zr.File {
-		base := path.Base(zf.Name)
-		if zf.FileInfo().IsDir() || strings.Contains(zf.Name, "__MACOSX") || base == ".DS_Store" || base == "desktop.ini" {
-			continue
-		}
-		rc, err := zf.Open()
-		if err != nil {
-			return nil, fmt.Errorf("open %s in %s: %w", zf.Name, f.name, err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			return nil, fmt.Errorf("read %s in %s: %w", zf.Name, f.name, err)
-		}
-		out = append(out, b)
-	}
-	return out, nil
+	return [][]byte{all}, nil
 }
 
 // dicomInfo is what the image set's frame metadata needs of an instance.

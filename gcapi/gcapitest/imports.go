@@ -239,7 +239,9 @@ func (s *Server) runDICOMJob(j *job, files []srcFile, errMsg string) {
 	if errMsg == "" {
 		n := 0
 		for i, f := range files {
-			es, err := expand(f, i)
+			// One DICOM file per upload, never a ZIP's entries
+			// (readDICOMFiles).
+			es, err := uploadItself(f, i)
 			if err != nil {
 				errMsg = "An unexpected error occurred"
 				break
@@ -697,8 +699,8 @@ func buildImages(files []srcFile) buildResult {
 	return res
 }
 
-// expand returns the entries of one upload: itself, or what a ZIP holds.
-func expand(f srcFile, src int) ([]entry, error) {
+// uploadItself returns one upload as the one entry it is, its head read.
+func uploadItself(f srcFile, src int) ([]entry, error) {
 	r := f.object.reader()
 	head := make([]byte, headSize)
 	n, err := io.ReadFull(r, head)
@@ -706,10 +708,16 @@ func expand(f srcFile, src int) ([]entry, error) {
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	head = head[:n]
-	if !bytes.HasPrefix(head, []byte("PK\x03\x04")) {
-		return []entry{{name: f.name, head: head, src: src}}, nil
+	return []entry{{name: f.name, head: head[:n], src: src}}, nil
+}
+
+// expand returns the entries of one upload: itself, or what a ZIP holds.
+func expand(f srcFile, src int) ([]entry, error) {
+	es, err := uploadItself(f, src)
+	if err != nil || !bytes.HasPrefix(es[0].head, []byte("PK\x03\x04")) {
+		return es, err
 	}
+	head := es[0].head
 	ra, err := openReaderAt(f.object)
 	if err != nil {
 		return nil, err
