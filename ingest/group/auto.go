@@ -2,7 +2,9 @@ package group
 
 import (
 	"path"
+	"path/filepath"
 	"strings"
+	"time"
 )
 
 // buildAuto groups by format.
@@ -124,6 +126,12 @@ func (g *Grouper) buildAuto(ev *evaluation, now int64) []*build {
 			}
 			b.files = append(b.files, f)
 		case classUndetermined:
+			if now-f.since >= int64(g.w.Settle) && f.obs < 2 {
+				// Seen once (one event) and quiet since: look again now,
+				// as confirm does for a group, rather than leave it
+				// unidentified until the next full rescan, minutes away.
+				g.lookAgain(f, time.Unix(0, now))
+			}
 			if !g.settled(f, now) {
 				undetermined[dir(f.rel)] = true
 				out = append(out, &build{key: f.rel, files: []*fileState{f}, reason: "not identified yet"})
@@ -194,6 +202,15 @@ func (g *Grouper) mrxsReason(folder string, b *build) string {
 		}
 	}
 	return ""
+}
+
+// lookAgain gives f its second observation by stat'ing it; a change
+// restarts its settling, and a file gone is left to the watcher's notice.
+func (g *Grouper) lookAgain(f *fileState, now time.Time) {
+	p := filepath.Join(g.root, filepath.FromSlash(f.rel))
+	if info, err := g.stat(p); err == nil {
+		g.Observe(p, info, now)
+	}
 }
 
 // ignoreUnknown ignores a file of a type the server does not import, and

@@ -31,3 +31,24 @@ func TestUnknownFilesAreCounted(t *testing.T) {
 		t.Errorf("Unknown() = %d after one was removed, want 1", got)
 	}
 }
+
+// A file seen once (one file-system event, no rescan yet) is reported as
+// of no known type as soon as its settle time has passed, not at the next
+// full rescan, a minute or more later: a short file whose type its first
+// bytes cannot tell is looked at a second time by the grouper itself.
+func TestUnknownFileSeenOnceIsReportedAfterSettle(t *testing.T) {
+	tr := newTree(t)
+	tr.write("notes.docx", []byte("not an image"))
+	tr.write("x/README", []byte("short"))
+	g := NewGrouper(tr.watch("auto"), nil)
+	tr.observe(g, "notes.docx", t0)
+	tr.observe(g, "x/README", t0)
+	g.Ready(t0)
+	if w := g.NextWake(); w.IsZero() || w.After(t0.Add(testSettle)) {
+		t.Fatalf("next wake %v; want by the settle time %v", w, t0.Add(testSettle))
+	}
+	g.Ready(t0.Add(testSettle))
+	if got := g.Unknown(); got != 2 {
+		t.Errorf("Unknown() = %d at the settle time after one event each, want 2", got)
+	}
+}
