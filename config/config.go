@@ -39,6 +39,9 @@ type Config struct {
 	Status         Status         `toml:"status"`
 	Log            Log            `toml:"log"`
 	Watch          []watch.Spec   `toml:"watch"` // the keys are watch.Spec's toml tags
+	// DICOM lists the DICOM storage nodes (C-STORE SCP), each feeding the
+	// [[watch]] of its spool folder.
+	DICOM []DICOM `toml:"dicom"`
 
 	// Path is the absolute path the config was loaded from; empty when it
 	// was parsed from a reader. Not a key in the file.
@@ -445,6 +448,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	c.validateDICOM(bad)
 	return errors.Join(errs...)
 }
 
@@ -509,6 +513,12 @@ func (c *Config) Warnings() []string {
 	perm("token file", c.GrandChallenge.TokenFile)
 	if u, err := url.Parse(c.GrandChallenge.URL); err == nil && u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
 		ws = append(ws, fmt.Sprintf("grand_challenge.url %s is plain http: the token travels unencrypted (insecure_http = true)", redactURL(c.GrandChallenge.URL)))
+	}
+	for i, d := range c.DICOM {
+		if len(d.Allow) == 0 {
+			ws = append(ws, fmt.Sprintf("dicom[%d].allow is empty: the listener on %s refuses every caller (and logs each); "+
+				`list the scanners and PACS that may send, e.g. allow = [{ae = "CT1", from = "10.0.0.0/24"}]`, i, d.Listen))
+		}
 	}
 	return ws
 }

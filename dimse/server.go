@@ -117,6 +117,12 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// CheckAETitle reports why ae is not a valid AE title (PS3.5 §6.2: 1 to
+// 16 characters of the default repertoire, no backslash or control
+// character, not only spaces), or nil. The config checks its own titles
+// with it, so that what it accepts is what NewServer accepts.
+func CheckAETitle(ae string) error { return validAETitle(ae) }
+
 // validAETitle checks an AE title against PS3.5 §6.2 (AE): 1 to 16
 // characters of the default repertoire, no backslash or control character,
 // not only spaces.
