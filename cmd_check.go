@@ -21,6 +21,8 @@ refuse to start, a WARN what run starts with and logs, in the same words:
     running agent of this config (this host, this state file) is fine
   - the status port is free ([status] listen), or held by the running
     gcingest that answers there
+  - each [[dicom]] listener's TLS certificate and key load, and its port
+    is free, or held by the running gcingest of this config
   - each archive exists and this account may add items to it (proved with
     a create the server must refuse for its values alone)
   - each interface exists and fits: an image interface for the watch's
@@ -31,6 +33,11 @@ refuse to start, a WARN what run starts with and logs, in the same words:
     each interface, one file per file interface, JSON values of the right
     type): the same code as run
 
+With --echo it then sends a C-ECHO to each [[dicom]] listener of the
+running agent, as a scanner would (over TLS where configured), calling as
+the first AE title of the allow list that admits this host, and prints ok
+or the refusal.
+
 It creates nothing on the server, nor the state file. Exit code 0 when no
 check failed, 1 when one did, 3 when the server refused the token.
 `
@@ -38,6 +45,7 @@ check failed, 1 when one did, 3 when the server refused the token.
 func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 	fs := newFlagSet("check")
 	cfgPath := configFlag(fs)
+	echo := fs.Bool("echo", false, "then send a C-ECHO to each [[dicom]] listener of the running agent")
 	pos, err := c.parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -49,6 +57,6 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return check.Run(ctx, check.Options{Config: cfg, Getenv: c.getenv, Out: c.stdout, Version: versionString(),
+	return check.Run(ctx, check.Options{Config: cfg, Getenv: c.getenv, Out: c.stdout, Version: versionString(), Echo: *echo,
 		Logger: func(tok string) *slog.Logger { return newLogger(cfg, c.stderr, tok) }})
 }

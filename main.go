@@ -46,7 +46,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "[--config FILE]", "run the agent in the foreground (also what the service runs)", helpRun, (*cli).cmdRun},
-		{"check", "[--config FILE]", "check the config, the token, archives, interfaces and folders; creates nothing", helpCheck, (*cli).cmdCheck},
+		{"check", "[--config FILE] [--echo]", "check the config, the token, archives, interfaces and folders; creates nothing", helpCheck, (*cli).cmdCheck},
 		{"plan", "[--config FILE]", "dry run: how the drop folders would be grouped, what is ready, what waits", helpPlan, (*cli).cmdPlan},
 		{"status", "[--config FILE] [--all | --state S] [--json] [ID]", "images in progress or failed, with counts; one image's whole story", helpStatus, (*cli).cmdStatus},
 		{"retry", "[--config FILE] (ID... | --failed | --drop ID...)", "send failed images through the pipeline again", helpRetry, (*cli).cmdRetry},

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,7 +83,8 @@ func New(opts Options) (*Agent, error) {
 	return &Agent{opts: opts}, nil
 }
 
-// Run runs the watchers, the pipeline and the status listener until ctx is
+// Run runs the watchers, the pipeline, the status listener and a DICOM
+// receiver per [[dicom]] table (writing into its spool watch) until ctx is
 // done, and returns nil then. It returns an error when the agent cannot
 // start (*ConfigError for a config mistake, state.ErrLocked when another
 // agent holds the state file, a *folderlock.HeldError for a drop folder)
@@ -90,7 +92,8 @@ func New(opts Options) (*Agent, error) {
 // (wrapping gcapi.ErrUnauthorized). A config received on Reload that passes
 // its checks replaces the watch list: the watchers and the pipeline are
 // stopped (in-flight steps park as on any stop) and started again, while
-// the state file and the status listener stay open. Every goroutine Run
+// the state file, the status listener and the DICOM listeners stay open
+// (a changed [[dicom]] table waits for a restart). Every goroutine Run
 // starts has returned when Run returns.
 func (a *Agent) Run(ctx context.Context) error {
 	cfg, log := a.opts.Config, a.opts.Logger
@@ -125,6 +128,19 @@ func (a *Agent) Run(ctx context.Context) error {
 			pruneLoop(pctx, st, keep, pruneEvery, log)
 		}()
 		defer func() { pcancel(); <-pdone }()
+	}
+	if len(cfg.DICOM) > 0 {
+		lns := start.dicom
+		start.dicom = nil // the receivers close them
+		nodes, stop, err := serveDICOM(ctx, cfg, lns, log)
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return err
+		}
+		defer stop()
+		r.src.dicom = nodes
 	}
 	if ln := start.listener; ln != nil {
 		start.listener = nil // ServeListener closes it
@@ -254,6 +270,18 @@ func (r *runner) acceptReload(ctx context.Context, cur, nc *config.Config) *conf
 	if nc.State.Path != cur.State.Path || nc.Status.Listen != cur.Status.Listen || nc.GrandChallenge != cur.GrandChallenge {
 		log.Warn("SIGHUP applies the watch list and upload settings; changes to [state], [status] or [grand_challenge] take effect at the next restart")
 		nc.State, nc.Status, nc.GrandChallenge = cur.State, cur.Status, cur.GrandChallenge
+	}
+	if !reflect.DeepEqual(nc.DICOM, cur.DICOM) {
+		// Restarting a listener would abort the associations of senders
+		// in mid-series; the listeners keep running as started.
+		log.Warn("SIGHUP does not change the DICOM listeners; changes to [[dicom]] take effect at the next restart")
+		nc.DICOM = cur.DICOM
+	}
+	// The running listeners write into their spool folders: the new watch
+	// list must still upload them, as the start required.
+	if err := nc.Validate(); err != nil {
+		log.Error("SIGHUP: the new watch list is refused; keeping the running one", "err", err)
+		return nil
 	}
 	if err := r.checkReload(ctx, nc); err != nil {
 		if ctx.Err() == nil {

@@ -54,7 +54,7 @@ type Finding struct {
 // what run starts with and logs).
 //
 // With Hold it is run's: the state file is opened, every drop folder
-// locked, the status port bound, and all are kept for the agent (Close
+// locked, the status port and the DICOM ports bound, and all are kept for the agent (Close
 // releases them). Without it (check) nothing is kept and nothing is
 // created but a probe file, made and removed again in each folder: the
 // state file is left alone (a running agent holds it), a folder's lock
@@ -76,11 +76,16 @@ type Startup struct {
 	// as root, whom permission bits do not stop, set their own.
 	writable func(string) error
 
-	err      error        // the first failure
-	drops    map[int]bool // watches whose drop folder can be read
-	readOnly map[int]bool // ... and not written
-	state    *state.Store // with Hold
-	listener net.Listener // with Hold
+	err      error          // the first failure
+	drops    map[int]bool   // watches whose drop folder can be read
+	readOnly map[int]bool   // ... and not written
+	state    *state.Store   // with Hold
+	listener net.Listener   // with Hold
+	dicom    []net.Listener // with Hold: per [[dicom]] table, TLS-wrapped where configured
+	// running says a gcingest of this config runs now (it holds a drop
+	// folder's lock, or answers on the status port): without Hold, a port
+	// it holds is no failure.
+	running  bool
 	archives map[string]bool
 	ifaces   map[string]*gcapi.Interface
 	ifaceErr map[string]error
@@ -88,7 +93,7 @@ type Startup struct {
 
 // Run makes every start-up check in run's order: the config's warnings,
 // the folders, the state file, the folder locks, the status port, the
-// server. With Hold it returns the first failure's error at once (what it
+// DICOM listeners, the server. With Hold it returns the first failure's error at once (what it
 // acquired is released by Close); without, it goes on, so that every
 // problem is reported, and returns the first failure's error at the end. A
 // token the server refused ends the server's checks either way: every
@@ -102,6 +107,7 @@ func (s *Startup) Run(ctx context.Context) error {
 		func(context.Context) { s.openState() },
 		func(context.Context) { s.checkLocks() },
 		s.checkStatusPort,
+		s.checkDICOM,
 		s.checkServer,
 	}
 	for _, step := range steps {
@@ -117,6 +123,11 @@ func (s *Startup) Run(ctx context.Context) error {
 func (s *Startup) Close() {
 	if s.listener != nil {
 		s.listener.Close()
+	}
+	for _, ln := range s.dicom {
+		if ln != nil {
+			ln.Close()
+		}
 	}
 	if s.state != nil {
 		s.state.Close()
@@ -162,6 +173,10 @@ func (s *Startup) checkFolders() {
 		switch err := s.probe(w.Path); {
 		case err == nil:
 			s.ok("%s.path %s: readable and writable", key, w.Path)
+		case s.Config.IsSpool(i):
+			// The DICOM listener writes every instance it receives there.
+			s.failConfig("%s.path %s: not writable by this user, and it is a [[dicom]] spool, where received instances are written: "+
+				"give the user gcingest runs as write permission on the folder: %w", key, w.Path, err)
 		case w.AfterUpload == watch.AfterUploadMove || w.AfterUpload == watch.AfterUploadDelete || w.FailedDir != "":
 			// run would fail every move or delete, again and again.
 			s.failConfig("%s.path %s: not writable by this user, so files cannot be moved or deleted from it (after_upload = %q%s); "+
@@ -322,6 +337,7 @@ func (s *Startup) checkLocks() {
 		case err == nil:
 			s.ok("%s %s: no other gcingest watches it", key, w.Path)
 		case errors.As(err, &held) && ownLock(held.Owner, s.Config.State.Path):
+			s.running = true
 			s.ok("%s %s: watched by the running gcingest of this config (%s)", key, w.Path, held.Owner)
 		case errors.As(err, &held):
 			s.fail(err)
@@ -361,6 +377,7 @@ func (s *Startup) checkStatusPort(ctx context.Context) {
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if rep, ferr := status.Fetch(fctx, listen, status.Query{ID: "0"}); ferr == nil {
+			s.running = true
 			s.ok("status.listen %s: held by the running gcingest %s: ok", listen, rep.Version)
 			return
 		}

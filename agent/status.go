@@ -209,6 +209,17 @@ type pipelineSource struct {
 	metrics *status.Metrics // may be nil; queue depth is set from each count
 	version string          // the agent's, for the report
 	unknown map[string]int  // files of unknown type, by watch path
+	// dicom are the DICOM listeners, set before the status listener
+	// starts and never changed.
+	dicom []*dicomNode
+}
+
+// DICOMListeners reports the DICOM listeners' counters (status.DICOMSource).
+func (s *pipelineSource) DICOMListeners() []status.Listener {
+	if len(s.dicom) == 0 {
+		return nil
+	}
+	return dicomListeners(s.dicom)
 }
 
 func (s *pipelineSource) setPipeline(p *ingest.Pipeline) {
@@ -266,6 +277,7 @@ func (s *pipelineSource) Report(ctx context.Context, q status.Query) (*status.Re
 	}
 	rep.Started = s.started
 	rep.Unknown = s.unknownFiles()
+	rep.DICOM = s.DICOMListeners()
 	return rep, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"syscall"
 	"time"
 
 	"github.com/gcingest/gcingest/agent"
@@ -32,6 +33,9 @@ type Options struct {
 	Logger func(token string) *slog.Logger
 	// Version names this binary in the User-Agent.
 	Version string
+	// Echo, after the checks, sends a C-ECHO to each [[dicom]] listener
+	// of the running agent, as a scanner would connect.
+	Echo bool
 }
 
 // ErrTokenRefused is returned (wrapped) when the server refused the token:
@@ -70,6 +74,9 @@ func Run(ctx context.Context, opts Options) error {
 	for i, w := range agent.Watches(cfg) {
 		checkFolderItems(ctx, k, fc, i, w, log.With("watch", w.Path))
 	}
+	if opts.Echo {
+		echo(ctx, k, cfg)
+	}
 	if k.fails > 0 {
 		return fmt.Errorf("check: %d of the checks above failed", k.fails)
 	}
@@ -79,6 +86,27 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	fmt.Fprintln(opts.Out, "all checks passed")
 	return nil
+}
+
+// echo sends a C-ECHO to each [[dicom]] listener and prints ok or why
+// not: the refusal (calling AE title not recognized ...), a TLS failure,
+// or no answer at all.
+func echo(ctx context.Context, k *checker, cfg *config.Config) {
+	if len(cfg.DICOM) == 0 {
+		k.warn("--echo: the config has no [[dicom]] table, no listener to echo")
+		return
+	}
+	for i, d := range cfg.DICOM {
+		ae, err := agent.EchoListener(ctx, d)
+		switch {
+		case err == nil:
+			k.ok("dicom[%d] C-ECHO from %q to %q at %s: ok", i, ae, d.AETitle, d.Listen)
+		case errors.Is(err, syscall.ECONNREFUSED):
+			k.fail("dicom[%d] C-ECHO from %q to %q at %s: nothing listens there; is gcingest run going? (%v)", i, ae, d.AETitle, d.Listen, err)
+		default:
+			k.fail("dicom[%d] C-ECHO from %q to %q at %s: %v", i, ae, d.AETitle, d.Listen, err)
+		}
+	}
 }
 
 // checker prints one line per check and counts failures. A check's text

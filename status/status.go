@@ -192,6 +192,9 @@ type Report struct {
 	// EmptyItems counts the archive items that failed images left with no
 	// value (of every image, not only those selected).
 	EmptyItems int `json:"empty_items,omitempty"`
+	// DICOM lists the running agent's DICOM listeners ([[dicom]] tables);
+	// empty when read from the state file.
+	DICOM []Listener `json:"dicom,omitempty"`
 }
 
 // CountStates fills Counts from Images.
@@ -420,6 +423,9 @@ func mux(src Source, metrics *Metrics, log *slog.Logger) *http.ServeMux {
 		var buf bytes.Buffer
 		metrics.write(&buf, counts)
 		writeUnknown(&buf, unknown)
+		if d, ok := src.(DICOMSource); ok {
+			writeDICOMMetrics(&buf, d.DICOMListeners())
+		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		w.Write(buf.Bytes())
 	})

@@ -79,10 +79,11 @@ func (r *Report) WriteTable(w io.Writer, now time.Time) error {
 		note += fmt.Sprintf("%s of no type the server imports left in the watched folders (logged as \"file ignored\")", plural(n, "file", "files"))
 	}
 	if note != "" {
-		_, err := fmt.Fprintln(w, note)
-		return err
+		if _, err := fmt.Fprintln(w, note); err != nil {
+			return err
+		}
 	}
-	return nil
+	return writeListeners(w, r.DICOM)
 }
 
 // describeStates says which images the query selects.

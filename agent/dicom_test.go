@@ -1,0 +1,269 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gcingest/gcingest/config"
+	"github.com/gcingest/gcingest/dimse"
+	"github.com/gcingest/gcingest/status"
+)
+
+// freePort returns a loopback address:port free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// newDICOMConfig is newConfig with status on a free port and a [[dicom]]
+// table into the drop folder.
+func newDICOMConfig(t *testing.T, listen string) *config.Config {
+	t.Helper()
+	srv := newServer(t)
+	cfg := newConfig(t, srv, "")
+	cfg.Status.Listen = freePort(t)
+	cfg.DICOM = []config.DICOM{{Listen: listen, AETitle: "GCINGEST", Allow: []config.DICOMCaller{{AE: "CT1", From: "127.0.0.0/8"}}, Spool: cfg.Watch[0].Path}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// runAgent runs the agent of cfg until the test ends, and returns when it
+// is up; stop cancels it and returns Run's error, failing the test if it
+// took more than 5 seconds.
+func runAgent(t *testing.T, cfg *config.Config) (stop func() error) {
+	t.Helper()
+	up := make(chan Info, 1)
+	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test", Ready: func(i Info) { up <- i }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	select {
+	case <-up:
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run returned before the agent was up: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("agent not up after 30s")
+	}
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not return within 5s of the cancel")
+			return nil
+		}
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// startupFindings runs the whole start-up of s (check's, without Hold)
+// and returns its findings.
+func startupFindings(t *testing.T, s *Startup) []Finding {
+	t.Helper()
+	var got []Finding
+	s.Note = func(f Finding) { got = append(got, f) }
+	s.Run(context.Background())
+	return got
+}
+
+// A running agent answers a C-ECHO on its [[dicom]] listener from an
+// allowed caller, refuses one that is not allowed, counts both in status
+// and /metrics, and closes the port when Run returns.
+func TestRunServesDICOM(t *testing.T) {
+	listen := freePort(t)
+	cfg := newDICOMConfig(t, listen)
+	stop := runAgent(t, cfg)
+
+	ae, err := EchoListener(context.Background(), cfg.DICOM[0])
+	if err != nil || ae != "CT1" {
+		t.Fatalf("EchoListener = %q, %v; want a C-ECHO from CT1 answered", ae, err)
+	}
+	other := cfg.DICOM[0]
+	other.Allow = []config.DICOMCaller{{AE: "CT2"}}
+	var rj *dimse.RejectedError
+	if _, err := EchoListener(context.Background(), other); !errors.As(err, &rj) {
+		t.Errorf("C-ECHO from CT2 = %v, want a *dimse.RejectedError", err)
+	}
+
+	rep, err := status.Fetch(context.Background(), cfg.Status.Listen, status.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.DICOM) != 1 {
+		t.Fatalf("status shows %d DICOM listeners, want 1", len(rep.DICOM))
+	}
+	l := rep.DICOM[0]
+	if l.Listen != listen || l.AETitle != "GCINGEST" || l.Total != 1 || l.Refused != 1 || l.Callers["CT1"].Total != 1 || l.Callers["CT2"].Refused != 1 {
+		t.Errorf("status shows %+v, want 1 association from CT1 and 1 refusal of CT2 on %s", l, listen)
+	}
+	resp, err := http.Get("http://" + cfg.Status.Listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`gcingest_dicom_associations_total{listen=%q,ae_title="GCINGEST"} 1`, listen),
+		fmt.Sprintf(`gcingest_dicom_associations_refused_total{listen=%q,ae_title="GCINGEST"} 1`, listen),
+		fmt.Sprintf(`gcingest_dicom_caller_associations_refused_total{listen=%q,calling_ae="CT2"} 1`, listen),
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	if err := stop(); err != nil {
+		t.Errorf("Run after cancel = %v, want nil", err)
+	}
+	if c, err := net.Dial("tcp", listen); err == nil {
+		c.Close()
+		t.Errorf("%s still accepts connections after Run returned", listen)
+	}
+}
+
+// A DICOM port in use stops run like a busy status port (a runtime error
+// the service manager retries, not a config error), and check says the
+// same; a port held by this config's running agent passes check.
+func TestDICOMPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := newDICOMConfig(t, ln.Addr().String())
+
+	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.Run(context.Background())
+	var ce *ConfigError
+	if err == nil || !strings.Contains(err.Error(), "dicom[0].listen") || errors.As(err, &ce) {
+		t.Fatalf("Run = %v, want a runtime error naming dicom[0].listen", err)
+	}
+
+	s := &Startup{Config: cfg}
+	fails, _, text := levels(startupFindings(t, s))
+	if fails != 1 || !strings.Contains(text, "dicom[0].listen") {
+		t.Errorf("check: %d failures:\n%s\nwant one naming dicom[0].listen", fails, text)
+	}
+	ln.Close()
+
+	// The config's own agent holds the port: check passes it.
+	runAgent(t, cfg)
+	s = &Startup{Config: cfg}
+	fails, _, text = levels(startupFindings(t, s))
+	if fails != 0 || !strings.Contains(text, "held by the running gcingest") {
+		t.Errorf("check of a running agent's config: %d failures:\n%s", fails, text)
+	}
+}
+
+// TLS files that do not load are a config error naming the key, in check
+// as in run.
+func TestDICOMTLSFilesMissing(t *testing.T) {
+	cfg := newDICOMConfig(t, freePort(t))
+	dir := t.TempDir()
+	cfg.DICOM[0].TLSCert, cfg.DICOM[0].TLSKey = filepath.Join(dir, "no.crt"), filepath.Join(dir, "no.key")
+	s := &Startup{Config: cfg}
+	fails, _, text := levels(startupFindings(t, s))
+	var ce *ConfigError
+	if fails != 1 || !strings.Contains(text, "dicom[0].tls_cert") || !errors.As(s.err, &ce) {
+		t.Errorf("check: %d failures:\n%s\nwant one config error naming dicom[0].tls_cert", fails, text)
+	}
+}
+
+// With mutual TLS a sender must show a certificate the client CA signed:
+// check --echo's, the listener's own, passes; plain TCP is not answered.
+func TestDICOMMutualTLS(t *testing.T) {
+	cfg := newDICOMConfig(t, freePort(t))
+	cert, key := selfSigned(t)
+	cfg.DICOM[0].TLSCert, cfg.DICOM[0].TLSKey, cfg.DICOM[0].TLSClientCA = cert, key, cert
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	runAgent(t, cfg)
+	if ae, err := EchoListener(context.Background(), cfg.DICOM[0]); err != nil {
+		t.Fatalf("C-ECHO over mutual TLS from %q: %v", ae, err)
+	}
+	plain := cfg.DICOM[0]
+	plain.TLSCert, plain.TLSKey, plain.TLSClientCA = "", "", ""
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := EchoListener(ctx, plain); err == nil {
+		t.Error("a C-ECHO over plain TCP to a TLS listener passed")
+	}
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1, usable as
+// server, client and CA, and its key, as PEM files.
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "gcingest test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "dicom.crt"), filepath.Join(dir, "dicom.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
