@@ -133,7 +133,7 @@ func uploadedOnly(ctx context.Context, img *state.Image) (*state.Image, error) {
 // files to failed_dir with the reason beside them (or leaves them in place
 // when there is no failed_dir), once.
 func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error {
-	if err := p.abortOpen(ctx, img); err != nil {
+	if err := p.up.abortOpen(ctx, img); err != nil {
 		// Keep the image failed; try the abort again later.
 		if ctx.Err() != nil {
 			return err

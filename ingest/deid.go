@@ -144,21 +144,21 @@ const KindDICOMImageSet = "DICOM Image Set"
 // nothing), and built once per upload: deflated data sets come out of the
 // rewriter differently across Go versions, so a resumed upload must send the
 // spooled bytes, not a rebuilt ZIP.
-func (p *Pipeline) writeSpoolZip(ctx context.Context, img *state.Image, name string, files []state.File) (int64, error) {
+func (ul *uploader) writeSpoolZip(ctx context.Context, img *state.Image, name string, files []state.File) (int64, error) {
 	if !group.IsDICOMKey(img.Key) {
 		return writeZip(ctx, name, files)
 	}
-	w, err := p.watchOf(img)
+	w, err := ul.watchOf(img)
 	if err != nil {
 		return 0, err
 	}
-	deid, err := p.plan.deidentifies(ctx, img, w)
+	deid, err := ul.plan.deidentifies(ctx, img, w)
 	if err != nil {
 		return 0, err
 	}
 	var d *dicom.Deidentifier
 	if deid {
-		secret, err := p.secret.get()
+		secret, err := ul.secret.get()
 		if err != nil {
 			return 0, err
 		}

@@ -210,8 +210,8 @@ func (p *Pipeline) joinFiles(ctx context.Context, g Group, id uint64, files []st
 // joinedFile returns a file of the image's group seen after it was
 // planned (state.Image.Joined), read from the state file, or "" when none
 // is: the image must be planned again before it reaches its item.
-func (p *Pipeline) joinedFile(img *state.Image) (string, error) {
-	cur, err := p.store.Get(img.ID)
+func (ul *uploader) joinedFile(img *state.Image) (string, error) {
+	cur, err := ul.store.Get(img.ID)
 	if err != nil {
 		return "", &storeError{err}
 	}

@@ -19,8 +19,8 @@ import (
 
 // stepHash reads every file once: sizes, times, SHA-256, and plans the
 // uploads.
-func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
-	w, err := p.watchOf(img)
+func (ul *uploader) stepHash(ctx context.Context, img *state.Image) error {
+	w, err := ul.watchOf(img)
 	if err != nil {
 		return err
 	}
@@ -40,7 +40,7 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	}
 	var gathered map[string]string
 	if group.IsDICOMKey(img.Key) {
-		if files, gathered, err = p.plan.gatherSeries(img, w, files); err != nil {
+		if files, gathered, err = ul.plan.gatherSeries(img, w, files); err != nil {
 			return err
 		}
 	}
@@ -48,14 +48,14 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	for _, f := range files {
 		total += f.Size
 	}
-	read := func(n int64) { p.hashProgress(img.ID, n, total) }
+	read := func(n int64) { ul.progress.hashProgress(img.ID, n, total) }
 	for i := range files {
 		f := &files[i]
 		sum, fi, err := hashSource(ctx, f.Path, read)
 		var ce *changedError
 		if errors.As(err, &ce) {
-			p.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", f.Path)
-			return &waitError{at: p.cfg.Now().Add(2 * time.Second)}
+			ul.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", f.Path)
+			return &waitError{at: ul.cfg.Now().Add(2 * time.Second)}
 		}
 		if err != nil {
 			return err
@@ -69,13 +69,13 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	if err := proveMHDPairs(files); err != nil {
 		return err
 	}
-	deid, err := p.plan.deidentifies(ctx, img, w)
+	deid, err := ul.plan.deidentifies(ctx, img, w)
 	if err != nil {
 		return err
 	}
 	var secret []byte
 	if deid {
-		if secret, err = p.secret.get(); err != nil {
+		if secret, err = ul.secret.get(); err != nil {
 			return err
 		}
 	}
@@ -85,20 +85,20 @@ func (p *Pipeline) stepHash(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
-	values, uploads, itemPK, err := p.plan.item(ctx, img, w, files, secret)
+	values, uploads, itemPK, err := ul.plan.item(ctx, img, w, files, secret)
 	var ce *changedError
 	if errors.As(err, &ce) {
-		p.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", ce.file)
-		return &waitError{at: p.cfg.Now().Add(2 * time.Second)}
+		ul.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", ce.file)
+		return &waitError{at: ul.cfg.Now().Add(2 * time.Second)}
 	}
 	if err != nil {
 		return err
 	}
-	now := p.cfg.Now().UTC()
+	now := ul.cfg.Now().UTC()
 	// Committed with the first upload's pk (or the item intent), not on
 	// its own: an fsync per image saved, and a crash before it only means
 	// hashing again.
-	p.saveLater(img, func(r *state.Image) {
+	ul.saveLater(img, func(r *state.Image) {
 		r.Files, r.Title, r.Uploads, r.Values = files, title, uploads, values
 		if fingerprint(r.Joined) == joined {
 			r.Joined = nil // planned with them; newer ones wait for the next hash

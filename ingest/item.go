@@ -121,7 +121,7 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		return err
 	}
 	if joined {
-		return p.backToPending(ctx, img, "a file that joined "+img.Key)
+		return p.up.backToPending(ctx, img, "a file that joined "+img.Key)
 	}
 	return p.sendPatch(ctx, img, w)
 }
@@ -142,7 +142,7 @@ func (p *Pipeline) markDuplicate(ctx context.Context, img *state.Image, w Watch,
 		r.LastError = fmt.Sprintf("item %s with title %q already holds %s", it.PK, img.Title, describeValues(values))
 	})
 	if err == nil && joined {
-		return p.backToPending(ctx, img, "a file that joined "+img.Key)
+		return p.up.backToPending(ctx, img, "a file that joined "+img.Key)
 	}
 	if err == nil {
 		p.supersedeOlder(img) // its content is in the archive: earlier failures of it are past

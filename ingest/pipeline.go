@@ -125,17 +125,13 @@ func (c *PipelineConfig) applyDefaults() {
 // Pipeline drives recorded images through their states to archive items.
 // Submit records work; Run does it. One Pipeline per state file.
 type Pipeline struct {
+	*records
 	cfg     PipelineConfig
-	store   Store
 	api     API
-	log     *slog.Logger
-	watches map[string]Watch
 	server  *serverCache  // what the pipeline knows of the server
 	held    *heldFiles    // the files of images that landed, by item
-	secret  *deidSecret   // the de-identification secret, read once
-	plan    *planner      // what values and uploads an item gets
+	up      *uploader     // pending → uploaded: hash, spool, upload (upload.go)
 	imports *importPolls  // the images importing: their polls and looks
-	later   laterChanges  // changes saveLater holds for an image's next save
 	retries clientRetries // requests the client is retrying, by image (clientretry.go)
 	reads   itemReads     // items the confirmation lane read, by image (lane.go)
 	health  serverHealth  // when a step last succeeded (pacing.go)
@@ -177,13 +173,13 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	recs := &records{store: store, log: log, watches: map[string]Watch{}}
 	p := &Pipeline{
-		cfg: cfg, store: store, api: api, log: log,
-		watches:    map[string]Watch{},
+		records: recs,
+		cfg:     cfg, api: api,
 		active:     map[uint64]*progress{},
 		server:     newServerCache(api, cfg.Now),
 		held:       &heldFiles{store: store},
-		secret:     &deidSecret{path: cfg.SecretPath()},
 		imports:    newImportPolls(),
 		finishing:  map[uint64]bool{},
 		finishers:  make(chan struct{}, cfg.Concurrency),
@@ -192,7 +188,12 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		laneWake:   make(chan struct{}, 1),
 		halt:       make(chan struct{}),
 	}
-	p.plan = newPlanner(cfg, store, api, p.server, p.secret, log)
+	secret := &deidSecret{path: cfg.SecretPath()}
+	p.up = &uploader{
+		records: recs, cfg: cfg, api: api, progress: p,
+		plan:   newPlanner(cfg, store, api, p.server, secret, log),
+		secret: secret,
+	}
 	for _, w := range cfg.Watches {
 		if w.Group != watch.GroupFolder {
 			// replace is a folder-mode key: a lone image never replaces

@@ -161,7 +161,7 @@ func (p *Pipeline) seriesHeld(ctx context.Context, img *state.Image, w Watch) (b
 	if err != nil {
 		return false, fmt.Errorf("read the image %s of item %s: %w", ref, it.PK, err)
 	}
-	series, slices, err := p.plan.seriesOf(ctx, img, w)
+	series, slices, err := p.up.plan.seriesOf(ctx, img, w)
 	if err != nil || im.SeriesInstanceUID == "" || im.SeriesInstanceUID != series {
 		return false, err
 	}

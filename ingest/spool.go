@@ -25,7 +25,7 @@ var zipTime = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
 // order and timestamps), so a resumed upload sends the bytes it started
 // with. A source file that changed since it was hashed sends the image
 // back to pending instead.
-func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
+func (ul *uploader) ensureSpools(ctx context.Context, img *state.Image) error {
 	for _, v := range img.Values {
 		if v.Kind != state.ValueFile || len(v.JSON) == 0 || len(v.Uploads) != 1 {
 			continue
@@ -37,8 +37,8 @@ func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
 		if fi, err := os.Stat(u.Path); err == nil && fi.Size() == int64(len(v.JSON)) {
 			continue
 		}
-		if err := os.MkdirAll(p.cfg.SpoolDir, 0o755); err != nil {
-			return fmt.Errorf("make spool folder %s: %w", p.cfg.SpoolDir, err)
+		if err := os.MkdirAll(ul.cfg.SpoolDir, 0o755); err != nil {
+			return fmt.Errorf("make spool folder %s: %w", ul.cfg.SpoolDir, err)
 		}
 		if err := durable.WriteFile(u.Path, v.JSON, 0o644); err != nil {
 			return fmt.Errorf("write %s for %s: %w", u.Path, v.Interface, err)
@@ -56,7 +56,7 @@ func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
 			return err
 		}
 		if changed != "" {
-			return p.backToPending(ctx, img, changed)
+			return ul.backToPending(ctx, img, changed)
 		}
 		var files []state.File
 		for _, f := range img.Files {
@@ -65,7 +65,7 @@ func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
 			}
 		}
 		// DICOM groups are checked and, when asked, de-identified (deid.go).
-		size, err := p.writeSpoolZip(ctx, img, u.Path, files)
+		size, err := ul.writeSpoolZip(ctx, img, u.Path, files)
 		if err != nil {
 			return err
 		}
@@ -74,14 +74,14 @@ func (p *Pipeline) ensureSpools(ctx context.Context, img *state.Image) error {
 			if err != nil {
 				return err
 			}
-			return p.backToPending(ctx, img, changed)
+			return ul.backToPending(ctx, img, changed)
 		}
 		if u.PK != "" && u.Size != size {
 			// Cannot happen with a deterministic ZIP of unchanged files; if
 			// it does, the started upload is for other bytes: start over.
-			return p.backToPending(ctx, img, u.Path)
+			return ul.backToPending(ctx, img, u.Path)
 		}
-		if err := p.save(img, func(r *state.Image) { r.Uploads[i].Size = size }); err != nil {
+		if err := ul.save(img, func(r *state.Image) { r.Uploads[i].Size = size }); err != nil {
 			return err
 		}
 	}

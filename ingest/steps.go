@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -51,10 +52,21 @@ type waitError struct{ at time.Time }
 
 func (e *waitError) Error() string { return "wait until " + e.at.String() }
 
+// records reads and commits image records for the steps: each step's
+// commit (save), the changes held for the next one (saveLater), and the
+// watch a record belongs to. The steps share one, so that a change
+// saveLater holds is committed by whichever step saves the image next.
+type records struct {
+	store   Store
+	log     *slog.Logger
+	watches map[string]Watch // by path; read-only after NewPipeline
+	later   laterChanges     // changes saveLater holds for an image's next save
+}
+
 // save commits fn's change to img in one transaction, with any change
 // saveLater held back for it, and refreshes img.
-func (p *Pipeline) save(img *state.Image, fn func(*state.Image)) error {
-	out, err := p.commit(img.ID, p.later.take(img.ID), fn)
+func (rs *records) save(img *state.Image, fn func(*state.Image)) error {
+	out, err := rs.commit(img.ID, rs.later.take(img.ID), fn)
 	if err != nil {
 		return &storeError{err}
 	}
@@ -64,8 +76,8 @@ func (p *Pipeline) save(img *state.Image, fn func(*state.Image)) error {
 
 // commit applies later (a change saveLater held, or nil) and then fn to
 // image id in one transaction.
-func (p *Pipeline) commit(id uint64, later, fn func(*state.Image)) (state.Image, error) {
-	return p.store.Update(id, func(r *state.Image) error {
+func (rs *records) commit(id uint64, later, fn func(*state.Image)) (state.Image, error) {
+	return rs.store.Update(id, func(r *state.Image) error {
 		if later != nil {
 			later(r)
 		}
@@ -80,8 +92,8 @@ func (p *Pipeline) commit(id uint64, later, fn func(*state.Image)) (state.Image,
 // which the upload pk's commit carries (docs/PATTERNS.md, rule 1). A
 // process that ends first drops it (process), so the next one starts from
 // the state file, as a restart would.
-func (p *Pipeline) saveLater(img *state.Image, fn func(*state.Image)) {
-	p.later.add(img.ID, fn)
+func (rs *records) saveLater(img *state.Image, fn func(*state.Image)) {
+	rs.later.add(img.ID, fn)
 	fn(img)
 }
 
@@ -184,11 +196,11 @@ func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
 		ctx := withStep(ctx, id, img.State) // whose requests the client retries
 		switch img.State {
 		case state.Pending:
-			err = p.stepHash(ctx, &img)
+			err = p.up.stepHash(ctx, &img)
 		case state.Uploading:
 			var known bool
 			if known, err = p.alreadyInArchive(ctx, &img); err == nil && !known {
-				err = p.stepUpload(ctx, &img)
+				err = p.up.stepUpload(ctx, &img)
 			}
 		case state.Uploaded:
 			err = p.stepItem(ctx, &img)
@@ -426,8 +438,8 @@ func permanent(err error) bool {
 	return ge.StatusCode >= 400 && ge.StatusCode < 500
 }
 
-func (p *Pipeline) watchOf(img *state.Image) (Watch, error) {
-	w, ok := p.watches[img.Watch]
+func (rs *records) watchOf(img *state.Image) (Watch, error) {
+	w, ok := rs.watches[img.Watch]
 	if !ok {
 		return Watch{}, inputErrorf("watch %s is no longer configured", img.Watch)
 	}

@@ -13,17 +13,17 @@ import (
 // each keeps its story. A failed record still holding its files in
 // failed_dir is superseded as well: what landed is newer. A write that
 // fails is logged: the next image of the key to land tries again.
-func (p *Pipeline) supersedeOlder(img *state.Image) {
-	recs, err := p.store.ByKey(img.Watch, img.Key)
+func (rs *records) supersedeOlder(img *state.Image) {
+	recs, err := rs.store.ByKey(img.Watch, img.Key)
 	if err != nil {
-		p.log.Warn("could not read the earlier images of a landed one", "id", img.ID, "key", img.Key, "err", err)
+		rs.log.Warn("could not read the earlier images of a landed one", "id", img.ID, "key", img.Key, "err", err)
 		return
 	}
 	for _, r := range recs {
 		if r.ID >= img.ID || r.State != state.Failed || !r.ActionDone {
 			continue
 		}
-		_, err := p.store.Update(r.ID, func(rec *state.Image) error {
+		_, err := rs.store.Update(r.ID, func(rec *state.Image) error {
 			if rec.State != state.Failed {
 				return nil // retried meanwhile
 			}
@@ -32,9 +32,9 @@ func (p *Pipeline) supersedeOlder(img *state.Image) {
 			return nil
 		})
 		if err != nil {
-			p.log.Warn("could not mark an earlier failed image superseded", "id", r.ID, "by", img.ID, "err", err)
+			rs.log.Warn("could not mark an earlier failed image superseded", "id", r.ID, "by", img.ID, "err", err)
 			continue
 		}
-		p.log.Info("earlier failed image superseded", "id", r.ID, "by", img.ID, "key", img.Key)
+		rs.log.Info("earlier failed image superseded", "id", r.ID, "by", img.ID, "key", img.Key)
 	}
 }

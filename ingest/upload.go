@@ -11,23 +11,44 @@ import (
 	"github.com/gcingest/gcingest/state"
 )
 
+// uploader takes an image from pending to uploaded: it hashes its files
+// and plans its values (stepHash), builds what is sent (ensureSpools) and
+// sends every upload (stepUpload), committing each upload's pk before
+// its first byte.
+type uploader struct {
+	*records
+	cfg      PipelineConfig
+	api      API
+	plan     *planner    // what values and uploads an item gets
+	secret   *deidSecret // the de-identification secret, read once
+	progress progressSink
+}
+
+// progressSink hears how far an image's hash and uploads are, for status
+// and the live display; the Pipeline keeps it with the image's worker.
+type progressSink interface {
+	hashProgress(id uint64, n, total int64)
+	setProgress(img *state.Image, sent, total int64)
+	addProgress(id uint64, n int64)
+}
+
 // stepUpload sends every upload of the item not yet Completed, building
 // its spool files (ZIPs, JSON files) first when they are missing.
-func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
-	if err := p.ensureSpools(ctx, img); err != nil {
+func (ul *uploader) stepUpload(ctx context.Context, img *state.Image) error {
+	if err := ul.ensureSpools(ctx, img); err != nil {
 		return err
 	}
 	if img.State != state.Uploading {
 		return nil // went back to pending
 	}
-	if joined, err := p.joinedFile(img); err != nil || joined != "" {
+	if joined, err := ul.joinedFile(img); err != nil || joined != "" {
 		if err != nil {
 			return err
 		}
-		return p.backToPending(ctx, img, joined)
+		return ul.backToPending(ctx, img, joined)
 	}
 	if len(img.Uploads) == 0 {
-		return p.save(img, func(r *state.Image) { r.State, r.ItemIntentAt = state.Uploaded, p.cfg.Now().UTC() })
+		return ul.save(img, func(r *state.Image) { r.State, r.ItemIntentAt = state.Uploaded, ul.cfg.Now().UTC() })
 	}
 	var total, sent int64
 	for _, u := range img.Uploads {
@@ -36,7 +57,7 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 			sent += u.Size
 		}
 	}
-	p.setProgress(img, sent, total)
+	ul.progress.setProgress(img, sent, total)
 	for i := range img.Uploads {
 		if img.Uploads[i].Completed {
 			continue
@@ -47,14 +68,14 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 			return err
 		}
 		if changed != "" {
-			return p.backToPending(ctx, img, changed)
+			return ul.backToPending(ctx, img, changed)
 		}
-		if err := p.uploadOne(ctx, img, i); err != nil {
+		if err := ul.uploadOne(ctx, img, i); err != nil {
 			var ce *changedError
 			if errors.As(err, &ce) {
 				// Stopped before the complete: the stale upload is still
 				// Initialized, and backToPending aborts it (it is ours).
-				return p.backToPending(ctx, img, ce.file)
+				return ul.backToPending(ctx, img, ce.file)
 			}
 			return err
 		}
@@ -63,13 +84,13 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 			return err
 		}
 		if changed == "" {
-			changed, err = p.joinedFile(img)
+			changed, err = ul.joinedFile(img)
 			if err != nil {
 				return err
 			}
 		}
 		if changed != "" {
-			return p.backToPending(ctx, img, changed)
+			return ul.backToPending(ctx, img, changed)
 		}
 	}
 	return nil
@@ -94,9 +115,9 @@ func (p *Pipeline) stepUpload(ctx context.Context, img *state.Image) error {
 // The last upload's completion is not committed: the server's upload status
 // is the truth a restart asks for, and the "uploaded" state is committed
 // with the item intent.
-func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error {
+func (ul *uploader) uploadOne(ctx context.Context, img *state.Image, i int) error {
 	u := img.Uploads[i]
-	f, err := p.openUpload(img, u)
+	f, err := ul.openUpload(img, u)
 	if err != nil {
 		return err
 	}
@@ -110,9 +131,9 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 		Body:            f,
 		Size:            u.Size,
 		PartSize:        partSize,
-		PartConcurrency: p.cfg.PartConcurrency,
+		PartConcurrency: ul.cfg.PartConcurrency,
 		OnCreated: func(up *gcapi.Upload) error {
-			return p.save(img, func(r *state.Image) {
+			return ul.save(img, func(r *state.Image) {
 				ru := &r.Uploads[i]
 				ru.PK, ru.S3UploadID, ru.APIURL, ru.Created = up.PK, up.S3UploadID, up.APIURL, up.Created
 				ru.Parts = nil
@@ -134,13 +155,13 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 				// cost an fsync per image and save nothing.
 				return nil
 			}
-			return p.save(img, func(r *state.Image) {
+			return ul.save(img, func(r *state.Image) {
 				ru := &r.Uploads[i]
 				ru.Parts = slices.DeleteFunc(ru.Parts, func(q state.Part) bool { return q.Number == part.PartNumber })
 				ru.Parts = append(ru.Parts, state.Part{Number: part.PartNumber, ETag: part.ETag, Size: part.Size})
 			})
 		},
-		Progress: func(n int64) { p.addProgress(img.ID, n) },
+		Progress: func(n int64) { ul.progress.addProgress(img.ID, n) },
 	}
 	if u.PK != "" {
 		fu.Resume = &gcapi.Upload{PK: u.PK, S3UploadID: u.S3UploadID, APIURL: u.APIURL, Filename: fu.Filename, Status: gcapi.UploadInitialized}
@@ -148,7 +169,7 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 			fu.Done = append(fu.Done, gcapi.Part{PartNumber: q.Number, ETag: q.ETag, Size: q.Size})
 		}
 	}
-	done, err := p.api.UploadFile(ctx, fu)
+	done, err := ul.api.UploadFile(ctx, fu)
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", u.Path, err)
 	}
@@ -157,11 +178,11 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 	if i == len(img.Uploads)-1 {
 		// Committed with the item pk. A restart before that commit finds
 		// no item intent after its start and looks the title up first.
-		img.State, img.ItemIntentAt = state.Uploaded, p.cfg.Now().UTC()
+		img.State, img.ItemIntentAt = state.Uploaded, ul.cfg.Now().UTC()
 		return nil
 	}
 	uploads := cloneUploads(img.Uploads)
-	return p.save(img, func(r *state.Image) { r.Uploads = uploads })
+	return ul.save(img, func(r *state.Image) { r.Uploads = uploads })
 }
 
 // openUpload opens what upload u sends. A source file is opened once,
@@ -170,7 +191,7 @@ func (p *Pipeline) uploadOne(ctx context.Context, img *state.Image, i int) error
 // time): every byte sent is read from that handle, so a file renamed over
 // it, or swapped for a link to something else, is never sent. A spool file
 // (a ZIP, a JSON value) is the agent's own.
-func (p *Pipeline) openUpload(img *state.Image, u state.Upload) (*os.File, error) {
+func (ul *uploader) openUpload(img *state.Image, u state.Upload) (*os.File, error) {
 	for _, rec := range img.Files {
 		if rec.Path != u.Path || len(u.ZipOf) > 0 {
 			continue
@@ -205,13 +226,13 @@ func cloneUploads(in []state.Upload) []state.Upload {
 
 // backToPending abandons the uploads of an image whose file changed after
 // it was hashed; the image is hashed again.
-func (p *Pipeline) backToPending(ctx context.Context, img *state.Image, changed string) error {
-	p.log.Info("file changed after it was hashed; hashing it again", "id", img.ID, "file", changed)
-	if err := p.abortOpen(ctx, img); err != nil {
+func (ul *uploader) backToPending(ctx context.Context, img *state.Image, changed string) error {
+	ul.log.Info("file changed after it was hashed; hashing it again", "id", img.ID, "file", changed)
+	if err := ul.abortOpen(ctx, img); err != nil {
 		return err
 	}
 	removeSpools(img)
-	return p.save(img, func(r *state.Image) {
+	return ul.save(img, func(r *state.Image) {
 		r.State, r.Uploads, r.Values = state.Pending, nil, nil
 	})
 }
@@ -219,12 +240,12 @@ func (p *Pipeline) backToPending(ctx context.Context, img *state.Image, changed 
 // abortOpen aborts the image's uploads that are still Initialized, so that
 // no multipart upload is left open. It asks the server first: aborting an
 // upload that is not Initialized is a server error.
-func (p *Pipeline) abortOpen(ctx context.Context, img *state.Image) error {
+func (ul *uploader) abortOpen(ctx context.Context, img *state.Image) error {
 	for _, u := range img.Uploads {
 		if u.PK == "" || u.Completed {
 			continue // never created (or its answer never came: not ours to touch), or consumed by the import
 		}
-		cur, err := p.api.Upload(ctx, u.PK)
+		cur, err := ul.api.Upload(ctx, u.PK)
 		if gcapi.IsNotFound(err) {
 			continue
 		}
@@ -234,7 +255,7 @@ func (p *Pipeline) abortOpen(ctx context.Context, img *state.Image) error {
 		if cur.Status != gcapi.UploadInitialized {
 			continue
 		}
-		if _, err := p.api.AbortUpload(ctx, cur); err != nil && !gcapi.IsNotFound(err) {
+		if _, err := ul.api.AbortUpload(ctx, cur); err != nil && !gcapi.IsNotFound(err) {
 			return fmt.Errorf("abort upload %s of %s: %w", u.PK, u.Path, err)
 		}
 	}
