@@ -42,13 +42,14 @@
 //
 // # Wiring
 //
-// What a dicom listener table of the agent's config maps to: listen is the
-// net.Listener given to Serve (wrapped by tls.NewListener for TLS, with
-// tls.RequireAndVerifyClientCert and a ClientCAs pool for mutual TLS);
-// ae_title is Config.AETitle; the allow list is Config.Allow, one Caller
-// per entry (an AE title, a network in CIDR form, or both); the watch it
-// feeds has its folder given to NewSpoolStore, and is otherwise an
-// ordinary watch (the temporary files are hidden and end in .tmp, which
+// What a [[dicom]] table of the agent's config maps to (package agent,
+// dicom.go, does this; docs/CONFORMANCE.md states it for PACS
+// administrators): listen is the net.Listener given to Serve (wrapped by
+// tls.NewListener for TLS, with tls.RequireAndVerifyClientCert and a
+// ClientCAs pool for mutual TLS); ae_title is Config.AETitle; the allow
+// list is Config.Allow, one Caller per entry (an AE title, a network in
+// CIDR form, or both); spool, the folder of the watch it feeds, is given
+// to NewSpoolStore, and that watch is otherwise an ordinary watch (the temporary files are hidden and end in .tmp, which
 // the grouper never picks up). Stats and StatsByCaller give the counters
 // for status and /metrics. Echo is the C-ECHO client `check --echo` needs:
 // it verifies a listener end to end over a connection the caller opens
