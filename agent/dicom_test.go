@@ -267,3 +267,61 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 	}
 	return certFile, keyFile
 }
+
+// SIGHUP does not change the listeners: a reloaded config with another
+// [[dicom]] table is applied to the watches while the listener answers as
+// before, and a watch list that no longer uploads the listener's spool is
+// refused.
+func TestReloadKeepsDICOMListeners(t *testing.T) {
+	cfg := newDICOMConfig(t, freePort(t))
+	reload := make(chan *config.Config, 1)
+	up := make(chan Info, 4)
+	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test", Reload: reload, Ready: func(i Info) { up <- i }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitUp := func(what string) {
+		t.Helper()
+		select {
+		case <-up:
+		case err := <-done:
+			t.Fatalf("%s: Run returned %v", what, err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: agent not up after 30s", what)
+		}
+	}
+	waitUp("start")
+
+	other := filepath.Join(t.TempDir(), "other")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unspooled := *cfg
+	unspooled.Watch = append(unspooled.Watch[:0:0], cfg.Watch...)
+	unspooled.Watch[0].Path = other
+	unspooled.DICOM = append(unspooled.DICOM[:0:0], cfg.DICOM...)
+	unspooled.DICOM[0].Spool = other
+	reload <- &unspooled
+
+	changed := *cfg
+	changed.DICOM = append(changed.DICOM[:0:0], cfg.DICOM...)
+	changed.DICOM[0].AETitle = "OTHER"
+	reload <- &changed // taken once the refused one was checked
+	waitUp("reload")
+	select {
+	case <-up:
+		t.Fatal("the agent restarted twice: the watch list without the spool was applied")
+	default:
+	}
+	if _, err := EchoListener(context.Background(), cfg.DICOM[0]); err != nil {
+		t.Errorf("after the reload the listener does not answer as GCINGEST: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel = %v, want nil", err)
+	}
+}
