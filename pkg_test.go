@@ -295,7 +295,9 @@ func lifecycle(t *testing.T, s lifecycleSpec) {
 		t.Fatalf("no gcingest user: %v", err)
 	}
 	assertOwner(t, "/var/lib/gcingest", u.Uid, 0o750)
-	assertOwner(t, "/etc/gcingest/config.toml", u.Uid, 0o600)
+	// root:gcingest 0640: the agent reads its config, cannot change it.
+	assertOwner(t, "/etc/gcingest/config.toml", "0", 0o640)
+	assertGroup(t, "/etc/gcingest/config.toml", u.Gid)
 	unit, err := os.ReadFile("/usr/lib/systemd/system/gcingest.service")
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +337,8 @@ func lifecycle(t *testing.T, s lifecycleSpec) {
 	if b, _ := os.ReadFile("/etc/gcingest/config.toml"); !strings.Contains(string(b), "# edited by the test") {
 		t.Errorf("upgrade replaced the edited config")
 	}
-	assertOwner(t, "/etc/gcingest/token", u.Uid, 0o600)
+	assertOwner(t, "/etc/gcingest/token", "0", 0o640)
+	assertGroup(t, "/etc/gcingest/token", u.Gid)
 	if b, _ := os.ReadFile(statePath); string(b) != "state" {
 		t.Errorf("upgrade lost the state file")
 	}
@@ -346,6 +349,17 @@ func lifecycle(t *testing.T, s lifecycleSpec) {
 	}
 	if _, err := os.Stat(statePath); err != nil {
 		t.Errorf("removal removed the state: %v", err)
+	}
+}
+
+func assertGroup(t *testing.T, p, gid string) {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fileGID(fi); got != gid {
+		t.Errorf("%s group %s, want %s", p, got, gid)
 	}
 }
 

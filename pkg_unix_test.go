@@ -14,3 +14,10 @@ func fileUID(fi os.FileInfo) string {
 	}
 	return ""
 }
+
+func fileGID(fi os.FileInfo) string {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return strconv.Itoa(int(st.Gid))
+	}
+	return ""
+}

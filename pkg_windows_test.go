@@ -5,3 +5,5 @@ package main
 import "os"
 
 func fileUID(fi os.FileInfo) string { return "" }
+
+func fileGID(fi os.FileInfo) string { return "" }

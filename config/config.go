@@ -494,15 +494,28 @@ func IsLoopbackHost(host string) bool {
 }
 
 // Warnings lists what is allowed but unwise: a config or token file that
-// group or others can read, a token sent over plain http. Validate first.
+// others can read or that group or others can change, or that its group
+// can read unless root owns it, a token sent over plain http. Validate
+// first.
+//
+// Root owning the file and the service's group reading it (root:gcingest
+// 0640, as the packages install it) is the safe layout for a service: the
+// agent reads its token but cannot rewrite its own url to send the token
+// elsewhere.
 func (c *Config) Warnings() []string {
 	var ws []string
 	perm := func(what, p string) {
 		if p == "" {
 			return
 		}
-		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			ws = append(ws, fmt.Sprintf("%s %s can be read by group or others (mode %04o); run: chmod 600 %s", what, p, fi.Mode().Perm(), p))
+		fi, err := os.Stat(p)
+		if err != nil {
+			return
+		}
+		m := fi.Mode().Perm()
+		if m&0o027 != 0 || (m&0o040 != 0 && !ownedByRoot(fi)) {
+			ws = append(ws, fmt.Sprintf("%s %s can be read or changed by group or others (mode %04o); run: chmod 600 %s "+
+				"(for a service: chown root:gcingest and chmod 640)", what, p, m, p))
 		}
 	}
 	if c.GrandChallenge.Token != "" {

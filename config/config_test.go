@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -279,6 +280,36 @@ func TestWarnsOnReadableFiles(t *testing.T) {
 	}
 	if ws := c.Warnings(); len(ws) != 0 {
 		t.Errorf("warnings for a 0600 file: %q", ws)
+	}
+	// The packaged layout, root:gcingest 0640: the service reads it
+	// through its group and cannot change it. Only root can make a file
+	// root's; as another user, a 0640 file of one's own warns.
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	ws = c.Warnings()
+	switch {
+	case runtime.GOOS == "windows":
+	case os.Geteuid() == 0 && len(ws) != 0:
+		t.Errorf("warnings for a root-owned 0640 file: %q", ws)
+	case os.Geteuid() != 0 && len(ws) != 1:
+		t.Errorf("warnings for a 0640 file of a user's own = %q, want one", ws)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if ws := c.Warnings(); len(ws) != 1 {
+			t.Errorf("warnings for a 0640 file owned by another user than root = %q, want one", ws)
+		}
+	}
+	for _, m := range []os.FileMode{0o620, 0o604} {
+		if err := os.Chmod(p, m); err != nil {
+			t.Fatal(err)
+		}
+		if ws := c.Warnings(); runtime.GOOS != "windows" && len(ws) != 1 {
+			t.Errorf("warnings for mode %04o (others read, or the group writes) = %q, want one", m, ws)
+		}
 	}
 }
 

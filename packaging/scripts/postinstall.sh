@@ -17,12 +17,15 @@ if ! getent passwd gcingest >/dev/null; then
 fi
 # The state folder holds what was uploaded; an upgrade keeps it as it is.
 install -d -o gcingest -g gcingest -m 0750 /var/lib/gcingest
-# The config may hold the token: readable by the agent only.
-chown gcingest:gcingest /etc/gcingest/config.toml
-chmod 0600 /etc/gcingest/config.toml
+# The config may hold the token: root's, read by the agent through its
+# group and by no one else. The agent cannot change it (its url, say, to
+# send the token elsewhere). An upgrade from 0600 gcingest:gcingest moves
+# to this too.
+chown root:gcingest /etc/gcingest/config.toml
+chmod 0640 /etc/gcingest/config.toml
 if [ -f /etc/gcingest/token ]; then
-	chown gcingest:gcingest /etc/gcingest/token
-	chmod 0600 /etc/gcingest/token
+	chown root:gcingest /etc/gcingest/token
+	chmod 0640 /etc/gcingest/token
 fi
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
@@ -37,7 +40,7 @@ gcingest installed. To start it:
   1. edit /etc/gcingest/config.toml (the drop folder, archive and interface
      of the first [[watch]]; 'gcingest archives' and 'gcingest interfaces'
      list the slugs this token can use)
-  2. put the API token in /etc/gcingest/token (chown gcingest, chmod 600)
+  2. put the API token in /etc/gcingest/token (chown root:gcingest, chmod 640)
   3. sudo -u gcingest gcingest check
   4. systemctl enable --now gcingest
 MSG
