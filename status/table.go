@@ -58,7 +58,7 @@ func (r *Report) WriteTable(w io.Writer, now time.Time) error {
 	if total < len(r.Images) {
 		total = len(r.Images)
 	}
-	if _, err := fmt.Fprintf(w, "\n%d images: %s\n", total, strings.Join(parts, ", ")); err != nil {
+	if _, err := fmt.Fprintf(w, "\n%s: %s\n", plural(total, "image", "images"), strings.Join(parts, ", ")); err != nil {
 		return err
 	}
 	var note string
