@@ -42,19 +42,31 @@ func needStorescu(t *testing.T) {
 
 // writeCTSeries writes n instances of one CT series (explicit VR little
 // endian Part 10 files, pixels bytes of pixel data each) into a new folder
-// and returns their paths.
+// and returns their paths. tag, digits, makes the UIDs.
 func writeCTSeries(t *testing.T, tag string, n, pixels int) []string {
+	t.Helper()
+	return writeCTSeriesOf(t, tag, "", n, pixels)
+}
+
+// writeCTSeriesOf is writeCTSeries for series number series (digits) of
+// the study of tag, so that several series share a study; "" is
+// writeCTSeries's series.
+func writeCTSeriesOf(t *testing.T, tag, series string, n, pixels int) []string {
 	t.Helper()
 	dir := t.TempDir()
 	root := "1.2.826.0.1.3680043.2.1125.77." + tag
+	seriesUID, sopRoot := root+".2", root+".3"
+	if series != "" {
+		seriesUID, sopRoot = seriesUID+"."+series, sopRoot+"."+series
+	}
 	var paths []string
 	for i := 1; i <= n; i++ {
-		sop := fmt.Sprintf("%s.3.%d", root, i)
+		sop := fmt.Sprintf("%s.%d", sopRoot, i)
 		var buf bytes.Buffer
 		if _, err := dimse.WriteFileMeta(&buf, dimse.Instance{SOPClassUID: ctImageStorage, SOPInstanceUID: sop, TransferSyntaxUID: dimse.ExplicitVRLittleEndian}); err != nil {
 			t.Fatal(err)
 		}
-		buf.Write(ctDataSet(root+".1", root+".2", sop, i, pixels))
+		buf.Write(ctDataSet(root+".1", seriesUID, sop, i, pixels))
 		p := filepath.Join(dir, fmt.Sprintf("IM%03d.dcm", i))
 		if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
@@ -117,13 +129,69 @@ func ctDataSet(study, series, sop string, number, pixels int) []byte {
 	return b
 }
 
-// storescu sends files from callingAE to the listener at addr; dcmtk
-// runs with TCP_NODELAY=1 so that small instances do not wait on delayed
-// ACKs.
-func storescu(ctx context.Context, addr, callingAE string, files []string) *exec.Cmd {
+// storescu sends files from callingAE to the listener at addr, with
+// options (such as +tls) before the address; dcmtk runs with TCP_NODELAY=1
+// so that small instances do not wait on delayed ACKs.
+func storescu(ctx context.Context, addr, callingAE string, files []string, options ...string) *exec.Cmd {
 	host, port, _ := net.SplitHostPort(addr)
-	cmd := exec.CommandContext(ctx, "storescu", append([]string{"-aet", callingAE, "-aec", "GCINGEST", host, port}, files...)...)
+	args := append(append([]string{"-aet", callingAE, "-aec", "GCINGEST"}, options...), host, port)
+	cmd := exec.CommandContext(ctx, "storescu", append(args, files...)...)
 	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+	return cmd
+}
+
+// writeDICOMConfig writes the config of a DICOM test: the status listener
+// on statusAddr ("" for none), one watch on the drop folder with
+// watchExtra's keys, and tables, [[dicom]] tables of dicomTable, which
+// spool into that folder.
+func (e *e2eEnv) writeDICOMConfig(statusAddr, watchExtra string, tables ...string) {
+	e.t.Helper()
+	cfg := fmt.Sprintf(`[grand_challenge]
+url = %q
+token = %q
+
+[state]
+path = %q
+
+[status]
+listen = %q
+
+[log]
+level = "info"
+
+[[watch]]
+path = %q
+archive = "e2e"
+interface = %q
+settle = "200ms"
+dicom_settle = "3s"
+rescan = "1s"
+%s
+`, e.srv.URL, e.srv.Token(), filepath.Join(e.dir, "state", "state.db"), statusAddr, e.drop, e2eInterface, watchExtra)
+	if err := os.WriteFile(e.config, []byte(cfg+strings.Join(tables, "\n")), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// dicomTable is a [[dicom]] table listening on listen as GCINGEST, into
+// the drop folder, admitting CT1, CT2 and CT3 from the loopback network;
+// extra adds keys (the TLS files).
+func (e *e2eEnv) dicomTable(listen, extra string) string {
+	return fmt.Sprintf(`
+[[dicom]]
+listen = %q
+ae_title = "GCINGEST"
+allow = [{ae = "CT1", from = "127.0.0.0/8"}, {ae = "CT2", from = "127.0.0.0/8"}, {ae = "CT3", from = "127.0.0.0/8"}]
+spool = %q
+%s
+`, listen, e.drop, extra)
+}
+
+// startUp starts the agent and waits until it says it is up.
+func (e *e2eEnv) startUp() *exec.Cmd {
+	e.t.Helper()
+	cmd := e.start()
+	waitFor(e.t, 30*time.Second, "the agent to be up", func() bool { return strings.Contains(e.logSince(e.started), "agent up") }, e.logTail)
 	return cmd
 }
 
@@ -199,43 +267,12 @@ func TestE2EDICOMReceivedSeriesLandsOnce(t *testing.T) {
 	needStorescu(t)
 	e := newE2E(t, gcapitest.Options{}, "")
 	dicomAddr, statusAddr := freeAddr(t), freeAddr(t)
-	cfg := fmt.Sprintf(`[grand_challenge]
-url = %q
-token = %q
-
-[state]
-path = %q
-
-[status]
-listen = %q
-
-[log]
-level = "info"
-
-[[watch]]
-path = %q
-archive = "e2e"
-interface = %q
-settle = "200ms"
-dicom_settle = "3s"
-rescan = "1s"
-deidentify = true
-
-[[dicom]]
-listen = %q
-ae_title = "GCINGEST"
-allow = [{ae = "CT1", from = "127.0.0.0/8"}]
-spool = %q
-`, e.srv.URL, e.srv.Token(), filepath.Join(e.dir, "state", "state.db"), statusAddr, e.drop, e2eInterface, dicomAddr, e.drop)
-	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.writeDICOMConfig(statusAddr, "deidentify = true", e.dicomTable(dicomAddr, ""))
 	const n = 50
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	agent := e.start()
-	waitFor(t, 30*time.Second, "the agent to be up", func() bool { return strings.Contains(e.logSince(e.started), "agent up") }, e.logTail)
+	agent := e.startUp()
 
 	// A whole series, de-identified.
 	first := writeCTSeries(t, "1", n, 4096)
@@ -276,9 +313,8 @@ spool = %q
 	}
 	t.Logf("%d of %d instances of the second series spooled when the agent was killed", spooledInstances(t, e.drop)-n, n)
 
-	agent = e.start()
+	agent = e.startUp()
 	defer e.stop(agent)
-	waitFor(t, 30*time.Second, "the agent to be up again", func() bool { return strings.Contains(e.logSince(e.started), "agent up") }, e.logTail)
 	if out, err := storescu(ctx, dicomAddr, "CT1", second).CombinedOutput(); err != nil {
 		t.Fatalf("storescu again: %v\n%s", err, out)
 	}
