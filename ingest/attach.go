@@ -56,23 +56,23 @@ func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) err
 				return lerr
 			}
 			if len(lost) > 0 && img.Resent < maxResend {
-				return p.resend(img, lost, "the server no longer has the uploads (expired before they were attached)")
+				return p.confirm.resend(img, lost, "the server no longer has the uploads (expired before they were attached)")
 			}
 		}
 		return err
 	}
 	// No look now: no import is done this soon; the confirmation lane
 	// looks a cycle from now (lane.go).
-	return p.save(img, func(r *state.Image) { p.toImporting(r) })
+	return p.save(img, func(r *state.Image) { p.confirm.toImporting(r) })
 }
 
 // toImporting moves r to importing, with its deadline.
-func (p *Pipeline) toImporting(r *state.Image) {
+func (cf *confirmer) toImporting(r *state.Image) {
 	r.State = state.Importing
 	if r.PatchSentAt.IsZero() {
-		r.PatchSentAt = p.cfg.Now().UTC()
+		r.PatchSentAt = cf.cfg.Now().UTC()
 	}
-	r.Until, r.WaitingFor = r.PatchSentAt.Add(p.cfg.ImportTimeout), waitingForImport(r)
+	r.Until, r.WaitingFor = r.PatchSentAt.Add(cf.cfg.ImportTimeout), waitingForImport(r)
 	r.BlockedSince = time.Time{}
 }
 
@@ -102,12 +102,12 @@ func (p *Pipeline) lostUploads(ctx context.Context, img *state.Image) ([]int, er
 // the server, and sends it again only if it did not: no value changed, no
 // import started from our uploads, every upload unconsumed.
 func (p *Pipeline) stepReattach(ctx context.Context, img *state.Image) error {
-	it, done, err := p.look(ctx, img)
+	it, done, err := p.confirm.look(ctx, img)
 	if err != nil || done {
 		return err
 	}
 	if arrived(img, it) {
-		return p.save(img, func(r *state.Image) { p.toImporting(r) })
+		return p.save(img, func(r *state.Image) { p.confirm.toImporting(r) })
 	}
 	var pending []state.Upload
 	for _, v := range img.Values {
@@ -154,7 +154,7 @@ func arrived(img *state.Image, it *gcapi.ArchiveItem) bool {
 // image; a file value: a new file and its upload gone; a JSON value: equal)
 // and, when every value is there, finishes the item. It reports whether it
 // did.
-func (p *Pipeline) confirmValues(ctx context.Context, img *state.Image, w Watch, it *gcapi.ArchiveItem) (bool, error) {
+func (cf *confirmer) confirmValues(ctx context.Context, img *state.Image, w Watch, it *gcapi.ArchiveItem) (bool, error) {
 	values := state.CloneValues(img.Values)
 	changed, all := false, true
 	for i := range values {
@@ -176,7 +176,7 @@ func (p *Pipeline) confirmValues(ctx context.Context, img *state.Image, w Watch,
 			}
 			// The file shown may still be another's copy job: ours is done
 			// when our upload was consumed.
-			_, err := p.api.Upload(ctx, img.Uploads[v.Uploads[0]].PK)
+			_, err := cf.api.Upload(ctx, img.Uploads[v.Uploads[0]].PK)
 			switch {
 			case gcapi.IsNotFound(err):
 				v.Confirmed = true
@@ -189,10 +189,10 @@ func (p *Pipeline) confirmValues(ctx context.Context, img *state.Image, w Watch,
 	}
 	if all {
 		img.Values = values
-		return true, p.markDone(ctx, img, w, imageURL(it, mainInterface(img, w)))
+		return true, cf.markDone(ctx, img, w, imageURL(it, mainInterface(img, w)))
 	}
 	if changed {
-		return false, p.save(img, func(r *state.Image) { r.Values = values })
+		return false, cf.save(img, func(r *state.Image) { r.Values = values })
 	}
 	return false, nil
 }
@@ -212,7 +212,7 @@ func (p *Pipeline) patchArrived(ctx context.Context, img *state.Image, uploads [
 		if se.Status == gcapi.SessionFailed {
 			return true, &importError{msg: "the server could not import " + what + ": " + se.ErrorMessage}
 		}
-		return true, p.save(img, func(r *state.Image) { p.toImporting(r); r.SessionPK = se.PK })
+		return true, p.save(img, func(r *state.Image) { p.confirm.toImporting(r); r.SessionPK = se.PK })
 	}
 	for _, u := range uploads {
 		cur, err := p.api.Upload(ctx, u.PK)
@@ -220,7 +220,7 @@ func (p *Pipeline) patchArrived(ctx context.Context, img *state.Image, uploads [
 			// Consumed by an import, or expired: importing's deadline
 			// tells which (deadline in poll.go) and sends it again if it
 			// expired.
-			return true, p.save(img, func(r *state.Image) { p.toImporting(r) })
+			return true, p.save(img, func(r *state.Image) { p.confirm.toImporting(r) })
 		}
 		if err != nil {
 			return false, fmt.Errorf("check upload %s: %w", u.PK, err)

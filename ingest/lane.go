@@ -142,7 +142,7 @@ func (p *Pipeline) cycle(ctx context.Context, ids []uint64) {
 			imgs = append(imgs, &img)
 		}
 	}
-	p.readItems(ctx, imgs)
+	p.confirm.readItems(ctx, imgs)
 	sem := make(chan struct{}, max(p.cfg.Concurrency, 4))
 	var wg sync.WaitGroup
 	for _, id := range ids {
@@ -151,7 +151,7 @@ func (p *Pipeline) cycle(ctx context.Context, ids []uint64) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			p.process(ctx, id, true)
-			p.reads.take(id) // one the image did not use (it left importing first)
+			p.confirm.reads.take(id) // one the image did not use (it left importing first)
 			p.release(id)
 		}()
 	}
@@ -193,12 +193,12 @@ func (r *itemReads) take(id uint64) (itemRead, bool) {
 // the archive when that costs fewer requests than a GET per image (by
 // the archive's size, as its last listing showed it, and how many of its
 // images are due), else a GET per
-// image, laneReaders at a time. What it read waits in p.reads for the
+// image, laneReaders at a time. What it read waits in cf.reads for the
 // image's step (itemNow).
-func (p *Pipeline) readItems(ctx context.Context, imgs []*state.Image) {
+func (cf *confirmer) readItems(ctx context.Context, imgs []*state.Image) {
 	byArchive := map[string][]*state.Image{}
 	for _, img := range imgs {
-		w, err := p.watchOf(img)
+		w, err := cf.watchOf(img)
 		if err != nil {
 			continue // the step fails it
 		}
@@ -207,14 +207,14 @@ func (p *Pipeline) readItems(ctx context.Context, imgs []*state.Image) {
 	}
 	var gets []*state.Image
 	for slug, group := range byArchive {
-		ar, err := p.server.archive(ctx, slug)
+		ar, err := cf.server.archive(ctx, slug)
 		if err != nil {
 			for _, img := range group {
-				p.reads.put(img.ID, nil, err)
+				cf.reads.put(img.ID, nil, err)
 			}
 			continue
 		}
-		x := p.server.index(ar.PK)
+		x := cf.server.index(ar.PK)
 		// An archive never listed may hold half a million items: read
 		// by GETs until a lookup by title has listed it.
 		size, listed := x.size()
@@ -222,7 +222,7 @@ func (p *Pipeline) readItems(ctx context.Context, imgs []*state.Image) {
 			gets = append(gets, group...)
 			continue
 		}
-		items, err := p.server.listArchive(ctx, x, ar, p.cfg.Now())
+		items, err := cf.server.listArchive(ctx, x, ar, cf.cfg.Now())
 		if err != nil {
 			err = fmt.Errorf("list archive %s: %w", slug, err)
 		}
@@ -233,9 +233,9 @@ func (p *Pipeline) readItems(ctx context.Context, imgs []*state.Image) {
 		for _, img := range group {
 			switch it := byPK[img.ItemPK]; {
 			case err != nil:
-				p.reads.put(img.ID, nil, err)
+				cf.reads.put(img.ID, nil, err)
 			case it != nil:
-				p.reads.put(img.ID, it, nil)
+				cf.reads.put(img.ID, it, nil)
 			default:
 				gets = append(gets, img) // not listed (another's listing served, or too new)
 			}
@@ -248,11 +248,11 @@ func (p *Pipeline) readItems(ctx context.Context, imgs []*state.Image) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+			it, err := cf.api.ArchiveItem(ctx, img.ItemPK)
 			if err != nil {
 				err = fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
 			}
-			p.reads.put(img.ID, it, err)
+			cf.reads.put(img.ID, it, err)
 		}()
 	}
 	wg.Wait()
@@ -260,6 +260,6 @@ func (p *Pipeline) readItems(ctx context.Context, imgs []*state.Image) {
 
 // firstLook is when the lane first looks at an importing image: a cycle
 // after its PATCH, for no import is done sooner.
-func (p *Pipeline) firstLook(img *state.Image) time.Time {
-	return cmp.Or(img.PatchSentAt, p.cfg.Now()).Add(p.cfg.PollInterval)
+func (cf *confirmer) firstLook(img *state.Image) time.Time {
+	return cmp.Or(img.PatchSentAt, cf.cfg.Now()).Add(cf.cfg.PollInterval)
 }

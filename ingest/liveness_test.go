@@ -656,7 +656,7 @@ func TestImportPolledOnAFixedShortCycle(t *testing.T) {
 	}
 	const looks = 40
 	for i := range looks {
-		err := p.stepPoll(context.Background(), &img)
+		err := p.confirm.stepPoll(context.Background(), &img)
 		var we *waitError
 		if !errors.As(err, &we) {
 			t.Fatalf("look %d: %v; want a wait", i, err)

@@ -131,9 +131,8 @@ type Pipeline struct {
 	server  *serverCache  // what the pipeline knows of the server
 	held    *heldFiles    // the files of images that landed, by item
 	up      *uploader     // pending → uploaded: hash, spool, upload (upload.go)
-	imports *importPolls  // the images importing: their polls and looks
+	confirm *confirmer    // importing → done: the lane's reads and confirmations (poll.go)
 	retries clientRetries // requests the client is retrying, by image (clientretry.go)
-	reads   itemReads     // items the confirmation lane read, by image (lane.go)
 	health  serverHealth  // when a step last succeeded (pacing.go)
 
 	mu      sync.Mutex
@@ -180,13 +179,16 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		active:     map[uint64]*progress{},
 		server:     newServerCache(api, cfg.Now),
 		held:       &heldFiles{store: store},
-		imports:    newImportPolls(),
 		finishing:  map[uint64]bool{},
 		finishers:  make(chan struct{}, cfg.Concurrency),
 		recovering: map[uint64]bool{},
 		wake:       make(chan struct{}, 1),
 		laneWake:   make(chan struct{}, 1),
 		halt:       make(chan struct{}),
+	}
+	p.confirm = &confirmer{
+		records: recs, cfg: cfg, api: api, server: p.server, held: p.held,
+		polls: newImportPolls(), finish: p,
 	}
 	secret := &deidSecret{path: cfg.SecretPath()}
 	p.up = &uploader{

@@ -34,6 +34,29 @@ const (
 	sessionEvery  = 10
 )
 
+// confirmer takes an image from importing to done: it reads the items of
+// the images a lane cycle takes (readItems), confirms the values each
+// shows (stepPoll), follows a slow import through its upload sessions,
+// goes back to the server's truth at the deadline, and records the image
+// imported (markDone). It owns what it follows per image: the polls and
+// the items a cycle read.
+type confirmer struct {
+	*records
+	cfg    PipelineConfig
+	api    API
+	server *serverCache
+	held   *heldFiles   // the files of images that landed, by item
+	polls  *importPolls // the images importing: their polls and looks
+	reads  itemReads    // items the confirmation lane read, by image (lane.go)
+	finish finisher
+}
+
+// finisher makes an image's last commit off its worker; the Pipeline
+// does, and keeps the image from any worker until the commit is made.
+type finisher interface {
+	finishLater(id uint64, commit func() error, then func())
+}
+
 // importPolls follows the images importing: when each image's sessions
 // are read next, and since when its uploads have been seen gone with no
 // session of ours and no value (orphaned). No other state changes with
@@ -97,18 +120,18 @@ func (ip *importPolls) forget(id uint64) {
 // with no session to deliver them, sent again: orphans); past the
 // image's deadline (Until) the agent goes back to the server's truth
 // (deadline).
-func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
-	_, done, err := p.look(ctx, img)
+func (cf *confirmer) stepPoll(ctx context.Context, img *state.Image) error {
+	_, done, err := cf.look(ctx, img)
 	if err != nil || done {
 		return err
 	}
-	now := p.cfg.Now()
-	first := img.PatchSentAt.Add(sessionCycles * p.cfg.PollInterval)
-	if p.imports.sessionsDue(img.ID, now, first, sessionEvery*p.cfg.PollInterval) {
-		if _, err := p.readSessions(ctx, img, true); err != nil {
+	now := cf.cfg.Now()
+	first := img.PatchSentAt.Add(sessionCycles * cf.cfg.PollInterval)
+	if cf.polls.sessionsDue(img.ID, now, first, sessionEvery*cf.cfg.PollInterval) {
+		if _, err := cf.readSessions(ctx, img, true); err != nil {
 			return err
 		}
-		if err := p.orphans(ctx, img); err != nil {
+		if err := cf.orphans(ctx, img); err != nil {
 			return err
 		}
 		if img.State != state.Importing {
@@ -117,17 +140,17 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 	}
 	if img.Until.IsZero() {
 		// A record from before deadlines were kept.
-		until := img.PatchSentAt.Add(p.cfg.ImportTimeout)
-		if err := p.save(img, func(r *state.Image) { r.Until, r.WaitingFor = until, waitingForImport(r) }); err != nil {
+		until := img.PatchSentAt.Add(cf.cfg.ImportTimeout)
+		if err := cf.save(img, func(r *state.Image) { r.Until, r.WaitingFor = until, waitingForImport(r) }); err != nil {
 			return err
 		}
 	}
 	if now.After(img.Until) {
-		return p.deadline(ctx, img)
+		return cf.deadline(ctx, img)
 	}
 	// A short, fixed cycle: the lane looks at every image due in one
 	// cycle with one read of each archive (lane.go).
-	return &waitError{at: now.Add(p.cfg.PollInterval)}
+	return &waitError{at: now.Add(cf.cfg.PollInterval)}
 }
 
 // orphans sends again, to the same item, the image values whose uploads
@@ -137,7 +160,7 @@ func (p *Pipeline) stepPoll(ctx context.Context, img *state.Image) error {
 // enough evidence within a few reads of the sessions; waiting for the
 // deadline (hours) would not add any. A value sent again to its own item
 // replaces nothing of anyone else's.
-func (p *Pipeline) orphans(ctx context.Context, img *state.Image) error {
+func (cf *confirmer) orphans(ctx context.Context, img *state.Image) error {
 	var lost []int
 	for i, v := range img.Values {
 		if v.Confirmed || v.SessionPK != "" || v.Kind != state.ValueImage || len(v.Uploads) == 0 {
@@ -145,7 +168,7 @@ func (p *Pipeline) orphans(ctx context.Context, img *state.Image) error {
 		}
 		gone := true
 		for _, u := range v.Uploads {
-			_, err := p.api.Upload(ctx, img.Uploads[u].PK)
+			_, err := cf.api.Upload(ctx, img.Uploads[u].PK)
 			if gcapi.IsNotFound(err) {
 				continue
 			}
@@ -160,20 +183,20 @@ func (p *Pipeline) orphans(ctx context.Context, img *state.Image) error {
 		}
 	}
 	if len(lost) == 0 || img.Resent >= maxResend {
-		p.imports.notOrphaned(img.ID)
+		cf.polls.notOrphaned(img.ID)
 		return nil
 	}
-	since := p.imports.orphaned(img.ID, p.cfg.Now())
-	if p.cfg.Now().Sub(since) < p.orphanWait() {
+	since := cf.polls.orphaned(img.ID, cf.cfg.Now())
+	if cf.cfg.Now().Sub(since) < cf.orphanWait() {
 		return nil
 	}
-	return p.resend(img, lost, "its uploads are gone from the server, no import of ours is building them and the item does not show them")
+	return cf.resend(img, lost, "its uploads are gone from the server, no import of ours is building them and the item does not show them")
 }
 
 // orphanWait is how long uploads must stay orphaned before they are sent
 // again: a build that succeeded (its uploads deleted, its session no
 // longer naming them) links its image to the item within it.
-func (p *Pipeline) orphanWait() time.Duration { return 2 * p.cfg.PollMax }
+func (cf *confirmer) orphanWait() time.Duration { return 2 * cf.cfg.PollMax }
 
 // waitingForImport says what an importing image waits for, for status.
 func waitingForImport(img *state.Image) string {
@@ -188,25 +211,25 @@ func waitingForImport(img *state.Image) string {
 
 // look gets the item and confirms the values it shows (confirmValues); done
 // says every value is there and the item was finished.
-func (p *Pipeline) look(ctx context.Context, img *state.Image) (it *gcapi.ArchiveItem, done bool, err error) {
-	w, err := p.watchOf(img)
+func (cf *confirmer) look(ctx context.Context, img *state.Image) (it *gcapi.ArchiveItem, done bool, err error) {
+	w, err := cf.watchOf(img)
 	if err != nil {
 		return nil, false, err
 	}
-	if it, err = p.itemNow(ctx, img); err != nil {
+	if it, err = cf.itemNow(ctx, img); err != nil {
 		return nil, false, err
 	}
-	done, err = p.confirmValues(ctx, img, w, it)
+	done, err = cf.confirmValues(ctx, img, w, it)
 	return it, done, err
 }
 
 // itemNow returns the image's item as the confirmation lane's cycle read
 // it (lane.go), or else by its pk.
-func (p *Pipeline) itemNow(ctx context.Context, img *state.Image) (*gcapi.ArchiveItem, error) {
-	if r, ok := p.reads.take(img.ID); ok {
+func (cf *confirmer) itemNow(ctx context.Context, img *state.Image) (*gcapi.ArchiveItem, error) {
+	if r, ok := cf.reads.take(img.ID); ok {
 		return r.it, r.err
 	}
-	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+	it, err := cf.api.ArchiveItem(ctx, img.ItemPK)
 	if err != nil {
 		return nil, fmt.Errorf("get archive item %s: %w", img.ItemPK, err)
 	}
@@ -225,7 +248,7 @@ func maxTime(a, b time.Time) time.Time {
 // uploads, tells which it is) and reads the linked ones: a Failed session is
 // the image's permanent failure, with the server's message. It returns the
 // interfaces whose import is still running on the server.
-func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture bool) (building []string, err error) {
+func (cf *confirmer) readSessions(ctx context.Context, img *state.Image, capture bool) (building []string, err error) {
 	values := state.CloneValues(img.Values)
 	ours := map[string]int{} // upload pk → value index
 	for i := range values {
@@ -248,7 +271,7 @@ func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture b
 	changed := false
 	if capture && len(ours) > 0 {
 		// Begun after the last commit, which followed the PATCH's answer.
-		sessions, err := p.server.sessionList(ctx, img.Updated)
+		sessions, err := cf.server.sessionList(ctx, img.Updated)
 		if err != nil {
 			return nil, err
 		}
@@ -265,7 +288,7 @@ func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture b
 		if v.Confirmed || v.SessionPK == "" {
 			continue
 		}
-		se, err := p.api.UploadSession(ctx, v.SessionPK)
+		se, err := cf.api.UploadSession(ctx, v.SessionPK)
 		if err != nil {
 			return nil, fmt.Errorf("get upload session %s of %s: %w", v.SessionPK, v.Interface, err)
 		}
@@ -280,7 +303,7 @@ func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture b
 		}
 	}
 	if changed {
-		if err := p.save(img, func(r *state.Image) { r.Values = values }); err != nil {
+		if err := cf.save(img, func(r *state.Image) { r.Values = values }); err != nil {
 			return nil, err
 		}
 	}
@@ -293,8 +316,8 @@ func (p *Pipeline) readSessions(ctx context.Context, img *state.Image, capture b
 // them) is sent again to the same item; one whose uploads are still there,
 // unconsumed, was refused by the server with only a notification (a file
 // copy that failed): the image fails, saying where to look.
-func (p *Pipeline) deadline(ctx context.Context, img *state.Image) error {
-	building, err := p.readSessions(ctx, img, true)
+func (cf *confirmer) deadline(ctx context.Context, img *state.Image) error {
+	building, err := cf.readSessions(ctx, img, true)
 	if err != nil {
 		return err // a session found now may have failed
 	}
@@ -310,7 +333,7 @@ func (p *Pipeline) deadline(ctx context.Context, img *state.Image) error {
 		}
 		gone := false
 		for _, u := range v.Uploads {
-			_, err := p.api.Upload(ctx, img.Uploads[u].PK)
+			_, err := cf.api.Upload(ctx, img.Uploads[u].PK)
 			if gcapi.IsNotFound(err) {
 				gone = true
 				continue
@@ -325,16 +348,16 @@ func (p *Pipeline) deadline(ctx context.Context, img *state.Image) error {
 			unattached = append(unattached, v.Interface)
 		}
 	}
-	due := img.PatchSentAt.Add(p.cfg.ImportTimeout)
+	due := img.PatchSentAt.Add(cf.cfg.ImportTimeout)
 	switch {
-	case p.cfg.Now().Before(due) && (len(unattached) > 0 || len(lost) > 0):
+	case cf.cfg.Now().Before(due) && (len(unattached) > 0 || len(lost) > 0):
 		// Looked at early (gcingest retry): an import may still take
 		// these; wait for the real deadline before judging.
-		return p.save(img, func(r *state.Image) { r.Until = due })
+		return cf.save(img, func(r *state.Image) { r.Until = due })
 	case len(unattached) > 0:
 		return &importError{msg: fmt.Sprintf("%s not attached to archive item %s %s after the uploads were sent; "+
 			"the server refused it without an error we can read: see your notifications on Grand Challenge",
-			strings.Join(unattached, ", "), img.ItemPK, p.cfg.ImportTimeout)}
+			strings.Join(unattached, ", "), img.ItemPK, cf.cfg.ImportTimeout)}
 	case len(lost) > 0 && img.Resent >= maxResend:
 		var names []string
 		for _, i := range lost {
@@ -343,31 +366,31 @@ func (p *Pipeline) deadline(ctx context.Context, img *state.Image) error {
 		return &importError{msg: fmt.Sprintf("%s not attached to archive item %s: its uploads are gone and sending them "+
 			"again %d times did not help; see your notifications on Grand Challenge", strings.Join(names, ", "), img.ItemPK, img.Resent)}
 	case len(lost) > 0:
-		return p.resend(img, lost, "its uploads are gone from the server before an import took them (expired)")
+		return cf.resend(img, lost, "its uploads are gone from the server before an import took them (expired)")
 	}
-	if limit := maxImportWaits * p.cfg.ImportTimeout; p.cfg.Now().Sub(img.PatchSentAt) > limit {
+	if limit := maxImportWaits * cf.cfg.ImportTimeout; cf.cfg.Now().Sub(img.PatchSentAt) > limit {
 		return &importError{msg: fmt.Sprintf("the server's import of %s has not finished %s after the uploads were attached "+
 			"(archive item %s); ask the Grand Challenge admins about it, then gcingest retry", strings.Join(building, ", "), limit, img.ItemPK)}
 	}
-	until := p.cfg.Now().Add(p.cfg.ImportTimeout)
-	p.log.Warn("import still running on the server; waiting longer", "id", img.ID, "item", img.ItemPK, "values", building)
-	if err := p.save(img, func(r *state.Image) {
+	until := cf.cfg.Now().Add(cf.cfg.ImportTimeout)
+	cf.log.Warn("import still running on the server; waiting longer", "id", img.ID, "item", img.ItemPK, "values", building)
+	if err := cf.save(img, func(r *state.Image) {
 		r.Until = until
 		r.WaitingFor = "the server's import of " + strings.Join(building, ", ") + " (still running)"
-		r.LastError = fmt.Sprintf("the import has not finished %s after the uploads were attached; still waiting", p.cfg.ImportTimeout)
+		r.LastError = fmt.Sprintf("the import has not finished %s after the uploads were attached; still waiting", cf.cfg.ImportTimeout)
 	}); err != nil {
 		return err
 	}
-	return &waitError{at: p.cfg.Now().Add(p.cfg.PollMax)}
+	return &waitError{at: cf.cfg.Now().Add(cf.cfg.PollMax)}
 }
 
 // resend sends the uploads of the given values again, to the same item:
 // the server lost them (expired after 24 h) before an import took them.
 // The item pk is kept; values already on the item stay confirmed.
-func (p *Pipeline) resend(img *state.Image, lost []int, why string) error {
-	p.log.Warn("sending uploads again", "id", img.ID, "item", img.ItemPK, "why", why)
-	p.imports.forget(img.ID)
-	return p.save(img, func(r *state.Image) {
+func (cf *confirmer) resend(img *state.Image, lost []int, why string) error {
+	cf.log.Warn("sending uploads again", "id", img.ID, "item", img.ItemPK, "why", why)
+	cf.polls.forget(img.ID)
+	return cf.save(img, func(r *state.Image) {
 		for _, i := range lost {
 			v := &r.Values[i]
 			v.SessionPK, v.Confirmed = "", false
@@ -395,8 +418,8 @@ func (p *Pipeline) resend(img *state.Image, lost []int, why string) error {
 // target could name another image's file (see doneTarget). So done is
 // committed with the target first, and the move, with its own commit, is
 // the next step (stepAfter), which a restart resumes into the same folder.
-func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imageURL string) error {
-	p.imports.forget(img.ID)
+func (cf *confirmer) markDone(ctx context.Context, img *state.Image, w Watch, imageURL string) error {
+	cf.polls.forget(img.ID)
 	// A target committed earlier (with the PATCH intent) may be moved to
 	// now; one chosen only now is committed first and moved by stepAfter.
 	movedTo, committed := img.MovedTo, img.MovedTo != ""
@@ -417,7 +440,7 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 	}
 	values := state.CloneValues(img.Values) // confirmations known only in memory so far
 	finished := actErr == nil && (movedTo == "" || committed)
-	now := p.cfg.Now().UTC()
+	now := cf.cfg.Now().UTC()
 	record := func(r *state.Image) {
 		if values != nil {
 			r.Values = values
@@ -431,21 +454,30 @@ func (p *Pipeline) markDone(ctx context.Context, img *state.Image, w Watch, imag
 		}
 	}
 	imported := func() {
-		p.held.add(img)
-		p.supersedeOlder(img)
+		cf.held.add(img)
+		cf.supersedeOlder(img)
 		// One line per imported image says where its files went (or go).
-		p.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, committed, actErr))
-		if p.cfg.Progress != nil {
-			p.cfg.Progress(ProgressEvent{ID: img.ID, Key: img.Key, Imported: true})
+		cf.log.Info("image imported", "id", img.ID, "key", img.Key, "item", img.ItemPK, "image", img.ImagePK, "files", filesWent(w, movedTo, committed, actErr))
+		if cf.cfg.Progress != nil {
+			cf.cfg.Progress(ProgressEvent{ID: img.ID, Key: img.Key, Imported: true})
 		}
 	}
 	if finished {
 		// Nothing is left to do for the image: its worker goes on to the
-		// next while the commit is made (finishLater).
-		p.finishLater(img, record, imported)
+		// next while the commit is made (finishLater), with any change
+		// saveLater held for it. A crash before it finds the image at its
+		// last commit, whose step finds the files moved and finishes
+		// again (docs/PATTERNS.md, rule 5).
+		later := cf.later.take(img.ID)
+		record(img)
+		id := img.ID
+		cf.finish.finishLater(id, func() error {
+			_, err := cf.commit(id, later, record)
+			return err
+		}, imported)
 		return nil
 	}
-	if err := p.save(img, record); err != nil {
+	if err := cf.save(img, record); err != nil {
 		return err
 	}
 	imported()

@@ -222,6 +222,34 @@ func (p *Pipeline) release(id uint64) {
 	}
 }
 
+// finishLater makes an image's last commit, one that nothing waits on
+// (finished: imported and its files moved), without keeping its worker:
+// a goroutine of Run's calls commit, then then. The image stays active
+// (no worker takes it) until the commit is made. At most Concurrency
+// such commits wait at once; a worker that would exceed that waits its
+// turn.
+func (p *Pipeline) finishLater(id uint64, commit func() error, then func()) {
+	p.finishers <- struct{}{}
+	p.mu.Lock()
+	p.finishing[id] = true
+	p.mu.Unlock()
+	p.finishWG.Add(1)
+	go func() {
+		defer p.finishWG.Done()
+		err := commit()
+		<-p.finishers
+		p.mu.Lock()
+		delete(p.finishing, id)
+		p.mu.Unlock()
+		p.release(id)
+		if err != nil {
+			p.stop(err)
+			return
+		}
+		then()
+	}()
+}
+
 // poke wakes one idle worker.
 func (p *Pipeline) poke() {
 	select {

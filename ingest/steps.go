@@ -128,39 +128,6 @@ func (l *laterChanges) take(id uint64) func(*state.Image) {
 	return fn
 }
 
-// finishLater records the last change of an image, one that nothing
-// waits on (finished: imported and its files moved), without keeping its
-// worker: fn is applied to img now, and committed by a goroutine of Run's,
-// which then calls then. The image stays active (no worker takes it) until
-// the commit is made. A crash before it finds the image at its last
-// commit, whose step finds the files moved and finishes again
-// (docs/PATTERNS.md, rule 5). At most Concurrency such commits wait at
-// once; a worker that would exceed that waits its turn.
-func (p *Pipeline) finishLater(img *state.Image, fn func(*state.Image), then func()) {
-	p.finishers <- struct{}{}
-	later := p.later.take(img.ID)
-	p.mu.Lock()
-	p.finishing[img.ID] = true
-	p.mu.Unlock()
-	fn(img)
-	id := img.ID
-	p.finishWG.Add(1)
-	go func() {
-		defer p.finishWG.Done()
-		_, err := p.commit(id, later, fn)
-		<-p.finishers
-		p.mu.Lock()
-		delete(p.finishing, id)
-		p.mu.Unlock()
-		p.release(id)
-		if err != nil {
-			p.stop(err)
-			return
-		}
-		then()
-	}()
-}
-
 // process moves one image as far as it can go now: on an upload worker
 // up to its import, in the confirmation lane (lane) from there on.
 func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
@@ -183,7 +150,7 @@ func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
 		case !lane && importingNow(&img):
 			at := img.NextAttempt
 			if img.State == state.Importing {
-				at = p.firstLook(&img)
+				at = p.confirm.firstLook(&img)
 			}
 			p.toLane(id, at)
 			return
@@ -207,7 +174,7 @@ func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
 		case state.Attaching:
 			err = p.stepReattach(ctx, &img)
 		case state.Importing:
-			err = p.stepPoll(ctx, &img)
+			err = p.confirm.stepPoll(ctx, &img)
 		case state.Done, state.Duplicate:
 			if img.ActionDone {
 				return
@@ -227,7 +194,7 @@ func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
 				r.State, r.RetryFrom, r.NextAttempt = r.RetryFrom, "", time.Time{}
 				r.WaitingFor, r.Until = "", time.Time{}
 				if r.State == state.Importing {
-					p.toImporting(r)
+					p.confirm.toImporting(r)
 				}
 				if r.State == "" {
 					r.State = state.Pending
@@ -322,7 +289,7 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 	}
 	if permanent(err) {
 		log.Error("image failed", "err", err)
-		p.imports.forget(img.ID)
+		p.confirm.polls.forget(img.ID)
 		if serr := p.save(img, func(r *state.Image) {
 			r.Uploads = uploads
 			r.State, r.RetryFrom, r.LastError, r.NextAttempt = state.Failed, "", err.Error(), time.Time{}
