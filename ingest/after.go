@@ -22,8 +22,8 @@ import (
 // first rename (doneTarget), so that after a crash between them, or
 // between the last rename and the commit that follows, the move is
 // finished into the same folder or found done there.
-func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
-	w, err := p.watchOf(img)
+func (s *steps) stepAfter(ctx context.Context, img *state.Image) error {
+	w, err := s.watchOf(img)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,7 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 	} else {
 		// A duplicate, or a done image recorded before targets were.
 		if movedTo = doneTarget(img, w); movedTo != "" {
-			if err := p.save(img, func(r *state.Image) { r.MovedTo = movedTo }); err != nil {
+			if err := s.save(img, func(r *state.Image) { r.MovedTo = movedTo }); err != nil {
 				return err
 			}
 		}
@@ -44,12 +44,12 @@ func (p *Pipeline) stepAfter(ctx context.Context, img *state.Image) error {
 	}
 	removeSpools(img)
 	if movedTo != "" {
-		p.log.Info("files moved", "id", img.ID, "key", img.Key, "to", movedTo)
+		s.log.Info("files moved", "id", img.ID, "key", img.Key, "to", movedTo)
 	}
-	return p.save(img, func(r *state.Image) {
+	return s.save(img, func(r *state.Image) {
 		r.ActionDone, r.MovedTo = true, movedTo
 		if r.State == state.Done {
-			r.State, r.Finished = state.Finished, p.cfg.Now().UTC()
+			r.State, r.Finished = state.Finished, s.cfg.Now().UTC()
 		}
 	})
 }
@@ -132,26 +132,26 @@ func uploadedOnly(ctx context.Context, img *state.Image) (*state.Image, error) {
 // stepFailedFiles aborts the failed image's open uploads and moves its
 // files to failed_dir with the reason beside them (or leaves them in place
 // when there is no failed_dir), once.
-func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error {
-	if err := p.up.abortOpen(ctx, img); err != nil {
+func (s *steps) stepFailedFiles(ctx context.Context, img *state.Image) error {
+	if err := s.up.abortOpen(ctx, img); err != nil {
 		// Keep the image failed; try the abort again later.
 		if ctx.Err() != nil {
 			return err
 		}
-		next := p.cfg.Now().Add(p.cfg.backoff(img.Attempts + 1))
-		p.log.Warn("could not abort the uploads of a failed image; trying again later", "id", img.ID, "err", err)
-		if err := p.save(img, func(r *state.Image) { r.Attempts++ }); err != nil {
+		next := s.cfg.Now().Add(s.cfg.backoff(img.Attempts + 1))
+		s.log.Warn("could not abort the uploads of a failed image; trying again later", "id", img.ID, "err", err)
+		if err := s.save(img, func(r *state.Image) { r.Attempts++ }); err != nil {
 			return err // a storeError: the pipeline stops (PATTERNS.md, rule 4)
 		}
 		return &waitError{at: next}
 	}
 	removeSpools(img)
-	w, _ := p.watchOf(img)
+	w, _ := s.watchOf(img)
 	movedTo := ""
 	// Files gathered from done_dir for a late slice (series.go) landed
 	// before, in the item: they stay where they are.
 	own := grouperFiles(img)
-	empty := p.leftEmpty(ctx, img)
+	empty := s.leftEmpty(ctx, img)
 	if w.FailedDir != "" {
 		// Where the files go is committed before the first rename: after
 		// a crash between a rename and the commit, a target recomputed
@@ -162,7 +162,7 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 		movedTo = img.MovedTo
 		if movedTo == "" {
 			movedTo = moveTarget(own, w.FailedDir)
-			if err := p.save(img, func(r *state.Image) { r.MovedTo = movedTo }); err != nil {
+			if err := s.save(img, func(r *state.Image) { r.MovedTo = movedTo }); err != nil {
 				return err
 			}
 		}
@@ -178,21 +178,21 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 			} else {
 				left = "some are in " + movedTo + ", the rest " + left
 			}
-			p.log.Error("could not move the files of a failed image to failed_dir", "id", img.ID, "key", img.Key, "files", left, "err", err)
+			s.log.Error("could not move the files of a failed image to failed_dir", "id", img.ID, "key", img.Key, "files", left, "err", err)
 			note := fmt.Sprintf("; its files could not be moved to failed_dir (%v): %s", err, left)
-			return p.save(img, func(r *state.Image) {
+			return s.save(img, func(r *state.Image) {
 				r.ActionDone, r.MovedTo, r.LastError, r.EmptyItem = true, movedTo, r.LastError+note, empty
 			})
 		} else {
 			for _, n := range failureNotes(own) {
 				note := filepath.Join(movedTo, filepath.FromSlash(n.Rel))
 				if err := durable.WriteFile(note, []byte(n.Text), 0o644); err != nil {
-					p.log.Error("could not write the error note", "file", note, "err", err)
+					s.log.Error("could not write the error note", "file", note, "err", err)
 				}
 			}
 		}
 	}
-	return p.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo, r.EmptyItem = true, movedTo, empty })
+	return s.save(img, func(r *state.Image) { r.ActionDone, r.MovedTo, r.EmptyItem = true, movedTo, empty })
 }
 
 // leftEmpty reports whether the failed img leaves an archive item that
@@ -200,19 +200,19 @@ func (p *Pipeline) stepFailedFiles(ctx context.Context, img *state.Image) error 
 // cannot delete items, so status names it for removal in the web
 // interface. An item named by item.txt is the user's; one that cannot be
 // read now is not reported (logged).
-func (p *Pipeline) leftEmpty(ctx context.Context, img *state.Image) bool {
+func (s *steps) leftEmpty(ctx context.Context, img *state.Image) bool {
 	if img.ItemPK == "" || img.TargetItem {
 		return false
 	}
-	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+	it, err := s.api.ArchiveItem(ctx, img.ItemPK)
 	if err != nil {
-		p.log.Warn("could not read the item of a failed image to tell whether it is left empty", "id", img.ID, "item", img.ItemPK, "err", err)
+		s.log.Warn("could not read the item of a failed image to tell whether it is left empty", "id", img.ID, "item", img.ItemPK, "err", err)
 		return false
 	}
 	if len(it.Values) > 0 {
 		return false
 	}
-	p.log.Warn("archive item left empty by a failed image; the API cannot delete it: remove it in the web interface",
+	s.log.Warn("archive item left empty by a failed image; the API cannot delete it: remove it in the web interface",
 		"id", img.ID, "item", img.ItemPK, "title", img.Title)
 	return true
 }

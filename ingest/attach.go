@@ -17,9 +17,9 @@ import (
 // server validates them all before applying any) and records the image
 // importing. Until then the record says "attaching", which a restart
 // reconciles without sending the PATCH again (stepReattach).
-func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) error {
+func (s *steps) sendPatch(ctx context.Context, img *state.Image, w Watch) error {
 	if w.Unlocked {
-		if sent, err := p.recheck(ctx, img, w); err != nil || sent {
+		if sent, err := s.recheck(ctx, img, w); err != nil || sent {
 			return err
 		}
 	}
@@ -44,26 +44,26 @@ func (p *Pipeline) sendPatch(ctx context.Context, img *state.Image, w Watch) err
 		}
 		updates = append(updates, u)
 	}
-	if _, err := p.api.UpdateArchiveItem(ctx, img.ItemPK, updates); err != nil {
+	if _, err := s.api.UpdateArchiveItem(ctx, img.ItemPK, updates); err != nil {
 		err = fmt.Errorf("attach %d values to archive item %s: %w", len(updates), img.ItemPK, err)
 		var ge *gcapi.Error
 		if errors.As(err, &ge) && ge.StatusCode == http.StatusBadRequest {
 			// "Invalid hyperlink - Object does not exist." for an upload
 			// the server deleted (expired after a day, say): the PATCH
 			// applied nothing; send those uploads again, to this item.
-			lost, lerr := p.lostUploads(ctx, img)
+			lost, lerr := s.lostUploads(ctx, img)
 			if lerr != nil {
 				return lerr
 			}
 			if len(lost) > 0 && img.Resent < maxResend {
-				return p.confirm.resend(img, lost, "the server no longer has the uploads (expired before they were attached)")
+				return s.confirm.resend(img, lost, "the server no longer has the uploads (expired before they were attached)")
 			}
 		}
 		return err
 	}
 	// No look now: no import is done this soon; the confirmation lane
 	// looks a cycle from now (lane.go).
-	return p.save(img, func(r *state.Image) { p.confirm.toImporting(r) })
+	return s.save(img, func(r *state.Image) { s.confirm.toImporting(r) })
 }
 
 // toImporting moves r to importing, with its deadline.
@@ -78,14 +78,14 @@ func (cf *confirmer) toImporting(r *state.Image) {
 
 // lostUploads returns the open values whose uploads the server no longer
 // has.
-func (p *Pipeline) lostUploads(ctx context.Context, img *state.Image) ([]int, error) {
+func (s *steps) lostUploads(ctx context.Context, img *state.Image) ([]int, error) {
 	var lost []int
 	for i, v := range img.Values {
 		if v.Confirmed {
 			continue
 		}
 		for _, u := range v.Uploads {
-			_, err := p.api.Upload(ctx, img.Uploads[u].PK)
+			_, err := s.api.Upload(ctx, img.Uploads[u].PK)
 			if gcapi.IsNotFound(err) {
 				lost = append(lost, i)
 				break
@@ -101,13 +101,13 @@ func (p *Pipeline) lostUploads(ctx context.Context, img *state.Image) ([]int, er
 // stepReattach reconciles an item whose PATCH may or may not have reached
 // the server, and sends it again only if it did not: no value changed, no
 // import started from our uploads, every upload unconsumed.
-func (p *Pipeline) stepReattach(ctx context.Context, img *state.Image) error {
-	it, done, err := p.confirm.look(ctx, img)
+func (s *steps) stepReattach(ctx context.Context, img *state.Image) error {
+	it, done, err := s.confirm.look(ctx, img)
 	if err != nil || done {
 		return err
 	}
 	if arrived(img, it) {
-		return p.save(img, func(r *state.Image) { p.confirm.toImporting(r) })
+		return s.save(img, func(r *state.Image) { s.confirm.toImporting(r) })
 	}
 	var pending []state.Upload
 	for _, v := range img.Values {
@@ -122,16 +122,16 @@ func (p *Pipeline) stepReattach(ctx context.Context, img *state.Image) error {
 	if len(img.Values) == 1 {
 		what = "the image"
 	}
-	if shown, err := p.patchArrived(ctx, img, pending, what); err != nil || shown {
+	if shown, err := s.patchArrived(ctx, img, pending, what); err != nil || shown {
 		return err
 	}
 	// Nothing shows the PATCH: send it (JSON values alone are harmless to
 	// send twice: an equal value is a no-op).
-	w, err := p.watchOf(img)
+	w, err := s.watchOf(img)
 	if err != nil {
 		return err
 	}
-	return p.sendPatch(ctx, img, w)
+	return s.sendPatch(ctx, img, w)
 }
 
 // arrived reports whether the item shows anything our PATCH would have
@@ -203,8 +203,8 @@ func (cf *confirmer) confirmValues(ctx context.Context, img *state.Image, w Watc
 // consumed by an import (or expired). Either moves img to importing, to
 // wait and see: such a PATCH is never sent twice. false means nothing shows
 // it, so it never arrived.
-func (p *Pipeline) patchArrived(ctx context.Context, img *state.Image, uploads []state.Upload, what string) (bool, error) {
-	se, err := p.findSession(ctx, img)
+func (s *steps) patchArrived(ctx context.Context, img *state.Image, uploads []state.Upload, what string) (bool, error) {
+	se, err := s.findSession(ctx, img)
 	if err != nil {
 		return false, err
 	}
@@ -212,15 +212,15 @@ func (p *Pipeline) patchArrived(ctx context.Context, img *state.Image, uploads [
 		if se.Status == gcapi.SessionFailed {
 			return true, &importError{msg: "the server could not import " + what + ": " + se.ErrorMessage}
 		}
-		return true, p.save(img, func(r *state.Image) { p.confirm.toImporting(r); r.SessionPK = se.PK })
+		return true, s.save(img, func(r *state.Image) { s.confirm.toImporting(r); r.SessionPK = se.PK })
 	}
 	for _, u := range uploads {
-		cur, err := p.api.Upload(ctx, u.PK)
+		cur, err := s.api.Upload(ctx, u.PK)
 		if gcapi.IsNotFound(err) {
 			// Consumed by an import, or expired: importing's deadline
 			// tells which (deadline in poll.go) and sends it again if it
 			// expired.
-			return true, p.save(img, func(r *state.Image) { p.confirm.toImporting(r) })
+			return true, s.save(img, func(r *state.Image) { s.confirm.toImporting(r) })
 		}
 		if err != nil {
 			return false, fmt.Errorf("check upload %s: %w", u.PK, err)
@@ -234,9 +234,9 @@ func (p *Pipeline) patchArrived(ctx context.Context, img *state.Image, uploads [
 
 // findSession returns the server-made upload session built from the
 // image's uploads, or nil.
-func (p *Pipeline) findSession(ctx context.Context, img *state.Image) (*gcapi.UploadSession, error) {
+func (s *steps) findSession(ctx context.Context, img *state.Image) (*gcapi.UploadSession, error) {
 	if img.SessionPK != "" {
-		se, err := p.api.UploadSession(ctx, img.SessionPK)
+		se, err := s.api.UploadSession(ctx, img.SessionPK)
 		if err != nil {
 			return nil, fmt.Errorf("get upload session %s: %w", img.SessionPK, err)
 		}
@@ -245,7 +245,7 @@ func (p *Pipeline) findSession(ctx context.Context, img *state.Image) (*gcapi.Up
 	// A listing begun after the image's last commit (which followed any
 	// PATCH attempt's answer) and after this run began (so after any
 	// crash) shows a session that PATCH made.
-	sessions, err := p.server.sessionList(ctx, maxTime(img.Updated, p.started))
+	sessions, err := s.server.sessionList(ctx, maxTime(img.Updated, s.started))
 	if err != nil {
 		return nil, err
 	}
@@ -288,8 +288,8 @@ func mainInterface(img *state.Image, w Watch) string {
 // that appeared is not known to be ours and our PATCH goes out as before.
 // An import the other agent started that does not show on the item yet is
 // not seen: this narrows the race, the folder lock closes it.
-func (p *Pipeline) recheck(ctx context.Context, img *state.Image, w Watch) (bool, error) {
-	it, err := p.api.ArchiveItem(ctx, img.ItemPK)
+func (s *steps) recheck(ctx context.Context, img *state.Image, w Watch) (bool, error) {
+	it, err := s.api.ArchiveItem(ctx, img.ItemPK)
 	if err != nil {
 		return false, fmt.Errorf("read archive item %s again before attaching values: %w", img.ItemPK, err)
 	}
@@ -323,9 +323,9 @@ func (p *Pipeline) recheck(ctx context.Context, img *state.Image, w Watch) (bool
 		// Some values are there, some not: the other agent's PATCH (one
 		// request, applied whole) is still importing the rest, or the
 		// item differs; send ours for what is missing only.
-		p.log.Info("another agent attached some values already; sending the rest", "id", img.ID, "item", img.ItemPK)
-		return false, p.save(img, func(r *state.Image) { r.Values = values })
+		s.log.Info("another agent attached some values already; sending the rest", "id", img.ID, "item", img.ItemPK)
+		return false, s.save(img, func(r *state.Image) { r.Values = values })
 	}
-	p.log.Info("another agent attached these values while we prepared them; not sending them again", "id", img.ID, "item", img.ItemPK)
-	return true, p.markDuplicate(ctx, img, w, it, cloneUploads(img.Uploads), values)
+	s.log.Info("another agent attached these values while we prepared them; not sending them again", "id", img.ID, "item", img.ItemPK)
+	return true, s.markDuplicate(ctx, img, w, it, cloneUploads(img.Uploads), values)
 }

@@ -48,16 +48,16 @@ func valueNow(it *gcapi.ArchiveItem, v *state.Value) string {
 // intent ("attaching", with the item pk) and sends every value in one PATCH
 // (attach.go). An item that holds every value already, under a title with
 // the content's hash, is a duplicate: nothing is sent.
-func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
-	w, err := p.watchOf(img)
+func (s *steps) stepItem(ctx context.Context, img *state.Image) error {
+	w, err := s.watchOf(img)
 	if err != nil {
 		return err
 	}
-	ar, err := p.server.archive(ctx, archiveSlug(img, w))
+	ar, err := s.server.archive(ctx, archiveSlug(img, w))
 	if err != nil {
 		return err
 	}
-	it, err := p.findOrCreateItem(ctx, img, w, ar)
+	it, err := s.findOrCreateItem(ctx, img, w, ar)
 	if err != nil {
 		return err
 	}
@@ -98,17 +98,17 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		}
 	}
 	if open == 0 {
-		return p.markDuplicate(ctx, img, w, it, uploads, values)
+		return s.markDuplicate(ctx, img, w, it, uploads, values)
 	}
 	intent := img.ItemIntentAt
 	joined := false
-	if err := p.save(img, func(r *state.Image) {
+	if err := s.save(img, func(r *state.Image) {
 		if joined = len(r.Joined) > 0; joined {
 			return // a file joined the group (folder.go, joinFiles): plan again first
 		}
 		r.Uploads, r.Values, r.ItemIntentAt = uploads, values, intent
 		r.ItemPK = it.PK
-		r.PatchSentAt = p.cfg.Now().UTC()
+		r.PatchSentAt = s.cfg.Now().UTC()
 		r.State = state.Attaching
 		if r.DoneTarget == "" {
 			// Where the files go once the import is confirmed, committed
@@ -121,16 +121,16 @@ func (p *Pipeline) stepItem(ctx context.Context, img *state.Image) error {
 		return err
 	}
 	if joined {
-		return p.up.backToPending(ctx, img, "a file that joined "+img.Key)
+		return s.up.backToPending(ctx, img, "a file that joined "+img.Key)
 	}
-	return p.sendPatch(ctx, img, w)
+	return s.sendPatch(ctx, img, w)
 }
 
 // markDuplicate records that the item it already holds every value of img.
-func (p *Pipeline) markDuplicate(ctx context.Context, img *state.Image, w Watch, it *gcapi.ArchiveItem, uploads []state.Upload, values []state.Value) error {
-	p.log.Info("identical item already in the archive; not sending it again", "id", img.ID, "item", it.PK, "title", img.Title)
+func (s *steps) markDuplicate(ctx context.Context, img *state.Image, w Watch, it *gcapi.ArchiveItem, uploads []state.Upload, values []state.Value) error {
+	s.log.Info("identical item already in the archive; not sending it again", "id", img.ID, "item", it.PK, "title", img.Title)
 	joined := false
-	err := p.save(img, func(r *state.Image) {
+	err := s.save(img, func(r *state.Image) {
 		if joined = len(r.Joined) > 0; joined {
 			return // a file joined the group: plan again first
 		}
@@ -142,10 +142,10 @@ func (p *Pipeline) markDuplicate(ctx context.Context, img *state.Image, w Watch,
 		r.LastError = fmt.Sprintf("item %s with title %q already holds %s", it.PK, img.Title, describeValues(values))
 	})
 	if err == nil && joined {
-		return p.up.backToPending(ctx, img, "a file that joined "+img.Key)
+		return s.up.backToPending(ctx, img, "a file that joined "+img.Key)
 	}
 	if err == nil {
-		p.supersedeOlder(img) // its content is in the archive: earlier failures of it are past
+		s.supersedeOlder(img) // its content is in the archive: earlier failures of it are past
 	}
 	return err
 }
@@ -155,8 +155,8 @@ func (p *Pipeline) markDuplicate(ctx context.Context, img *state.Image, w Watch,
 // holds every value: after the state file was lost, say. It is marked a
 // duplicate and reports true. The lookup is in the archive's title index,
 // listed once per run, so new images cost no request.
-func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool, error) {
-	w, err := p.watchOf(img)
+func (s *steps) alreadyInArchive(ctx context.Context, img *state.Image) (bool, error) {
+	w, err := s.watchOf(img)
 	if err != nil {
 		return false, err
 	}
@@ -168,14 +168,14 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 			return false, nil // under way: its item step reconciles
 		}
 	}
-	if pk, err := p.held.itemOf(img); err != nil || pk != "" {
+	if pk, err := s.held.itemOf(img); err != nil || pk != "" {
 		if err != nil {
 			return false, err
 		}
 		// Every file is in an item we landed, under another grouping
 		// (the watch's group changed, files kept): not sent again.
-		p.log.Info("files already in the archive; not sending them again", "id", img.ID, "item", pk)
-		return true, p.save(img, func(r *state.Image) {
+		s.log.Info("files already in the archive; not sending them again", "id", img.ID, "item", pk)
+		return true, s.save(img, func(r *state.Image) {
 			r.ItemPK, r.State = pk, state.Duplicate
 			r.WaitingFor, r.Until = "", time.Time{}
 			r.LastError = fmt.Sprintf("archive item %s already holds these files (sent as part of another image); not sent again", pk)
@@ -185,14 +185,14 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 		// A series' title is keyed by the series, not its content, so that
 		// late slices join its item: the server's image tells whether the
 		// item holds this series whole.
-		return p.seriesHeld(ctx, img, w)
+		return s.seriesHeld(ctx, img, w)
 	}
 	if w.Replace || img.Title == "" || !strings.Contains(cmp.Or(w.Title, DefaultTitle), "{hash}") {
 		// The title says nothing about the content: a DICOM series' title
 		// is keyed by the series, so that late slices join its item.
 		return false, nil
 	}
-	it, err := p.itemTitled(ctx, img, w)
+	it, err := s.itemTitled(ctx, img, w)
 	if err != nil || it == nil {
 		return false, err
 	}
@@ -204,7 +204,7 @@ func (p *Pipeline) alreadyInArchive(ctx context.Context, img *state.Image) (bool
 		}
 		v.Confirmed = true
 	}
-	return true, p.markDuplicate(ctx, img, w, it, cloneUploads(img.Uploads), values)
+	return true, s.markDuplicate(ctx, img, w, it, cloneUploads(img.Uploads), values)
 }
 
 // describeValues names the values for a message: "an image for ct-image"
@@ -225,13 +225,13 @@ func describeValues(values []state.Value) string {
 // intent from before this run, or an earlier failed attempt) it is looked
 // up before anything is created, and a create refused because the title is
 // taken finds the item that holds it.
-func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Watch, ar *gcapi.Archive) (*gcapi.ArchiveItem, error) {
+func (s *steps) findOrCreateItem(ctx context.Context, img *state.Image, w Watch, ar *gcapi.Archive) (*gcapi.ArchiveItem, error) {
 	var it *gcapi.ArchiveItem
 	var err error
 	title := normalizeTitle(img.Title)
 	switch {
 	case img.ItemPK != "":
-		it, err = p.api.ArchiveItem(ctx, img.ItemPK)
+		it, err = s.api.ArchiveItem(ctx, img.ItemPK)
 		if gcapi.IsNotFound(err) && img.TargetItem {
 			return nil, inputErrorf("%s names archive item %s, which does not exist or this token may not see", group.ItemFile, img.ItemPK)
 		}
@@ -242,26 +242,26 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 			return nil, inputErrorf("%s names archive item %s, which is not in archive %s", group.ItemFile, img.ItemPK, archiveSlug(img, w))
 		}
 		return it, nil
-	case img.ItemIntentAt.Before(p.started) || img.Created.Before(p.started) || img.Attempts > 0:
+	case img.ItemIntentAt.Before(s.started) || img.Created.Before(s.started) || img.Attempts > 0:
 		// A create may have happened without us hearing of it. In an
 		// earlier run (the process died): any listing of this run shows
 		// it, so one listing serves every image recovered. In this run
 		// (an earlier attempt failed): a listing begun after the image's
 		// last commit, which followed that attempt.
-		after := p.started
+		after := s.started
 		if img.Attempts > 0 {
 			after = maxTime(after, img.Updated)
 		}
-		if it, err = p.server.itemByTitle(ctx, ar, title, after); err != nil {
+		if it, err = s.server.itemByTitle(ctx, ar, title, after); err != nil {
 			return nil, err
 		}
 		if it != nil {
 			return it, nil
 		}
 	}
-	it, err = p.api.CreateArchiveItem(ctx, ar.APIURL, title)
+	it, err = s.api.CreateArchiveItem(ctx, ar.APIURL, title)
 	if gcapi.IsTitleConflict(err) {
-		it, err = p.server.itemByTitle(ctx, ar, title, p.cfg.Now())
+		it, err = s.server.itemByTitle(ctx, ar, title, s.cfg.Now())
 		if err == nil && it == nil {
 			err = fmt.Errorf("the title is taken but no item with it is visible")
 		}
@@ -277,7 +277,7 @@ func (p *Pipeline) findOrCreateItem(ctx context.Context, img *state.Image, w Wat
 	if err != nil {
 		return nil, fmt.Errorf("create archive item %q: %w", title, err)
 	}
-	p.server.created(ar, it)
+	s.server.created(ar, it)
 	return it, nil
 }
 
@@ -304,10 +304,10 @@ func noUploadRights(err error) bool {
 
 // itemTitled returns the item of img's archive that has img's title, as
 // the archive's title index knows it, or nil.
-func (p *Pipeline) itemTitled(ctx context.Context, img *state.Image, w Watch) (*gcapi.ArchiveItem, error) {
-	ar, err := p.server.archive(ctx, archiveSlug(img, w))
+func (s *steps) itemTitled(ctx context.Context, img *state.Image, w Watch) (*gcapi.ArchiveItem, error) {
+	ar, err := s.server.archive(ctx, archiveSlug(img, w))
 	if err != nil {
 		return nil, err
 	}
-	return p.server.itemByTitle(ctx, ar, normalizeTitle(img.Title), p.started)
+	return s.server.itemByTitle(ctx, ar, normalizeTitle(img.Title), s.started)
 }

@@ -58,12 +58,12 @@ func importingNow(img *state.Image) bool {
 
 // requeue makes img due at at in the lane when it waits on an import,
 // else in the upload workers' queue.
-func (p *Pipeline) requeue(img *state.Image, at time.Time) {
+func (s *steps) requeue(img *state.Image, at time.Time) {
 	if importingNow(img) {
-		p.toLane(img.ID, at)
+		s.sched.toLane(img.ID, at)
 		return
 	}
-	p.enqueue(img.ID, at)
+	s.sched.enqueue(img.ID, at)
 }
 
 // toLane makes id due in the lane at at (zero: now).
@@ -150,7 +150,7 @@ func (p *Pipeline) cycle(ctx context.Context, ids []uint64) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			p.process(ctx, id, true)
+			p.steps.process(ctx, id, true)
 			p.confirm.reads.take(id) // one the image did not use (it left importing first)
 			p.release(id)
 		}()

@@ -49,11 +49,11 @@ func (h *serverHealth) answering(now time.Time) bool {
 // exponential backoff, capped at luckyAttempts' while the server answers
 // others and err is a fault of the network or the server's (not the
 // quota, not the configuration: those hold every image alike).
-func (p *Pipeline) retryWait(n int, err error) time.Duration {
+func (s *steps) retryWait(n int, err error) time.Duration {
 	var ce *configError
 	luck := (gcapi.IsTransient(err) || errors.Is(err, gcapi.ErrAmbiguous)) && !isQuota(err) && !errors.As(err, &ce)
-	if luck && p.health.answering(p.cfg.Now()) {
+	if luck && s.health.answering(s.cfg.Now()) {
 		n = min(n, luckyAttempts)
 	}
-	return p.cfg.backoff(n)
+	return s.cfg.backoff(n)
 }

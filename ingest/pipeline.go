@@ -124,24 +124,27 @@ func (c *PipelineConfig) applyDefaults() {
 
 // Pipeline drives recorded images through their states to archive items.
 // Submit records work; Run does it. One Pipeline per state file.
+//
+// The Pipeline itself is the scheduler: it records images, queues them,
+// runs the upload workers and the confirmation lane, and keeps what each
+// image's worker is doing for Snapshot. What is done to an image, one
+// step at a time, is its steps' (steps.go), which reach it only through
+// the scheduler interface they declare.
 type Pipeline struct {
-	*records
 	cfg     PipelineConfig
-	api     API
-	server  *serverCache  // what the pipeline knows of the server
-	held    *heldFiles    // the files of images that landed, by item
-	up      *uploader     // pending → uploaded: hash, spool, upload (upload.go)
-	confirm *confirmer    // importing → done: the lane's reads and confirmations (poll.go)
-	retries clientRetries // requests the client is retrying, by image (clientretry.go)
-	health  serverHealth  // when a step last succeeded (pacing.go)
+	store   Store
+	log     *slog.Logger
+	watches map[string]Watch // by path; read-only after NewPipeline
+	steps   *steps           // what is done to an image, one step at a time
+	confirm *confirmer       // the lane's reads of the importing images' items (lane.go)
+	retries *clientRetries   // requests the client is retrying, by image (clientretry.go)
 
 	mu      sync.Mutex
 	queue   queue                // waiting for an upload worker, due now or later (retries)
 	lane    queue                // importing: waiting for the confirmation lane's cycle (lane.go)
 	active  map[uint64]*progress // being worked on
 	running bool
-	started time.Time // when Run began: uploads created before it may be ours and unrecorded
-	stopErr error     // a state write failed: no new work is taken
+	stopErr error // a state write failed: no new work is taken
 	// finishing holds the images whose last commit a finishLater
 	// goroutine is making; finishers bounds them, finishWG waits for them.
 	finishing map[uint64]bool
@@ -172,13 +175,19 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	recs := &records{store: store, log: log, watches: map[string]Watch{}}
+	watches := map[string]Watch{}
+	for _, w := range cfg.Watches {
+		if w.Group != watch.GroupFolder {
+			// replace is a folder-mode key: a lone image never replaces
+			// what its item holds.
+			w.Replace = false
+		}
+		watches[w.Path] = w
+	}
 	p := &Pipeline{
-		records: recs,
-		cfg:     cfg, api: api,
+		cfg: cfg, store: store, log: log, watches: watches,
+		retries:    &clientRetries{},
 		active:     map[uint64]*progress{},
-		server:     newServerCache(api, cfg.Now),
-		held:       &heldFiles{store: store},
 		finishing:  map[uint64]bool{},
 		finishers:  make(chan struct{}, cfg.Concurrency),
 		recovering: map[uint64]bool{},
@@ -186,23 +195,21 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		laneWake:   make(chan struct{}, 1),
 		halt:       make(chan struct{}),
 	}
+	recs := &records{store: store, log: log, watches: watches}
+	server := newServerCache(api, cfg.Now)
+	held := &heldFiles{store: store}
+	secret := &deidSecret{path: cfg.SecretPath()}
+	plan := newPlanner(cfg, store, api, server, secret, log)
 	p.confirm = &confirmer{
-		records: recs, cfg: cfg, api: api, server: p.server, held: p.held,
+		records: recs, cfg: cfg, api: api, server: server, held: held,
 		polls: newImportPolls(), finish: p,
 	}
-	secret := &deidSecret{path: cfg.SecretPath()}
-	p.up = &uploader{
-		records: recs, cfg: cfg, api: api, progress: p,
-		plan:   newPlanner(cfg, store, api, p.server, secret, log),
-		secret: secret,
-	}
-	for _, w := range cfg.Watches {
-		if w.Group != watch.GroupFolder {
-			// replace is a folder-mode key: a lone image never replaces
-			// what its item holds.
-			w.Replace = false
-		}
-		p.watches[w.Path] = w
+	p.steps = &steps{
+		records: recs, cfg: cfg, api: api, server: server, held: held, plan: plan,
+		up: &uploader{
+			records: recs, cfg: cfg, api: api, plan: plan, secret: secret, progress: p,
+		},
+		confirm: p.confirm, retries: p.retries, sched: p,
 	}
 	return p
 }
@@ -403,7 +410,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		return errors.New("pipeline is already running")
 	}
 	p.running = true
-	p.started = p.cfg.Now()
+	// Set before any worker starts, read by them: uploads created before
+	// it may be ours and unrecorded.
+	p.steps.started = p.cfg.Now()
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
@@ -449,7 +458,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				if !ok {
 					return
 				}
-				p.process(ctx, id, false)
+				p.steps.process(ctx, id, false)
 				p.release(id)
 			}
 		}()

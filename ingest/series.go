@@ -143,11 +143,11 @@ func seriesName(img *state.Image) string {
 // slices is a duplicate (after the state file was lost, say); with more
 // slices than we have, sending would shrink the item: the image fails,
 // naming the item. Anything else goes on and is sent.
-func (p *Pipeline) seriesHeld(ctx context.Context, img *state.Image, w Watch) (bool, error) {
+func (s *steps) seriesHeld(ctx context.Context, img *state.Image, w Watch) (bool, error) {
 	if img.Title == "" || len(img.Values) != 1 || img.Values[0].Kind != state.ValueImage || img.Values[0].SocketKind == KindDICOMImageSet {
 		return false, nil
 	}
-	it, err := p.itemTitled(ctx, img, w)
+	it, err := s.itemTitled(ctx, img, w)
 	if err != nil || it == nil {
 		return false, err
 	}
@@ -157,11 +157,11 @@ func (p *Pipeline) seriesHeld(ctx context.Context, img *state.Image, w Watch) (b
 	if ref == "" || strings.HasPrefix(ref, "json:") {
 		return false, nil
 	}
-	im, err := p.api.Image(ctx, ref)
+	im, err := s.api.Image(ctx, ref)
 	if err != nil {
 		return false, fmt.Errorf("read the image %s of item %s: %w", ref, it.PK, err)
 	}
-	series, slices, err := p.up.plan.seriesOf(ctx, img, w)
+	series, slices, err := s.plan.seriesOf(ctx, img, w)
 	if err != nil || im.SeriesInstanceUID == "" || im.SeriesInstanceUID != series {
 		return false, err
 	}
@@ -172,7 +172,7 @@ func (p *Pipeline) seriesHeld(ctx context.Context, img *state.Image, w Watch) (b
 	switch {
 	case depth == slices:
 		v.Prev, v.Confirmed = ref, true
-		return true, p.markDuplicate(ctx, img, w, it, cloneUploads(img.Uploads), values)
+		return true, s.markDuplicate(ctx, img, w, it, cloneUploads(img.Uploads), values)
 	case depth > slices:
 		return false, inputErrorf("DICOM series %s: archive item %s already holds this series with %d slices; these %d files would replace it "+
 			"with fewer, so they were not sent. To complete the item, put every file of the series in the drop folder together and "+

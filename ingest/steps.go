@@ -17,6 +17,39 @@ import (
 	"github.com/gcingest/gcingest/state"
 )
 
+// steps does to an image what its state asks, one step at a time
+// (process), and decides what a step's error means for it (handle): the
+// item state machine. Hashing and uploading are its uploader's
+// (upload.go), the import's confirmation its confirmer's (poll.go); it
+// finds the item and attaches the values (item.go, attach.go) and keeps,
+// moves or deletes the files after (after.go). It reaches the Pipeline
+// only through scheduler.
+type steps struct {
+	*records
+	cfg     PipelineConfig
+	api     API
+	server  *serverCache // what the pipeline knows of the server
+	held    *heldFiles   // the files of images that landed, by item
+	plan    *planner     // what values and uploads an item gets
+	up      *uploader    // pending → uploaded
+	confirm *confirmer   // importing → done
+	retries *clientRetries
+	health  serverHealth // when a step last succeeded (pacing.go)
+	sched   scheduler
+	// started is when Run began (uploads and items created before it may
+	// be ours and unrecorded); Run sets it before it starts a worker.
+	started time.Time
+}
+
+// scheduler is what the steps ask of the Pipeline: an image queued for
+// the upload workers or the confirmation lane, and work stopped when the
+// state file cannot be written.
+type scheduler interface {
+	enqueue(id uint64, at time.Time)
+	toLane(id uint64, at time.Time)
+	stop(err error)
+}
+
 // inputError is a problem with the files themselves (gone, empty,
 // unreadable): permanent, the image fails with this message.
 type inputError struct{ msg string }
@@ -130,19 +163,19 @@ func (l *laterChanges) take(id uint64) func(*state.Image) {
 
 // process moves one image as far as it can go now: on an upload worker
 // up to its import, in the confirmation lane (lane) from there on.
-func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
-	defer func() { _ = p.later.take(id) }() // not committed: the next process hashes again
-	img, err := p.store.Get(id)
+func (s *steps) process(ctx context.Context, id uint64, lane bool) {
+	defer func() { _ = s.later.take(id) }() // not committed: the next process hashes again
+	img, err := s.store.Get(id)
 	if err != nil {
-		p.log.Error("read image record", "id", id, "err", err)
+		s.log.Error("read image record", "id", id, "err", err)
 		return
 	}
 	for {
 		if ctx.Err() != nil {
 			return
 		}
-		if p.cfg.BeforeStep != nil {
-			if err := p.cfg.BeforeStep(id, img.State); err != nil {
+		if s.cfg.BeforeStep != nil {
+			if err := s.cfg.BeforeStep(id, img.State); err != nil {
 				return
 			}
 		}
@@ -150,12 +183,12 @@ func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
 		case !lane && importingNow(&img):
 			at := img.NextAttempt
 			if img.State == state.Importing {
-				at = p.confirm.firstLook(&img)
+				at = s.confirm.firstLook(&img)
 			}
-			p.toLane(id, at)
+			s.sched.toLane(id, at)
 			return
 		case lane && !inLane(img.State, img.RetryFrom):
-			p.enqueue(id, time.Time{}) // sent again, say: the upload workers' work
+			s.sched.enqueue(id, time.Time{}) // sent again, say: the upload workers' work
 			return
 		}
 		var err error
@@ -163,38 +196,38 @@ func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
 		ctx := withStep(ctx, id, img.State) // whose requests the client retries
 		switch img.State {
 		case state.Pending:
-			err = p.up.stepHash(ctx, &img)
+			err = s.up.stepHash(ctx, &img)
 		case state.Uploading:
 			var known bool
-			if known, err = p.alreadyInArchive(ctx, &img); err == nil && !known {
-				err = p.up.stepUpload(ctx, &img)
+			if known, err = s.alreadyInArchive(ctx, &img); err == nil && !known {
+				err = s.up.stepUpload(ctx, &img)
 			}
 		case state.Uploaded:
-			err = p.stepItem(ctx, &img)
+			err = s.stepItem(ctx, &img)
 		case state.Attaching:
-			err = p.stepReattach(ctx, &img)
+			err = s.stepReattach(ctx, &img)
 		case state.Importing:
-			err = p.confirm.stepPoll(ctx, &img)
+			err = s.confirm.stepPoll(ctx, &img)
 		case state.Done, state.Duplicate:
 			if img.ActionDone {
 				return
 			}
-			err = p.stepAfter(ctx, &img)
+			err = s.stepAfter(ctx, &img)
 		case state.Failed:
 			if img.ActionDone {
 				return
 			}
-			err = p.stepFailedFiles(ctx, &img)
+			err = s.stepFailedFiles(ctx, &img)
 		case state.Retrying:
-			if img.NextAttempt.After(p.cfg.Now()) {
-				p.requeue(&img, img.NextAttempt)
+			if img.NextAttempt.After(s.cfg.Now()) {
+				s.requeue(&img, img.NextAttempt)
 				return
 			}
-			err = p.save(&img, func(r *state.Image) {
+			err = s.save(&img, func(r *state.Image) {
 				r.State, r.RetryFrom, r.NextAttempt = r.RetryFrom, "", time.Time{}
 				r.WaitingFor, r.Until = "", time.Time{}
 				if r.State == state.Importing {
-					p.confirm.toImporting(r)
+					s.confirm.toImporting(r)
 				}
 				if r.State == "" {
 					r.State = state.Pending
@@ -205,12 +238,12 @@ func (p *Pipeline) process(ctx context.Context, id uint64, lane bool) {
 		default:
 			err = fmt.Errorf("unknown state %q", img.State)
 		}
-		p.retries.clear(id) // the step has its answer, or gave up
+		s.retries.clear(id) // the step has its answer, or gave up
 		if answered(from, err) {
-			p.health.ok(p.cfg.Now())
+			s.health.ok(s.cfg.Now())
 		}
 		if err != nil {
-			p.handle(ctx, &img, err)
+			s.handle(ctx, &img, err)
 			return
 		}
 	}
@@ -232,29 +265,29 @@ func answered(st state.State, err error) bool {
 }
 
 // handle decides what an error means for the image.
-func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
+func (s *steps) handle(ctx context.Context, img *state.Image, err error) {
 	var we *waitError
 	var se *storeError
 	switch {
 	case errors.As(err, &we):
-		p.requeue(img, we.at)
+		s.requeue(img, we.at)
 		return
 	case errors.As(err, &se) && errors.Is(se.err, state.ErrTransition):
 		// A move the state machine does not allow: a bug of gcingest's,
 		// not of the disk. Nothing was committed; this image alone is held
 		// (loudly, looked at again hourly), the others go on.
-		p.holdRefused(ctx, img, se.err)
+		s.holdRefused(ctx, img, se.err)
 		return
 	case errors.As(err, &se):
-		p.stop(se.err)
+		s.sched.stop(se.err)
 		return
 	case ctx.Err() != nil:
 		// Shutting down: the state is as last committed; the next run
 		// continues from there.
-		p.log.Debug("image parked", "id", img.ID, "state", img.State)
+		s.log.Debug("image parked", "id", img.ID, "state", img.State)
 		return
 	}
-	log := p.log.With("id", img.ID, "key", img.Key, "state", img.State)
+	log := s.log.With("id", img.ID, "key", img.Key, "state", img.State)
 	// img may know more than the state file (upload pks and completions
 	// not committed yet): keep them.
 	uploads := cloneUploads(img.Uploads)
@@ -266,45 +299,45 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		// The image's fate is known; only its file action (or the abort
 		// of its uploads) failed. Try that again later, never changing
 		// the state: an imported image is never marked failed.
-		next := p.cfg.Now().Add(p.cfg.backoff(img.Attempts + 1))
+		next := s.cfg.Now().Add(s.cfg.backoff(img.Attempts + 1))
 		log.Error("after-upload action failed; will try again", "err", err, "at", next.Format(time.RFC3339))
-		if serr := p.save(img, func(r *state.Image) { r.Attempts++; r.LastError = err.Error() }); serr != nil {
-			p.stop(serr) // PATTERNS.md, rule 4: never go on after a failed state write
+		if serr := s.save(img, func(r *state.Image) { r.Attempts++; r.LastError = err.Error() }); serr != nil {
+			s.sched.stop(serr) // PATTERNS.md, rule 4: never go on after a failed state write
 			return
 		}
-		p.enqueue(img.ID, next)
+		s.sched.enqueue(img.ID, next)
 		return
 	}
 	blockedSince := time.Time{}
 	if isQuota(err) {
-		blockedSince = cmp.Or(img.BlockedSince, p.cfg.Now().UTC())
-		if p.cfg.Now().Sub(blockedSince) > p.cfg.QuotaTimeout {
-			err = p.quotaFailure(img, err)
+		blockedSince = cmp.Or(img.BlockedSince, s.cfg.Now().UTC())
+		if s.cfg.Now().Sub(blockedSince) > s.cfg.QuotaTimeout {
+			err = s.quotaFailure(img, err)
 		}
 	}
-	if !permanent(err) && !healable(err) && img.Attempts+1 >= p.cfg.UnknownErrorAttempts {
+	if !permanent(err) && !healable(err) && img.Attempts+1 >= s.cfg.UnknownErrorAttempts {
 		err = inputErrorf("gave up after %d attempts at an error that waiting has not healed "+
 			"(not the network, the server, the account or the disk's space): %v; fix its cause, then gcingest retry %d",
 			img.Attempts+1, err, img.ID)
 	}
 	if permanent(err) {
 		log.Error("image failed", "err", err)
-		p.confirm.polls.forget(img.ID)
-		if serr := p.save(img, func(r *state.Image) {
+		s.confirm.polls.forget(img.ID)
+		if serr := s.save(img, func(r *state.Image) {
 			r.Uploads = uploads
 			r.State, r.RetryFrom, r.LastError, r.NextAttempt = state.Failed, "", err.Error(), time.Time{}
 			r.WaitingFor, r.Until = "", time.Time{}
 		}); serr != nil {
-			p.handle(ctx, img, serr)
+			s.handle(ctx, img, serr)
 			return
 		}
-		if cerr := p.stepFailedFiles(ctx, img); cerr != nil {
-			p.handle(ctx, img, cerr)
+		if cerr := s.stepFailedFiles(ctx, img); cerr != nil {
+			s.handle(ctx, img, cerr)
 		}
 		return
 	}
-	next := p.cfg.Now().Add(p.retryWait(img.Attempts+1, err))
-	if serr := p.save(img, func(r *state.Image) {
+	next := s.cfg.Now().Add(s.retryWait(img.Attempts+1, err))
+	if serr := s.save(img, func(r *state.Image) {
 		r.Uploads = uploads
 		r.State, r.RetryFrom = state.Retrying, from
 		r.Attempts++
@@ -312,16 +345,16 @@ func (p *Pipeline) handle(ctx context.Context, img *state.Image, err error) {
 		r.WaitingFor, r.Until = waitingForRetry(err), next
 		r.BlockedSince = blockedSince
 	}); serr != nil {
-		p.handle(ctx, img, serr)
+		s.handle(ctx, img, serr)
 		return
 	}
 	log.Warn("transient error; retrying", "err", err, "attempt", img.Attempts, "at", next.Format(time.RFC3339))
-	p.requeue(img, next)
+	s.requeue(img, next)
 }
 
 // quotaFailure is the permanent form of a quota refusal that outlasted
 // QuotaTimeout, with the sizes that decide it.
-func (p *Pipeline) quotaFailure(img *state.Image, err error) error {
+func (s *steps) quotaFailure(img *state.Image, err error) error {
 	var total, done int64
 	for _, u := range img.Uploads {
 		total += u.Size
@@ -332,7 +365,7 @@ func (p *Pipeline) quotaFailure(img *state.Image, err error) error {
 	return inputErrorf("the server's upload limit has refused this image for %s (since %s): its uploads are %d bytes, "+
 		"%d of them already sent; the account's quota (completed uploads not yet imported) cannot hold it; "+
 		"ask the Grand Challenge admins for a larger limit, or split the image, then gcingest retry: %v",
-		p.cfg.QuotaTimeout, img.BlockedSince.Format(time.RFC3339), total, done, err)
+		s.cfg.QuotaTimeout, img.BlockedSince.Format(time.RFC3339), total, done, err)
 }
 
 // isQuota reports the server's per-user byte quota: completed uploads not
@@ -422,25 +455,25 @@ const refusedHolds = 24
 // is always allowed), that its last step was refused by the state
 // machine, and looks at it again after RefusedHold; after refusedHolds
 // such looks it fails, where failing is a move the table allows.
-func (p *Pipeline) holdRefused(ctx context.Context, img *state.Image, refused error) {
-	p.log.Error("state machine refused a move; holding the image", "id", img.ID, "key", img.Key, "err", refused)
+func (s *steps) holdRefused(ctx context.Context, img *state.Image, refused error) {
+	s.log.Error("state machine refused a move; holding the image", "id", img.ID, "key", img.Key, "err", refused)
 	// Failing is itself a move: never try it again when it was the move
 	// refused, or the two would call each other.
 	var te *state.TransitionError
 	failing := errors.As(refused, &te) && te.To == state.Failed
 	if img.Attempts+1 >= refusedHolds && !failing && state.Allowed(img.State, state.Failed) {
-		p.handle(ctx, img, inputErrorf("internal error, %d times: %v; nothing of that step was recorded (please report this; gcingest retry %d starts the image over)",
+		s.handle(ctx, img, inputErrorf("internal error, %d times: %v; nothing of that step was recorded (please report this; gcingest retry %d starts the image over)",
 			refusedHolds, refused, img.ID))
 		return
 	}
 	msg := fmt.Sprintf("internal error: %v; nothing of that step was recorded, and the image is tried again in %s (please report this, with gcingest status %d)",
-		refused, p.cfg.RefusedHold, img.ID)
-	if err := p.save(img, func(r *state.Image) { r.LastError, r.Attempts = msg, r.Attempts+1 }); err != nil {
+		refused, s.cfg.RefusedHold, img.ID)
+	if err := s.save(img, func(r *state.Image) { r.LastError, r.Attempts = msg, r.Attempts+1 }); err != nil {
 		var se *storeError
 		if errors.As(err, &se) && !errors.Is(se.err, state.ErrTransition) {
-			p.stop(se.err)
+			s.sched.stop(se.err)
 			return
 		}
 	}
-	p.enqueue(img.ID, p.cfg.Now().Add(p.cfg.RefusedHold))
+	s.sched.enqueue(img.ID, s.cfg.Now().Add(s.cfg.RefusedHold))
 }
