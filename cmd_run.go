@@ -52,7 +52,8 @@ func (c *cli) cmdRun(ctx context.Context, args []string) error {
 }
 
 // runWithDisplay is `gcingest run` at a terminal: the log lines scroll above
-// a live display of the uploads in flight (per image: bytes, rate, time
+// a live display of the DICOM received (per calling AE title: instances,
+// bytes, rate) and the uploads in flight (per image: bytes, rate, time
 // left; totals).
 func runWithDisplay(ctx context.Context, cfg *config.Config, token string, tty *os.File) error {
 	disp := progress.New(tty, nil)
@@ -67,16 +68,19 @@ func runWithDisplay(ctx context.Context, cfg *config.Config, token string, tty *
 	defer func() { cancel(); <-done }()
 	return runForegroundProgress(ctx, cfg, token, log, func(ev ingest.ProgressEvent) {
 		disp.Update(ev.ID, ev.Key, ev.Sent, ev.Total)
-	})
+	}, func(info agent.Info) { disp.ReceiveFrom(info.DICOM) })
 }
 
 // runForeground is `gcingest run` at a terminal, and what the service
 // adapter runs too.
 func runForeground(ctx context.Context, cfg *config.Config, token string, log *slog.Logger) error {
-	return runForegroundProgress(ctx, cfg, token, log, nil)
+	return runForegroundProgress(ctx, cfg, token, log, nil, nil)
 }
 
-func runForegroundProgress(ctx context.Context, cfg *config.Config, token string, log *slog.Logger, progress func(ingest.ProgressEvent)) error {
+// runForegroundProgress is runForeground telling progress of the uploads
+// and ready of each generation of the agent that is up (either may be
+// nil).
+func runForegroundProgress(ctx context.Context, cfg *config.Config, token string, log *slog.Logger, progress func(ingest.ProgressEvent), ready func(agent.Info)) error {
 	// The config's warnings are the start-up's (agent.Startup), which
 	// check prints too.
 	log.Info("starting", "version", versionString(), "config", cfg.Path, "watches", len(cfg.Watch))
@@ -89,7 +93,12 @@ func runForegroundProgress(ctx context.Context, cfg *config.Config, token string
 		reloadOnSIGHUP(ctx, cfg.Path, log, reload)
 	}()
 	err := runAgent(ctx, agent.Options{Config: cfg, Token: token, Logger: log, Version: versionString(), Reload: reload,
-		Ready: func(agent.Info) { log.Info("agent up") }, Progress: progress})
+		Ready: func(info agent.Info) {
+			log.Info("agent up")
+			if ready != nil {
+				ready(info)
+			}
+		}, Progress: progress})
 	cancel()
 	<-done
 	if err != nil {

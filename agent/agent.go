@@ -53,6 +53,11 @@ type Options struct {
 type Info struct {
 	Pipeline *ingest.Pipeline
 	Client   *gcapi.Client
+	// DICOM reports the DICOM listeners' counters now, as status and
+	// /metrics show them: the live display draws the incoming series from
+	// them. Safe to call from any goroutine until Run returns; nil when
+	// the config has no [[dicom]] table.
+	DICOM func() []status.Listener
 }
 
 // ConfigError is a config the agent cannot run with: a missing drop folder,
@@ -235,7 +240,11 @@ func (r *runner) runOnce(ctx context.Context, cfg *config.Config) (*config.Confi
 		}()
 	}
 	if r.opts.Ready != nil {
-		r.opts.Ready(Info{Pipeline: p, Client: client})
+		info := Info{Pipeline: p, Client: client}
+		if len(r.src.dicom) > 0 {
+			info.DICOM = r.src.DICOMListeners
+		}
+		r.opts.Ready(info)
 	}
 	// A reloaded config is checked while this generation keeps working;
 	// only one that passes stops it.

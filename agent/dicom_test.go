@@ -56,6 +56,13 @@ func newDICOMConfig(t *testing.T, listen string) *config.Config {
 // took more than 5 seconds.
 func runAgent(t *testing.T, cfg *config.Config) (stop func() error) {
 	t.Helper()
+	_, stop = runAgentInfo(t, cfg)
+	return stop
+}
+
+// runAgentInfo is runAgent, also returning what the agent told Ready.
+func runAgentInfo(t *testing.T, cfg *config.Config) (info Info, stop func() error) {
+	t.Helper()
 	up := make(chan Info, 1)
 	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test", Ready: func(i Info) { up <- i }})
 	if err != nil {
@@ -65,7 +72,7 @@ func runAgent(t *testing.T, cfg *config.Config) (stop func() error) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	select {
-	case <-up:
+	case info = <-up:
 	case err := <-done:
 		cancel()
 		t.Fatalf("Run returned before the agent was up: %v", err)
@@ -89,7 +96,7 @@ func runAgent(t *testing.T, cfg *config.Config) (stop func() error) {
 		}
 	}
 	t.Cleanup(func() { stop() })
-	return stop
+	return info, stop
 }
 
 // startupFindings runs the whole start-up of s (check's, without Hold)
@@ -154,6 +161,40 @@ func TestRunServesDICOM(t *testing.T) {
 	if c, err := net.Dial("tcp", listen); err == nil {
 		c.Close()
 		t.Errorf("%s still accepts connections after Run returned", listen)
+	}
+}
+
+// The agent up tells Ready how to read its DICOM listeners' counters,
+// which the live display draws the incoming series from: the same as
+// status shows, per calling AE title. Without [[dicom]] tables there is
+// nothing to read.
+func TestReadyReportsDICOMCounters(t *testing.T) {
+	listen := freePort(t)
+	info, _ := runAgentInfo(t, newDICOMConfig(t, listen))
+	if info.DICOM == nil {
+		t.Fatal("Info.DICOM is nil with a [[dicom]] table")
+	}
+	if _, err := EchoListener(context.Background(), newDICOMConfig(t, listen).DICOM[0]); err != nil {
+		t.Fatal(err)
+	}
+	ls := info.DICOM()
+	if len(ls) != 1 || ls[0].Listen != listen || ls[0].AETitle != "GCINGEST" {
+		t.Fatalf("Info.DICOM() = %+v, want the listener GCINGEST on %s", ls, listen)
+	}
+	if got := ls[0].Callers["CT1"]; got.Total != 1 {
+		t.Errorf("CT1's counters after a C-ECHO: %+v; want 1 association", got)
+	}
+	// The receiver ends its side of the association once the release is
+	// answered, a moment after Echo returns.
+	for deadline := time.Now().Add(5 * time.Second); info.DICOM()[0].Callers["CT1"].Current != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("CT1's association still open 5s after the C-ECHO: %+v", info.DICOM()[0].Callers["CT1"])
+		}
+	}
+
+	plain := newConfig(t, newServer(t), "")
+	if info, _ := runAgentInfo(t, plain); info.DICOM != nil {
+		t.Error("Info.DICOM is set without a [[dicom]] table")
 	}
 }
 

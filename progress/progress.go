@@ -1,7 +1,9 @@
-// Package progress draws what `gcingest run` is uploading at a terminal:
-// one line per image (bytes, rate, time left) and a line of totals, kept
-// below the log lines, which scroll above it. Away from a terminal nothing
-// is drawn; the log lines alone tell the story.
+// Package progress draws what `gcingest run` is receiving and uploading at
+// a terminal: a line per calling AE title sending DICOM to a listener now
+// (instances, bytes, rate), one line per image being uploaded (bytes,
+// rate, time left) and a line of totals, kept below the log lines, which
+// scroll above it. Away from a terminal nothing is drawn; the log lines
+// alone tell the story.
 package progress
 
 import (
@@ -16,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gcingest/gcingest/printable"
+	"github.com/gcingest/gcingest/status"
 )
 
 // stale is how long an image may go without progress before its line is
@@ -36,6 +39,11 @@ type Display struct {
 	images map[uint64]*entry
 	drawn  []int // the width of each line on the screen below the last log line
 	closed bool  // Run has ended: nothing is drawn again
+
+	// listeners reports the DICOM listeners' counters (ReceiveFrom);
+	// Run's goroutine alone calls it.
+	listeners func() []status.Listener
+	incoming  incoming
 }
 
 // defaultWidth is assumed when the terminal does not say: scanner consoles
@@ -98,6 +106,30 @@ func (d *Display) Update(id uint64, key string, sent, total int64) {
 	e.sent, e.total, e.last = sent, total, now
 }
 
+// ReceiveFrom makes the display show what the DICOM listeners receive:
+// listeners reports their counters now (the agent's, as `gcingest status`
+// shows them), and is asked at each of Run's ticks, outside the display's
+// lock, so that it may take locks of its own. nil shows nothing received.
+func (d *Display) ReceiveFrom(listeners func() []status.Listener) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.listeners = listeners
+}
+
+// poll asks the listeners for their counters and notes them.
+func (d *Display) poll() {
+	d.mu.Lock()
+	listeners := d.listeners
+	d.mu.Unlock()
+	if listeners == nil {
+		return
+	}
+	ls := listeners()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.incoming.observe(ls, d.now())
+}
+
 // Write writes log output above the display: the drawn lines are cleared,
 // p is written, and the lines are drawn again below it.
 func (d *Display) Write(p []byte) (int, error) {
@@ -124,6 +156,7 @@ func (d *Display) Run(ctx context.Context, interval time.Duration) {
 			d.mu.Unlock()
 			return
 		case <-t.C:
+			d.poll()
 			d.mu.Lock()
 			d.clearLocked()
 			d.drawLocked()
@@ -170,6 +203,10 @@ func (d *Display) Lines() []string {
 
 func (d *Display) linesLocked() []string {
 	now := d.now()
+	// One column less than the terminal's: a line that fills the last
+	// column makes some terminals wrap the cursor onto a row of its own.
+	fit := d.columns() - 1
+	out := d.incoming.lines(now, fit)
 	ids := make([]uint64, 0, len(d.images))
 	for id, e := range d.images {
 		if e.sent >= e.total || now.Sub(e.last) > stale {
@@ -179,13 +216,9 @@ func (d *Display) linesLocked() []string {
 		ids = append(ids, id)
 	}
 	if len(ids) == 0 {
-		return nil
+		return out
 	}
 	slices.Sort(ids)
-	// One column less than the terminal's: a line that fills the last
-	// column makes some terminals wrap the cursor onto a row of its own.
-	fit := d.columns() - 1
-	var out []string
 	var sent, total, rate float64
 	for i, id := range ids {
 		e := d.images[id]
@@ -208,15 +241,27 @@ func (d *Display) linesLocked() []string {
 // figures instead.
 const minName = 16
 
+// nameColumns is the widest the name column gets, indent included: where
+// a line has the room, its figures start in the column after it, under
+// those of the lines above.
+const nameColumns = 42
+
 // imageLine is an image's line in at most fit columns: the name shortened
 // first (to minName), then the figures shortened, then the line cut.
 func imageLine(name string, sent, total, rate float64, fit int) string {
-	forms := figureForms(sent, total, rate)
+	return nameLine("  ", name, figureForms(sent, total, rate), fit)
+}
+
+// nameLine is indent, name and the longest of forms that leaves the name
+// minName columns, in at most fit columns: the name padded to the name
+// column or shortened (to minName), then the figures shortened, then the
+// line cut.
+func nameLine(indent, name string, forms []string, fit int) string {
 	for _, f := range forms {
-		room := fit - 3 - utf8.RuneCountInString(f) // "  " before the name, " " after
+		room := fit - len(indent) - 1 - utf8.RuneCountInString(f) // " " after the name
 		if room >= minName || f == forms[len(forms)-1] {
-			n := min(40, max(room, minName))
-			return cut(fmt.Sprintf("  %-*s %s", n, shorten(name, n), f), fit)
+			n := min(nameColumns-len(indent), max(room, minName))
+			return cut(fmt.Sprintf("%s%-*s %s", indent, n, shorten(name, n), f), fit)
 		}
 	}
 	return ""
