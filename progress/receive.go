@@ -48,7 +48,7 @@ type sender struct {
 type incoming struct {
 	senders   map[callerKey]*sender
 	listeners int       // listeners reported: with more than one, a line names the called AE title
-	observed  bool      // counters were seen before: a caller new since counted nothing then
+	observed  bool      // counters were seen before
 	last      time.Time // when they were seen last
 }
 
@@ -63,10 +63,13 @@ func (in *incoming) observe(ls []status.Listener, now time.Time) {
 			k := callerKey{listener: i, ae: ae}
 			s := in.senders[k]
 			if s == nil {
+				// A caller not reported before had counted nothing
+				// then. Counters there before the display first looked
+				// count too: the agent hands them over as its listeners
+				// start, so what they counted is this run's.
 				s = &sender{calledAE: l.AETitle, seen: in.last}
 				if !in.observed {
-					// Counted before the display looked: not this burst's.
-					s.counts, s.seen = c, now
+					s.seen = now
 				}
 				in.senders[k] = s
 			}
