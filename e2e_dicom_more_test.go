@@ -6,9 +6,13 @@ package main
 // middle of a series that then sends it all again. Each asserts what a
 // user would check: one archive item per series holding every instance
 // once, and nothing answered success that was not on disk then.
+//
+// They run in parallel with each other: each has its own fake server,
+// folders and ports, and spends most of its time waiting for dicom_settle,
+// so two at a time (go test's -parallel, the number of cores) take about
+// half the time of one after the other.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -108,6 +112,7 @@ func (e *e2eEnv) assertOneItemPerSeries(series ...[]string) {
 // when it returned.
 func TestE2EDICOMLongSeries(t *testing.T) {
 	needStorescu(t)
+	t.Parallel()
 	e := newE2E(t, gcapitest.Options{}, "")
 	dicomAddr := freeAddr(t)
 	e.writeDICOMConfig("", "", e.dicomTable(dicomAddr, ""))
@@ -123,9 +128,7 @@ func TestE2EDICOMLongSeries(t *testing.T) {
 		t.Fatalf("storescu: %v\n%s", err, out)
 	}
 	t.Logf("storescu sent %d instances in %v", n, time.Since(start).Round(time.Millisecond))
-	if got := spooledInstances(t, e.drop); got != n {
-		t.Errorf("storescu was told success for %d instances; the spool holds %d", n, got)
-	}
+	e.waitSpooled(n)
 	waitFor(t, 60*time.Second, "the series in an archive item", func() bool { return len(e.itemInstances()) == 1 }, e.logTail)
 	e.assertOneItemPerSeries(files)
 }
@@ -135,6 +138,7 @@ func TestE2EDICOMLongSeries(t *testing.T) {
 // lands in an item of its own, whole.
 func TestE2EDICOMParallelAssociations(t *testing.T) {
 	needStorescu(t)
+	t.Parallel()
 	e := newE2E(t, gcapitest.Options{}, "")
 	dicomAddr := freeAddr(t)
 	e.writeDICOMConfig("", "", e.dicomTable(dicomAddr, ""))
@@ -164,9 +168,7 @@ func TestE2EDICOMParallelAssociations(t *testing.T) {
 			t.Fatalf("storescu of series %d: %v\n%s", i, err, outs[i])
 		}
 	}
-	if got := spooledInstances(t, e.drop); got != 3*n {
-		t.Errorf("storescu was told success for %d instances; the spool holds %d", 3*n, got)
-	}
+	e.waitSpooled(3 * n)
 	waitFor(t, 60*time.Second, "three archive items", func() bool { return len(e.itemInstances()) == 3 }, e.logTail)
 	e.assertOneItemPerSeries(series...)
 }
@@ -179,6 +181,7 @@ func TestE2EDICOMParallelAssociations(t *testing.T) {
 // nothing.
 func TestE2EDICOMOverTLS(t *testing.T) {
 	needStorescu(t)
+	t.Parallel()
 	e := newE2E(t, gcapitest.Options{}, "")
 	pki := t.TempDir()
 	ca, caKey := writeCert(t, pki, "ca", nil, nil)
@@ -204,9 +207,7 @@ func TestE2EDICOMOverTLS(t *testing.T) {
 	if out, err := storescu(ctx, mutualAddr, "CT2", mutual, "+tls", file("client.key"), file("client.crt"), "+cf", file("ca.crt")).CombinedOutput(); err != nil {
 		t.Fatalf("storescu +tls with a client certificate to the mutual TLS listener: %v\n%s", err, out)
 	}
-	if got := spooledInstances(t, e.drop); got != 2*n {
-		t.Fatalf("storescu was told success for %d instances; the spool holds %d", 2*n, got)
-	}
+	e.waitSpooled(2 * n)
 
 	// Refused: no TLS at a TLS listener, no client certificate where one
 	// is required.
@@ -232,6 +233,7 @@ func TestE2EDICOMOverTLS(t *testing.T) {
 // in one item holding every instance once.
 func TestE2EDICOMSenderKilledMidSeries(t *testing.T) {
 	needStorescu(t)
+	t.Parallel()
 	e := newE2E(t, gcapitest.Options{}, "")
 	dicomAddr := freeAddr(t)
 	e.writeDICOMConfig("", "", e.dicomTable(dicomAddr, ""))
@@ -242,71 +244,25 @@ func TestE2EDICOMSenderKilledMidSeries(t *testing.T) {
 	agent := e.startUp()
 	defer e.stop(agent)
 
-	// -v makes storescu say which file it sends and what the answer was.
-	sender := storescu(ctx, dicomAddr, "CT1", files, "-v")
-	stdout, err := sender.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender.Stderr = sender.Stdout
-	if err := sender.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu        sync.Mutex
-		succeeded []string // files storescu was told success for
-		read      = make(chan struct{})
-	)
-	go func() {
-		defer close(read)
-		var sending string
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			if f, ok := strings.CutPrefix(line, "I: Sending file: "); ok {
-				sending = f
-			}
-			if strings.Contains(line, "Received Store Response (Success)") && sending != "" {
-				mu.Lock()
-				succeeded = append(succeeded, sending)
-				mu.Unlock()
-			}
-		}
-	}()
+	sender := startTracked(t, ctx, dicomAddr, "CT1", files)
 	waitFor(t, 30*time.Second, fmt.Sprintf("storescu to be told success for %d instances", killAfter), func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(succeeded) >= killAfter
+		return len(sender.answered()) >= killAfter
 	}, e.logTail)
-	_ = sender.Process.Signal(syscall.SIGKILL)
-	<-read
-	_ = sender.Wait()
-	mu.Lock()
-	answered := sopsOf(t, succeeded)
-	mu.Unlock()
+	_ = sender.cmd.Process.Signal(syscall.SIGKILL)
+	_ = sender.wait()
+	answered := sopsOf(t, sender.answered())
 	if len(answered) == n {
 		t.Log("storescu sent the whole series before it was killed; the test shows less than it should")
 	}
-	spooled := map[string]bool{}
-	filepath.WalkDir(e.drop, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
-			spooled[strings.TrimSuffix(d.Name(), ".dcm")] = true
-		}
-		return nil
-	})
-	for _, sop := range answered {
-		if !spooled[sop] {
-			t.Errorf("storescu was told success for %s, which is not in the spool", sop)
-		}
-	}
+	e.waitAnsweredSpooled(answered)
 	t.Logf("storescu killed after %d instances answered success; %d in the spool", len(answered), spooledInstances(t, e.drop))
 
 	if out, err := storescu(ctx, dicomAddr, "CT1", files).CombinedOutput(); err != nil {
 		t.Fatalf("storescu again: %v\n%s", err, out)
 	}
-	if got := spooledInstances(t, e.drop); got != n {
-		t.Errorf("after the resend the spool holds %d instances, want %d, each once", got, n)
-	}
+	// Each once: the instances answered before the kill are not stored
+	// again.
+	e.waitSpooled(n)
 	waitFor(t, 60*time.Second, "the series in an archive item", func() bool { return len(e.itemInstances()) == 1 }, e.logTail)
 	e.assertOneItemPerSeries(files)
 }

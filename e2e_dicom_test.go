@@ -7,6 +7,7 @@ package main
 
 import (
 	"archive/zip"
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -16,7 +17,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -210,14 +213,107 @@ func freeAddr(t *testing.T) string {
 // temporary files are not).
 func spooledInstances(t *testing.T, spool string) int {
 	t.Helper()
-	n := 0
+	return len(spooledSOPs(spool))
+}
+
+// spooledSOPs returns the SOP Instance UIDs of the whole instances in the
+// spool, which names each file by its UID, with the number of files of
+// each.
+func spooledSOPs(spool string) map[string]int {
+	out := map[string]int{}
 	filepath.WalkDir(spool, func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".dcm") && !strings.HasPrefix(d.Name(), ".") {
-			n++
+			out[strings.TrimSuffix(d.Name(), ".dcm")]++
 		}
 		return nil
 	})
-	return n
+	return out
+}
+
+// waitSpooled waits until the spool holds want whole instances. The
+// receiver answers success once an instance is durable, which need not be
+// in the spool yet (it may be in a journal of its own a moment longer).
+func (e *e2eEnv) waitSpooled(want int) {
+	e.t.Helper()
+	waitFor(e.t, 10*time.Second, fmt.Sprintf("the %d instances storescu was told success for in the spool", want), func() bool {
+		return spooledInstances(e.t, e.drop) == want
+	}, func() string {
+		return fmt.Sprintf("the spool holds %d\n%s", spooledInstances(e.t, e.drop), e.logTail())
+	})
+}
+
+// waitAnsweredSpooled waits until every instance of answered (SOP
+// Instance UIDs) is in the spool: what the sender was told success for
+// is never lost, whatever stopped after.
+func (e *e2eEnv) waitAnsweredSpooled(answered []string) {
+	e.t.Helper()
+	missing := func() []string {
+		in := spooledSOPs(e.drop)
+		var out []string
+		for _, sop := range answered {
+			if in[sop] == 0 {
+				out = append(out, sop)
+			}
+		}
+		return out
+	}
+	waitFor(e.t, 10*time.Second, fmt.Sprintf("the %d instances storescu was told success for in the spool", len(answered)), func() bool {
+		return len(missing()) == 0
+	}, func() string { return fmt.Sprintf("missing: %v\n%s", missing(), e.logTail()) })
+}
+
+// trackedSend is a storescu run whose output is followed: which files it
+// was told success for, so far.
+type trackedSend struct {
+	cmd  *exec.Cmd
+	read chan struct{} // closed when its output has ended
+	mu   sync.Mutex
+	ok   []string
+}
+
+// startTracked starts storescu -v, which says which file it sends and
+// what the answer was.
+func startTracked(t *testing.T, ctx context.Context, addr, callingAE string, files []string) *trackedSend {
+	t.Helper()
+	s := &trackedSend{cmd: storescu(ctx, addr, callingAE, files, "-v"), read: make(chan struct{})}
+	out, err := s.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Stderr = s.cmd.Stdout
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(s.read)
+		var sending string
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			if f, ok := strings.CutPrefix(line, "I: Sending file: "); ok {
+				sending = f
+			}
+			if strings.Contains(line, "Received Store Response (Success)") && sending != "" {
+				s.mu.Lock()
+				s.ok = append(s.ok, sending)
+				s.mu.Unlock()
+			}
+		}
+	}()
+	return s
+}
+
+// answered returns the files storescu was told success for so far.
+func (s *trackedSend) answered() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ok)
+}
+
+// wait waits for storescu to exit and its output to end.
+func (s *trackedSend) wait() error {
+	<-s.read
+	return s.cmd.Wait()
 }
 
 // itemInstances returns, per archive item, the instances its image was
@@ -300,21 +396,22 @@ func TestE2EDICOMReceivedSeriesLandsOnce(t *testing.T) {
 
 	// A second series, the agent killed in its middle.
 	second := writeCTSeries(t, "2", n, 64<<10)
-	sender := storescu(ctx, dicomAddr, "CT1", second)
-	if err := sender.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 30*time.Second, "the first instance of the second series spooled", func() bool {
-		return spooledInstances(t, e.drop) > n
+	sender := startTracked(t, ctx, dicomAddr, "CT1", second)
+	waitFor(t, 30*time.Second, "the first instance of the second series answered", func() bool {
+		return len(sender.answered()) > 0
 	}, e.logTail)
 	e.kill(agent)
-	if err := sender.Wait(); err == nil {
+	if err := sender.wait(); err == nil {
 		t.Log("storescu sent the whole series before the agent was killed; the test shows less than it should")
 	}
-	t.Logf("%d of %d instances of the second series spooled when the agent was killed", spooledInstances(t, e.drop)-n, n)
+	answered := sopsOf(t, sender.answered())
+	t.Logf("%d of %d instances of the second series answered success when the agent was killed", len(answered), n)
 
+	// Answered success is durable: after the restart, and before any
+	// resend, every such instance is in the spool.
 	agent = e.startUp()
 	defer e.stop(agent)
+	e.waitAnsweredSpooled(answered)
 	if out, err := storescu(ctx, dicomAddr, "CT1", second).CombinedOutput(); err != nil {
 		t.Fatalf("storescu again: %v\n%s", err, out)
 	}
