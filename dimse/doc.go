@@ -12,7 +12,10 @@
 // allow list of callers, a Store) and run it with Serve on a listener; Serve
 // returns when its ctx is cancelled, after every association has ended.
 // SpoolStore is the Store that writes each instance durably as a Part 10
-// file into a folder that an ordinary watch then uploads.
+// file into a folder that an ordinary watch then uploads; on Linux, while
+// a Serve uses it, through a write-ahead journal beside that folder, so
+// that an instance costs its sender one flush rather than two file system
+// commits (see SpoolStore).
 //
 // # Protocol
 //

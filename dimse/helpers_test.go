@@ -153,6 +153,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// testJournalSize is the journal size of startServer's stores: small, as
+// writing DefaultJournalSize at each test's start would make the tests slow;
+// the benchmark sets 0, the default.
+var testJournalSize int64 = 4 << 20
+
 func startServer(t *testing.T, configure func(*Config)) *testServer {
 	t.Helper()
 	return startServerOn(t, configure, nil)
@@ -176,7 +181,11 @@ func startServerOn(t *testing.T, configure func(*Config), wrap func(net.Listener
 	if cfg.Store == nil {
 		// The store logs where the server does: a configure that silences
 		// the server (Logger nil) silences both.
-		store, err := NewSpoolStore(spool, cfg.Logger)
+		jp, err := journalPath(spool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store, err := NewSpoolStore(spool, cfg.Logger, WithJournal(jp, testJournalSize))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,10 +29,17 @@ func TestMain(m *testing.M) {
 }
 
 func helperServer(spool, addr string) error {
-	store, err := NewSpoolStore(spool, nil)
+	jp, err := journalPath(spool)
 	if err != nil {
 		return err
 	}
+	store, err := NewSpoolStore(spool, nil, WithJournal(jp, testJournalSize))
+	if err != nil {
+		return err
+	}
+	// The journal's background writer syncs nothing: every instance
+	// answered is durable in the journal only (TestServerKilledJournalHeld).
+	store.hold.Store(os.Getenv("DIMSE_HELPER_HOLD") == "1")
 	srv, err := NewServer(Config{AETitle: "GCINGEST", Allow: []Caller{{AETitle: "SCANNER"}}, Store: store})
 	if err != nil {
 		return err
@@ -46,10 +53,11 @@ func helperServer(spool, addr string) error {
 
 // startHelper starts the server in a process of its own and waits until
 // it listens.
-func startHelper(t *testing.T, spool, addr string) *exec.Cmd {
+func startHelper(t *testing.T, spool, addr string, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "DIMSE_HELPER_SPOOL="+spool, "DIMSE_HELPER_ADDR="+addr)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

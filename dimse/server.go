@@ -274,6 +274,12 @@ func (s *Server) count(ae string, refused bool, f func(*Stats)) {
 // aborted (an instance being received is not kept, and its sender was not
 // told success). It returns nil after ctx was cancelled.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	// A journaling store's background writer runs while the store is
+	// served; deferred first, it stops after the last association ended.
+	if j, ok := s.cfg.Store.(journaled); ok {
+		done := j.serving()
+		defer done()
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gcingest/gcingest/dicom"
 	"github.com/gcingest/gcingest/durable"
@@ -41,32 +43,104 @@ const (
 //
 // An instance whose file already exists (the same SOP Instance UID in the
 // same series, sent again) is stored once: the first file is kept.
+//
+// # Journal
+//
+// Those two syncs per instance, each a file system commit, are on the
+// sender's path: storescu sends the next instance only once this one is
+// answered. So while a Serve uses the store (on Linux), the instance is
+// also written, as it arrives, into a write-ahead journal beside dir
+// (.<dir's name>.dimse-journal, a ring of DefaultJournalSize bytes written
+// in full once, at creation): one record, the file's bytes with their
+// place in the spool and checksums. The record is flushed with one
+// fdatasync, which overwrites blocks already allocated and so commits no
+// metadata: the instance is durable. The temporary file is then renamed
+// into place, unsynced, and success answered, so the sender finds in the
+// spool what it is told is stored, and the watch never sees a part of it.
+// A background writer (one goroutine, stopped and joined when the last
+// Serve returns) syncs those files once the sender pauses (or the journal
+// is half full, or a record waited a second), then each folder once, and
+// only then makes the journal's space reusable.
+//
+// NewSpoolStore replays what the journal still holds before it returns,
+// so before any association is accepted: a record whose file is missing or
+// differs (the power was lost before the background writer synced it) is
+// written again, durably, and one whose file is whole is left alone; a
+// record torn by a crash is dropped, as its sender was never answered. An
+// instance that does not fit in the journal's free room, one that arrives
+// while another association is writing a record, and every instance where
+// no journal can be kept (see WithJournal) are written directly, as
+// described first.
 type SpoolStore struct {
 	dir string
 	log *slog.Logger
 
 	// mu makes "does the target exist, else rename" one step, so that two
-	// associations sending the same instance store it once, and guards
-	// ready: folders created and synced by this process.
+	// associations (or an association and the background writer) storing
+	// the same instance store it once, and guards ready: folders created
+	// and synced by this process.
 	mu    sync.Mutex
 	ready map[string]bool
 
 	bufs sync.Pool // *bufio.Writer
+
+	// journal is nil when instances are always written directly.
+	journal *journal
+	// jmu guards users, stop and stopped: the Serves using the store and
+	// its background writer.
+	jmu     sync.Mutex
+	users   int
+	stop    chan struct{}
+	stopped chan struct{}
+	// hold keeps the background writer from moving records (tests).
+	hold atomic.Bool
+}
+
+// SpoolOption changes how NewSpoolStore sets a SpoolStore up.
+type SpoolOption func(*spoolOptions)
+
+type spoolOptions struct {
+	journal     string
+	journalSize int64
+}
+
+// WithJournal puts the store's journal at path (on any local file system;
+// "" turns the journal off: each instance is then synced, renamed and its
+// folder synced before its answer), size bytes long (0: DefaultJournalSize;
+// at least 1 MiB). By default the journal is beside the spool folder; where
+// that parent folder is not writable, the store runs without one and logs
+// so.
+func WithJournal(path string, size int64) SpoolOption {
+	return func(o *spoolOptions) { o.journal, o.journalSize = path, size }
 }
 
 // NewSpoolStore returns a SpoolStore writing under dir, which must exist.
 // Temporary files a previous run left (it was killed mid-instance, whose
-// sender was never told success) are removed.
-func NewSpoolStore(dir string, log *slog.Logger) (*SpoolStore, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+// sender was never told success) are removed, and what its journal holds
+// is moved into the spool.
+func NewSpoolStore(dir string, log *slog.Logger, opts ...SpoolOption) (*SpoolStore, error) {
+	log = logger(log)
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("spool folder: %w", err)
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("spool folder %s is not a folder", dir)
+	}
+	o := spoolOptions{journalSize: DefaultJournalSize}
+	if o.journal, err = journalPath(dir); err != nil {
+		o.journal = ""
+	}
+	explicit := false
+	for _, opt := range opts {
+		opt(&o)
+		explicit = true
+	}
+	if o.journalSize == 0 {
+		o.journalSize = DefaultJournalSize
+	}
+	if o.journalSize < minJournalSize || o.journalSize > maxJournalSize {
+		return nil, fmt.Errorf("spool journal size %d is outside %d to %d", o.journalSize, int64(minJournalSize), int64(maxJournalSize))
 	}
 	stale, err := filepath.Glob(filepath.Join(dir, spoolTempPrefix+"*"+spoolTempSuffix))
 	if err != nil {
@@ -78,31 +152,99 @@ func NewSpoolStore(dir string, log *slog.Logger) (*SpoolStore, error) {
 		}
 		log.Info("removed a partly received instance left by an earlier run", "file", f)
 	}
-	return &SpoolStore{dir: dir, log: log, ready: map[string]bool{}}, nil
+	s := &SpoolStore{dir: dir, log: log, ready: map[string]bool{}}
+	if o.journal == "" || runtime.GOOS != "linux" {
+		return s, nil
+	}
+	size := uint64(o.journalSize) / jBlock * jBlock
+	// Replayed before the store is returned, so before Serve accepts an
+	// association.
+	j, err := openJournal(o.journal, size, s)
+	if err != nil {
+		if !errors.Is(err, errJournalBusy) && (explicit || s.journalHoldsRecords(o.journal)) {
+			// A journal that was there and cannot be read may hold
+			// instances answered success: never start without them.
+			return nil, fmt.Errorf("spool journal %s: %w", o.journal, err)
+		}
+		log.Warn("no journal for the spool: each instance is synced before its answer, which is slower", "journal", o.journal, "err", err)
+		return s, nil
+	}
+	s.journal = j
+	return s, nil
+}
+
+// journalHoldsRecords reports whether a journal file exists at path with a
+// valid head, so its records matter.
+func (s *SpoolStore) journalHoldsRecords(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	j := &journal{f: f}
+	_, ok := j.readHead()
+	return ok
+}
+
+// Close releases the journal file. A store in use by a Serve must not be
+// closed; the agent keeps its stores for the process's life, which closes
+// the file as it exits.
+func (s *SpoolStore) Close() error {
+	s.jmu.Lock()
+	defer s.jmu.Unlock()
+	if s.users > 0 {
+		return errors.New("spool store: closed while serving")
+	}
+	if s.journal != nil {
+		s.journal.close()
+		s.journal = nil
+	}
+	return nil
 }
 
 // Store writes in's data set as a Part 10 file (see SpoolStore) and returns
-// once it is durable.
-func (s *SpoolStore) Store(ctx context.Context, in Instance, dataset io.Reader) (err error) {
+// once it is durable: in the journal, or in the spool.
+func (s *SpoolStore) Store(ctx context.Context, in Instance, dataset io.Reader) error {
+	if j := s.journal; j != nil && j.w.TryLock() {
+		handled, err := s.storeJournal(ctx, j, in, dataset)
+		j.w.Unlock()
+		if handled {
+			return err
+		}
+	}
+	return s.storeDirect(ctx, in, dataset)
+}
+
+func (s *SpoolStore) writer(w io.Writer) *bufio.Writer {
+	bw, _ := s.bufs.Get().(*bufio.Writer)
+	if bw == nil {
+		return bufio.NewWriterSize(w, 256<<10)
+	}
+	bw.Reset(w)
+	return bw
+}
+
+func (s *SpoolStore) putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	s.bufs.Put(bw)
+}
+
+// storeDirect writes the instance into a temporary file and on (finish).
+func (s *SpoolStore) storeDirect(ctx context.Context, in Instance, dataset io.Reader) (err error) {
 	f, err := os.CreateTemp(s.dir, spoolTempPrefix+"*"+spoolTempSuffix)
 	if err != nil {
 		return fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
 	tmp := f.Name()
+	closed := false
 	defer func() {
-		if err != nil {
+		if err != nil && !closed {
 			f.Close()
 			os.Remove(tmp)
 		}
 	}()
-
-	w, _ := s.bufs.Get().(*bufio.Writer)
-	if w == nil {
-		w = bufio.NewWriterSize(f, 256<<10)
-	} else {
-		w.Reset(f)
-	}
-	defer func() { w.Reset(nil); s.bufs.Put(w) }()
+	w := s.writer(f)
+	defer s.putWriter(w)
 	if _, err := WriteFileMeta(w, in); err != nil {
 		return fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
@@ -113,24 +255,32 @@ func (s *SpoolStore) Store(ctx context.Context, in Instance, dataset io.Reader) 
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("store %s: write %s: %w", in.SOPInstanceUID, tmp, err)
 	}
+	closed = true
+	return s.finish(ctx, in, f, n)
+}
+
+// finish takes f, the temporary file holding the whole instance (n bytes
+// of data set), checks its data set, syncs it, renames it into place and
+// syncs the folder. f is closed and, on error, removed.
+func (s *SpoolStore) finish(ctx context.Context, in Instance, f *os.File, n int64) (err error) {
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
-
 	// The study and series come from the data set itself. ReadHeader stops
 	// at the pixel data, reading what the page cache still holds.
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
-	h, err := dicom.ReadHeader(bufio.NewReaderSize(f, 64<<10))
+	rel, name, err := s.placeOf(in, f)
 	if err != nil {
-		return fmt.Errorf("store %s: read the data set: %w: %w", in.SOPInstanceUID, ErrInvalidDataSet, err)
-	}
-	if h.StudyInstanceUID == "" || h.SeriesInstanceUID == "" {
-		return fmt.Errorf("store %s: the data set has no StudyInstanceUID or SeriesInstanceUID: %w", in.SOPInstanceUID, ErrInvalidDataSet)
-	}
-	if h.SOPClassUID != in.SOPClassUID {
-		return fmt.Errorf("store %s: SOP class %q in the data set, %s in the command: %w", in.SOPInstanceUID, h.SOPClassUID, in.SOPClassUID, ErrSOPClassMismatch)
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("store %s: sync %s: %w", in.SOPInstanceUID, tmp, err)
@@ -138,10 +288,8 @@ func (s *SpoolStore) Store(ctx context.Context, in Instance, dataset io.Reader) 
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("store %s: close %s: %w", in.SOPInstanceUID, tmp, err)
 	}
-
-	rel := filepath.Join(pathName(in.CallingAE), pathName(h.StudyInstanceUID), pathName(h.SeriesInstanceUID))
 	folder := filepath.Join(s.dir, rel)
-	target := filepath.Join(folder, pathName(in.SOPInstanceUID)+".dcm")
+	target := filepath.Join(folder, name)
 	if err := s.makeFolder(rel); err != nil {
 		return fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
@@ -162,6 +310,23 @@ func (s *SpoolStore) Store(ctx context.Context, in Instance, dataset io.Reader) 
 	return nil
 }
 
+// placeOf reads the header of the Part 10 file r and returns where in the
+// spool the instance goes: its folder relative to dir, and its file name.
+func (s *SpoolStore) placeOf(in Instance, r io.Reader) (rel, name string, err error) {
+	h, err := dicom.ReadHeader(bufio.NewReaderSize(r, 64<<10))
+	if err != nil {
+		return "", "", fmt.Errorf("store %s: read the data set: %w: %w", in.SOPInstanceUID, ErrInvalidDataSet, err)
+	}
+	if h.StudyInstanceUID == "" || h.SeriesInstanceUID == "" {
+		return "", "", fmt.Errorf("store %s: the data set has no StudyInstanceUID or SeriesInstanceUID: %w", in.SOPInstanceUID, ErrInvalidDataSet)
+	}
+	if h.SOPClassUID != in.SOPClassUID {
+		return "", "", fmt.Errorf("store %s: SOP class %q in the data set, %s in the command: %w", in.SOPInstanceUID, h.SOPClassUID, in.SOPClassUID, ErrSOPClassMismatch)
+	}
+	rel = filepath.Join(pathName(in.CallingAE), pathName(h.StudyInstanceUID), pathName(h.SeriesInstanceUID))
+	return rel, pathName(in.SOPInstanceUID) + ".dcm", nil
+}
+
 // place renames tmp to target unless target exists, in which case tmp is
 // removed and dup is true.
 func (s *SpoolStore) place(tmp, target string) (dup bool, err error) {
@@ -179,6 +344,16 @@ func (s *SpoolStore) place(tmp, target string) (dup bool, err error) {
 		return false, fmt.Errorf("rename %s to %s: %w", tmp, target, err)
 	}
 	return false, nil
+}
+
+// replace renames tmp over target (a replay's repair).
+func (s *SpoolStore) replace(tmp, target string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := os.Rename(tmp, target); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmp, target, err)
+	}
+	return nil
 }
 
 // makeFolder creates dir/rel and each folder on the way, syncing the parent
