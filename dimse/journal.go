@@ -226,6 +226,10 @@ type jrec struct {
 	placed bool
 	f      *os.File
 	at     time.Time // committed
+	crc    uint32
+	// rewrite: syncing the file in place failed, so its bytes on the disk
+	// cannot be trusted: it is written again from the record, over itself.
+	rewrite bool
 }
 
 // journal is a SpoolStore's write-ahead journal (see the comment above).
@@ -424,7 +428,7 @@ func (j *journal) replay(s *SpoolStore) error {
 			pos = next
 			continue
 		}
-		folder, err := s.materialize(j.rf, off, int64(r.dataLen), r.path, r.dataCRC, true)
+		folder, err := s.materialize(j.rf, off, int64(r.dataLen), r.path, r.dataCRC, replay)
 		if err != nil {
 			return fmt.Errorf("replay the journal: %w", err)
 		}
@@ -608,16 +612,22 @@ func (s *SpoolStore) moveBatch(j *journal, batch []jrec) error {
 	folders := map[string]bool{}
 	var err error
 	k := 0
-	for _, r := range batch {
+	for i, r := range batch {
 		var folder string
-		if folder, err = s.finishRecord(j, r); err != nil {
+		folder, err = s.finishRecord(j, r)
+		if r.f != nil {
+			j.mu.Lock()
+			j.queue[i].f = nil // closed by finishRecord
+			if err != nil {
+				j.queue[i].placed, j.queue[i].rewrite = false, true
+			}
+			j.mu.Unlock()
+		}
+		if err != nil {
 			break
 		}
 		folders[folder] = true
 		k++
-		j.mu.Lock()
-		j.queue[k-1].f = nil // closed
-		j.mu.Unlock()
 	}
 	for f := range folders {
 		if serr := durable.SyncDir(f); serr != nil {
@@ -637,7 +647,11 @@ func (s *SpoolStore) finishRecord(j *journal, r jrec) (folder string, err error)
 	parts := strings.Split(r.path, "/")
 	folder = filepath.Join(s.dir, parts[0], parts[1], parts[2])
 	if !r.placed {
-		return s.materialize(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path, 0, false)
+		how := fresh
+		if r.rewrite {
+			how = rewrite
+		}
+		return s.materialize(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path, r.crc, how)
 	}
 	f := r.f
 	if f == nil {
@@ -752,17 +766,24 @@ func (s *SpoolStore) putInPlace(sf *spoolFile, replace bool) error {
 	return nil
 }
 
+// How materialize treats a file already at the record's place.
+const (
+	fresh   = iota // keep it: the record is a later copy of the instance
+	replay         // keep it if it has the record's bytes, else replace it
+	rewrite        // replace it: its sync failed
+)
+
 // materialize writes the record of n bytes at off of src (the journal) as
 // its spool file, synced and in place; the caller syncs the folder it
 // returns. In a replay (crc is the record's checksum) a file already there
 // with the same bytes is left alone, and one with others is replaced: it
 // was put in place before the crash but its bytes were not synced.
-func (s *SpoolStore) materialize(src *os.File, off, n int64, path string, crc uint32, replay bool) (folder string, err error) {
+func (s *SpoolStore) materialize(src *os.File, off, n int64, path string, crc uint32, how int) (folder string, err error) {
 	parts := strings.Split(path, "/")
 	folder = filepath.Join(s.dir, parts[0], parts[1], parts[2])
 	target := filepath.Join(folder, parts[3])
-	replace := false
-	if replay {
+	replace := how == rewrite
+	if how == replay {
 		if same, err := sameFile(target, n, crc); err != nil {
 			return "", err
 		} else if same {
@@ -895,8 +916,13 @@ func (s *SpoolStore) storeJournal(ctx context.Context, j *journal, in Instance, 
 	}
 	target := filepath.Join(s.dir, rel, name)
 	if _, err := os.Lstat(target); err == nil {
-		// Stored already, durably (in the spool, or in the journal until
-		// it is): keep the first copy, and journal nothing.
+		// Stored already: keep the first copy, and journal nothing. Its
+		// folder is synced, as without a journal, in case the first copy
+		// was renamed by a direct store that has not synced it yet (one
+		// renamed by a journaled store is in the journal until it is).
+		if err := durable.SyncDir(filepath.Join(s.dir, rel)); err != nil {
+			return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
+		}
 		s.log.Info("instance received again, kept the first copy", "calling_ae", in.CallingAE, "sop_instance_uid", in.SOPInstanceUID, "file", target)
 		return true, nil
 	}
@@ -913,7 +939,7 @@ func (s *SpoolStore) storeJournal(ctx context.Context, j *journal, in Instance, 
 		s.log.Error("journal: a flush failed; instances are written directly from now on", "err", err)
 		return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
-	r := jrec{pos: pos, n: uint64(w.n), path: path}
+	r := jrec{pos: pos, n: uint64(w.n), path: path, crc: w.crc}
 	dup, err := s.place(tmp, target)
 	if err == nil {
 		r.placed = true
