@@ -138,6 +138,11 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, busy bool) {
 	a.log.Info("dicom association accepted", "contexts", len(ac.Results), "accepted", accepted,
 		"max_pdu", rq.MaxPDULength, "implementation", rq.ImplementationUID, "version", rq.ImplementationVer)
 	a.end(a.serve(ctx))
+	// However it ended, the association counts as ended once what it
+	// stored is in the spool (a release waited already, before its answer).
+	if j, ok := s.cfg.Store.(journaled); ok && a.instances > 0 {
+		j.settle(ctx)
+	}
 }
 
 // negotiate answers an A-ASSOCIATE-RQ: an AC, or an RJ and why.
@@ -405,6 +410,11 @@ func (a *assoc) serve(ctx context.Context) error {
 		first, err := a.nextPDV()
 		if err != nil {
 			if errors.Is(err, errReleased) {
+				// The sender is done: answer its release once what it
+				// sent is in the spool, not only in the journal.
+				if j, ok := a.s.cfg.Store.(journaled); ok && a.instances > 0 {
+					j.settle(ctx)
+				}
 				return nil
 			}
 			return err

@@ -79,6 +79,7 @@ const (
 	jHeadSlotLen   = 44
 	journalSuffix  = ".dimse-journal"
 	jRetryMax      = 30 * time.Second
+	jSettle        = 10 * time.Second
 	jReplayBufSize = 64 << 10
 )
 
@@ -252,6 +253,11 @@ type journal struct {
 	queue   []jrec
 	counter uint64        // of the last head slot written
 	kick    chan struct{} // cap 1: a record was appended
+	// committed counts the records appended, visible those whose file is
+	// in place (renamed into the spool), in the order appended; placed is
+	// closed and replaced when visible grows.
+	committed, visible uint64
+	placed             chan struct{}
 }
 
 func (j *journal) phys(pos uint64) int64 { return jDataStart + int64(pos%j.size) }
@@ -292,7 +298,7 @@ func openJournal(path string, size uint64, s *SpoolStore) (*journal, error) {
 		f.Close()
 		return nil, fmt.Errorf("%w: %w", errJournalBusy, err)
 	}
-	j := &journal{path: path, f: f, kick: make(chan struct{}, 1)}
+	j := &journal{path: path, f: f, kick: make(chan struct{}, 1), placed: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -493,6 +499,7 @@ func (j *journal) commit(r jrec) {
 	j.mu.Lock()
 	j.tail = r.pos + jBlock + blockAlign(r.n)
 	j.queue = append(j.queue, r)
+	j.committed++
 	j.mu.Unlock()
 	select {
 	case j.kick <- struct{}{}:
@@ -545,19 +552,42 @@ func (j *journal) setRunning(on bool) {
 	j.mu.Unlock()
 }
 
-// run is the background writer: it moves committed records into the
-// spool, a batch at a time, until stop is closed and the queue is empty
-// (or moving fails then: what is left is replayed at the next start).
+// run is the background writer. It puts each committed record's file in
+// place as soon as it can (a copy out of the journal, renamed), so that
+// the spool shows what was answered within moments; it syncs those files
+// and their folders later (moveBatch), once the sender pauses or the
+// journal presses, and then frees their space. It runs until stop is
+// closed and the queue is empty (or syncing fails then: what is left is
+// replayed at the next start).
 func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 	defer j.closeFiles()
 	stopping := false
 	var backoff time.Duration
+	fail := func(err error) (quit bool) {
+		backoff = min(max(2*backoff, 100*time.Millisecond), jRetryMax)
+		s.log.Error("journal: could not move received instances into the spool; they stay in the journal, retrying", "err", err, "retry_in", backoff)
+		if stopping {
+			return true
+		}
+		select {
+		case <-stop:
+			stopping = true
+		case <-time.After(backoff):
+		}
+		return false
+	}
 	for {
+		if err := s.placeAll(j); err != nil {
+			if fail(err) {
+				return
+			}
+			continue
+		}
 		if !stopping && !j.pressed() {
 			// While records keep coming and the journal has room, leave
 			// the files to the page cache: their syncs would only compete
 			// with the journal's flushes on the sender's path. Sync when
-			// the sender pauses, or when the journal fills.
+			// the sender pauses, or when the journal presses.
 			select {
 			case <-stop:
 				stopping = true
@@ -581,15 +611,8 @@ func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 			continue
 		}
 		if err := s.moveBatch(j, batch); err != nil {
-			backoff = min(max(2*backoff, 100*time.Millisecond), jRetryMax)
-			s.log.Error("journal: could not move received instances into the spool; they stay in the journal, retrying", "err", err, "retry_in", backoff)
-			if stopping {
+			if fail(err) {
 				return
-			}
-			select {
-			case <-stop:
-				stopping = true
-			case <-time.After(backoff):
 			}
 			continue
 		}
@@ -597,8 +620,86 @@ func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 	}
 }
 
+// placeAll puts in place, in order, the file of every queued record that
+// is not yet: copied out of the journal into a temporary file, renamed
+// (unsynced: its sync is moveBatch's), and kept open for that sync.
+func (s *SpoolStore) placeAll(j *journal) error {
+	j.mu.Lock()
+	var todo []int
+	for i, r := range j.queue {
+		if !r.placed && !r.rewrite {
+			todo = append(todo, i)
+		}
+	}
+	recs := make([]jrec, len(todo))
+	for k, i := range todo {
+		recs[k] = j.queue[i]
+	}
+	j.mu.Unlock()
+	for k, r := range recs {
+		sf, err := s.copyOut(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path)
+		if err != nil {
+			return err
+		}
+		if err := s.makeFolder(sf.rel); err != nil {
+			sf.discard()
+			return fmt.Errorf("move %s from the journal: %w", r.path, err)
+		}
+		dup, err := s.place(sf.tmp, sf.target)
+		if err != nil {
+			sf.discard()
+			return fmt.Errorf("move %s from the journal: %w", r.path, err)
+		}
+		sf.placed = true
+		if dup {
+			s.log.Info("instance received again, kept the first copy", "file", sf.target)
+		} else {
+			sf.closed = true // the file stays open for moveBatch to sync
+		}
+		sf.discard()
+		j.mu.Lock()
+		// Only this goroutine removes records (advance), so the index
+		// still names r.
+		q := &j.queue[todo[k]]
+		q.placed = true
+		if !dup {
+			q.f = sf.f
+		}
+		j.markVisible()
+		j.mu.Unlock()
+	}
+	return nil
+}
+
+// markVisible counts one more record whose file is in place; j.mu held.
+func (j *journal) markVisible() {
+	j.visible++
+	close(j.placed)
+	j.placed = make(chan struct{})
+}
+
+// wait returns once the file of every record appended before the call is
+// in place, or when ctx ends, or at once when the background writer is not
+// running.
+func (j *journal) wait(ctx context.Context) error {
+	j.mu.Lock()
+	target := j.committed
+	for j.visible < target && j.running {
+		ch := j.placed
+		j.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		j.mu.Lock()
+	}
+	j.mu.Unlock()
+	return nil
+}
+
 // moveBatch makes the files of batch durable in the spool, in order: a
-// file in place is synced (its writeback started when it was written),
+// file in place is synced (the writeback of all of them started first),
 // one that is not is written as Store without a journal would; then their
 // folders are synced once each and the head advances past them.
 func (s *SpoolStore) moveBatch(j *journal, batch []jrec) error {
@@ -651,7 +752,13 @@ func (s *SpoolStore) finishRecord(j *journal, r jrec) (folder string, err error)
 		if r.rewrite {
 			how = rewrite
 		}
-		return s.materialize(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path, r.crc, how)
+		folder, err := s.materialize(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path, r.crc, how)
+		if err == nil && !r.rewrite {
+			j.mu.Lock()
+			j.markVisible()
+			j.mu.Unlock()
+		}
+		return folder, err
 	}
 	f := r.f
 	if f == nil {
@@ -707,7 +814,7 @@ func (f *spoolFile) discard() {
 }
 
 // copyOut copies the n bytes at off of src (the journal) into a new
-// temporary file in the spool and starts writing it back.
+// temporary file in the spool.
 func (s *SpoolStore) copyOut(src *os.File, off, n int64, path string) (_ *spoolFile, err error) {
 	parts := strings.Split(path, "/")
 	sf := &spoolFile{path: path, rel: filepath.Join(parts[0], parts[1], parts[2])}
@@ -826,64 +933,64 @@ func sameFile(name string, n int64, crc uint32) (bool, error) {
 }
 
 // journalWriter writes a record's data into the journal from off on,
-// computing its checksum, and the same bytes into the temporary file f
-// that becomes the spool file. Past room bytes it writes f only (spilled):
-// an instance larger than the journal's free room is stored as without a
-// journal.
+// computing its checksum. Past room bytes it moves what it wrote into a
+// temporary file in the spool and goes on there (spill): an instance
+// larger than the journal's free room is stored as without a journal.
 type journalWriter struct {
-	j       *journal
-	f       *os.File
-	off     int64
-	n       int64
-	room    int64
-	crc     uint32
-	spilled bool
+	s     *SpoolStore
+	j     *journal
+	off   int64
+	n     int64
+	room  int64
+	crc   uint32
+	spill *os.File
 }
 
 func (w *journalWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	if err != nil {
-		return n, fmt.Errorf("write %s: %w", w.f.Name(), err)
-	}
-	if !w.spilled && w.n+int64(n) > w.room {
-		w.spilled = true
-	}
-	if !w.spilled {
-		if _, err := w.j.f.WriteAt(p[:n], w.off+w.n); err != nil {
-			return n, fmt.Errorf("write the journal: %w", err)
+	if w.spill == nil && w.n+int64(len(p)) > w.room {
+		f, err := os.CreateTemp(w.s.dir, spoolTempPrefix+"*"+spoolTempSuffix)
+		if err != nil {
+			return 0, fmt.Errorf("create a temporary file: %w", err)
 		}
-		w.crc = crc32.Update(w.crc, crcTable, p[:n])
+		if _, err := io.Copy(f, io.NewSectionReader(w.j.f, w.off, w.n)); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return 0, fmt.Errorf("copy from the journal into %s: %w", f.Name(), err)
+		}
+		w.spill = f
 	}
+	if w.spill != nil {
+		n, err := w.spill.Write(p)
+		w.n += int64(n)
+		return n, err
+	}
+	n, err := w.j.f.WriteAt(p, w.off+w.n)
+	w.crc = crc32.Update(w.crc, crcTable, p[:n])
 	w.n += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("write the journal: %w", err)
+	}
 	return n, nil
 }
 
-// storeJournal is Store through the journal. The instance is written into
-// a temporary file in the spool and, as it arrives, into a journal record;
-// the record is flushed (one fdatasync: the instance is durable), the file
-// renamed into place (the sender finds in the spool what it is told is
-// stored), and success answered. The file's own sync and its folder's are
-// left to the background writer: were they lost with the power, the replay
-// at the next start would write the file again from the record. handled
-// is false when the journal could not take the record before anything was
-// read; Store then writes directly.
+// storeJournal is Store through the journal: the instance is written into
+// a journal record as it arrives, the record flushed (one fdatasync: the
+// instance is durable), and success answered; the background writer puts
+// the file in place within moments, and syncs it later. handled is false
+// when the journal could not take the record before anything was read;
+// Store then writes directly.
 func (s *SpoolStore) storeJournal(ctx context.Context, j *journal, in Instance, dataset io.Reader) (handled bool, err error) {
 	pos, room, ok := j.reserve()
 	if !ok {
 		return false, nil
 	}
-	f, err := os.CreateTemp(s.dir, spoolTempPrefix+"*"+spoolTempSuffix)
-	if err != nil {
-		return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
-	}
-	tmp, keep := f.Name(), false
+	w := &journalWriter{s: s, j: j, off: j.phys(pos) + jBlock, room: room}
 	defer func() {
-		if !keep {
-			f.Close()
-			os.Remove(tmp)
+		if err != nil && w.spill != nil {
+			w.spill.Close()
+			os.Remove(w.spill.Name())
 		}
 	}()
-	w := &journalWriter{j: j, f: f, off: j.phys(pos) + jBlock, room: room}
 	bw := s.writer(w)
 	defer s.putWriter(bw)
 	if _, err := WriteFileMeta(bw, in); err != nil {
@@ -896,9 +1003,10 @@ func (s *SpoolStore) storeJournal(ctx context.Context, j *journal, in Instance, 
 	if err := bw.Flush(); err != nil {
 		return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
-	if w.spilled {
+	if w.spill != nil {
 		s.log.Debug("instance larger than the journal's free room, written directly", "sop_instance_uid", in.SOPInstanceUID, "bytes", w.n)
-		keep = true // finish owns f now
+		f := w.spill
+		w.spill = nil // finish owns it now
 		return true, s.finish(ctx, in, f, n)
 	}
 	if err := ctx.Err(); err != nil {
@@ -919,7 +1027,7 @@ func (s *SpoolStore) storeJournal(ctx context.Context, j *journal, in Instance, 
 		// Stored already: keep the first copy, and journal nothing. Its
 		// folder is synced, as without a journal, in case the first copy
 		// was renamed by a direct store that has not synced it yet (one
-		// renamed by a journaled store is in the journal until it is).
+		// renamed by the background writer is in the journal until it is).
 		if err := durable.SyncDir(filepath.Join(s.dir, rel)); err != nil {
 			return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 		}
@@ -939,21 +1047,8 @@ func (s *SpoolStore) storeJournal(ctx context.Context, j *journal, in Instance, 
 		s.log.Error("journal: a flush failed; instances are written directly from now on", "err", err)
 		return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
-	r := jrec{pos: pos, n: uint64(w.n), path: path, crc: w.crc}
-	dup, err := s.place(tmp, target)
-	if err == nil {
-		r.placed = true
-		if !dup {
-			r.f, keep = f, true // the background writer syncs and closes it
-		}
-	}
-	j.commit(r)
-	if err != nil {
-		// The background writer writes it from the record; the sender
-		// is not told success for what it cannot find yet.
-		return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
-	}
-	s.log.Debug("instance stored", "calling_ae", in.CallingAE, "sop_instance_uid", in.SOPInstanceUID, "file", target, "bytes", n)
+	j.commit(jrec{pos: pos, n: uint64(w.n), path: path, crc: w.crc})
+	s.log.Debug("instance journaled", "calling_ae", in.CallingAE, "sop_instance_uid", in.SOPInstanceUID, "file", path, "bytes", n)
 	return true, nil
 }
 
@@ -963,10 +1058,12 @@ func (j *journal) setBroken() {
 	j.mu.Unlock()
 }
 
-// journaled is what Serve asks of a Store that keeps a journal: start its
-// background writer while serving; done stops and joins it.
+// journaled is what Serve and an association ask of a Store that keeps a
+// journal: start its background writer while serving (done stops and joins
+// it), and wait until what was answered is in the spool.
 type journaled interface {
 	serving() (done func())
+	settle(ctx context.Context)
 }
 
 var _ journaled = (*SpoolStore)(nil)
@@ -1003,6 +1100,21 @@ func (s *SpoolStore) serving() (done func()) {
 				<-s.stopped
 			}
 		})
+	}
+}
+
+// settle waits, at most jSettle, until the file of every instance the
+// store answered success for is in the spool, not only in the journal: an
+// association's end (its release before it is answered) waits for it, so
+// that a sender that is done finds its instances in the spool.
+func (s *SpoolStore) settle(parent context.Context) {
+	if s.journal == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(parent, jSettle)
+	defer cancel()
+	if err := s.journal.wait(ctx); err != nil && parent.Err() == nil {
+		s.log.Warn("journal: instances answered are not in the spool yet; they are durable in the journal", "err", err)
 	}
 }
 

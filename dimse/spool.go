@@ -49,28 +49,30 @@ const (
 // Those two syncs per instance, each a file system commit, are on the
 // sender's path: storescu sends the next instance only once this one is
 // answered. So while a Serve uses the store (on Linux), the instance is
-// also written, as it arrives, into a write-ahead journal beside dir
+// written, as it arrives, into a write-ahead journal beside dir
 // (.<dir's name>.dimse-journal, a ring of DefaultJournalSize bytes written
 // in full once, at creation): one record, the file's bytes with their
 // place in the spool and checksums. The record is flushed with one
 // fdatasync, which overwrites blocks already allocated and so commits no
-// metadata: the instance is durable. The temporary file is then renamed
-// into place, unsynced, and success answered, so the sender finds in the
-// spool what it is told is stored, and the watch never sees a part of it.
-// A background writer (one goroutine, stopped and joined when the last
-// Serve returns) syncs those files once the sender pauses (or the journal
-// is half full, or a record waited a second), then each folder once, and
-// only then makes the journal's space reusable.
+// metadata: the instance is durable, and success is answered. A background
+// writer (one goroutine, stopped and joined when the last Serve returns)
+// puts the file in place within moments (a hidden temporary file copied
+// out of the journal, renamed: the watch never sees a part of it); the
+// release of an association, and its end otherwise, wait until its files
+// are there, so a sender that is done finds them in the spool. The writer
+// syncs those files once the sender pauses (or the journal is half full,
+// or a record waited a second), then each folder once, and only then makes
+// the journal's space reusable.
 //
 // NewSpoolStore replays what the journal still holds before it returns,
 // so before any association is accepted: a record whose file is missing or
-// differs (the power was lost before the background writer synced it) is
-// written again, durably, and one whose file is whole is left alone; a
-// record torn by a crash is dropped, as its sender was never answered. An
-// instance that does not fit in the journal's free room, one that arrives
-// while another association is writing a record, and every instance where
-// no journal can be kept (see WithJournal) are written directly, as
-// described first.
+// differs (the process was killed before the file was in place, or the
+// power lost before it was synced) is written again, durably, and one
+// whose file is whole is left alone; a record torn by a crash is dropped,
+// as its sender was never answered. An instance that does not fit in the
+// journal's free room, one that arrives while another association is
+// writing a record, and every instance where no journal can be kept (see
+// WithJournal) are written directly, as described first.
 type SpoolStore struct {
 	dir string
 	log *slog.Logger
@@ -92,7 +94,9 @@ type SpoolStore struct {
 	users   int
 	stop    chan struct{}
 	stopped chan struct{}
-	// hold keeps the background writer from moving records (tests).
+	// hold keeps the background writer from syncing files and freeing
+	// journal space (tests): what was answered is durable in the journal
+	// only.
 	hold atomic.Bool
 }
 
