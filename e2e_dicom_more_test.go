@@ -71,15 +71,29 @@ func sopsOf(t *testing.T, files []string) []string {
 // that does not de-identify (so that the instances keep their UIDs): one
 // item per series sent, each holding every instance of its series once
 // and nothing else.
+//
+// It first waits until the archive holds as many instances as were sent
+// (or more: a series twice), so that a series uploaded in two goes, its
+// sender having paused for longer than dicom_settle, is whole again.
 func (e *e2eEnv) assertOneItemPerSeries(series ...[]string) {
 	e.t.Helper()
 	want := map[string]int{} // the first SOP Instance UID of a series → its index
 	sops := make([][]string, len(series))
+	total := 0
 	for i, files := range series {
 		sops[i] = sopsOf(e.t, files)
 		want[sops[i][0]] = i
+		total += len(files)
 	}
-	items := e.itemInstances()
+	var items map[string][][]byte
+	waitFor(e.t, 60*time.Second, fmt.Sprintf("the %d instances sent in the archive", total), func() bool {
+		items = e.itemInstances()
+		n := 0
+		for _, insts := range items {
+			n += len(insts)
+		}
+		return n >= total
+	}, e.logTail)
 	if len(items) != len(series) {
 		e.t.Errorf("the archive has %d items, want %d: one per series", len(items), len(series))
 	}
@@ -115,7 +129,7 @@ func TestE2EDICOMLongSeries(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t, gcapitest.Options{}, "")
 	dicomAddr := freeAddr(t)
-	e.writeDICOMConfig("", "", e.dicomTable(dicomAddr, ""))
+	e.writeDICOMConfig("", "1s", "", e.dicomTable(dicomAddr, ""))
 	const n = 500
 	files := writeCTSeries(t, "10", n, 2048)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -129,7 +143,6 @@ func TestE2EDICOMLongSeries(t *testing.T) {
 	}
 	t.Logf("storescu sent %d instances in %v", n, time.Since(start).Round(time.Millisecond))
 	e.waitSpooled(n)
-	waitFor(t, 60*time.Second, "the series in an archive item", func() bool { return len(e.itemInstances()) == 1 }, e.logTail)
 	e.assertOneItemPerSeries(files)
 }
 
@@ -141,7 +154,7 @@ func TestE2EDICOMParallelAssociations(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t, gcapitest.Options{}, "")
 	dicomAddr := freeAddr(t)
-	e.writeDICOMConfig("", "", e.dicomTable(dicomAddr, ""))
+	e.writeDICOMConfig("", "1s", "", e.dicomTable(dicomAddr, ""))
 	const n = 60
 	var series [][]string
 	for i := range 3 {
@@ -169,7 +182,6 @@ func TestE2EDICOMParallelAssociations(t *testing.T) {
 		}
 	}
 	e.waitSpooled(3 * n)
-	waitFor(t, 60*time.Second, "three archive items", func() bool { return len(e.itemInstances()) == 3 }, e.logTail)
 	e.assertOneItemPerSeries(series...)
 }
 
@@ -189,7 +201,7 @@ func TestE2EDICOMOverTLS(t *testing.T) {
 	writeCert(t, pki, "client", ca, caKey)
 	file := func(name string) string { return filepath.Join(pki, name) }
 	tlsAddr, mutualAddr := freeAddr(t), freeAddr(t)
-	e.writeDICOMConfig("", "",
+	e.writeDICOMConfig("", "1s", "",
 		e.dicomTable(tlsAddr, fmt.Sprintf("tls_cert = %q\ntls_key = %q", file("server.crt"), file("server.key"))),
 		e.dicomTable(mutualAddr, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q", file("server.crt"), file("server.key"), file("ca.crt"))))
 	const n = 20
@@ -222,7 +234,6 @@ func TestE2EDICOMOverTLS(t *testing.T) {
 		t.Error("the spool holds a folder of CT3, whose every connection should have failed")
 	}
 
-	waitFor(t, 60*time.Second, "two archive items", func() bool { return len(e.itemInstances()) == 2 }, e.logTail)
 	e.assertOneItemPerSeries(anonymous, mutual)
 }
 
@@ -236,7 +247,7 @@ func TestE2EDICOMSenderKilledMidSeries(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t, gcapitest.Options{}, "")
 	dicomAddr := freeAddr(t)
-	e.writeDICOMConfig("", "", e.dicomTable(dicomAddr, ""))
+	e.writeDICOMConfig("", "3s", "", e.dicomTable(dicomAddr, ""))
 	const n, killAfter = 200, 30
 	files := writeCTSeries(t, "15", n, 32<<10)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -263,7 +274,6 @@ func TestE2EDICOMSenderKilledMidSeries(t *testing.T) {
 	// Each once: the instances answered before the kill are not stored
 	// again.
 	e.waitSpooled(n)
-	waitFor(t, 60*time.Second, "the series in an archive item", func() bool { return len(e.itemInstances()) == 1 }, e.logTail)
 	e.assertOneItemPerSeries(files)
 }
 

@@ -145,9 +145,11 @@ func storescu(ctx context.Context, addr, callingAE string, files []string, optio
 
 // writeDICOMConfig writes the config of a DICOM test: the status listener
 // on statusAddr ("" for none), one watch on the drop folder with
-// watchExtra's keys, and tables, [[dicom]] tables of dicomTable, which
-// spool into that folder.
-func (e *e2eEnv) writeDICOMConfig(statusAddr, watchExtra string, tables ...string) {
+// dicom_settle settle and watchExtra's keys, and tables, [[dicom]] tables
+// of dicomTable, which spool into that folder. A settle shorter than a
+// pause of the sender splits a series in time, not in the archive: the
+// rest makes the same item whole again, later.
+func (e *e2eEnv) writeDICOMConfig(statusAddr, settle, watchExtra string, tables ...string) {
 	e.t.Helper()
 	cfg := fmt.Sprintf(`[grand_challenge]
 url = %q
@@ -167,10 +169,10 @@ path = %q
 archive = "e2e"
 interface = %q
 settle = "200ms"
-dicom_settle = "3s"
+dicom_settle = %q
 rescan = "1s"
 %s
-`, e.srv.URL, e.srv.Token(), filepath.Join(e.dir, "state", "state.db"), statusAddr, e.drop, e2eInterface, watchExtra)
+`, e.srv.URL, e.srv.Token(), filepath.Join(e.dir, "state", "state.db"), statusAddr, e.drop, e2eInterface, settle, watchExtra)
 	if err := os.WriteFile(e.config, []byte(cfg+strings.Join(tables, "\n")), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
@@ -363,7 +365,7 @@ func TestE2EDICOMReceivedSeriesLandsOnce(t *testing.T) {
 	needStorescu(t)
 	e := newE2E(t, gcapitest.Options{}, "")
 	dicomAddr, statusAddr := freeAddr(t), freeAddr(t)
-	e.writeDICOMConfig(statusAddr, "deidentify = true", e.dicomTable(dicomAddr, ""))
+	e.writeDICOMConfig(statusAddr, "3s", "deidentify = true", e.dicomTable(dicomAddr, ""))
 	const n = 50
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -54,7 +54,7 @@ func TestE2EDICOMLiveDisplay(t *testing.T) {
 	needStorescu(t)
 	e := newE2E(t, gcapitest.Options{}, "")
 	dicomAddr := freeAddr(t)
-	e.writeDICOMConfig("", "", e.dicomTable(dicomAddr, ""))
+	e.writeDICOMConfig("", "3s", "", e.dicomTable(dicomAddr, ""))
 	const n = 100
 	files := writeCTSeries(t, "16", n, 2048)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
