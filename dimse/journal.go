@@ -577,6 +577,17 @@ func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 		return false
 	}
 	for {
+		if s.holdAll.Load() {
+			if stopping {
+				return
+			}
+			select {
+			case <-stop:
+				stopping = true
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
 		if err := s.placeAll(j); err != nil {
 			if fail(err) {
 				return
@@ -1113,6 +1124,9 @@ func (s *SpoolStore) settle(parent context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(parent, jSettle)
 	defer cancel()
+	if s.holdAll.Load() {
+		return
+	}
 	if err := s.journal.wait(ctx); err != nil && parent.Err() == nil {
 		s.log.Warn("journal: instances answered are not in the spool yet; they are durable in the journal", "err", err)
 	}

@@ -79,7 +79,7 @@ func TestServerKilledJournalHeld(t *testing.T) {
 	addr := "127.0.0.1:" + port
 	ts := &testServer{host: "127.0.0.1", port: port, addr: addr, spool: spool}
 
-	server := startHelper(t, spool, addr, "DIMSE_HELPER_HOLD=1")
+	server := startHelper(t, spool, addr, "DIMSE_HELPER_HOLD=sync")
 	insts := series("81", 40, 64<<10)
 	_, files := writeFiles(t, insts)
 	if out, err := ts.storescu(t, "SCANNER", nil, files...); err != nil {
@@ -108,6 +108,35 @@ func TestServerKilledJournalHeld(t *testing.T) {
 	if out, err := ts.storescu(t, "SCANNER", nil, files...); err != nil {
 		t.Fatalf("storescu again: %v\n%s", err, out)
 	}
+	checkIdentical(t, spool, insts)
+}
+
+// TestServerKilledJournalUnplaced: storescu's whole series is answered
+// success while the background writer does nothing at all, so no file is
+// in the spool, every instance in the journal only; the server is killed
+// (SIGKILL). The next start puts every one in place, once and byte for
+// byte, before it accepts an association.
+func TestServerKilledJournalUnplaced(t *testing.T) {
+	needDCMTK(t)
+	needJournal(t)
+	spool := t.TempDir()
+	port := freePort(t)
+	addr := "127.0.0.1:" + port
+	ts := &testServer{host: "127.0.0.1", port: port, addr: addr, spool: spool}
+
+	server := startHelper(t, spool, addr, "DIMSE_HELPER_HOLD=all")
+	insts := series("85", 40, 64<<10)
+	_, files := writeFiles(t, insts)
+	if out, err := ts.storescu(t, "SCANNER", nil, files...); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	if dcm, _ := spooled(t, spool); len(dcm) != 0 {
+		t.Fatalf("%d instances in the spool with the background writer held; the test shows less than it should", len(dcm))
+	}
+	server.Process.Kill()
+	server.Wait()
+
+	startHelper(t, spool, addr)
 	checkIdentical(t, spool, insts)
 }
 

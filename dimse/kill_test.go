@@ -37,9 +37,11 @@ func helperServer(spool, addr string) error {
 	if err != nil {
 		return err
 	}
-	// The journal's background writer syncs nothing: every instance
-	// answered is durable in the journal only (TestServerKilledJournalHeld).
-	store.hold.Store(os.Getenv("DIMSE_HELPER_HOLD") == "1")
+	// The journal's background writer syncs nothing (sync), or does nothing
+	// at all (all): every instance answered is durable in the journal only
+	// (TestServerKilledJournalHeld).
+	store.hold.Store(os.Getenv("DIMSE_HELPER_HOLD") != "")
+	store.holdAll.Store(os.Getenv("DIMSE_HELPER_HOLD") == "all")
 	srv, err := NewServer(Config{AETitle: "GCINGEST", Allow: []Caller{{AETitle: "SCANNER"}}, Store: store})
 	if err != nil {
 		return err

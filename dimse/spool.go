@@ -95,9 +95,9 @@ type SpoolStore struct {
 	stop    chan struct{}
 	stopped chan struct{}
 	// hold keeps the background writer from syncing files and freeing
-	// journal space (tests): what was answered is durable in the journal
-	// only.
-	hold atomic.Bool
+	// journal space, holdAll also from putting files in place (tests):
+	// what was answered is durable in the journal only.
+	hold, holdAll atomic.Bool
 }
 
 // SpoolOption changes how NewSpoolStore sets a SpoolStore up.
