@@ -3,8 +3,10 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,6 +114,16 @@ type dicomNode struct {
 	srv *dimse.Server
 }
 
+// journalPath is where the receiver's journal for the spool folder dir
+// lives: beside the state file, whose folder the agent must be able to
+// write (the start-up checks it), where the spool's parent folder often
+// is root's (/var/spool). Named by the spool's path, so that a journal is
+// only ever replayed into the spool it was written for.
+func journalPath(cfg *config.Config, dir string) string {
+	sum := sha256.Sum256([]byte(dir))
+	return filepath.Join(filepath.Dir(cfg.State.Path), "dicom-"+hex.EncodeToString(sum[:6])+".journal")
+}
+
 // serveDICOM starts a receiver on each listener of lns (one per [[dicom]]
 // table of cfg, opened by the start-up), writing into the spool folders,
 // one SpoolStore per folder so that listeners sharing one store a
@@ -123,7 +135,7 @@ func serveDICOM(ctx context.Context, cfg *config.Config, lns []net.Listener, log
 		dir := filepath.Clean(d.Spool)
 		store := stores[dir]
 		if store == nil {
-			if store, err = dimse.NewSpoolStore(dir, log.With("part", "dicom", "spool", dir)); err != nil {
+			if store, err = dimse.NewSpoolStore(dir, log.With("part", "dicom", "spool", dir), dimse.WithJournal(journalPath(cfg, dir), 0)); err != nil {
 				return nil, nil, fmt.Errorf("dicom[%d].spool: %w", i, err)
 			}
 			stores[dir] = store

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -364,5 +365,29 @@ func TestReloadKeepsDICOMListeners(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run after cancel = %v, want nil", err)
+	}
+}
+
+// The receiver's journal lives beside the state file, whose folder the
+// agent may write, not beside the spool, whose parent (/var/spool in the
+// packages) is often root's: there the receiver would run without one,
+// at a third of the speed.
+func TestDICOMJournalBesideTheState(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the receiver journals on Linux only")
+	}
+	cfg := newDICOMConfig(t, freePort(t))
+	stop := runAgent(t, cfg)
+	defer stop()
+	want := journalPath(cfg, filepath.Clean(cfg.DICOM[0].Spool))
+	if filepath.Dir(want) != filepath.Dir(cfg.State.Path) {
+		t.Fatalf("journal path %s is not beside the state file %s", want, cfg.State.Path)
+	}
+	if _, err := os.Stat(want); err != nil {
+		t.Errorf("no journal beside the state file: %v", err)
+	}
+	beside, _ := filepath.Glob(filepath.Join(filepath.Dir(filepath.Clean(cfg.DICOM[0].Spool)), ".*dimse-journal"))
+	if len(beside) > 0 {
+		t.Errorf("a journal beside the spool too: %v", beside)
 	}
 }
