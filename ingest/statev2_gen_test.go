@@ -31,6 +31,7 @@ var writeStateV2 = flag.Bool("write-state-v2", false, "rewrite ingest/testdata/s
 // copy of the state file if it shows a (kind, state) pair no earlier copy
 // showed. The copies cover records of both kinds at every state.
 func TestWriteStateV2Fixtures(t *testing.T) {
+	// Not parallel: it rewrites testdata.
 	if !*writeStateV2 {
 		t.Skip("run with -args -write-state-v2 to rewrite testdata/statev2")
 	}

@@ -40,6 +40,8 @@ func resumableV2(img state.Image) bool {
 // runs this build's pipeline on them to the end: every image and folder
 // item is finished, each in the archive once, no upload left open.
 func TestResumeAfterV2Upgrade(t *testing.T) {
+	// Not parallel: it recreates the fixtures' drop folders at the paths
+	// they recorded, outside its temporary folder.
 	workloads := map[string]func(*testing.T) (*harness, []Group){
 		"images": v2Images, "folders": crashFolders, "action": v2Images,
 	}
