@@ -180,7 +180,9 @@ rescan = "1s"
 
 // dicomTable is a [[dicom]] table listening on listen as GCINGEST, into
 // the drop folder, admitting CT1, CT2 and CT3 from the loopback network;
-// extra adds keys (the TLS files).
+// extra adds keys (the TLS files). Its journal is 16 MiB, room for the
+// longest series sent here: the default 256 MiB, written in full at each
+// agent's first start, would load the disk the other tests fsync on.
 func (e *e2eEnv) dicomTable(listen, extra string) string {
 	return fmt.Sprintf(`
 [[dicom]]
@@ -188,6 +190,7 @@ listen = %q
 ae_title = "GCINGEST"
 allow = [{ae = "CT1", from = "127.0.0.0/8"}, {ae = "CT2", from = "127.0.0.0/8"}, {ae = "CT3", from = "127.0.0.0/8"}]
 spool = %q
+journal = "16MiB"
 %s
 `, listen, e.drop, extra)
 }

@@ -135,7 +135,7 @@ func serveDICOM(ctx context.Context, cfg *config.Config, lns []net.Listener, log
 		dir := filepath.Clean(d.Spool)
 		store := stores[dir]
 		if store == nil {
-			if store, err = dimse.NewSpoolStore(dir, log.With("part", "dicom", "spool", dir), dimse.WithJournal(journalPath(cfg, dir), 0)); err != nil {
+			if store, err = dimse.NewSpoolStore(dir, log.With("part", "dicom", "spool", dir), dimse.WithJournal(journalPath(cfg, dir), d.JournalBytes())); err != nil {
 				return nil, nil, fmt.Errorf("dicom[%d].spool: %w", i, err)
 			}
 			stores[dir] = store

@@ -45,7 +45,7 @@ func newDICOMConfig(t *testing.T, listen string) *config.Config {
 	srv := newServer(t)
 	cfg := newConfig(t, srv, "")
 	cfg.Status.Listen = freePort(t)
-	cfg.DICOM = []config.DICOM{{Listen: listen, AETitle: "GCINGEST", Allow: []config.DICOMCaller{{AE: "CT1", From: "127.0.0.0/8"}}, Spool: cfg.Watch[0].Path}}
+	cfg.DICOM = []config.DICOM{{Listen: listen, AETitle: "GCINGEST", Allow: []config.DICOMCaller{{AE: "CT1", From: "127.0.0.0/8"}}, Spool: cfg.Watch[0].Path, Journal: "4MiB"}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,21 @@ type DICOM struct {
 	// MaxAssociations bounds the associations served at once; 0 is the
 	// receiver's default (dimse.DefaultMaxAssociations).
 	MaxAssociations int `toml:"max_associations"`
+	// Journal is the size of the receive journal ("256MiB" when unset):
+	// a series up to about that size is answered at the speed of one
+	// flush per instance; a larger one waits for the spool's syncs. It is
+	// written in full once, beside the state file.
+	Journal string `toml:"journal"`
+}
+
+// JournalBytes returns journal in bytes, 0 when unset (the receiver's
+// default). Validate first.
+func (d DICOM) JournalBytes() int64 {
+	if d.Journal == "" {
+		return 0
+	}
+	n, _ := ParseSize(d.Journal)
+	return n
 }
 
 // DICOMCaller is one entry of a [[dicom]] allow list: a calling AE title,
@@ -158,6 +173,11 @@ func (c *Config) validateDICOM(bad func(key, msg, fix string)) {
 		}
 		if d.MaxAssociations < 0 || d.MaxAssociations > 1024 {
 			bad(key("max_associations"), fmt.Sprintf("%d is out of range", d.MaxAssociations), fmt.Sprintf("use 1 to 1024; 0 is the default, %d", dimse.DefaultMaxAssociations))
+		}
+		if d.Journal != "" {
+			if n, err := ParseSize(d.Journal); err != nil || n < 1<<20 || n > 16<<30 {
+				bad(key("journal"), fmt.Sprintf("%q is not a size from 1MiB to 16GiB", d.Journal), `"256MiB" is the default; a size about that of the largest series received`)
+			}
 		}
 		switch w := c.SpoolWatch(d); {
 		case d.Spool == "":

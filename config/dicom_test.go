@@ -93,6 +93,9 @@ func TestDICOMValidation(t *testing.T) {
 		{"spool watched by file mode", func(c *Config) { c.Watch[0].Group = "file" }, "dicom[0].spool"},
 		{"spool watched by folder mode", func(c *Config) { c.Watch[0].Group = "folder" }, "dicom[0].spool"},
 		{"too many associations", func(c *Config) { c.DICOM[0].MaxAssociations = 5000 }, "dicom[0].max_associations"},
+		{"journal too small", func(c *Config) { c.DICOM[0].Journal = "512KiB" }, "dicom[0].journal"},
+		{"journal too big", func(c *Config) { c.DICOM[0].Journal = "32GiB" }, "dicom[0].journal"},
+		{"journal not a size", func(c *Config) { c.DICOM[0].Journal = "lots" }, "dicom[0].journal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,5 +153,21 @@ func TestExampleDICOMBlockValidates(t *testing.T) {
 	}
 	if d := c.DICOM[0]; d.Listen == "" || d.AETitle == "" || len(d.Allow) == 0 || d.TLSCert == "" || d.TLSKey == "" || d.TLSClientCA == "" || d.MaxAssociations == 0 {
 		t.Errorf("the example does not show every key: %+v", d)
+	}
+}
+
+func TestDICOMJournalBytes(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "16MiB": 16 << 20, "1GiB": 1 << 30} {
+		c, err := Parse(strings.NewReader(withDICOM), "t.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.DICOM[0].Journal = in
+		if err := c.Validate(); err != nil {
+			t.Fatalf("journal %q: %v", in, err)
+		}
+		if got := c.DICOM[0].JournalBytes(); got != want {
+			t.Errorf("journal %q = %d bytes, want %d", in, got, want)
+		}
 	}
 }
