@@ -229,7 +229,6 @@ func submitPlanned(t *testing.T, h *harness, p *Pipeline) int {
 }
 
 func TestDeidentifiedDICOMLeavesNoIdentity(t *testing.T) {
-	t.Parallel()
 	h, rec := deidHarness(t, "")
 	h.watch.Deidentify = true
 	const study, series = "1.2.826.0.1.555.1", "1.2.826.0.1.555.1.2"
@@ -311,7 +310,6 @@ func TestDeidentifiedDICOMLeavesNoIdentity(t *testing.T) {
 }
 
 func TestDeidentifyRefuses(t *testing.T) {
-	t.Parallel()
 	const study, series = "1.2.826.0.1.556.1", "1.2.826.0.1.556.1.2"
 	tests := []struct {
 		name  string
@@ -365,7 +363,6 @@ func TestDeidentifyRefuses(t *testing.T) {
 // TestTruncatedDICOMFails: a cut file fails its series, named, once the
 // grouper lets it go; nothing is sent.
 func TestTruncatedDICOMFails(t *testing.T) {
-	t.Parallel()
 	h, rec := deidHarness(t, "")
 	const study, series = "1.2.826.0.1.557.1", "1.2.826.0.1.557.1.2"
 	h.write("s/IM1", ctSpec{study: study, series: series, instance: series + ".1"}.bytes())
@@ -383,7 +380,6 @@ func TestTruncatedDICOMFails(t *testing.T) {
 }
 
 func TestLoadSecret(t *testing.T) {
-	t.Parallel()
 	name := filepath.Join(t.TempDir(), "d", SecretFile)
 	a, err := LoadSecret(name)
 	if err != nil {
@@ -409,7 +405,6 @@ func TestLoadSecret(t *testing.T) {
 // image of every file), never a second item; with and without
 // de-identification.
 func TestLateSliceSameItem(t *testing.T) {
-	t.Parallel()
 	for _, deid := range []bool{false, true} {
 		t.Run(map[bool]string{false: "as is", true: "deidentified"}[deid], func(t *testing.T) {
 			h, _ := deidHarness(t, "")
@@ -446,7 +441,6 @@ func TestLateSliceSameItem(t *testing.T) {
 // are de-identified whatever the watch says, sent one upload each
 // (dicom_image_<i>.dcm) and attached with image_name, the item's title.
 func TestDICOMImageSetSocket(t *testing.T) {
-	t.Parallel()
 	h, rec := deidHarness(t, "DICOM Image Set")
 	const study, series = "1.2.826.0.1.559.1", "1.2.826.0.1.559.1.2"
 	for i := 1; i <= 3; i++ {
@@ -502,7 +496,6 @@ func TestDICOMImageSetSocket(t *testing.T) {
 }
 
 func TestLogDeidentification(t *testing.T) {
-	t.Parallel()
 	for _, deid := range []bool{false, true} {
 		var buf bytes.Buffer
 		LogDeidentification(slog.New(slog.NewTextHandler(&buf, nil)), Watch{Spec: watch.Spec{Deidentify: deid}})
@@ -521,7 +514,6 @@ func TestLogDeidentification(t *testing.T) {
 // de-identified: the link is not followed, so nothing of that file (here,
 // its pixel data, which de-identification keeps) reaches the server.
 func TestDeidentifySymlinkSwapIsNeverSent(t *testing.T) {
-	t.Parallel()
 	h, rec := deidHarness(t, "")
 	h.watch.Deidentify = true
 	const study, series = "1.2.826.0.1.560.1", "1.2.826.0.1.560.1.2"
@@ -567,7 +559,6 @@ func TestDeidentifySymlinkSwapIsNeverSent(t *testing.T) {
 // own, for a link swapped in after the files were hashed: writing the
 // de-identified ZIP refuses the link instead of reading its target.
 func TestDeidentifyingZipDoesNotFollowSymlinks(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	spec := ctSpec{study: "1.2.826.0.1.561.1", series: "1.2.826.0.1.561.1.2", instance: "1.2.826.0.1.561.1.2.1"}
 	secret := spec.bytes()
@@ -598,7 +589,6 @@ func TestDeidentifyingZipDoesNotFollowSymlinks(t *testing.T) {
 // series still in a keep-mode drop folder that the old key (its folder)
 // sent as one item is found held by that item: a duplicate, nothing sent.
 func TestDICOMKeyChangeDoesNotResendKeptSeries(t *testing.T) {
-	t.Parallel()
 	h, _ := deidHarness(t, "")
 	const study, series = "1.2.826.0.1.777.1", "1.2.826.0.1.777.1.2"
 	var files []File
@@ -627,7 +617,6 @@ func TestDICOMKeyChangeDoesNotResendKeptSeries(t *testing.T) {
 // patient; with deidentify, neither the title, the image_name, nor any
 // upload filename or byte the server receives carries them.
 func TestDeidentifiedNamesStayHome(t *testing.T) {
-	t.Parallel()
 	for _, kind := range []string{"", KindDICOMImageSet} {
 		t.Run(cmp.Or(kind, "image socket"), func(t *testing.T) {
 			h, rec := deidHarness(t, kind)
@@ -667,7 +656,6 @@ func TestDeidentifiedNamesStayHome(t *testing.T) {
 // the grouper; with deidentify it fails, naming the file, and no byte of
 // it leaves.
 func TestDeidentifyNeverSendsUnreadableDICOMRaw(t *testing.T) {
-	t.Parallel()
 	h, rec := deidHarness(t, "")
 	h.watch.Deidentify = true
 	const study, series = "1.2.826.0.1.559.1", "1.2.826.0.1.559.1.2"
@@ -751,7 +739,6 @@ func nestedSeq(depth int, closed bool) []byte {
 // deidentify: each lands de-identified or fails, and no byte of identity
 // reaches the server either way.
 func TestDeepOrUnclosedSequencesSendNoIdentity(t *testing.T) {
-	t.Parallel()
 	for _, closed := range []bool{true, false} {
 		t.Run(map[bool]string{true: "40 deep", false: "unclosed"}[closed], func(t *testing.T) {
 			h, rec := deidHarness(t, "")

@@ -66,7 +66,6 @@ func (a crashAfterPatch) UpdateArchiveItem(ctx context.Context, pk string, value
 // second image's record names its own file, the first image's file is
 // untouched, and nothing is left in the drop folder.
 func TestDoneDirMoveSurvivesCrash(t *testing.T) {
-	t.Parallel()
 	for _, at := range []string{"between the commit and the rename", "after the rename"} {
 		t.Run(at, func(t *testing.T) {
 			h := newHarness(t, gcapitest.Options{}, "move")

@@ -21,7 +21,6 @@ import (
 // while the server answers every other image (pacing.go). Ten runs, side
 // by side (they mostly wait): GCINGEST_SOAK=1 makes it thirty.
 func TestIntermittentFaultsEveryImageLands(t *testing.T) {
-	t.Parallel()
 	runs := 10
 	if os.Getenv("GCINGEST_SOAK") != "" {
 		runs = 30

@@ -44,7 +44,6 @@ func (t teeReaderAt) ReadAt(b []byte, off int64) (int, error) {
 // is never read for an upload. Before, the changed size sent the image
 // back to hashing, which followed the link and uploaded the secret.
 func TestSymlinkSwappedInDuringUploadIsNeverSent(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	secret := append([]byte("SECRET-PATIENT-DATA "), bytes.Repeat([]byte("s"), 3000)...)
 	outside := filepath.Join(h.dir, "outside", "secret.mha")
@@ -117,7 +116,6 @@ func (a rewriteAPI) UpdateArchiveItem(ctx context.Context, pk string, v []gcapi.
 // content the archive does not have: after_upload = "delete" must not
 // delete it. Size and modification time alone said it was unchanged.
 func TestSameSizeRewriteWithMtimeRestoredIsNotDeleted(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "delete")
 	first := gcapitest.SampleMHA(1, 4, 4, 2)
 	f := h.write("x.mha", first)
@@ -180,7 +178,6 @@ func (s *crashOnFailedCommit) Update(id uint64, fn func(*state.Image) error) (st
 // move and its commit: a later retry of the second image must bring back
 // its own file, never the first image's.
 func TestFailedDirClashAndCrashRetryRestoresTheRightFile(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "move")
 	h.srv.SetFaults(gcapitest.Faults{FailImport: func([]string) string { return "corrupt image" }})
 	// run submits g and runs until its image failed and its files were
@@ -297,7 +294,6 @@ func bigSparse(t *testing.T, name string, size int64) {
 // is seen between chunks, not at the end of the file: each returns the
 // cancellation and leaves nothing half-written behind.
 func TestCancelledLargeCopiesStopBetweenChunks(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.dcm")
 	bigSparse(t, src, 64<<20)
@@ -347,7 +343,6 @@ func TestCancelledLargeCopiesStopBetweenChunks(t *testing.T) {
 // conversion the name became another that named no file ("was deleted
 // before upload") and retry could not bring it back.
 func TestNonUTF8FileName(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "move")
 	name := "scan-\xff\xfe.mha"
 	var fail atomic.Bool
@@ -407,7 +402,6 @@ func TestNonUTF8FileName(t *testing.T) {
 // Before, the second submission was skipped (the record "re-checks its
 // files itself", but only the files it had) and the file was dropped.
 func TestFileAddedToPendingFolderJoinsIt(t *testing.T) {
-	t.Parallel()
 	h := newFolderHarness(t, gcapitest.Options{})
 	g := h.folder("f", map[string][]byte{
 		"ct.mha":      gcapitest.SampleMHA(1, 4, 4, 2),
@@ -474,7 +468,6 @@ func TestFileAddedToPendingFolderJoinsIt(t *testing.T) {
 }
 
 func TestEscapedNames(t *testing.T) {
-	t.Parallel()
 	img := state.Image{Key: "a/scan-\xff.mha", Files: []state.File{{Rel: "a/scan-\xff.mha", Path: "/d/a/scan-\xff.mha"}},
 		RawNames: map[string][]byte{"key": []byte("a/scan-\xff.mha")}}
 	got := EscapedNames(img)

@@ -94,7 +94,6 @@ func valueJSON(t *testing.T, it gcapitest.ArchiveItem, slug string) string {
 }
 
 func TestFolderItemFourValuesOnePatch(t *testing.T) {
-	t.Parallel()
 	h := newFolderHarness(t, gcapitest.Options{})
 	g := h.folder("case1", map[string][]byte{
 		"ct.mha":          gcapitest.SampleMHA(1, 8, 8, 4),
@@ -160,7 +159,6 @@ func TestFolderItemFourValuesOnePatch(t *testing.T) {
 }
 
 func TestFolderDICOMMainAndJSONFile(t *testing.T) {
-	t.Parallel()
 	h := newFolderHarness(t, gcapitest.Options{})
 	files := map[string][]byte{"values.json": []byte(`{"notes": {"a": [1, 2]}, "label": "left"}`)}
 	for name, b := range gcapitest.SampleDICOMSeries(3) {
@@ -186,7 +184,6 @@ func TestFolderDICOMMainAndJSONFile(t *testing.T) {
 }
 
 func TestFolderAddsToExistingItem(t *testing.T) {
-	t.Parallel()
 	for _, replace := range []bool{false, true} {
 		t.Run("replace="+map[bool]string{false: "false", true: "true"}[replace], func(t *testing.T) {
 			h := newFolderHarness(t, gcapitest.Options{})
@@ -252,7 +249,6 @@ func TestFolderAddsToExistingItem(t *testing.T) {
 }
 
 func TestFolderBadInputUploadsNothing(t *testing.T) {
-	t.Parallel()
 	mha := gcapitest.SampleMHA(3, 4, 4, 2)
 	cases := []struct {
 		name  string
@@ -294,7 +290,6 @@ func TestFolderBadInputUploadsNothing(t *testing.T) {
 }
 
 func TestFolderPatternMatchingNothingIsFine(t *testing.T) {
-	t.Parallel()
 	h := newFolderHarness(t, gcapitest.Options{})
 	imgs := h.runAll(h.folder("only-ct", map[string][]byte{"ct.mha": gcapitest.SampleMHA(5, 4, 4, 2)}))
 	if imgs[0].State != state.Finished {
@@ -306,7 +301,6 @@ func TestFolderPatternMatchingNothingIsFine(t *testing.T) {
 }
 
 func TestPlanShowsFolderValues(t *testing.T) {
-	t.Parallel()
 	h := newFolderHarness(t, gcapitest.Options{})
 	h.folder("case1", map[string][]byte{
 		"ct.mha":          gcapitest.SampleMHA(1, 8, 8, 4),
@@ -347,7 +341,6 @@ func TestPlanShowsFolderValues(t *testing.T) {
 // folder is finished, each item holds exactly its values, no item was
 // created twice, no image imported twice and no upload is left open.
 func TestCrashAnywhereFolders(t *testing.T) {
-	t.Parallel()
 	for _, faults := range []bool{false, true} {
 		t.Run(map[bool]string{false: "clean", true: "faults"}[faults], func(t *testing.T) {
 			h, groups := crashFolders(t)
@@ -477,7 +470,6 @@ func checkCrashFolders(t *testing.T, h *harness, groups []Group) {
 // state file, then the exactly-once assertions. Every event is a crash
 // point with GCINGEST_SOAK=1; otherwise every fourth.
 func TestCrashAtEveryEventFolders(t *testing.T) {
-	t.Parallel()
 	stride := 4
 	if os.Getenv("GCINGEST_SOAK") != "" {
 		stride = 1
@@ -504,7 +496,6 @@ func TestCrashAtEveryEventFolders(t *testing.T) {
 // one in failed_dir and retries. The folder goes back whole, in one
 // rename, the removed file is no error, and the folder lands as it now is.
 func TestRetryAfterRemovingAFileInFailedDir(t *testing.T) {
-	t.Parallel()
 	h := newFolderHarness(t, gcapitest.Options{})
 	mha := gcapitest.SampleMHA(3, 4, 4, 2)
 	imgs := h.runAll(h.folder("two", map[string][]byte{"ct.mha": mha, "a.pdf": pdf('a'), "b.pdf": pdf('b')}))
@@ -543,7 +534,6 @@ func TestRetryAfterRemovingAFileInFailedDir(t *testing.T) {
 // refuses the retry, and nothing is moved: no half-restored folder for the
 // grouper to find.
 func TestRetryRefusedMovesNothing(t *testing.T) {
-	t.Parallel()
 	h := newFolderHarness(t, gcapitest.Options{})
 	h.srv.SetFaults(gcapitest.Faults{FailImport: func([]string) string { return "corrupt image" }})
 	mha := gcapitest.SampleMHA(3, 4, 4, 2)
@@ -569,7 +559,6 @@ func TestRetryRefusedMovesNothing(t *testing.T) {
 // that one lands, the failed record is superseded: it no longer counts as
 // failed, so an alert on failed images clears, and it keeps its story.
 func TestFixedInPlaceSupersedesTheFailure(t *testing.T) {
-	t.Parallel()
 	h := newFolderHarness(t, gcapitest.Options{})
 	h.watch.FailedDir = "" // the files stay where they are
 	mha := gcapitest.SampleMHA(3, 4, 4, 2)

@@ -20,7 +20,6 @@ import (
 // no listing of the archive per look, no look before an import could be
 // done.
 func TestBacklogCostsTheProtocolsRequests(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{ImportDelay: 50 * time.Millisecond}, "keep")
 	const n = 120
 	var groups []Group
@@ -73,7 +72,6 @@ func (a forgetfulPatch) UpdateArchiveItem(ctx context.Context, pk string, values
 // them, the item does not show them, for 2 x PollMax), not after the
 // import deadline (hours): the image lands within seconds of the restart.
 func TestExpiredUploadsOfALostImportAreSentAgainSoon(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
 	cfg := h.config()
@@ -103,7 +101,6 @@ func TestExpiredUploadsOfALostImportAreSentAgainSoon(t *testing.T) {
 // A record the operator dismissed (gcingest forget) is not retried: it
 // stays dismissed, and retry says why.
 func TestRetryRefusesADismissedRecord(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	h.srv.SetFaults(gcapitest.Faults{FailImport: func([]string) string { return "corrupt image" }})
 	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))

@@ -23,7 +23,6 @@ import (
 // uploads of the same file names, its item) touched. GCINGEST_SOAK=1 runs
 // longer.
 func TestLiveness(t *testing.T) {
-	t.Parallel()
 	images, rounds := 8, 12
 	if os.Getenv("GCINGEST_SOAK") != "" {
 		images, rounds = 30, 60

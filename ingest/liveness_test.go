@@ -70,7 +70,6 @@ func describe(imgs []state.Image) string {
 // uploads already deleted, so user_uploads is empty) fails the image with
 // the server's message, through the session captured while it built.
 func TestLinkedCheckFailureFailsTheImage(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{ImportDelay: 300 * time.Millisecond}, "keep")
 	h.srv.SetFaults(gcapitest.Faults{FailLinkedCheck: func([]string) string { return "Segmentation values out of range" }})
 	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
@@ -85,7 +84,6 @@ func TestLinkedCheckFailureFailsTheImage(t *testing.T) {
 // never came; sending them again fails the same way, and then the image
 // fails, pointing at the notifications.
 func TestLinkedCheckFailureWithoutSessionEndsAtDeadline(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	h.srv.SetFaults(gcapitest.Faults{FailLinkedCheck: func([]string) string { return "Segmentation values out of range" }})
 	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
@@ -103,7 +101,6 @@ func TestLinkedCheckFailureWithoutSessionEndsAtDeadline(t *testing.T) {
 // A file value whose copy fails leaves only a notification: at its
 // deadline the folder fails, saying where to look.
 func TestFileCopyFailureFailsAtDeadline(t *testing.T) {
-	t.Parallel()
 	h := newFolderHarness(t, gcapitest.Options{})
 	h.srv.SetFaults(gcapitest.Faults{FailImport: func(names []string) string {
 		if len(names) == 1 && strings.HasSuffix(names[0], ".pdf") {
@@ -131,7 +128,6 @@ func TestFileCopyFailureFailsAtDeadline(t *testing.T) {
 // Uploads that expire while the agent is stopped between upload and attach
 // are sent again, to the same item.
 func TestExpiredUploadsAreSentAgainToTheSameItem(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	hdr, raw := gcapitest.SampleMHDPair(2, 8, 8, 2, "pair.raw")
 	g := h.group(KindMHD, "b/pair.mhd", h.write("b/pair.mhd", hdr), h.write("b/pair.raw", raw))
@@ -176,7 +172,6 @@ func TestExpiredUploadsAreSentAgainToTheSameItem(t *testing.T) {
 // sent: nothing shows it arrived, and its uploads are gone; the deadline
 // finds them gone and sends them again, to the same item.
 func TestExpiredUploadsBeforeAttachAreSentAgain(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -227,7 +222,6 @@ func (a patchCrashAPI) UpdateArchiveItem(ctx context.Context, pk string, v []gca
 // heal it, and a permanent failure naming the sizes once it outlasts
 // QuotaTimeout: a group larger than the quota can never finish.
 func TestQuotaBlocksThenFailsWithSizes(t *testing.T) {
-	t.Parallel()
 	hdr, raw := gcapitest.SampleMHDPair(2, 8, 8, 2, "pair.raw")
 	h := newHarness(t, gcapitest.Options{QuotaBytes: int64(len(hdr))}, "keep")
 	g := h.group(KindMHD, "b/pair.mhd", h.write("b/pair.mhd", hdr), h.write("b/pair.raw", raw))
@@ -258,7 +252,6 @@ func TestQuotaBlocksThenFailsWithSizes(t *testing.T) {
 // retry works on an image that waits: an importing one looks at the
 // server's truth now.
 func TestRetryImportingImage(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
 	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
 	p := h.pipeline(h.config())
@@ -286,7 +279,6 @@ func TestRetryImportingImage(t *testing.T) {
 // recognised before anything is uploaded, and the archive is listed once
 // for all of them, not once per image.
 func TestKnownImagesRecognisedAfterStateLost(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	var groups []Group
 	for i := range 10 {
@@ -330,7 +322,6 @@ func TestKnownImagesRecognisedAfterStateLost(t *testing.T) {
 // S3's 400 RequestTimeout and ExpiredToken on a part PUT are healed by
 // sending the part again (with fresh presigned URLs): the image lands.
 func TestS3PartTimeoutsAreTransient(t *testing.T) {
-	t.Parallel()
 	for _, f := range []gcapitest.Faults{{RateS3RequestTimeout: 0.5}, {RateS3ExpiredToken: 0.5}} {
 		t.Run(fmt.Sprintf("%+v", f), func(t *testing.T) {
 			h := newHarness(t, gcapitest.Options{Seed: 3}, "keep")
@@ -430,7 +421,6 @@ func TestManyImportsReadFromOneListingPerCycle(t *testing.T) {
 // new images only: the image lands where it was recorded to go, and the
 // agent does not wait for it under the new interface.
 func TestTargetsFrozenPerRecord(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
 	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
 	p := h.pipeline(h.config())
@@ -462,7 +452,6 @@ func TestTargetsFrozenPerRecord(t *testing.T) {
 // After the watch's group changes, files kept in the drop folder whose
 // content an item we landed already holds are not sent again as new items.
 func TestGroupChangeDoesNotResendKeptFiles(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	hdr, raw := gcapitest.SampleMHDPair(2, 8, 8, 2, "pair.raw")
 	mhd, rawF := h.write("b/pair.mhd", hdr), h.write("b/pair.raw", raw)
@@ -500,7 +489,6 @@ func (a createThenDie) CreateArchiveItem(ctx context.Context, ar, title string) 
 // import, the confirmation lane may list it again, once per cycle for all
 // of them: those listings come after the first PATCH.)
 func TestRecoveryListsTheArchiveOnce(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	const n = 20
 	var groups []Group
@@ -550,7 +538,6 @@ func TestRecoveryListsTheArchiveOnce(t *testing.T) {
 // An import the server reports running for ever ends after
 // maxImportWaits deadlines, with the reason.
 func TestStuckImportFailsInTheEnd(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
 	g := h.group(KindSingle, "a/ct.mha", h.write("a/ct.mha", gcapitest.SampleMHA(1, 8, 8, 4)))
 	cfg := h.config()
@@ -575,7 +562,6 @@ func (a failingUploads) UploadFile(ctx context.Context, f gcapi.FileUpload) (*gc
 // UnknownErrorAttempts, with the error and what to do; a network error,
 // which waiting does heal, is retried past that.
 func TestUnknownErrorsEndInFailure(t *testing.T) {
-	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		err  error
@@ -647,7 +633,6 @@ func (a *countingLooks) UploadSessions(ctx context.Context) ([]gcapi.UploadSessi
 // once the import is slow (sessionCycles) and every tenth look after, not
 // every cycle.
 func TestImportPolledOnAFixedShortCycle(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{ImportDelay: time.Hour}, "keep")
 	g := h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))
 	p := h.pipeline(h.config())

@@ -108,7 +108,6 @@ func (a crashAPI) UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcapi.Up
 // file. In the end every image is in the archive exactly once, no value was
 // replaced and no multipart upload is left open.
 func TestCrashAnywhere(t *testing.T) {
-	t.Parallel()
 	for _, faults := range []bool{false, true} {
 		t.Run(fmt.Sprintf("faults=%v", faults), func(t *testing.T) {
 			h := newHarness(t, gcapitest.Options{Seed: 11}, "move")
@@ -194,7 +193,6 @@ func sortFiles(fs []File) []File {
 // file, then the exactly-once assertions. Every event of the run is a
 // crash point with GCINGEST_SOAK=1; otherwise every fifth.
 func TestCrashAtEveryEvent(t *testing.T) {
-	t.Parallel()
 	stride := 5
 	if os.Getenv("GCINGEST_SOAK") != "" {
 		stride = 1

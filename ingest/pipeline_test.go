@@ -340,7 +340,6 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 }
 
 func TestRestartWithNothingNewCreatesNothing(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	var groups []Group
 	for i := range 5 {
@@ -384,7 +383,6 @@ func TestRestartWithNothingNewCreatesNothing(t *testing.T) {
 // a crash would (nothing more written), restarts it on the same state file,
 // and repeats with n growing, so every step of every kind is a crash point.
 func TestCrashAtEachStep(t *testing.T) {
-	t.Parallel()
 	for _, faults := range []bool{false, true} {
 		t.Run(fmt.Sprintf("faults=%v", faults), func(t *testing.T) {
 			h := newHarness(t, gcapitest.Options{Seed: 7}, "move")
@@ -480,7 +478,6 @@ func waitDone(ctx context.Context, s *state.Store, want int) error {
 }
 
 func TestFaultsEveryImageOnce(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{Seed: 3}, "delete")
 	h.srv.SetFaults(gcapitest.Faults{Rate5xx: 0.08, Rate500: 0.04, Rate429: 0.04, RateReset: 0.04, RetryAfter: time.Millisecond})
 	p := h.pipeline(h.config())
@@ -570,7 +567,6 @@ func TestResumeHalfSentUpload(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	t.Parallel()
 	t.Run("zero-byte file fails and is not sent", func(t *testing.T) {
 		h := newHarness(t, gcapitest.Options{}, "move")
 		p := h.pipeline(h.config())
@@ -724,7 +720,6 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestDuplicateContentNoSecondItem(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	g := h.group(KindSingle, "dup.mha", h.write("dup.mha", gcapitest.SampleMHA(5, 4, 4, 2)))
 	p := h.pipeline(h.config())
@@ -786,7 +781,6 @@ func (a duringUpload) UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcap
 }
 
 func TestFileTouchedDuringUpload(t *testing.T) {
-	t.Parallel()
 	t.Run("deleted", func(t *testing.T) {
 		h := newHarness(t, gcapitest.Options{}, "move")
 		api := duringUpload{API: h.api, do: func(path string) { os.Remove(path) }}
@@ -830,7 +824,6 @@ func TestFileTouchedDuringUpload(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	t.Parallel()
 	p := NewPipeline(PipelineConfig{RetryBase: time.Second, RetryMax: time.Minute}, nil, nil, nil)
 	tests := []struct {
 		attempt int
@@ -847,7 +840,6 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestUnfinishedWorkGoesFirst(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	old := h.pipeline(h.config())
 	for i := range 2 {
@@ -900,7 +892,6 @@ func TestUnfinishedWorkGoesFirst(t *testing.T) {
 // what it is (no watch), one already known (same files, recorded before),
 // two new ones landing once each, and the refused one named in its error.
 func TestSubmitAll(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	p := h.pipeline(h.config())
 	known := h.group(KindSingle, "a.mha", h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2)))
@@ -940,7 +931,6 @@ func TestSubmitAll(t *testing.T) {
 // A backlog bigger than one batch is recorded whole, each group's error
 // where it belongs.
 func TestSubmitAllBacklog(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	p := h.pipeline(h.config())
 	const n, bad = 2*submitBatch + 7, submitBatch + 3
@@ -998,7 +988,6 @@ func (s *refusingStore) Update(id uint64, fn func(*state.Image) error) (state.Im
 // held with the reason in its record; the pipeline goes on with the rest
 // instead of stopping as it does for a disk that cannot be written.
 func TestRefusedMoveHoldsOnlyThatImage(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	rs := &refusingStore{Store: h.store, refuse: "a.mha"}
 	p := NewPipeline(h.config(), rs, h.api, nil)
@@ -1033,7 +1022,6 @@ func TestRefusedMoveHoldsOnlyThatImage(t *testing.T) {
 // saying so and what to ask for, not with the server's bare "Invalid
 // hyperlink - Object does not exist".
 func TestViewOnlyArchiveSaysWhatToAskFor(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	h.srv.AddArchiveAccess("viewed", "Viewed", gcapitest.AccessView)
 	h.watch.Archive = "viewed"
@@ -1048,7 +1036,6 @@ func TestViewOnlyArchiveSaysWhatToAskFor(t *testing.T) {
 // error and when the client tries again, not as "uploading" with nothing
 // next; once the server answers, it lands and the note is gone.
 func TestClientRetriesShowAsRetrying(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	h.srv.SetFaults(gcapitest.Faults{Rate5xx: 1, PathPrefix: "/api/v1/archives/"})
 	var p *Pipeline
@@ -1090,7 +1077,6 @@ func TestClientRetriesShowAsRetrying(t *testing.T) {
 // No image waits for ever, a bug of ours included: one whose step the
 // state machine keeps refusing fails after refusedHolds looks, saying so.
 func TestRefusedMoveFailsInTheEnd(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	rs := &refusingStore{Store: h.store, refuse: "a.mha"}
 	cfg := h.config()

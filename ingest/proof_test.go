@@ -16,7 +16,6 @@ import (
 // although its own header proves it cut (the grouper lets it go after
 // IncompleteWait) fails with the file named, and nothing of it is sent.
 func TestCutImageFailsNamingBothSizes(t *testing.T) {
-	t.Parallel()
 	mha := gcapitest.SampleMHA(1, 16, 16, 4)
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
@@ -63,7 +62,6 @@ func TestCutImageFailsNamingBothSizes(t *testing.T) {
 // TestHashingShowsProgress: the hash step reports the bytes it has read,
 // so that status shows a file of many GiB being read, not "pending 0 %".
 func TestHashingShowsProgress(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	content := gcapitest.SampleMHA(3, 1024, 1024, 8)
 	h.write("big.mha", content)

@@ -20,7 +20,6 @@ func drain(q *queue, now time.Time) []uint64 {
 }
 
 func TestQueueOrder(t *testing.T) {
-	t.Parallel()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	later := t0.Add(time.Minute)
 	tests := []struct {
@@ -77,7 +76,6 @@ func TestQueueOrder(t *testing.T) {
 }
 
 func TestQueueTakeBusyHeld(t *testing.T) {
-	t.Parallel()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var q queue
 	q.first(1)

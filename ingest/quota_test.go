@@ -16,7 +16,6 @@ import (
 // aborts it or creates another, and once space frees the same upload
 // finishes and the image lands.
 func TestQuotaResumesRecordedUpload(t *testing.T) {
-	t.Parallel()
 	const quota = 64
 	h := newHarness(t, gcapitest.Options{QuotaBytes: quota}, "keep")
 	// Another upload of the account fills the quota: completed, never

@@ -53,7 +53,6 @@ func (h *harness) twin() *harness {
 // value a second time. Without the re-check the value was set twice (two
 // PATCHes, two imports, the first image replaced).
 func TestUnlockedFolderRecheckSetsValueOnce(t *testing.T) {
-	t.Parallel()
 	a := newHarness(t, gcapitest.Options{}, "keep")
 	a.watch.Unlocked = true
 	b := a.twin()

@@ -34,7 +34,6 @@ func (a afterPatch) UpdateArchiveItem(ctx context.Context, pk string, v []gcapi.
 // exporting the series again) holds content that was never uploaded: the
 // after-upload action of the earlier image must leave it alone.
 func TestAfterActionLeavesFileChangedSinceUpload(t *testing.T) {
-	t.Parallel()
 	for _, after := range []string{"delete", "move"} {
 		t.Run(after, func(t *testing.T) {
 			h := newHarness(t, gcapitest.Options{}, after)
@@ -75,7 +74,6 @@ func TestAfterActionLeavesFileChangedSinceUpload(t *testing.T) {
 // A failed image that cannot be retried (its file was removed from
 // failed_dir) must not hold up the images dropped after it.
 func TestRetryFailedThatCannotRestoreDoesNotStall(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	p := h.pipeline(h.config())
 	stop := start(p)
@@ -129,7 +127,6 @@ func (a failPartOnce) UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcap
 // multipart upload sent) must not start it over: that would leave its
 // multipart upload Initialized for good.
 func TestRetryOfRetryingImageKeepsItsUpload(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	cfg := h.config()
 	cfg.PartSize = 5 << 20
@@ -191,7 +188,6 @@ func (a brokenAbort) AbortUpload(ctx context.Context, u *gcapi.Upload) (*gcapi.U
 // gcingest retry on a failed image whose open upload is not aborted yet
 // must not forget that upload.
 func TestRetryOfFailedImageWithOpenUpload(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	cfg := h.config()
 	cfg.PartSize = 5 << 20
@@ -238,7 +234,6 @@ func TestRetryOfFailedImageWithOpenUpload(t *testing.T) {
 // record says so: no move target that holds nothing, and the reason it
 // failed still first in its error, with the failed move after it.
 func TestFailedImageFilesThatCannotMove(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	if err := os.WriteFile(h.watch.FailedDir, []byte("not a folder"), 0o644); err != nil {
 		t.Fatal(err)

@@ -58,7 +58,6 @@ func landSeries(t *testing.T, h *harness, p *Pipeline, series string, from, to, 
 // first slices are in done_dir when two late ones arrive; the item's
 // value must become the whole series, not the two late slices.
 func TestLateSliceAfterMoveSendsWholeSeries(t *testing.T) {
-	t.Parallel()
 	for _, deid := range []bool{false, true} {
 		t.Run(map[bool]string{false: "as is", true: "deidentified"}[deid], func(t *testing.T) {
 			h, _ := deidHarness(t, "")
@@ -101,7 +100,6 @@ func TestLateSliceAfterMoveSendsWholeSeries(t *testing.T) {
 // nothing to gather: the late slices fail, naming the series, the item and
 // what to do, and the item keeps its whole series.
 func TestLateSliceAfterDeleteKeepsTheItem(t *testing.T) {
-	t.Parallel()
 	h, rec := deidHarness(t, "")
 	h.watch.AfterUpload = watch.AfterUploadDelete
 	const series = "1.2.826.0.1.561.1.2"
@@ -140,7 +138,6 @@ func TestLateSliceAfterDeleteKeepsTheItem(t *testing.T) {
 // series and its depth): a duplicate, nothing sent. Part of it alone
 // would shrink the item: it fails instead.
 func TestSeriesAlreadyHeldIsNotSentAgain(t *testing.T) {
-	t.Parallel()
 	for _, deid := range []bool{false, true} {
 		t.Run(map[bool]string{false: "as is", true: "deidentified"}[deid], func(t *testing.T) {
 			h, rec := deidHarness(t, "")

@@ -10,7 +10,6 @@ import (
 )
 
 func TestRenderTitle(t *testing.T) {
-	t.Parallel()
 	files := []state.File{{Rel: "case042/ct.mha", SHA256: "aa"}}
 	hash := titleHash(files)
 	tests := []struct {
@@ -55,7 +54,6 @@ func TestRenderTitle(t *testing.T) {
 // A de-identified image's title carries no folder or file name: exports
 // name both after the patient.
 func TestRenderTitleDeidentified(t *testing.T) {
-	t.Parallel()
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	key := "dicom:DOE^JOHN PID-4711/1.2.3/1.2.3.4/1.2.840.10008.5.1.4.1.1.2"
 	files := []state.File{{Rel: "DOE^JOHN PID-4711/IM0001", SHA256: "aa"}}

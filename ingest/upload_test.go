@@ -172,7 +172,6 @@ func (g gate) ReadAt(b []byte, off int64) (int, error) {
 // The filename-based orphan scan failed this: it took the other agent's
 // fresh Initialized "x.mha" for its own lost create and aborted it.
 func TestTwoAgentsOneAccountLeaveEachOthersUploadsAlone(t *testing.T) {
-	t.Parallel()
 	a := newHarness(t, gcapitest.Options{}, "move")
 	b := a.sibling("scans-b")
 	var groupsA, groupsB []Group
@@ -281,7 +280,6 @@ func TestTwoAgentsOneAccountLeaveEachOthersUploadsAlone(t *testing.T) {
 // complete and is aborted (it is ours and holds stale bytes); the new
 // content is hashed and sent anew.
 func TestFileChangedDuringUploadAbortsTheStaleUpload(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	f := h.write("a.mha", gcapitest.SampleMHA(1, 4, 4, 2))
 	var mu sync.Mutex
@@ -331,7 +329,6 @@ func TestFileChangedDuringUploadAbortsTheStaleUpload(t *testing.T) {
 // S3 refusing part PUTs with 400 RequestTimeout or ExpiredToken is healed
 // by trying again: every image lands.
 func TestS3TimeoutsAndExpiredTokensAreTransient(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{Seed: 3}, "keep")
 	h.srv.SetFaults(gcapitest.Faults{RateS3RequestTimeout: 0.25, RateS3ExpiredToken: 0.25})
 	p := h.pipeline(h.config())
@@ -361,7 +358,6 @@ func TestS3TimeoutsAndExpiredTokensAreTransient(t *testing.T) {
 // A file name over the server's 128 characters is shortened for the
 // upload, its extension kept; the image lands.
 func TestLongFilenameIsShortenedForTheUpload(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{}, "keep")
 	name := strings.Repeat("long-name-", 20) + ".mha"
 	p := h.pipeline(h.config())
@@ -384,7 +380,6 @@ func TestLongFilenameIsShortenedForTheUpload(t *testing.T) {
 }
 
 func TestUploadName(t *testing.T) {
-	t.Parallel()
 	long := strings.Repeat("x", 150)
 	for _, tc := range []struct{ in, ext string }{
 		{"short.mha", ".mha"},
@@ -415,7 +410,6 @@ func TestUploadName(t *testing.T) {
 // the server's 24 h cleanup. The old orphan scan aborted any Initialized
 // upload of the same name, another agent's included.
 func TestAmbiguousUploadCreateIsNotRetriedInPlaceNorItsStrayTouched(t *testing.T) {
-	t.Parallel()
 	h := newHarness(t, gcapitest.Options{Seed: 1}, "keep")
 	h.srv.SetFaults(gcapitest.Faults{Rate500: 1, PathPrefix: "/api/v1/uploads/"})
 	var mu sync.Mutex
