@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -133,13 +132,6 @@ func BenchmarkBacklog(b *testing.B) {
 		b.ReportMetric(last/first, "cpu-last/first")
 		b.Logf("requests by kind: %s", requestKinds(reqs))
 	}
-}
-
-// cpuTime is the CPU time (user and system) this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // idSegment is a path segment that names an object (a pk, an S3 upload id).
