@@ -108,22 +108,7 @@ func (p *Pipeline) runLane(ctx context.Context) {
 			p.cycle(ctx, ids)
 			continue
 		}
-		var timer *time.Timer
-		var fire <-chan time.Time
-		if !wake.IsZero() {
-			timer = time.NewTimer(wake.Sub(now))
-			fire = timer.C
-		}
-		select {
-		case <-ctx.Done():
-		case <-p.halt:
-		case <-p.laneWake:
-		case <-fire:
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		if ctx.Err() != nil {
+		if !p.idle(ctx, p.laneWake, wake, now) {
 			return
 		}
 	}

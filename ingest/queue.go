@@ -173,25 +173,30 @@ func (p *Pipeline) next(ctx context.Context) (uint64, bool) {
 		}
 		p.mu.Unlock()
 
-		var timer *time.Timer
-		var fire <-chan time.Time
-		if !wake.IsZero() {
-			timer = time.NewTimer(wake.Sub(now))
-			fire = timer.C
-		}
-		select {
-		case <-ctx.Done():
-		case <-p.halt:
-		case <-p.wake:
-		case <-fire:
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		if ctx.Err() != nil {
+		if !p.idle(ctx, p.wake, wake, now) {
 			return 0, false
 		}
 	}
+}
+
+// idle waits, with nothing to take, until wake (zero: no time set), a
+// poke on poked, the pipeline's halt or the end of ctx, and reports
+// whether ctx is still live: the upload workers and the confirmation lane
+// wait the same way, each on its own poke.
+func (p *Pipeline) idle(ctx context.Context, poked <-chan struct{}, wake, now time.Time) bool {
+	var fire <-chan time.Time
+	if !wake.IsZero() {
+		timer := time.NewTimer(wake.Sub(now))
+		defer timer.Stop()
+		fire = timer.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-p.halt:
+	case <-poked:
+	case <-fire:
+	}
+	return ctx.Err() == nil
 }
 
 func (p *Pipeline) release(id uint64) {
