@@ -95,17 +95,7 @@ func (c *cli) cmdInterfaces(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("list the items of archive %q: %w", *archive, err)
 	}
-	used := map[string]int{}
-	var ifaces []gcapi.Interface
-	for _, it := range items {
-		for _, v := range it.Values {
-			s := v.Interface.Slug
-			if used[s] == 0 {
-				ifaces = append(ifaces, v.Interface)
-			}
-			used[s]++
-		}
-	}
+	ifaces, used := gcapi.InterfacesInUse(items)
 	fmt.Fprintf(c.stdout, "archive %q (%s): %s\n\n", *archive, oneLine(a.Title), plural(len(items), "item", "items"))
 	if len(ifaces) == 0 {
 		fmt.Fprintf(c.stdout, "its items hold no values yet; 'gcingest interfaces' lists every interface (images: %q)\n", "generic-medical-image")

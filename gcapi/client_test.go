@@ -531,3 +531,20 @@ func TestS3RefusalsOfAPartAreTransient(t *testing.T) {
 		}
 	}
 }
+
+func TestInterfacesInUse(t *testing.T) {
+	ct := Interface{Slug: "ct-image"}
+	seg := Interface{Slug: "segmentation"}
+	items := []ArchiveItem{
+		{Values: []ItemValue{{Interface: ct}, {Interface: seg}}},
+		{Values: []ItemValue{{Interface: ct}}},
+		{},
+	}
+	ifaces, used := InterfacesInUse(items)
+	if len(ifaces) != 2 || ifaces[0].Slug != "ct-image" || ifaces[1].Slug != "segmentation" {
+		t.Errorf("interfaces %v, want ct-image then segmentation, each once", ifaces)
+	}
+	if used["ct-image"] != 2 || used["segmentation"] != 1 {
+		t.Errorf("counts %v, want ct-image 2, segmentation 1", used)
+	}
+}

@@ -230,3 +230,21 @@ type ImageFile struct {
 	File      string `json:"file"`  // download URL (answers with a redirect)
 	ImageType string `json:"image_type"`
 }
+
+// InterfacesInUse returns the interfaces the items hold values of, in the
+// order first seen, and how many items hold each (by slug): what a new item
+// of the same archive usually wants too.
+func InterfacesInUse(items []ArchiveItem) ([]Interface, map[string]int) {
+	used := map[string]int{}
+	var ifaces []Interface
+	for _, it := range items {
+		for _, v := range it.Values {
+			s := v.Interface.Slug
+			if used[s] == 0 {
+				ifaces = append(ifaces, v.Interface)
+			}
+			used[s]++
+		}
+	}
+	return ifaces, used
+}
