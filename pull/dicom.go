@@ -104,36 +104,21 @@ func resolveSets(ctx context.Context, c Client, images map[string]*gcapi.Image, 
 	sort.Strings(pks)
 	out := make(map[string]*setSource, len(pks))
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, conc)
-	for _, pk := range pks {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
+	eachBounded(ctx, conc, pks, func(pk string) {
+		src := &setSource{c: c, imagePK: pk, setID: images[pk].DICOMImageSet.ImageSetID}
+		ans, err := c.DICOMInstances(ctx, pk)
+		switch {
+		case err != nil:
+			src.err = err
+		case ans.ImageSetID != src.setID:
+			src.err = fmt.Errorf("instances of image set %s listed for image set %s", ans.ImageSetID, src.setID)
+		default:
+			src.load(ans, time.Now())
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			src := &setSource{c: c, imagePK: pk, setID: images[pk].DICOMImageSet.ImageSetID}
-			ans, err := c.DICOMInstances(ctx, pk)
-			switch {
-			case err != nil:
-				src.err = err
-			case ans.ImageSetID != src.setID:
-				src.err = fmt.Errorf("instances of image set %s listed for image set %s", ans.ImageSetID, src.setID)
-			default:
-				src.load(ans, time.Now())
-			}
-			mu.Lock()
-			out[pk] = src
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+		mu.Lock()
+		out[pk] = src
+		mu.Unlock()
+	})
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("pull: list DICOM instances: %w", err)
 	}

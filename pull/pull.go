@@ -262,9 +262,28 @@ func resolveImages(ctx context.Context, c Client, archivePK string, items []gcap
 	sort.Strings(missing)
 
 	var mu sync.Mutex
+	eachBounded(ctx, conc, missing, func(pk string) {
+		img, err := c.Image(ctx, need[pk])
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed[pk] = err
+			return
+		}
+		got[pk] = img
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("pull: get images: %w", err)
+	}
+	return got, failed, nil
+}
+
+// eachBounded calls fn for each key, at most n at once, until ctx is
+// done, and returns when every call has.
+func eachBounded(ctx context.Context, n int, keys []string, fn func(key string)) {
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, conc)
-	for _, pk := range missing {
+	sem := make(chan struct{}, n)
+	for _, k := range keys {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -276,21 +295,10 @@ func resolveImages(ctx context.Context, c Client, archivePK string, items []gcap
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			img, err := c.Image(ctx, need[pk])
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failed[pk] = err
-				return
-			}
-			got[pk] = img
+			fn(k)
 		}()
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, nil, fmt.Errorf("pull: get images: %w", err)
-	}
-	return got, failed, nil
 }
 
 // imagePK is the last path element of an image API URL (or the pk itself).
