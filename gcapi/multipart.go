@@ -61,6 +61,13 @@ type FileUpload struct {
 	// An error stops the upload and is returned; the upload is left
 	// Initialized so it can be resumed.
 	OnPart func(Part) error
+	// BeforeComplete, when set, is called once every part is sent and
+	// before the upload is completed: the last moment the caller can
+	// still decide not to use these bytes (gcingest finishes the content
+	// hash it computed while the parts went, and looks for the content in
+	// the archive). An error stops the upload, left Initialized as after
+	// OnPart, and is returned.
+	BeforeComplete func(context.Context) error
 	// Progress is called with the number of bytes just sent. A part sent
 	// again after a failure is not counted twice, and parts the server
 	// already held are reported at the start, so the calls add up to Size.
@@ -133,6 +140,11 @@ func (c *Client) UploadFile(ctx context.Context, f FileUpload) (*Upload, error) 
 	}
 	s := &partSender{c: c, u: u, f: &f, lay: lay, held: held}
 	parts, err := s.run(ctx)
+	if err == nil && f.BeforeComplete != nil {
+		if cerr := f.BeforeComplete(ctx); cerr != nil {
+			err = &callbackError{cerr}
+		}
+	}
 	var done *Upload
 	if err == nil {
 		done, err = c.complete(ctx, u, parts)

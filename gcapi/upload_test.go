@@ -372,3 +372,60 @@ func TestDownloadCutMidBodyNotRepeated(t *testing.T) {
 		t.Errorf("%d requests; a download that wrote bytes must not be repeated into the same writer", n.Load())
 	}
 }
+
+// BeforeComplete comes after the last part's PUT and before the complete;
+// its error leaves the upload Initialized (not completed, not aborted), so
+// the caller decides what becomes of it.
+func TestUploadFileBeforeComplete(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refuse %v", refuse), func(t *testing.T) {
+			fs := newFakeStore(t)
+			var aborted bool
+			api := fs.api.Config.Handler
+			fs.api.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/abort-multipart-upload/") {
+					aborted = true
+				}
+				api.ServeHTTP(w, r)
+			})
+			c, err := New(fs.api.URL, "secret-token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := testBytes(3*MinPartSize + 100)
+			var partsAtCall int
+			_, err = c.UploadFile(context.Background(), FileUpload{Filename: "ct.mha", Body: bytes.NewReader(data),
+				Size: int64(len(data)), PartSize: MinPartSize,
+				BeforeComplete: func(context.Context) error {
+					fs.mu.Lock()
+					defer fs.mu.Unlock()
+					partsAtCall = len(fs.parts)
+					if fs.completed != nil {
+						t.Error("BeforeComplete called after the complete")
+					}
+					if refuse {
+						return fmt.Errorf("already in the archive")
+					}
+					return nil
+				}})
+			if partsAtCall != 4 {
+				t.Errorf("BeforeComplete saw %d parts at the store, want all 4", partsAtCall)
+			}
+			if refuse {
+				if err == nil || !strings.Contains(err.Error(), "already in the archive") {
+					t.Fatalf("err = %v, want BeforeComplete's", err)
+				}
+				if fs.completed != nil || aborted {
+					t.Errorf("completed %v, aborted %v: want the upload left Initialized", fs.completed != nil, aborted)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(fs.completed) != 4 {
+				t.Errorf("completed with %d parts, want 4", len(fs.completed))
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gcingest/gcingest/complete"
 	"github.com/gcingest/gcingest/dicom"
+	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/ingest/group"
 	"github.com/gcingest/gcingest/state"
 )
@@ -49,9 +50,18 @@ func (ul *uploader) stepHash(ctx context.Context, img *state.Image) error {
 		total += f.Size
 	}
 	read := func(n int64) { ul.progress.hashProgress(img.ID, n, total) }
+	whileSent := ul.hashWhileSent(img, files, gathered)
 	for i := range files {
 		f := &files[i]
-		sum, fi, err := hashSource(ctx, f.Path, read)
+		var sum string
+		var fi os.FileInfo
+		if whileSent {
+			// Proven complete and stat'ed now; hashed while its parts go
+			// (uploadOne), so the first byte leaves at once.
+			fi, err = proveSource(f.Path)
+		} else {
+			sum, fi, err = hashSource(ctx, f.Path, read)
+		}
 		var ce *changedError
 		if errors.As(err, &ce) {
 			ul.log.Info("file changed while it was read; reading it again shortly", "id", img.ID, "file", f.Path)
@@ -85,6 +95,9 @@ func (ul *uploader) stepHash(ctx context.Context, img *state.Image) error {
 	if err != nil {
 		return err
 	}
+	if whileSent {
+		title = "" // rendered once the hash it may carry is known (finishHash)
+	}
 	values, uploads, itemPK, err := ul.plan.item(ctx, img, w, files, secret)
 	var ce *changedError
 	if errors.As(err, &ce) {
@@ -114,6 +127,44 @@ func (ul *uploader) stepHash(ctx context.Context, img *state.Image) error {
 		}
 	})
 	return nil
+}
+
+// hashWhileSent reports whether img's files are hashed while they are sent
+// rather than before: a lone image file of more than one part (issue 22:
+// a 2 GiB file waited 1.7 s for its hash before its first byte left).
+// Nothing needed before the first byte depends on its hash: the title
+// that carries it and the look for the same content in the archive come
+// before the upload's complete (finishHash), and the hash, read from disk
+// faster than the parts are sent, is ready by then. A DICOM series, a ZIP,
+// an .mhd pair or a folder is hashed first: their plans (de-identified
+// names, ZIP names, files sent before) depend on the hashes.
+func (ul *uploader) hashWhileSent(img *state.Image, files []state.File, gathered map[string]string) bool {
+	if Kind(img.Kind) != KindSingle || len(files) != 1 || group.IsDICOMKey(img.Key) || gathered != nil {
+		return false
+	}
+	partSize := ul.cfg.PartSize
+	if partSize <= 0 {
+		partSize = gcapi.DefaultPartSize
+	}
+	return files[0].Size > max(partSize, gcapi.MinPartSize)
+}
+
+// proveSource opens name as hashSource does and runs the same checks (not
+// empty, complete by its format's proof), without reading it whole: for a
+// file hashed while it is sent.
+func proveSource(name string) (os.FileInfo, error) {
+	f, fi, err := openSource(name, "before upload")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi.Size() == 0 {
+		return nil, inputErrorf("%s is empty (0 bytes); nothing to upload", name)
+	}
+	if err := proveComplete(f, fi.Size(), name); err != nil {
+		return nil, err
+	}
+	return fi, nil
 }
 
 // refuseRawDICOM fails a file that is or claims to be DICOM (the DICM

@@ -156,10 +156,6 @@ func (s *steps) markDuplicate(ctx context.Context, img *state.Image, w Watch, it
 // duplicate and reports true. The lookup is in the archive's title index,
 // listed once per run, so new images cost no request.
 func (s *steps) alreadyInArchive(ctx context.Context, img *state.Image) (bool, error) {
-	w, err := s.watchOf(img)
-	if err != nil {
-		return false, err
-	}
 	if img.TargetItem || img.ItemPK != "" {
 		return false, nil
 	}
@@ -167,6 +163,18 @@ func (s *steps) alreadyInArchive(ctx context.Context, img *state.Image) (bool, e
 		if u.PK != "" || u.Completed {
 			return false, nil // under way: its item step reconciles
 		}
+	}
+	return s.contentInArchive(ctx, img)
+}
+
+// contentInArchive is alreadyInArchive's look, for an image whose files
+// are hashed: sent before by this agent under another grouping, or an
+// item titled with the content's hash that holds every value. Either marks
+// the image a duplicate and reports true.
+func (s *steps) contentInArchive(ctx context.Context, img *state.Image) (bool, error) {
+	w, err := s.watchOf(img)
+	if err != nil {
+		return false, err
 	}
 	if pk, err := s.held.itemOf(img); err != nil || pk != "" {
 		if err != nil {

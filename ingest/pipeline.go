@@ -211,6 +211,7 @@ func NewPipeline(cfg PipelineConfig, store Store, api API, log *slog.Logger) *Pi
 		},
 		confirm: p.confirm, retries: p.retries, sched: p,
 	}
+	p.steps.up.inArchive = p.steps.contentInArchive
 	return p
 }
 

@@ -22,6 +22,10 @@ type uploader struct {
 	plan     *planner    // what values and uploads an item gets
 	secret   *deidSecret // the de-identification secret, read once
 	progress progressSink
+	// inArchive looks for an image's content in the archive once it is
+	// hashed, and marks it a duplicate when found (steps.contentInArchive):
+	// for a file hashed while it was sent (finishHash).
+	inArchive func(context.Context, *state.Image) (bool, error)
 }
 
 // progressSink hears how far an image's hash and uploads are, for status
@@ -71,6 +75,9 @@ func (ul *uploader) stepUpload(ctx context.Context, img *state.Image) error {
 			return ul.backToPending(ctx, img, changed)
 		}
 		if err := ul.uploadOne(ctx, img, i); err != nil {
+			if errors.Is(err, errInArchive) {
+				return nil // a duplicate now: what follows is its after_upload
+			}
 			var ce *changedError
 			if errors.As(err, &ce) {
 				// Stopped before the complete: the stale upload is still
@@ -163,6 +170,14 @@ func (ul *uploader) uploadOne(ctx context.Context, img *state.Image, i int) erro
 		},
 		Progress: func(n int64) { ul.progress.addProgress(img.ID, n) },
 	}
+	unhashed := slices.IndexFunc(img.Files, func(r state.File) bool { return r.Path == u.Path && r.SHA256 == "" && len(u.ZipOf) == 0 })
+	var hash *runningHash
+	if unhashed >= 0 {
+		// Hashed from the same handle while the parts go (hashWhileSent).
+		hash = startHash(ctx, f)
+		defer hash.stop()
+		fu.BeforeComplete = func(ctx context.Context) error { return ul.finishHash(ctx, img, unhashed, hash) }
+	}
 	if u.PK != "" {
 		fu.Resume = &gcapi.Upload{PK: u.PK, S3UploadID: u.S3UploadID, APIURL: u.APIURL, Filename: fu.Filename, Status: gcapi.UploadInitialized}
 		for _, q := range u.Parts {
@@ -170,6 +185,21 @@ func (ul *uploader) uploadOne(ctx context.Context, img *state.Image, i int) erro
 		}
 	}
 	done, err := ul.api.UploadFile(ctx, fu)
+	if err == nil && unhashed >= 0 && img.Files[unhashed].SHA256 == "" {
+		// Completed in an earlier run (BeforeComplete commits the hash
+		// before the complete, so only a record older than that): hashed
+		// here, and looked for in the archive before its item is made.
+		err = ul.finishHash(ctx, img, unhashed, hash)
+	}
+	if errors.Is(err, errInArchive) {
+		// Marked a duplicate: its item holds this content already. The
+		// parts sent are dropped (best effort: the server deletes an
+		// upload left behind after a day).
+		if aerr := ul.abortOpen(ctx, img); aerr != nil {
+			ul.log.Warn("aborting the upload of content already in the archive", "id", img.ID, "file", u.Path, "err", aerr)
+		}
+		return errInArchive
+	}
 	if err != nil {
 		return fmt.Errorf("upload %s: %w", u.Path, err)
 	}
