@@ -677,3 +677,52 @@ func TestImportPolledOnAFixedShortCycle(t *testing.T) {
 		t.Errorf("%d session requests in %d looks; want them from look %d on, every %d", n, looks, sessionCycles, sessionEvery)
 	}
 }
+
+// hangUpload never finishes the upload of a file of that name: it waits
+// for the end of its context, like a request hung until its timeout.
+type hangUpload struct {
+	API
+	name string
+}
+
+func (a hangUpload) UploadFile(ctx context.Context, f gcapi.FileUpload) (*gcapi.Upload, error) {
+	if f.Filename == a.name {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return a.API.UploadFile(ctx, f)
+}
+
+// An image found unfinished at start goes first, but a slow step of it (a
+// long upload, a request hung until its timeout) does not hold the new
+// images: they land while it is still under way. (Once, 19 new images
+// waited behind one recovered image's hung item create.)
+func TestRecoveredImageDoesNotHoldNewWork(t *testing.T) {
+	h := newHarness(t, gcapitest.Options{}, "keep")
+	old := h.pipeline(h.config())
+	if err := old.Submit(context.Background(), h.group(KindSingle, "old.mha", h.write("old.mha", gcapitest.SampleMHA(1, 4, 4, 2)))); err != nil {
+		t.Fatal(err)
+	}
+	h.reopen()
+	p := NewPipeline(h.config(), h.store, hangUpload{API: h.api, name: "old.mha"}, nil)
+	stop := start(p)
+	defer stop()
+	for i := range 3 {
+		rel := fmt.Sprintf("new%d.mha", i)
+		if err := p.Submit(context.Background(), h.group(KindSingle, rel, h.write(rel, gcapitest.SampleMHA(int64(10+i), 4, 4, 2)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.waitRecords(30*time.Second, "the three new images to land while the old one's upload hangs", func(imgs []state.Image) bool {
+		n := 0
+		for _, img := range imgs {
+			if img.Key != "old.mha" && img.State == state.Finished {
+				n++
+			}
+		}
+		return n == 3
+	})
+	if imgs, _ := h.store.List(); imgs[0].Key != "old.mha" || imgs[0].State.Terminal() {
+		t.Errorf("the old image is %s %s; want it still under way", imgs[0].Key, imgs[0].State)
+	}
+}

@@ -150,10 +150,12 @@ type Pipeline struct {
 	finishing map[uint64]bool
 	finishers chan struct{}
 	finishWG  sync.WaitGroup
-	// recovering holds the unfinished images found at start that have not
-	// had their first step yet; new work waits until they have, so that
-	// everything from an earlier run is reconciled before anything new is
-	// created.
+	// recovering holds the unfinished images found at start whose first
+	// step has not begun; new work waits until every one has begun, so
+	// that everything from an earlier run goes first. Begun, not ended: a
+	// slow first step (a long upload, a request hung until its timeout)
+	// held every new image for as long (seen as 19 of 20 new images
+	// waiting behind one recovered image's hung item create).
 	recovering map[uint64]bool
 	wake       chan struct{}
 	laneWake   chan struct{}

@@ -199,6 +199,22 @@ func (p *Pipeline) idle(ctx context.Context, poked <-chan struct{}, wake, now ti
 	return ctx.Err() == nil
 }
 
+// begun notes that image id's step is about to run: found unfinished at
+// start, it holds new work no longer (recovering).
+func (p *Pipeline) begun(id uint64) {
+	p.mu.Lock()
+	if !p.recovering[id] {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.recovering, id)
+	last := len(p.recovering) == 0
+	p.mu.Unlock()
+	if last {
+		p.poke()
+	}
+}
+
 func (p *Pipeline) release(id uint64) {
 	p.mu.Lock()
 	if p.finishing[id] {

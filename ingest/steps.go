@@ -46,6 +46,7 @@ type steps struct {
 // state file cannot be written.
 type scheduler interface {
 	enqueue(id uint64, at time.Time)
+	begun(id uint64) // its step is about to run: an image found unfinished at start no longer holds new work
 	toLane(id uint64, at time.Time)
 	stop(err error)
 }
@@ -179,6 +180,7 @@ func (s *steps) process(ctx context.Context, id uint64, lane bool) {
 				return
 			}
 		}
+		s.sched.begun(id)
 		switch {
 		case !lane && importingNow(&img):
 			at := img.NextAttempt
