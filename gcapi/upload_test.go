@@ -319,16 +319,21 @@ func TestUploadFileRateLimit(t *testing.T) {
 	}
 }
 
-func TestUploadFileOnCreatedErrorAborts(t *testing.T) {
-	fs := newFakeStore(t)
-	var aborted bool
+// noteAborts makes fs's API set *aborted when it is asked to abort an upload.
+func (fs *fakeStore) noteAborts(aborted *bool) {
 	api := fs.api.Config.Handler
 	fs.api.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/abort-multipart-upload/") {
-			aborted = true
+			*aborted = true
 		}
 		api.ServeHTTP(w, r)
 	})
+}
+
+func TestUploadFileOnCreatedErrorAborts(t *testing.T) {
+	fs := newFakeStore(t)
+	var aborted bool
+	fs.noteAborts(&aborted)
 	c, err := New(fs.api.URL, "secret-token")
 	if err != nil {
 		t.Fatal(err)
@@ -381,13 +386,7 @@ func TestUploadFileBeforeComplete(t *testing.T) {
 		t.Run(fmt.Sprintf("refuse %v", refuse), func(t *testing.T) {
 			fs := newFakeStore(t)
 			var aborted bool
-			api := fs.api.Config.Handler
-			fs.api.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if strings.HasSuffix(r.URL.Path, "/abort-multipart-upload/") {
-					aborted = true
-				}
-				api.ServeHTTP(w, r)
-			})
+			fs.noteAborts(&aborted)
 			c, err := New(fs.api.URL, "secret-token")
 			if err != nil {
 				t.Fatal(err)

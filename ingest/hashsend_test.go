@@ -127,9 +127,7 @@ func TestBigDuplicateFoundAfterItsHash(t *testing.T) {
 	h.waitSettled(1)
 	stop()
 
-	h.store.Close()
-	os.Rename(h.statePath, h.statePath+".damaged")
-	h.open()
+	h.loseState()
 	p = h.pipeline(cfg)
 	p.Submit(context.Background(), g)
 	stop = start(p)

@@ -730,9 +730,7 @@ func TestDuplicateContentNoSecondItem(t *testing.T) {
 
 	// The state file is lost (moved aside after damage): the same file is
 	// seen again by a fresh agent.
-	h.store.Close()
-	os.Rename(h.statePath, h.statePath+".damaged")
-	h.open()
+	h.loseState()
 	p = h.pipeline(h.config())
 	p.Submit(context.Background(), g)
 	stop = start(p)
@@ -742,6 +740,17 @@ func TestDuplicateContentNoSecondItem(t *testing.T) {
 		t.Errorf("state = %s; want duplicate", imgs[0].State)
 	}
 	h.checkArchive(1)
+}
+
+// loseState moves the state file aside, as after damage, and opens a new
+// one: a fresh agent sees the same files again.
+func (h *harness) loseState() {
+	h.t.Helper()
+	h.store.Close()
+	if err := os.Rename(h.statePath, h.statePath+".damaged"); err != nil {
+		h.t.Fatal(err)
+	}
+	h.open()
 }
 
 // failingStore fails every write once fail is set, like a full disk.
