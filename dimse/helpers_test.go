@@ -25,6 +25,7 @@ type testInstance struct {
 	sopClass           string // "": CT Image Storage
 	number             int
 	pixels             int // bytes of 8-bit pixel data: rows × 16 columns
+	private            int // bytes of a private element before the study UID
 }
 
 // dataSet encodes the instance as an explicit VR little endian data set:
@@ -65,6 +66,16 @@ func (ti testInstance) dataSet() []byte {
 	str(0x0008, 0x0016, "UI", sopClass)
 	str(0x0008, 0x0018, "UI", ti.sop)
 	str(0x0008, 0x0060, "CS", "CT")
+	if ti.private > 0 {
+		str(0x0009, 0x0010, "LO", "GCINGEST TEST")
+		b = binary.LittleEndian.AppendUint16(b, 0x0009)
+		b = binary.LittleEndian.AppendUint16(b, 0x1001)
+		b = append(b, "OB"...)
+		b = append(b, 0, 0)
+		n := (ti.private + 1) &^ 1
+		b = binary.LittleEndian.AppendUint32(b, uint32(n))
+		b = append(b, make([]byte, n)...)
+	}
 	str(0x0010, 0x0010, "PN", "TEST^PATIENT")
 	str(0x0010, 0x0020, "LO", "ID0001")
 	str(0x0020, 0x000D, "UI", ti.study)

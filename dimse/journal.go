@@ -955,6 +955,19 @@ type journalWriter struct {
 	room  int64
 	crc   uint32
 	spill *os.File
+	// head holds the record's first bytes (up to its capacity), which
+	// hold the data set's header: placeOf reads them from memory.
+	head []byte
+}
+
+// headerReader returns the record's bytes: the head from memory, the rest
+// from the journal.
+func (w *journalWriter) headerReader() io.Reader {
+	h := bytes.NewReader(w.head)
+	if int64(len(w.head)) >= w.n {
+		return h
+	}
+	return io.MultiReader(h, io.NewSectionReader(w.j.f, w.off+int64(len(w.head)), w.n-int64(len(w.head))))
 }
 
 func (w *journalWriter) Write(p []byte) (int, error) {
@@ -977,6 +990,9 @@ func (w *journalWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.j.f.WriteAt(p, w.off+w.n)
 	w.crc = crc32.Update(w.crc, crcTable, p[:n])
+	if k := min(n, cap(w.head)-len(w.head)); k > 0 {
+		w.head = append(w.head, p[:k]...)
+	}
 	w.n += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("write the journal: %w", err)
@@ -995,7 +1011,8 @@ func (s *SpoolStore) storeJournal(ctx context.Context, j *journal, in Instance, 
 	if !ok {
 		return false, nil
 	}
-	w := &journalWriter{s: s, j: j, off: j.phys(pos) + jBlock, room: room}
+	w := &journalWriter{s: s, j: j, off: j.phys(pos) + jBlock, room: room, head: s.headBuf()}
+	defer s.putHeadBuf(w.head)
 	defer func() {
 		if err != nil && w.spill != nil {
 			w.spill.Close()
@@ -1023,7 +1040,7 @@ func (s *SpoolStore) storeJournal(ctx context.Context, j *journal, in Instance, 
 	if err := ctx.Err(); err != nil {
 		return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
-	rel, name, err := s.placeOf(in, io.NewSectionReader(j.f, w.off, w.n))
+	rel, name, err := s.placeOf(in, w.headerReader())
 	if err != nil {
 		return true, err
 	}

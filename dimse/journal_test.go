@@ -247,6 +247,29 @@ func TestJournalWrapAndSpill(t *testing.T) {
 	}
 }
 
+// TestJournalLongHeader: the study and series UIDs, which place an
+// instance, come after more than the first bytes of a record that the
+// journal keeps in memory (jHeadCap): they are read from the journal.
+func TestJournalLongHeader(t *testing.T) {
+	needJournal(t)
+	spool, jpath := t.TempDir(), filepath.Join(t.TempDir(), "journal")
+	s, done := journalStore(t, spool, jpath, 1<<20)
+	insts := series("85", 3, 4<<10)
+	for i := range insts {
+		insts[i].private = []int{jHeadCap - 600, jHeadCap + 1000, 3 * jHeadCap}[i]
+	}
+	storeAll(t, s, insts)
+	done()
+	s.journal.mu.Lock()
+	n := s.journal.tail
+	s.journal.mu.Unlock()
+	if n == 0 {
+		t.Error("nothing went through the journal")
+	}
+	s.Close()
+	checkIdentical(t, spool, insts)
+}
+
 // TestJournalBusy: a second store of the same spool while the first holds
 // the journal writes directly rather than into the first's journal.
 func TestJournalBusy(t *testing.T) {

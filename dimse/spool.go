@@ -84,7 +84,9 @@ type SpoolStore struct {
 	mu    sync.Mutex
 	ready map[string]bool
 
-	bufs sync.Pool // *bufio.Writer
+	bufs  sync.Pool // *bufio.Writer
+	heads sync.Pool // *[]byte, of jHeadCap: a journal record's first bytes
+	hdrs  sync.Pool // *bufio.Reader, of hdrBufSize: placeOf's
 
 	// journal is nil when instances are always written directly.
 	journal *journal
@@ -219,10 +221,15 @@ func (s *SpoolStore) Store(ctx context.Context, in Instance, dataset io.Reader) 
 	return s.storeDirect(ctx, in, dataset)
 }
 
+// writeBufSize is the buffer of an instance being written: a write at
+// least as long (a whole PDV of a usual sender, 16 to 128 KiB) goes to the
+// file without a copy, shorter ones are gathered.
+const writeBufSize = 32 << 10
+
 func (s *SpoolStore) writer(w io.Writer) *bufio.Writer {
 	bw, _ := s.bufs.Get().(*bufio.Writer)
 	if bw == nil {
-		return bufio.NewWriterSize(w, 256<<10)
+		return bufio.NewWriterSize(w, writeBufSize)
 	}
 	bw.Reset(w)
 	return bw
@@ -232,6 +239,25 @@ func (s *SpoolStore) putWriter(bw *bufio.Writer) {
 	bw.Reset(nil)
 	s.bufs.Put(bw)
 }
+
+// jHeadCap is how much of a journal record is kept in memory for placeOf:
+// the header of a usual data set, up to its pixel data, fits.
+const jHeadCap = 16 << 10
+
+func (s *SpoolStore) headBuf() []byte {
+	if b, ok := s.heads.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, jHeadCap)
+}
+
+func (s *SpoolStore) putHeadBuf(b []byte) {
+	s.heads.Put(&b)
+}
+
+// hdrBufSize is the read buffer of placeOf: dicom.ReadHeader takes a
+// *bufio.Reader this large as it is, rather than allocating its own.
+const hdrBufSize = 64 << 10
 
 // storeDirect writes the instance into a temporary file and on (finish).
 func (s *SpoolStore) storeDirect(ctx context.Context, in Instance, dataset io.Reader) (err error) {
@@ -317,7 +343,15 @@ func (s *SpoolStore) finish(ctx context.Context, in Instance, f *os.File, n int6
 // placeOf reads the header of the Part 10 file r and returns where in the
 // spool the instance goes: its folder relative to dir, and its file name.
 func (s *SpoolStore) placeOf(in Instance, r io.Reader) (rel, name string, err error) {
-	h, err := dicom.ReadHeader(bufio.NewReaderSize(r, 64<<10))
+	br, _ := s.hdrs.Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReaderSize(r, hdrBufSize)
+	} else {
+		br.Reset(r)
+	}
+	h, err := dicom.ReadHeader(br)
+	br.Reset(nil)
+	s.hdrs.Put(br)
 	if err != nil {
 		return "", "", fmt.Errorf("store %s: read the data set: %w: %w", in.SOPInstanceUID, ErrInvalidDataSet, err)
 	}
