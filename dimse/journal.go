@@ -48,10 +48,11 @@ const (
 	jDataStart = 2 * jBlock
 
 	// DefaultJournalSize is the size of a SpoolStore's journal. A burst of
-	// up to half of it (the 500 instances of 256 KiB of issue 21's
-	// benchmark) is received at the journal's speed, its files synced once
-	// the sender pauses; past that, files are synced while more arrive. It
-	// is written in full once, at creation.
+	// up to 5/8 of it (the 500 instances of 256 KiB of issue 21's
+	// benchmark take 135 MB of records, a little over half) is received at
+	// the journal's speed, its files synced once the sender pauses; past
+	// that, files are synced while more arrive. It is written in full once,
+	// at creation.
 	DefaultJournalSize = 256 << 20
 	minJournalSize     = 1 << 20
 	maxJournalSize     = 16 << 30
@@ -535,14 +536,15 @@ func (j *journal) advance(k int) error {
 }
 
 // pressed reports whether the background writer must sync now rather
-// than wait for a pause: the journal is half full, in bytes or records, or
-// its oldest record waits for jMaxDefer already. That bound keeps a file
-// that the spool's watch may have uploaded and deleted (after its
-// dicom_settle, a minute by default) from being written again by a replay.
+// than wait for a pause: the journal is 5/8 full in bytes or half in
+// records, or its oldest record waits for jMaxDefer already. That bound
+// keeps a file that the spool's watch may have uploaded and deleted (after
+// its dicom_settle, a minute by default) from being written again by a
+// replay.
 func (j *journal) pressed() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.tail-j.head >= j.size/2 || len(j.queue) >= jMaxQueue/2 ||
+	return j.tail-j.head >= j.size/8*5 || len(j.queue) >= jMaxQueue/2 ||
 		len(j.queue) > 0 && time.Since(j.queue[0].at) >= jMaxDefer
 }
 

@@ -60,7 +60,7 @@ const (
 // out of the journal, renamed: the watch never sees a part of it); the
 // release of an association, and its end otherwise, wait until its files
 // are there, so a sender that is done finds them in the spool. The writer
-// syncs those files once the sender pauses (or the journal is half full,
+// syncs those files once the sender pauses (or the journal is 5/8 full,
 // or a record waited a second), then each folder once, and only then makes
 // the journal's space reusable.
 //
