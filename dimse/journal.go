@@ -590,7 +590,7 @@ func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 			}
 			continue
 		}
-		if err := s.placeAll(j); err != nil {
+		if err := s.placeAll(j, 0); err != nil {
 			if fail(err) {
 				return
 			}
@@ -633,14 +633,15 @@ func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 	}
 }
 
-// placeAll puts in place, in order, the file of every queued record that
-// is not yet: copied out of the journal into a temporary file, renamed
-// (unsynced: its sync is moveBatch's), and kept open for that sync.
-func (s *SpoolStore) placeAll(j *journal) error {
+// placeAll puts in place, in order, the file of every queued record from
+// the from'th on that is not yet: copied out of the journal into a
+// temporary file, renamed (unsynced: its sync is moveBatch's), and kept
+// open for that sync.
+func (s *SpoolStore) placeAll(j *journal, from int) error {
 	j.mu.Lock()
 	var todo []int
-	for i, r := range j.queue {
-		if !r.placed && !r.rewrite {
+	for i := from; i < len(j.queue); i++ {
+		if r := j.queue[i]; !r.placed && !r.rewrite {
 			todo = append(todo, i)
 		}
 	}
@@ -727,6 +728,10 @@ func (s *SpoolStore) moveBatch(j *journal, batch []jrec) error {
 	var err error
 	k := 0
 	for i, r := range batch {
+		// What arrived meanwhile is put in place first: an association's
+		// release waits for that, not for these syncs. (An error is the
+		// run loop's to report, as its next placeAll meets it again.)
+		s.placeAll(j, len(batch))
 		var folder string
 		folder, err = s.finishRecord(j, r)
 		if r.f != nil {
