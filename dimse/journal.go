@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gcingest/gcingest/durable"
@@ -72,6 +73,9 @@ const (
 	// jMaxDefer is the longest a record waits for that.
 	jIdle     = 20 * time.Millisecond
 	jMaxDefer = time.Second
+	// jLowBacklog is how many records may wait to be put in place before
+	// the background writer does it at its usual priority (see placeAll).
+	jLowBacklog = 8
 
 	jKindInstance = 1
 	jKindWrap     = 2
@@ -259,6 +263,9 @@ type journal struct {
 	// closed and replaced when visible grows.
 	committed, visible uint64
 	placed             chan struct{}
+	// waiting counts the callers of wait: while one waits, files are put
+	// in place at the priority of the caller, not the writer's lower one.
+	waiting atomic.Int32
 }
 
 func (j *journal) phys(pos uint64) int64 { return jDataStart + int64(pos%j.size) }
@@ -563,6 +570,8 @@ func (j *journal) setRunning(on bool) {
 // replayed at the next start).
 func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 	defer j.closeFiles()
+	low := startLowPriority()
+	defer low.stop()
 	stopping := false
 	var backoff time.Duration
 	fail := func(err error) (quit bool) {
@@ -590,7 +599,7 @@ func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 			}
 			continue
 		}
-		if err := s.placeAll(j, 0); err != nil {
+		if err := s.placeAll(j, low, 0); err != nil {
 			if fail(err) {
 				return
 			}
@@ -623,7 +632,7 @@ func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 			}
 			continue
 		}
-		if err := s.moveBatch(j, batch); err != nil {
+		if err := s.moveBatch(j, low, batch); err != nil {
 			if fail(err) {
 				return
 			}
@@ -637,7 +646,14 @@ func (s *SpoolStore) run(j *journal, stop <-chan struct{}) {
 // the from'th on that is not yet: copied out of the journal into a
 // temporary file, renamed (unsynced: its sync is moveBatch's), and kept
 // open for that sync.
-func (s *SpoolStore) placeAll(j *journal, from int) error {
+//
+// That work (a file created, 256 KiB copied, a rename: more CPU time than
+// receiving the instance took) runs on low's thread, of lower priority,
+// unless an association waits for it (journal.wait) or more than
+// jLowBacklog records wait to be placed: on a machine of few cores it
+// would otherwise take the CPU from the associations receiving, and from
+// their senders, while the backlog bounds what a release then waits for.
+func (s *SpoolStore) placeAll(j *journal, low *lowPriority, from int) error {
 	j.mu.Lock()
 	var todo []int
 	for i := from; i < len(j.queue); i++ {
@@ -651,20 +667,18 @@ func (s *SpoolStore) placeAll(j *journal, from int) error {
 	}
 	j.mu.Unlock()
 	for k, r := range recs {
-		sf, err := s.copyOut(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path)
+		var sf *spoolFile
+		var dup bool
+		var err error
+		place := func() { sf, dup, err = s.placeRecord(j, r) }
+		if j.waiting.Load() > 0 || len(recs)-k > jLowBacklog {
+			place()
+		} else {
+			low.do(place)
+		}
 		if err != nil {
 			return err
 		}
-		if err := s.makeFolder(sf.rel); err != nil {
-			sf.discard()
-			return fmt.Errorf("move %s from the journal: %w", r.path, err)
-		}
-		dup, err := s.place(sf.tmp, sf.target)
-		if err != nil {
-			sf.discard()
-			return fmt.Errorf("move %s from the journal: %w", r.path, err)
-		}
-		sf.placed = true
 		if dup {
 			s.log.Info("instance received again, kept the first copy", "file", sf.target)
 		} else {
@@ -685,6 +699,26 @@ func (s *SpoolStore) placeAll(j *journal, from int) error {
 	return nil
 }
 
+// placeRecord copies r's file out of the journal and renames it into
+// place (dup: there was one already, and the copy is removed).
+func (s *SpoolStore) placeRecord(j *journal, r jrec) (sf *spoolFile, dup bool, err error) {
+	sf, err = s.copyOut(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := s.makeFolder(sf.rel); err != nil {
+		sf.discard()
+		return nil, false, fmt.Errorf("move %s from the journal: %w", r.path, err)
+	}
+	dup, err = s.place(sf.tmp, sf.target)
+	if err != nil {
+		sf.discard()
+		return nil, false, fmt.Errorf("move %s from the journal: %w", r.path, err)
+	}
+	sf.placed = true
+	return sf, dup, nil
+}
+
 // markVisible counts one more record whose file is in place; j.mu held.
 func (j *journal) markVisible() {
 	j.visible++
@@ -696,6 +730,8 @@ func (j *journal) markVisible() {
 // in place, or when ctx ends, or at once when the background writer is not
 // running.
 func (j *journal) wait(ctx context.Context) error {
+	j.waiting.Add(1)
+	defer j.waiting.Add(-1)
 	j.mu.Lock()
 	target := j.committed
 	for j.visible < target && j.running {
@@ -716,7 +752,7 @@ func (j *journal) wait(ctx context.Context) error {
 // file in place is synced (the writeback of all of them started first),
 // one that is not is written as Store without a journal would; then their
 // folders are synced once each and the head advances past them.
-func (s *SpoolStore) moveBatch(j *journal, batch []jrec) error {
+func (s *SpoolStore) moveBatch(j *journal, low *lowPriority, batch []jrec) error {
 	// Every file's writeback first, then the syncs: they then wait on
 	// writes under way together and share file system commits.
 	for _, r := range batch {
@@ -731,7 +767,7 @@ func (s *SpoolStore) moveBatch(j *journal, batch []jrec) error {
 		// What arrived meanwhile is put in place first: an association's
 		// release waits for that, not for these syncs. (An error is the
 		// run loop's to report, as its next placeAll meets it again.)
-		s.placeAll(j, len(batch))
+		s.placeAll(j, low, len(batch))
 		var folder string
 		folder, err = s.finishRecord(j, r)
 		if r.f != nil {

@@ -3,6 +3,7 @@ package dimse
 import (
 	"fmt"
 	"os"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,3 +41,37 @@ func lockJournal(f *os.File) error {
 func startWriteback(f *os.File) {
 	unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 }
+
+// lowNice is the nice value of the journal's background work (placeAll).
+const lowNice = 10
+
+// lowPriority is a goroutine locked to a thread of its own whose CPU
+// priority is lowered to lowNice, running what do hands it.
+type lowPriority struct {
+	work chan func()
+	done chan struct{}
+}
+
+func startLowPriority() *lowPriority {
+	l := &lowPriority{work: make(chan func()), done: make(chan struct{})}
+	go func() {
+		// Never unlocked: the thread ends with the goroutine rather than
+		// serve others at its priority. Should setpriority fail, the work
+		// runs at the usual priority.
+		runtime.LockOSThread()
+		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), lowNice)
+		for f := range l.work {
+			f()
+			l.done <- struct{}{}
+		}
+	}()
+	return l
+}
+
+// do runs f on the thread of lower priority and returns when it is done.
+func (l *lowPriority) do(f func()) {
+	l.work <- f
+	<-l.done
+}
+
+func (l *lowPriority) stop() { close(l.work) }
