@@ -512,7 +512,7 @@ func (a *assoc) cStore(ctx context.Context, id byte, c command) error {
 	}
 	rsp := response{Field: cStoreRSP, RespondingTo: c.MessageID, SOPClassUID: c.SOPClassUID, SOPInstanceUID: c.SOPInstanceUID, Status: status}
 	if serr != nil {
-		rsp.ErrorComment = "not stored"
+		rsp.ErrorComment = commentOf(serr)
 	}
 	return a.respond(id, rsp)
 }

@@ -51,6 +51,25 @@ const (
 	StatusSOPClassNotSupported uint16 = 0x0122
 	// StatusUnrecognizedOperation: a command this server does not offer.
 	StatusUnrecognizedOperation uint16 = 0x0211
+	// StatusDuplicateSOPInstance: the spool holds, at this instance's
+	// place (calling AE, study, series, SOP Instance UID), another
+	// instance with other content (ErrConflictingInstance).
+	//
+	// Why 0111 "Duplicate SOP Instance" (PS3.7 Annex C.4): it says what
+	// happened, and SCUs read it as a failure: it is neither success
+	// (0000), nor a warning (Bxxx, 0107, 0116), nor pending (FFxx), which
+	// is all dcmtk's storescu lets pass (3.6.7 prints "Received Store
+	// Response (Unknown Status: 0x111)", sends no more by default, and
+	// exits 1; TestStorescuConflict), and pynetdicom lists it among
+	// failures. PS3.7 defines it for N-CREATE, and lists no
+	// instance-level conflict for C-STORE; storage's own codes (PS3.4
+	// Annex B.2.3) fit worse: A7xx "Refused: Out of Resources" is
+	// transient, so senders retry it, in vain, for ever; A9xx says the
+	// data set does not match its SOP class, and Cxxx "Cannot understand"
+	// that it could not be read, both of which send an operator to the
+	// file's encoding rather than to the sender that reused a UID. The
+	// response's Error Comment says it in words.
+	StatusDuplicateSOPInstance uint16 = 0x0111
 )
 
 // maxCommandSet bounds a command set: real ones are a few hundred bytes.

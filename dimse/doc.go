@@ -41,7 +41,11 @@
 // success only after a nil return, "out of resources" (A700) for a failure
 // to store, "cannot understand" (C000) for a data set that cannot be read
 // (ErrInvalidDataSet), "data set does not match SOP class" (A900) for one
-// whose SOP class is not its command's (ErrSOPClassMismatch).
+// whose SOP class is not its command's (ErrSOPClassMismatch), and
+// "duplicate SOP instance" (0111) for one whose Study, Series and SOP
+// Instance UIDs are stored already with other content
+// (ErrConflictingInstance); the same content again is a resend, answered
+// success and stored once.
 //
 // # Wiring
 //

@@ -236,6 +236,9 @@ type jrec struct {
 	// rewrite: syncing the file in place failed, so its bytes on the disk
 	// cannot be trusted: it is written again from the record, over itself.
 	rewrite bool
+	// claim takes the instance's place until its file is in place (nil
+	// for a record replayed at start).
+	claim *claim
 }
 
 // journal is a SpoolStore's write-ahead journal (see the comment above).
@@ -442,7 +445,7 @@ func (j *journal) replay(s *SpoolStore) error {
 			pos = next
 			continue
 		}
-		folder, err := s.materialize(j.rf, off, int64(r.dataLen), r.path, r.dataCRC, replay)
+		folder, err := s.materialize(j.rf, off, int64(r.dataLen), r.path, r.dataCRC, replay, nil)
 		if err != nil {
 			return fmt.Errorf("replay the journal: %w", err)
 		}
@@ -679,9 +682,7 @@ func (s *SpoolStore) placeAll(j *journal, low *lowPriority, from int) error {
 		if err != nil {
 			return err
 		}
-		if dup {
-			s.log.Info("instance received again, kept the first copy", "file", sf.target)
-		} else {
+		if !dup {
 			sf.closed = true // the file stays open for moveBatch to sync
 		}
 		sf.discard()
@@ -701,6 +702,10 @@ func (s *SpoolStore) placeAll(j *journal, low *lowPriority, from int) error {
 
 // placeRecord copies r's file out of the journal and renames it into
 // place (dup: there was one already, and the copy is removed).
+//
+// The record's claim kept other instances from its place, so there is one
+// only if something other than this store put it there (another process's
+// store of the same spool, say).
 func (s *SpoolStore) placeRecord(j *journal, r jrec) (sf *spoolFile, dup bool, err error) {
 	sf, err = s.copyOut(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path)
 	if err != nil {
@@ -710,13 +715,27 @@ func (s *SpoolStore) placeRecord(j *journal, r jrec) (sf *spoolFile, dup bool, e
 		sf.discard()
 		return nil, false, fmt.Errorf("move %s from the journal: %w", r.path, err)
 	}
-	dup, err = s.place(sf.tmp, sf.target)
-	if err != nil {
+	dup, err = s.place(sf.tmp, sf.target, r.path, r.claim)
+	if errors.Is(err, ErrConflictingInstance) {
+		s.logPlacedOver(sf.target, err)
+	} else if err != nil {
 		sf.discard()
 		return nil, false, fmt.Errorf("move %s from the journal: %w", r.path, err)
+	} else if dup {
+		s.log.Info("instance received again, kept the first copy", "file", sf.target)
 	}
-	sf.placed = true
+	sf.placed = true // or removed, as a duplicate
 	return sf, dup, nil
+}
+
+// logPlacedOver logs that the place of a journaled instance, answered
+// success, was taken by another with other content when its file was
+// to be put there: the one there is kept, and this one is not in the
+// spool. Only something other than this store can do that (the instance's
+// claim kept the place): an operator must see it.
+func (s *SpoolStore) logPlacedOver(target string, err error) {
+	s.log.Error("journal: an instance answered success found its place taken by another with other content, which was put there by something other than this store; that one is kept, this one is not in the spool (two stores on one spool?)",
+		"file", target, "err", err)
 }
 
 // markVisible counts one more record whose file is in place; j.mu held.
@@ -806,7 +825,7 @@ func (s *SpoolStore) finishRecord(j *journal, r jrec) (folder string, err error)
 		if r.rewrite {
 			how = rewrite
 		}
-		folder, err := s.materialize(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path, r.crc, how)
+		folder, err := s.materialize(j.rf, j.phys(r.pos)+jBlock, int64(r.n), r.path, r.crc, how, r.claim)
 		if err == nil && !r.rewrite {
 			j.mu.Lock()
 			j.markVisible()
@@ -898,8 +917,8 @@ func (s *SpoolStore) copyOut(src *os.File, off, n int64, path string) (_ *spoolF
 
 // putInPlace syncs the temporary file and renames it into place, as Store
 // without a journal does, unless the instance is there already; the caller
-// syncs the folder.
-func (s *SpoolStore) putInPlace(sf *spoolFile, replace bool) error {
+// syncs the folder. own is the record's claim.
+func (s *SpoolStore) putInPlace(sf *spoolFile, replace bool, own *claim) error {
 	if err := sf.f.Sync(); err != nil {
 		return fmt.Errorf("move %s from the journal: sync %s: %w", sf.path, sf.tmp, err)
 	}
@@ -915,7 +934,11 @@ func (s *SpoolStore) putInPlace(sf *spoolFile, replace bool) error {
 	if replace {
 		err = s.replace(sf.tmp, sf.target)
 	} else {
-		dup, err = s.place(sf.tmp, sf.target)
+		dup, err = s.place(sf.tmp, sf.target, sf.path, own)
+		if errors.Is(err, ErrConflictingInstance) {
+			s.logPlacedOver(sf.target, err)
+			dup, err = false, nil // logged
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("move %s from the journal: %w", sf.path, err)
@@ -938,8 +961,10 @@ const (
 // its spool file, synced and in place; the caller syncs the folder it
 // returns. In a replay (crc is the record's checksum) a file already there
 // with the same bytes is left alone, and one with others is replaced: it
-// was put in place before the crash but its bytes were not synced.
-func (s *SpoolStore) materialize(src *os.File, off, n int64, path string, crc uint32, how int) (folder string, err error) {
+// was put in place before the crash but its bytes were not synced. (A
+// record is only ever written for a place no other instance took, so
+// other bytes there are a crash's doing.) own is the record's claim.
+func (s *SpoolStore) materialize(src *os.File, off, n int64, path string, crc uint32, how int, own *claim) (folder string, err error) {
 	parts := strings.Split(path, "/")
 	folder = filepath.Join(s.dir, parts[0], parts[1], parts[2])
 	target := filepath.Join(folder, parts[3])
@@ -961,7 +986,7 @@ func (s *SpoolStore) materialize(src *os.File, off, n int64, path string, crc ui
 		return "", err
 	}
 	defer sf.discard()
-	if err := s.putInPlace(sf, replace); err != nil {
+	if err := s.putInPlace(sf, replace, own); err != nil {
 		return "", err
 	}
 	return folder, nil
@@ -1094,31 +1119,62 @@ func (s *SpoolStore) storeJournal(ctx context.Context, j *journal, in Instance, 
 		return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
 	target := filepath.Join(s.dir, rel, name)
-	if _, err := os.Lstat(target); err == nil {
-		// Stored already: keep the first copy, and journal nothing. Its
-		// folder is synced, as without a journal, in case the first copy
-		// was renamed by a direct store that has not synced it yet (one
-		// renamed by the background writer is in the journal until it is).
-		if err := durable.SyncDir(filepath.Join(s.dir, rel)); err != nil {
-			return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
+	path := filepath.ToSlash(filepath.Join(rel, name))
+	// Is the place taken (a file, or a record not yet in place)? If not,
+	// this record claims it before it is flushed, so that no instance
+	// arriving meanwhile takes it.
+	c := &claim{path: path, f: j.f, off: w.off, n: w.n, done: make(chan struct{})}
+	first := s.lockPlace(path, nil)
+	r, size, fdone, found, err := firstCopy(first, target)
+	same := false
+	if err == nil && found {
+		if size == w.n {
+			same, err = equalContent(r, w.headerReader())
+		}
+		fdone()
+	}
+	if err == nil && !found {
+		s.claims[path] = c
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return true, fmt.Errorf("store %s: compare with %s: %w", in.SOPInstanceUID, target, err)
+	}
+	if found && !same {
+		err := fmt.Errorf("store %s: %w", in.SOPInstanceUID, conflictError(target, first))
+		s.logConflict(in, target, err)
+		return true, err
+	}
+	if found {
+		// Stored already: keep the first copy, and journal nothing. A
+		// file's folder is synced, as without a journal, in case the
+		// first copy was renamed by a direct store that has not synced
+		// it yet (one renamed by the background writer is in the journal
+		// until it is, as a copy still only in the journal is).
+		if first == nil {
+			if err := durable.SyncDir(filepath.Join(s.dir, rel)); err != nil {
+				return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
+			}
 		}
 		s.log.Info("instance received again, kept the first copy", "calling_ae", in.CallingAE, "sop_instance_uid", in.SOPInstanceUID, "file", target)
 		return true, nil
 	}
-	path := filepath.ToSlash(filepath.Join(rel, name))
 	hdr := recordHeader{id: j.id, pos: pos, dataLen: uint64(w.n), kind: jKindInstance, dataCRC: w.crc, path: path}.encode()
 	if _, err := j.f.WriteAt(hdr, j.phys(pos)); err != nil {
+		s.dropClaim(c)
 		j.setBroken()
 		return true, fmt.Errorf("store %s: write the journal: %w", in.SOPInstanceUID, err)
 	}
 	if err := datasync(j.f); err != nil {
 		// After a failed flush the kernel may have dropped the dirty
 		// pages: nothing in the journal can be trusted to be on disk.
+		s.dropClaim(c)
 		j.setBroken()
 		s.log.Error("journal: a flush failed; instances are written directly from now on", "err", err)
 		return true, fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
-	j.commit(jrec{pos: pos, n: uint64(w.n), path: path, crc: w.crc})
+	j.commit(jrec{pos: pos, n: uint64(w.n), path: path, crc: w.crc, claim: c})
+	close(c.done)
 	s.log.Debug("instance journaled", "calling_ae", in.CallingAE, "sop_instance_uid", in.SOPInstanceUID, "file", path, "bytes", n)
 	return true, nil
 }

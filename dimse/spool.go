@@ -2,6 +2,7 @@ package dimse
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,8 +42,13 @@ const (
 // file system, so the rename is as atomic, and durable.SyncDir makes it
 // (and any folder created for it) survive a power loss.
 //
-// An instance whose file already exists (the same SOP Instance UID in the
-// same series, sent again) is stored once: the first file is kept.
+// An instance whose place is taken (the same calling AE, study, series
+// and SOP Instance UID) is compared with the one there, byte for byte as
+// the file would be written: the same, it was sent again, and is answered
+// success and stored once; other content fails with
+// ErrConflictingInstance, and the first is kept. An instance answered
+// success is never dropped for another: what takes the place is the file,
+// or, before the file is in place, the journal record (a claim).
 //
 // # Journal
 //
@@ -77,12 +83,13 @@ type SpoolStore struct {
 	dir string
 	log *slog.Logger
 
-	// mu makes "does the target exist, else rename" one step, so that two
+	// mu makes "is the place taken, else rename" one step, so that two
 	// associations (or an association and the background writer) storing
-	// the same instance store it once, and guards ready: folders created
-	// and synced by this process.
-	mu    sync.Mutex
-	ready map[string]bool
+	// the same instance store it once, and guards ready (folders created
+	// and synced by this process) and claims.
+	mu     sync.Mutex
+	ready  map[string]bool
+	claims map[string]*claim
 
 	bufs  sync.Pool // *bufio.Writer
 	heads sync.Pool // *[]byte, of jHeadCap: a journal record's first bytes
@@ -158,7 +165,7 @@ func NewSpoolStore(dir string, log *slog.Logger, opts ...SpoolOption) (*SpoolSto
 		}
 		log.Info("removed a partly received instance left by an earlier run", "file", f)
 	}
-	s := &SpoolStore{dir: dir, log: log, ready: map[string]bool{}}
+	s := &SpoolStore{dir: dir, log: log, ready: map[string]bool{}, claims: map[string]*claim{}}
 	if o.journal == "" || runtime.GOOS != "linux" {
 		return s, nil
 	}
@@ -323,7 +330,10 @@ func (s *SpoolStore) finish(ctx context.Context, in Instance, f *os.File, n int6
 	if err := s.makeFolder(rel); err != nil {
 		return fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
-	dup, err := s.place(tmp, target)
+	dup, err := s.place(tmp, target, filepath.ToSlash(filepath.Join(rel, name)), nil)
+	if errors.Is(err, ErrConflictingInstance) {
+		s.logConflict(in, target, err)
+	}
 	if err != nil {
 		return fmt.Errorf("store %s: %w", in.SOPInstanceUID, err)
 	}
@@ -365,22 +375,180 @@ func (s *SpoolStore) placeOf(in Instance, r io.Reader) (rel, name string, err er
 	return rel, pathName(in.SOPInstanceUID) + ".dcm", nil
 }
 
-// place renames tmp to target unless target exists, in which case tmp is
-// removed and dup is true.
-func (s *SpoolStore) place(tmp, target string) (dup bool, err error) {
+// A claim takes an instance's place in the spool from the moment its
+// journal record is written until its file is in place: an instance for
+// the same place arriving meanwhile, through the journal or directly, is
+// compared with the record, as it is with the file later. SpoolStore.mu
+// guards the claims.
+type claim struct {
+	path   string   // the place, as in the record
+	f      *os.File // the journal
+	off, n int64    // the record's data in f
+	// done is closed once the record's flush is over: flushed, or failed,
+	// and then the claim was dropped first.
+	done chan struct{}
+}
+
+// lockPlace locks s.mu once no claim on path but own waits for its flush,
+// and returns the claim on path that is not own (flushed), if any.
+func (s *SpoolStore) lockPlace(path string, own *claim) *claim {
+	for {
+		s.mu.Lock()
+		c := s.claims[path]
+		if c == nil || c == own {
+			return nil
+		}
+		select {
+		case <-c.done:
+			return c
+		default:
+		}
+		s.mu.Unlock()
+		<-c.done
+	}
+}
+
+// dropClaim gives c up: its record was not flushed.
+func (s *SpoolStore) dropClaim(c *claim) {
 	s.mu.Lock()
+	if s.claims[c.path] == c {
+		delete(s.claims, c.path)
+	}
+	s.mu.Unlock()
+	close(c.done)
+}
+
+// firstCopy opens the first copy of an instance: the record of claim
+// first when not nil, else the file target; found is false when there is
+// neither. A place taken by something other than a file holds other
+// content: size -1. s.mu held; the caller calls done.
+func firstCopy(first *claim, target string) (r io.Reader, size int64, done func(), found bool, err error) {
+	if first != nil {
+		return io.NewSectionReader(first.f, first.off, first.n), first.n, func() {}, true, nil
+	}
+	fi, err := os.Lstat(target)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, nil, false, nil
+	} else if err != nil {
+		return nil, 0, nil, false, fmt.Errorf("look for %s: %w", target, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, -1, func() {}, true, nil
+	}
+	f, err := os.Open(target)
+	if err != nil {
+		return nil, 0, nil, true, fmt.Errorf("compare with %s: %w", target, err)
+	}
+	return f, fi.Size(), func() { f.Close() }, true, nil
+}
+
+// cmpBufSize is the chunk equalContent compares at a time.
+const cmpBufSize = 64 << 10
+
+// equalContent reports whether a and b yield the same bytes to their ends.
+func equalContent(a, b io.Reader) (bool, error) {
+	ba, bb := make([]byte, cmpBufSize), make([]byte, cmpBufSize)
+	for {
+		na, erra := io.ReadFull(a, ba)
+		if erra != nil && erra != io.EOF && erra != io.ErrUnexpectedEOF {
+			return false, erra
+		}
+		nb, errb := io.ReadFull(b, bb[:na])
+		if errb == io.EOF || errb == io.ErrUnexpectedEOF {
+			return false, nil // b is shorter
+		} else if errb != nil {
+			return false, errb
+		}
+		if !bytes.Equal(ba[:na], bb[:nb]) {
+			return false, nil
+		}
+		if erra != nil {
+			// a has ended: so must b.
+			var one [1]byte
+			switch _, err := io.ReadFull(b, one[:]); err {
+			case io.EOF:
+				return true, nil
+			case nil:
+				return false, nil
+			default:
+				return false, err
+			}
+		}
+	}
+}
+
+// sameFileAs reports whether the file name holds the size bytes of r
+// (size first, then the bytes).
+func sameFileAs(name string, r io.Reader, size int64) (bool, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if fi.Size() != size {
+		return false, nil
+	}
+	return equalContent(f, r)
+}
+
+// conflictError says which instance holds the place of one refused.
+func conflictError(target string, first *claim) error {
+	if first != nil {
+		return fmt.Errorf("%s (still in the journal, not yet in place) holds other content: %w", target, ErrConflictingInstance)
+	}
+	return fmt.Errorf("%s holds other content: %w", target, ErrConflictingInstance)
+}
+
+// logConflict logs an instance refused with ErrConflictingInstance, err,
+// with what an operator needs to act: who sent it, its UID, and the
+// file already there.
+func (s *SpoolStore) logConflict(in Instance, target string, err error) {
+	s.log.Error("instance refused: its Study, Series and SOP Instance UIDs are stored already, with other content; the first is kept, the sender told 0111 (duplicate SOP instance)",
+		"calling_ae", in.CallingAE, "sop_instance_uid", in.SOPInstanceUID, "file", target, "err", err)
+}
+
+// place renames tmp, the whole file of an instance, to target (its place
+// in the spool: path, relative, slash form) unless the place is taken: by
+// a file, or by another's claim. Then tmp is removed, and dup is true when
+// the first copy holds tmp's bytes; an error wrapping
+// ErrConflictingInstance says it holds others. own is the claim of the
+// record tmp was copied out of (nil for an instance written directly),
+// released once tmp is in place or removed.
+func (s *SpoolStore) place(tmp, target, path string, own *claim) (dup bool, err error) {
+	first := s.lockPlace(path, own)
 	defer s.mu.Unlock()
-	if _, err := os.Lstat(target); err == nil {
+	release := func() {
+		if own != nil && s.claims[path] == own {
+			delete(s.claims, path)
+		}
+	}
+	r, size, done, found, err := firstCopy(first, target)
+	if err != nil {
+		return false, err
+	}
+	if found {
+		same, err := sameFileAs(tmp, r, size)
+		done()
+		if err != nil {
+			return false, fmt.Errorf("compare %s with %s: %w", tmp, target, err)
+		}
 		if err := os.Remove(tmp); err != nil {
 			return true, fmt.Errorf("remove %s: %w", tmp, err)
 		}
+		release()
+		if !same {
+			return true, conflictError(target, first)
+		}
 		return true, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("look for %s: %w", target, err)
 	}
 	if err := os.Rename(tmp, target); err != nil {
 		return false, fmt.Errorf("rename %s to %s: %w", tmp, target, err)
 	}
+	release()
 	return false, nil
 }
 

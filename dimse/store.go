@@ -59,17 +59,36 @@ var ErrInvalidDataSet = errors.New("invalid data set")
 // group that contradicts its data set, which the de-identifier refuses.
 var ErrSOPClassMismatch = errors.New("data set does not match the SOP class of its command")
 
+// ErrConflictingInstance marks a Store error for an instance whose place
+// is taken by another with other content: the same calling AE, Study,
+// Series and SOP Instance UIDs, other bytes. The sender is told "duplicate
+// SOP instance" (0111), a failure: the instance is not stored, and the
+// first one is kept. (The same bytes again are a resend, answered
+// success.)
+var ErrConflictingInstance = errors.New("another instance with the same UIDs and other content is stored already")
+
 // statusOf maps a Store error to the C-STORE status answered.
 func statusOf(err error) uint16 {
 	switch {
 	case err == nil:
 		return StatusSuccess
+	case errors.Is(err, ErrConflictingInstance):
+		return StatusDuplicateSOPInstance
 	case errors.Is(err, ErrSOPClassMismatch):
 		return StatusDataSetMismatch
 	case errors.Is(err, ErrInvalidDataSet):
 		return StatusCannotUnderstand
 	}
 	return StatusOutOfResources
+}
+
+// commentOf is the Error Comment (0000,0902) of the response to a Store
+// error (at most 64 characters): what the sender's operator reads.
+func commentOf(err error) string {
+	if errors.Is(err, ErrConflictingInstance) {
+		return "not stored: SOP Instance UID stored already, other content"
+	}
+	return "not stored"
 }
 
 // WriteFileMeta writes what precedes the data set in a DICOM Part 10 file
