@@ -58,7 +58,7 @@ func dimseConfig(d config.DICOM, store dimse.Store, log *slog.Logger) dimse.Conf
 	for i, a := range d.Allow {
 		allow[i] = dimse.Caller{AETitle: a.AE, Network: a.Network()}
 	}
-	return dimse.Config{AETitle: d.AETitle, Allow: allow, MaxAssociations: d.MaxAssociations, Store: store, Logger: log}
+	return dimse.Config{AETitle: d.AETitle, Allow: allow, MaxAssociations: d.MaxAssociations, AcceptUnknownSOPClasses: d.AcceptUnknownClasses, Store: store, Logger: log}
 }
 
 // checkDICOM checks each [[dicom]] table: its TLS files load, and its port
@@ -103,6 +103,9 @@ func (s *Startup) checkDICOM(context.Context) {
 			s.dicom[i] = ln
 		} else {
 			ln.Close()
+		}
+		if d.AcceptUnknownClasses {
+			how += ", SOP classes it does not know accepted too (accept_unknown_classes)"
 		}
 		s.ok("%s.listen %s: free; AE title %q, %s, %d allowed callers, into watch[%d] %s", key, d.Listen, d.AETitle, how, len(d.Allow), s.Config.SpoolWatch(d), d.Spool)
 	}

@@ -391,3 +391,32 @@ func TestDICOMJournalBesideTheState(t *testing.T) {
 		t.Errorf("a journal beside the spool too: %v", beside)
 	}
 }
+
+// accept_unknown_classes reaches the receiver, and check says so; with a
+// spool watch that de-identifies, check warns that such instances would
+// fail unsent.
+func TestDICOMAcceptUnknownClasses(t *testing.T) {
+	cfg := newDICOMConfig(t, freePort(t))
+	if dimseConfig(cfg.DICOM[0], nil, nil).AcceptUnknownSOPClasses {
+		t.Error("unknown SOP classes accepted by default")
+	}
+	_, _, text := levels(startupFindings(t, &Startup{Config: cfg}))
+	if strings.Contains(text, "accept_unknown_classes") {
+		t.Errorf("check mentions accept_unknown_classes, which is off:\n%s", text)
+	}
+
+	cfg.DICOM[0].AcceptUnknownClasses = true
+	if !dimseConfig(cfg.DICOM[0], nil, nil).AcceptUnknownSOPClasses {
+		t.Error("accept_unknown_classes does not reach the receiver")
+	}
+	fails, warns, text := levels(startupFindings(t, &Startup{Config: cfg}))
+	if fails != 0 || warns != 0 || !strings.Contains(text, "SOP classes it does not know accepted too (accept_unknown_classes)") {
+		t.Errorf("check: %d failures, %d warnings:\n%s\nwant the listener's line to say it accepts unknown classes", fails, warns, text)
+	}
+
+	cfg.Watch[0].Deidentify = true
+	_, warns, text = levels(startupFindings(t, &Startup{Config: cfg}))
+	if warns != 1 || !strings.Contains(text, "dicom[0].accept_unknown_classes = true, but watch[0] de-identifies") {
+		t.Errorf("check: %d warnings:\n%s\nwant one about accept_unknown_classes with deidentify", warns, text)
+	}
+}

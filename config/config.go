@@ -532,6 +532,11 @@ func (c *Config) Warnings() []string {
 			ws = append(ws, fmt.Sprintf("dicom[%d].allow is empty: the listener on %s refuses every caller (and logs each); "+
 				`list the scanners and PACS that may send, e.g. allow = [{ae = "CT1", from = "10.0.0.0/24"}]`, i, d.Listen))
 		}
+		if w := c.SpoolWatch(d); d.AcceptUnknownClasses && w >= 0 && c.Watch[w].Deidentify {
+			ws = append(ws, fmt.Sprintf("dicom[%d].accept_unknown_classes = true, but watch[%d] de-identifies: the procedure has rules for known SOP classes only, "+
+				"so an instance of an unknown class is received, then its image fails and nothing of it is sent; "+
+				"turn one of them off", i, w))
+		}
 	}
 	return ws
 }

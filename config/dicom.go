@@ -38,6 +38,12 @@ type DICOM struct {
 	// MaxAssociations bounds the associations served at once; 0 is the
 	// receiver's default (dimse.DefaultMaxAssociations).
 	MaxAssociations int `toml:"max_associations"`
+	// AcceptUnknownClasses accepts instances of SOP classes the receiver
+	// does not know (private ones, non-standard ones such as those of
+	// Grand Challenge's own test sets, storage classes newer than its
+	// table: dimse.UnknownSOPClass), as storescp --promiscuous does. Off
+	// (the default) they are refused at the association.
+	AcceptUnknownClasses bool `toml:"accept_unknown_classes"`
 	// Journal is the size of the receive journal ("256MiB" when unset):
 	// a series up to about that size is answered at the speed of one
 	// flush per instance; a larger one waits for the spool's syncs. It is

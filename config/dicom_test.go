@@ -48,6 +48,43 @@ func TestDICOMTableParses(t *testing.T) {
 	}
 }
 
+// accept_unknown_classes is off unless set; on, it is valid, and warned
+// about only where the spool's watch de-identifies (such instances would be
+// received, then fail unsent).
+func TestDICOMAcceptUnknownClasses(t *testing.T) {
+	for _, tc := range []struct {
+		extra, watch string
+		on           bool
+		warn         bool
+	}{
+		{"", "", false, false},
+		{"accept_unknown_classes = false\n", "", false, false},
+		{"accept_unknown_classes = true\n", "", true, false},
+		{"accept_unknown_classes = true\n", "deidentify = false\n", true, false},
+		{"accept_unknown_classes = true\n", "deidentify = true\n", true, true},
+		{"", "deidentify = true\n", false, false},
+	} {
+		src := strings.Replace(withDICOM, "interface = \"ct-image\"\n", "interface = \"ct-image\"\n"+tc.watch, 1) + tc.extra
+		c, err := Parse(strings.NewReader(src), "t.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%q %q: %v", tc.extra, tc.watch, err)
+		}
+		if c.DICOM[0].AcceptUnknownClasses != tc.on {
+			t.Errorf("%q: accept_unknown_classes = %v", tc.extra, c.DICOM[0].AcceptUnknownClasses)
+		}
+		ws := c.Warnings()
+		if warned := len(ws) == 1 && strings.Contains(ws[0], "dicom[0].accept_unknown_classes = true, but watch[0] de-identifies"); warned != tc.warn || len(ws) > 1 {
+			t.Errorf("%q %q: warnings %q, want one about de-identification: %v", tc.extra, tc.watch, ws, tc.warn)
+		}
+	}
+	if _, err := Parse(strings.NewReader(withDICOM+"accept_unknown_classes = \"yes\"\n"), "t.toml"); err == nil {
+		t.Error("accept_unknown_classes = \"yes\" parsed; want a type error")
+	}
+}
+
 func TestDICOMEmptyAllowWarns(t *testing.T) {
 	c, err := Parse(strings.NewReader(strings.Replace(withDICOM, `allow = [{ae = "CT1"}, {from = "10.0.0.0/24"}, {ae = "PACS", from = "10.1.0.5"}]`, "", 1)), "t.toml")
 	if err != nil {

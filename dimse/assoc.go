@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -117,11 +119,16 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, busy bool) {
 	a.peerMax = rq.MaxPDULength
 	a.syntax, a.abstract = map[byte]string{}, map[byte]string{}
 	accepted := 0
+	var unknown []string // accepted SOP classes not in StorageSOPClasses
 	for i, r := range ac.Results {
 		if r.Result == pcAcceptance {
+			as := rq.Contexts[i].AbstractSyntax
 			a.syntax[r.ID] = r.TransferSyntax
-			a.abstract[r.ID] = rq.Contexts[i].AbstractSyntax
+			a.abstract[r.ID] = as
 			accepted++
+			if as != VerificationSOPClass && !s.storage[as] && !slices.Contains(unknown, as) {
+				unknown = append(unknown, as)
+			}
 		}
 	}
 	if err := a.fire(evt7, ac); err != nil {
@@ -135,8 +142,12 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, busy bool) {
 		s.current.Add(-1)
 		s.count(a.callingAE, false, func(st *Stats) { st.Current-- })
 	}()
-	a.log.Info("dicom association accepted", "contexts", len(ac.Results), "accepted", accepted,
-		"max_pdu", rq.MaxPDULength, "implementation", rq.ImplementationUID, "version", rq.ImplementationVer)
+	attrs := []any{"contexts", len(ac.Results), "accepted", accepted,
+		"max_pdu", rq.MaxPDULength, "implementation", rq.ImplementationUID, "version", rq.ImplementationVer}
+	if len(unknown) > 0 {
+		attrs = append(attrs, "unknown_sop_classes", strings.Join(unknown, " "))
+	}
+	a.log.Info("dicom association accepted", attrs...)
 	a.end(a.serve(ctx))
 	// However it ended, the association counts as ended once what it
 	// stored is in the spool (a release waited already, before its answer).
@@ -199,7 +210,7 @@ func (s *Server) negotiate(rq *associate, remote net.Addr, busy bool) (*associat
 					break
 				}
 			}
-		case s.storage[pc.AbstractSyntax]:
+		case s.storage[pc.AbstractSyntax] || s.cfg.AcceptUnknownSOPClasses && UnknownSOPClass(pc.AbstractSyntax):
 			// The caller's order is its preference, usually the file's own
 			// encoding: taking its first that we accept spares it a
 			// conversion, and the data set is stored as it arrives.

@@ -21,7 +21,9 @@
 //
 // Associations are negotiated per PS3.8 §9.3: the DICOM application
 // context, presentation contexts for Verification and every Storage SOP
-// class in StorageSOPClasses with the transfer syntaxes of
+// class in StorageSOPClasses (and, only with Config.AcceptUnknownSOPClasses,
+// every SOP class UnknownSOPClass says it does not know) with the transfer
+// syntaxes of
 // Config.TransferSyntaxes (the caller's preferred one among them is taken),
 // and the maximum PDU length both ways: the server announces
 // Config.MaxPDULength and refuses a larger P-DATA-TF, and it never sends

@@ -38,6 +38,15 @@ type Config struct {
 	// AE titles and address. Empty refuses every caller: a storage node
 	// open to anyone on the network is a way to fill its disk.
 	Allow []Caller
+	// AcceptUnknownSOPClasses accepts for storage, beside
+	// StorageSOPClasses, any SOP class this server does not know
+	// (UnknownSOPClass), as storescp's --promiscuous does: a presentation
+	// context for it is accepted with the transfer syntaxes of storage,
+	// and its instances stored as any other. Off, such a context is
+	// refused (abstract syntax not supported), which is the default:
+	// nothing downstream may understand what is not a storage class of
+	// the standard.
+	AcceptUnknownSOPClasses bool
 	// TransferSyntaxes lists the transfer syntax UIDs accepted for storage;
 	// nil means DefaultTransferSyntaxes. Verification accepts implicit and
 	// explicit VR little endian whatever the list says.

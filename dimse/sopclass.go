@@ -1,5 +1,10 @@
 package dimse
 
+import (
+	"slices"
+	"strings"
+)
+
 // SOPClass is one SOP class the server accepts: its UID and the name PS3.6
 // Table A-1 gives it.
 type SOPClass struct {
@@ -218,6 +223,35 @@ var StorageSOPClasses = []SOPClass{
 	{"1.2.840.10008.5.1.4.1.1.601.2", "Eddy Current Multi-frame Image Storage"},
 	{"1.2.840.10008.5.1.4.34.7", "RT Beams Delivery Instruction Storage"},
 	{"1.2.840.10008.5.1.4.34.10", "RT Brachy Application Setup Delivery Instruction Storage"},
+}
+
+// UIDs of the DICOM standard (PS3.6): its root, the branch of its
+// Storage SOP classes, and the branch of the protocol storage classes left
+// out of StorageSOPClasses on purpose (Non-Patient Object Storage).
+const (
+	standardRoot      = "1.2.840.10008."
+	storageBranch     = "1.2.840.10008.5.1.4.1.1."
+	protocolStoreRoot = "1.2.840.10008.5.1.4.1.1.200."
+)
+
+// UnknownSOPClass reports whether uid, proposed as an abstract syntax, is a
+// SOP class Config.AcceptUnknownSOPClasses accepts for storage: a valid
+// UID that is not in StorageSOPClasses and is either not the standard's
+// (outside its root 1.2.840.10008: a private class, or a non-standard one
+// such as the 1.2.111.10008... of Grand Challenge's test sets) or a
+// Storage SOP class of the standard newer than StorageSOPClasses (in its
+// branch 1.2.840.10008.5.1.4.1.1). The standard's other UIDs stay
+// refused, as storescp --promiscuous refuses those dcmtk knows: its other
+// services (query, retrieve, worklist...), transfer syntaxes, and the
+// protocol storage classes left out on purpose.
+func UnknownSOPClass(uid string) bool {
+	if !validUID(uid) || slices.ContainsFunc(StorageSOPClasses, func(c SOPClass) bool { return c.UID == uid }) {
+		return false
+	}
+	if !strings.HasPrefix(uid, standardRoot) {
+		return true
+	}
+	return strings.HasPrefix(uid, storageBranch) && !strings.HasPrefix(uid, protocolStoreRoot)
 }
 
 // Transfer syntax UIDs (PS3.6 Table A-1) the server knows by name.
