@@ -261,17 +261,7 @@ func (s *pipelineSource) Report(ctx context.Context, q status.Query) (*status.Re
 	if p == nil {
 		return nil, errors.New("the agent is starting")
 	}
-	snap, err := p.Snapshot(true)
-	if err != nil {
-		return nil, err
-	}
-	active := make(map[uint64]ingest.ImageStatus, len(snap))
-	for _, is := range snap {
-		if is.Active {
-			active[is.ID] = is
-		}
-	}
-	rep, err := reportFrom(s.st, q, active, s.version)
+	rep, err := reportFrom(s.st, q, p.Active(), s.version)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,25 @@ func (p *Pipeline) Snapshot(unfinishedOnly bool) ([]ImageStatus, error) {
 	return out, nil
 }
 
+// Active returns, by ID, the progress of the images a worker is on now,
+// without reading a record: what status adds to the records it prints.
+// (Snapshot decodes every unfinished record: a monitor asking /status
+// often cost a backlog a tenth of the agent's CPU.)
+func (p *Pipeline) Active() map[uint64]ImageStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[uint64]ImageStatus, len(p.active))
+	for id, pr := range p.active {
+		is := ImageStatus{Active: true, BytesSent: pr.sent, BytesTotal: pr.total, Hashing: pr.hashed}
+		is.ID = id
+		if r, ok := p.retries.get(id); ok {
+			is.ClientRetryAt, is.ClientRetryErr = r.next, r.err
+		}
+		out[id] = is
+	}
+	return out
+}
+
 // hashProgress records that the hash step read n more bytes of img's
 // total: for status only, not the live display's upload rates.
 func (p *Pipeline) hashProgress(id uint64, n, total int64) {
