@@ -149,14 +149,15 @@ type storescuResult struct {
 
 // sendProposingOwn sends files with storescu -v -nh (it goes on after a
 // refusal), proposing each file's SOP class and transfer syntax
-// (storescuProfile), and returns which were answered success.
-func sendProposingOwn(ctx context.Context, t *testing.T, addr, callingAE string, sent []gcSent) storescuResult {
+// (storescuProfile), with extra options, and returns which were answered
+// success.
+func sendProposingOwn(ctx context.Context, t *testing.T, addr, callingAE string, sent []gcSent, extra ...string) storescuResult {
 	t.Helper()
 	var files []string
 	for _, s := range sent {
 		files = append(files, s.path)
 	}
-	opts := append([]string{"-v", "-nh"}, storescuProfile(t, sent)...)
+	opts := append(append([]string{"-v", "-nh"}, storescuProfile(t, sent)...), extra...)
 	out, _ := storescu(ctx, addr, callingAE, files, opts...).CombinedOutput()
 	r := storescuResult{ok: map[string]bool{}, failed: map[string]string{}, out: string(out)}
 	var sending string
@@ -178,7 +179,8 @@ func sendProposingOwn(ctx context.Context, t *testing.T, addr, callingAE string,
 		if strings.Contains(line, "Received Store Response (Success)") && sending != "" {
 			r.ok[sending] = true
 		}
-		if strings.HasPrefix(line, "E: ") || strings.HasPrefix(line, "F: ") {
+		if strings.HasPrefix(line, "E: ") || strings.HasPrefix(line, "F: ") ||
+			strings.Contains(line, "Received Store Response (") && !strings.Contains(line, "(Success)") {
 			said = append(said, line)
 		}
 	}
@@ -387,27 +389,49 @@ func (e *e2eEnv) checkDeidentifiedItems(landed []gcSent, secrets []string) {
 }
 
 // sendAndCheck starts an agent on a fresh fake server whose watch
-// de-identifies or not, sends sent to it and checks issue 21's "done
-// when". wantRefused lists the files the receiver must not answer success
-// for; every other must land. secrets are identifying values the sent
-// files carry, which no de-identified upload may. It returns the number of
-// items made.
-func sendAndCheck(t *testing.T, sent []gcSent, deid bool, wantRefused map[string]bool, secrets []string) int {
+// de-identifies or not, and whose listener accepts SOP classes it does not
+// know or not, sends sent to it and checks issue 21's "done when".
+// wantRefused lists the files the receiver must not answer success for,
+// each with what storescu must say of it ("" for anything); every other
+// must land. secrets are identifying values the sent files carry, which no
+// de-identified upload may. byDefault, if any, are sent first, as CT2, to a
+// second listener of the agent into the same spool, with the default
+// accept_unknown_classes = false: it must refuse each and store nothing.
+// It returns the number of items made.
+func sendAndCheck(t *testing.T, sent []gcSent, deid, acceptUnknown bool, wantRefused map[string]string, byDefault []gcSent, secrets []string) int {
 	t.Helper()
 	e := newE2E(t, gcapitest.Options{}, "")
-	dicomAddr := freeAddr(t)
-	e.writeDICOMConfig("", "1s", fmt.Sprintf("deidentify = %v", deid), e.dicomTable(dicomAddr, ""))
+	dicomAddr, defaultAddr := freeAddr(t), freeAddr(t)
+	tables := []string{e.dicomTable(dicomAddr, fmt.Sprintf("accept_unknown_classes = %v", acceptUnknown))}
+	if len(byDefault) > 0 {
+		tables = append(tables, strings.Replace(e.dicomTable(defaultAddr, ""), `ae_title = "GCINGEST"`, `ae_title = "GCDEFAULT"`, 1))
+	}
+	e.writeDICOMConfig("", "1s", fmt.Sprintf("deidentify = %v", deid), tables...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	agent := e.startUp()
 	defer e.stop(agent)
 
+	if len(byDefault) > 0 {
+		r := sendProposingOwn(ctx, t, defaultAddr, "CT2", byDefault, "-aec", "GCDEFAULT")
+		for _, s := range byDefault {
+			if r.failed[s.path] == "" {
+				t.Errorf("%s was answered success by a listener without accept_unknown_classes; want it refused", s.path)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(e.drop, "CT2")); err == nil {
+			t.Error("the spool holds a folder of CT2, whose every instance was refused")
+		}
+	}
 	r := sendProposingOwn(ctx, t, dicomAddr, "CT1", sent)
 	for _, s := range sent {
+		want, refuse := wantRefused[s.path]
 		switch why := r.failed[s.path]; {
-		case wantRefused[s.path] && why == "":
+		case refuse && why == "":
 			t.Errorf("%s was answered success; want it refused", s.path)
-		case !wantRefused[s.path] && why != "":
+		case refuse && !strings.Contains(why, want):
+			t.Errorf("%s refused, storescu says %q; want %q", s.path, why, want)
+		case !refuse && why != "":
 			t.Errorf("%s not accepted: %s", s.path, why)
 		}
 	}
@@ -431,22 +455,23 @@ func sendAndCheck(t *testing.T, sent []gcSent, deid bool, wantRefused map[string
 }
 
 // TestE2EDICOMGCSetsFromEnv sends each set (subfolder) of the folder
-// GCINGEST_GC_DICOM_SETS names to an agent of its own, once with
-// deidentify = true and once without, and checks issue 21's "done when"
-// (sendAndCheck): every file accepted and, answered success, on disk as
-// sent; without de-identification each image in exactly one item, whole;
-// with it, what the procedure covers imported, the rest failed, and no
-// upload carrying the patient's name or ID or the accession number of any
-// file sent.
+// GCINGEST_GC_DICOM_SETS names to an agent of its own, with
+// accept_unknown_classes, once with deidentify = true and once without,
+// and checks issue 21's "done when" (sendAndCheck): every file accepted
+// and, answered success, on disk as sent, but a file whose Study, Series
+// and SOP Instance UIDs an earlier file of the set has with another data
+// set, which is refused (0111); without de-identification each image in
+// exactly one item, whole; with it, what the procedure covers imported,
+// the rest failed, and no upload carrying the patient's name or ID or the
+// accession number of any file sent.
 //
-// GC's sets as they were in 2025-2026 fail it in two places. 83 of their
-// 115 files (dicom_4d, dicom_intercept, dicom_slope, dicom_window_level,
-// dicom_wsi/non_wsi_dcm) have the SOP class 1.2.111.10008.2.1.4.1.1.2, CT
-// Image Storage with 840 anonymised to 111: no PS3.4 class, so the
-// receiver refuses it (nothing is answered success; storescu does not even
-// propose it without -xf). And dicom_enhanced/volume.dcm reuses the SOP
-// Instance UID of slice1.dcm: it is answered success while the spool keeps
-// the first instance under that UID (docs/CONFORMANCE.md).
+// 83 of the 115 files of GC's sets as they were in 2025-2026 (dicom_4d,
+// dicom_intercept, dicom_slope, dicom_window_level, dicom_wsi/non_wsi_dcm)
+// have the SOP class 1.2.111.10008..., CT Image Storage with 840
+// anonymised to 111: no PS3.4 class, which the receiver accepts only with
+// accept_unknown_classes (and storescu does not even propose without -xf).
+// And dicom_enhanced/volume.dcm reuses the SOP Instance UID of slice1.dcm:
+// it is refused, slice1.dcm kept (docs/CONFORMANCE.md).
 func TestE2EDICOMGCSetsFromEnv(t *testing.T) {
 	root := os.Getenv(gcSetsEnv)
 	if root == "" {
@@ -478,14 +503,44 @@ func TestE2EDICOMGCSetsFromEnv(t *testing.T) {
 		if len(sent) == 0 {
 			continue
 		}
+		refused := map[string]string{}
+		first := map[string][]byte{} // data set by study, series and SOP instance
+		for _, s := range sent {
+			ds := dataSetBytes(t, s.path)
+			k := s.study + "/" + s.series + "/" + s.sop
+			if f, ok := first[k]; !ok {
+				first[k] = ds
+			} else if !bytes.Equal(f, ds) {
+				refused[s.path] = "Unknown Status: 0x111"
+			}
+		}
 		for _, deid := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/deidentify=%v", ent.Name(), deid), func(t *testing.T) {
 				t.Parallel()
-				n := sendAndCheck(t, sent, deid, nil, secrets)
-				t.Logf("%d files, %d items", len(sent), n)
+				n := sendAndCheck(t, sent, deid, true, refused, nil, secrets)
+				t.Logf("%d files, %d refused, %d items", len(sent), len(refused), n)
 			})
 		}
 	}
+}
+
+// dataSetBytes returns a Part 10 file's data set: what follows its meta
+// group (explicit VR little endian in every transfer syntax).
+func dataSetBytes(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := 132
+	for p+8 <= len(b) && binary.LittleEndian.Uint16(b[p:]) == 0x0002 {
+		n, hdr := int(binary.LittleEndian.Uint16(b[p+6:])), 8
+		if vr := string(b[p+4 : p+6]); vr == "OB" || vr == "UN" {
+			n, hdr = int(binary.LittleEndian.Uint32(b[p+8:])), 12
+		}
+		p += hdr + n
+	}
+	return b[min(p, len(b)):]
 }
 
 // identifyingValues returns the values of the patient's name and ID and of
@@ -618,6 +673,7 @@ type shape struct {
 	temporal                      int    // TemporalPositionIndex with a StackID
 	frames                        int    // > 0: multi-frame, with functional groups
 	jpeg                          bool   // encapsulated JPEG baseline frames (with the basic offset table when number is odd)
+	file                          string // its file's name; "": <sop>.dcm
 }
 
 // writeShape writes s as a Part 10 file in dir and returns its path.
@@ -721,7 +777,7 @@ func writeShape(t *testing.T, dir string, s shape) string {
 		t.Fatal(err)
 	}
 	buf.Write(w.b)
-	p := filepath.Join(dir, fmt.Sprintf("%s.dcm", s.sop))
+	p := filepath.Join(dir, cmp.Or(s.file, s.sop+".dcm"))
 	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -729,21 +785,27 @@ func writeShape(t *testing.T, dir string, s shape) string {
 }
 
 // gcShapes writes the shapes of GC's sets into dir, small, and returns
-// them with the files the receiver must refuse:
+// them, with the files of a SOP class the receiver does not know (refused
+// unless accept_unknown_classes) and those it must refuse as conflicting
+// (0111):
 //   - dicom_4d: series of one study that share a StackID (a 4D set, one
 //     time point per series, TemporalPositionIndex), no PatientName, an
 //     empty PatientBirthDate, UTF-8, a nested accession number;
 //   - dicom_2d and the slices of dicom_enhanced: implicit VR little endian
 //     (a CR, a CT series);
 //   - dicom_enhanced: one series of CT slices and an enhanced multi-frame
-//     secondary capture of them (two SOP classes, two images);
+//     secondary capture of them (two SOP classes, two images); and its
+//     volume.dcm, another multi-frame secondary capture, that reuses the
+//     SOP Instance UID of slice 1 (sent after it: refused as a conflict,
+//     slice 1 kept);
 //   - dicom_4d_enhanced: multi-frame files with functional groups whose
 //     StackID is also per frame;
 //   - dicom_wsi: VL Whole Slide Microscopy in JPEG baseline, encapsulated
 //     frames with and without a basic offset table;
 //   - every set with 1.2.111.10008.2.1.4.1.1.2, not a SOP class of
-//     PS3.4, which the receiver refuses (docs/CONFORMANCE.md).
-func gcShapes(t *testing.T, dir string) ([]gcSent, map[string]bool) {
+//     PS3.4, which the receiver refuses unless accept_unknown_classes
+//     (docs/CONFORMANCE.md).
+func gcShapes(t *testing.T, dir string) (sent []gcSent, unknown, conflicting map[string]bool) {
 	t.Helper()
 	const root = "1.2.826.0.1.3680043.2.1125.78."
 	explicit, implicit := dimse.ExplicitVRLittleEndian, dimse.ImplicitVRLittleEndian
@@ -767,6 +829,9 @@ func gcShapes(t *testing.T, dir string) ([]gcSent, map[string]bool) {
 	}
 	shapes = append(shapes, shape{ts: explicit, class: mfWordSCStorage, study: root + "3", series: root + "3.1",
 		sop: root + "3.1.9", number: 9, patientName: sourcePatient, frames: 3})
+	volume := shape{ts: explicit, class: mfWordSCStorage, study: root + "3", series: root + "3.1",
+		sop: root + "3.1.1", number: 7, patientName: sourcePatient, frames: 7, file: "volume.dcm"}
+	shapes = append(shapes, volume)
 	// dicom_2d: one implicit VR CR.
 	shapes = append(shapes, shape{ts: implicit, class: crImageStorage, study: root + "4", series: root + "4.1",
 		sop: root + "4.1.1", number: 1, patientName: "Anonymized"})
@@ -779,38 +844,59 @@ func gcShapes(t *testing.T, dir string) ([]gcSent, map[string]bool) {
 	shapes = append(shapes, shape{ts: explicit, class: nonStandardClass, study: root + "6", series: root + "6.1",
 		sop: root + "6.1.1", number: 1, patientName: sourcePatient})
 
-	var sent []gcSent
-	refused := map[string]bool{}
+	unknown, conflicting = map[string]bool{}, map[string]bool{}
 	for _, s := range shapes {
 		p := writeShape(t, dir, s)
 		sent = append(sent, readGCSent(t, p))
 		if s.class == nonStandardClass {
-			refused[p] = true
+			unknown[p] = true
+		}
+		if s.file == volume.file {
+			conflicting[p] = true
 		}
 	}
-	return sent, refused
+	return sent, unknown, conflicting
 }
 
 // TestE2EDICOMGCSetShapes sends the shapes of GC's DICOM test sets
 // (gcShapes) with storescu, each file proposed in its own SOP class and
 // transfer syntax, to two agents at once, one de-identifying and one not,
-// and checks issue 21's "done when" (sendAndCheck): the non-standard SOP
-// class is refused and nothing of it kept; everything else answered success
-// is on disk as sent; without de-identification each image (a series, or
-// the part of it of one SOP class: the CT slices and their multi-frame
-// volume are two) is in exactly one item, whole: 10 items; with it, the
-// CT image outside the 4D set is imported, whole, and carries nothing
-// of the patient's name or ID or of the accession numbers (top level or
-// nested), while every other image fails and is not sent.
+// both with accept_unknown_classes, and checks issue 21's "done when"
+// (sendAndCheck): the file reusing slice 1's SOP Instance UID with other
+// content is refused with 0111 and slice 1 kept; everything else is
+// answered success and on disk as sent. Without de-identification each
+// image (a series, or the part of it of one SOP class: the CT slices and
+// their multi-frame volume are two) is in exactly one item, whole: 11
+// items, the non-standard class's one of them; a second listener of that
+// agent, with the default accept_unknown_classes = false, refuses the
+// non-standard class and keeps nothing of it. With de-identification the
+// CT image outside the 4D set is imported, whole, and carries nothing of
+// the patient's name or ID or of the accession numbers (top level or
+// nested), while every other image fails and is not sent, the non-standard
+// class's too (the procedure has no rules for it).
 func TestE2EDICOMGCSetShapes(t *testing.T) {
 	needStorescu(t)
 	t.Parallel()
-	sent, refused := gcShapes(t, t.TempDir())
+	sent, unknown, conflicting := gcShapes(t, t.TempDir())
+	refused := map[string]string{}
+	for p := range conflicting {
+		refused[p] = "Unknown Status: 0x111" // dcmtk 3.6.7's words for 0111
+	}
+	var unknownSent []gcSent
+	for _, s := range sent {
+		if unknown[s.path] {
+			unknownSent = append(unknownSent, s)
+		}
+	}
 	for _, deid := range []bool{false, true} {
 		t.Run(fmt.Sprintf("deidentify=%v", deid), func(t *testing.T) {
 			t.Parallel()
-			n := sendAndCheck(t, sent, deid, refused, []string{sourcePatient, shapePatientID, shapeAccession, shapeNested})
-			if want := map[bool]int{false: 10, true: 1}[deid]; n != want {
+			var byDefault []gcSent
+			if !deid {
+				byDefault = unknownSent
+			}
+			n := sendAndCheck(t, sent, deid, true, refused, byDefault, []string{sourcePatient, shapePatientID, shapeAccession, shapeNested})
+			if want := map[bool]int{false: 11, true: 1}[deid]; n != want {
 				t.Errorf("%d items; want %d", n, want)
 			}
 		})
