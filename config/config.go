@@ -512,10 +512,9 @@ func (c *Config) Warnings() []string {
 		if err != nil {
 			return
 		}
-		m := fi.Mode().Perm()
-		if m&0o027 != 0 || (m&0o040 != 0 && !ownedByRoot(fi)) {
+		if exposed(fi) {
 			ws = append(ws, fmt.Sprintf("%s %s can be read or changed by group or others (mode %04o); run: chmod 600 %s "+
-				"(for a service: chown root:gcingest and chmod 640)", what, p, m, p))
+				"(for a service: chown root:gcingest and chmod 640)", what, p, fi.Mode().Perm(), p))
 		}
 	}
 	if c.GrandChallenge.Token != "" {

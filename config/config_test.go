@@ -267,6 +267,14 @@ func TestWarnsOnReadableFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws := c.Warnings()
+	if runtime.GOOS == "windows" {
+		// No Unix modes there (Go reports 0666 for any writable file):
+		// no warning at all, rather than one on every file.
+		if len(ws) != 0 {
+			t.Errorf("warnings on Windows = %q, want none", ws)
+		}
+		return
+	}
 	if len(ws) != 1 || !strings.Contains(ws[0], "chmod 600") {
 		t.Errorf("warnings = %q, want one telling to chmod 600", ws)
 	}
