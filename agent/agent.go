@@ -98,7 +98,8 @@ func New(opts Options) (*Agent, error) {
 // its checks replaces the watch list: the watchers and the pipeline are
 // stopped (in-flight steps park as on any stop) and started again, while
 // the state file, the status listener and the DICOM listeners stay open
-// (a changed [[dicom]] table waits for a restart). Every goroutine Run
+// (with a changed allow list applied; any other change to a [[dicom]]
+// table waits for a restart). Every goroutine Run
 // starts has returned when Run returns.
 func (a *Agent) Run(ctx context.Context) error {
 	cfg, log := a.opts.Config, a.opts.Logger
@@ -282,9 +283,12 @@ func (r *runner) acceptReload(ctx context.Context, cur, nc *config.Config) *conf
 	}
 	if !reflect.DeepEqual(nc.DICOM, cur.DICOM) {
 		// Restarting a listener would abort the associations of senders
-		// in mid-series; the listeners keep running as started.
-		log.Warn("SIGHUP does not change the DICOM listeners; changes to [[dicom]] take effect at the next restart")
-		nc.DICOM = cur.DICOM
+		// in mid-series: the listeners keep running, with the new allow
+		// lists once the reload is accepted.
+		var restart bool
+		if nc.DICOM, restart = reloadDICOM(cur.DICOM, nc.DICOM); restart {
+			log.Warn("SIGHUP changes only the allow lists of the DICOM listeners; other changes to [[dicom]] take effect at the next restart")
+		}
 	}
 	// The running listeners write into their spool folders: the new watch
 	// list must still upload them, as the start required.
@@ -302,6 +306,7 @@ func (r *runner) acceptReload(ctx context.Context, cur, nc *config.Config) *conf
 		log.Error("SIGHUP: the new watch list is refused; keeping the running one", "err", err)
 		return nil
 	}
+	applyAllow(r.src.dicom, cur.DICOM, nc.DICOM, log)
 	return nc
 }
 

@@ -14,6 +14,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,11 +56,61 @@ func DICOMTLS(d config.DICOM) (*tls.Config, error) {
 
 // dimseConfig is the receiver's configuration of listener d.
 func dimseConfig(d config.DICOM, store dimse.Store, log *slog.Logger) dimse.Config {
+	return dimse.Config{AETitle: d.AETitle, Allow: dimseCallers(d), MaxAssociations: d.MaxAssociations, AcceptUnknownSOPClasses: d.AcceptUnknownClasses, Store: store, Logger: log}
+}
+
+// dimseCallers is table d's allow list as the receiver takes it.
+func dimseCallers(d config.DICOM) []dimse.Caller {
 	allow := make([]dimse.Caller, len(d.Allow))
 	for i, a := range d.Allow {
 		allow[i] = dimse.Caller{AETitle: a.AE, Network: a.Network()}
 	}
-	return dimse.Config{AETitle: d.AETitle, Allow: allow, MaxAssociations: d.MaxAssociations, AcceptUnknownSOPClasses: d.AcceptUnknownClasses, Store: store, Logger: log}
+	return allow
+}
+
+// reloadDICOM is what a reload may change of the running listeners: the
+// allow list of each table still on the same address (adding a scanner
+// must not cut off the senders in mid-series that a restart would). It
+// returns the tables as they will run, and whether nc changed anything
+// else, which waits for a restart.
+func reloadDICOM(cur, nc []config.DICOM) (next []config.DICOM, restart bool) {
+	next = slices.Clone(cur)
+	if len(cur) != len(nc) {
+		return next, true
+	}
+	for i := range cur {
+		if cur[i].Listen != nc[i].Listen {
+			restart = true
+			continue
+		}
+		a, b := cur[i], nc[i]
+		a.Allow, b.Allow = nil, nil
+		if !reflect.DeepEqual(a, b) {
+			restart = true
+		}
+		next[i].Allow = nc[i].Allow
+	}
+	return next, restart
+}
+
+// applyAllow gives each running listener the allow list of its table in
+// tables (as reloadDICOM returned them) where it changed from cur's.
+func applyAllow(nodes []*dicomNode, cur, tables []config.DICOM, log *slog.Logger) {
+	for i, n := range nodes {
+		if i >= len(tables) || i >= len(cur) || reflect.DeepEqual(cur[i].Allow, tables[i].Allow) {
+			continue
+		}
+		if err := n.srv.SetAllow(dimseCallers(tables[i])); err != nil {
+			// Validate passed the same list: not expected.
+			log.Error("SIGHUP: the new allow list is refused; keeping the running one", "listen", n.cfg.Listen, "err", err)
+			continue
+		}
+		if len(tables[i].Allow) == 0 {
+			log.Warn("SIGHUP: the DICOM listener's allow list is now empty: it refuses every caller", "listen", n.cfg.Listen)
+			continue
+		}
+		log.Info("SIGHUP: the DICOM listener's new allow list is in force for new associations", "listen", n.cfg.Listen, "callers", len(tables[i].Allow))
+	}
 }
 
 // checkDICOM checks each [[dicom]] table: its TLS files load, and its port

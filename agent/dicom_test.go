@@ -310,9 +310,9 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
-// SIGHUP does not change the listeners: a reloaded config with another
-// [[dicom]] table is applied to the watches while the listener answers as
-// before, and a watch list that no longer uploads the listener's spool is
+// SIGHUP does not restart the listeners: a reloaded config with another
+// AE title in its [[dicom]] table is applied to the watches while the
+// listener answers as before, and a watch list that no longer uploads the listener's spool is
 // refused.
 func TestReloadKeepsDICOMListeners(t *testing.T) {
 	cfg := newDICOMConfig(t, freePort(t))
@@ -418,5 +418,65 @@ func TestDICOMAcceptUnknownClasses(t *testing.T) {
 	_, warns, text = levels(startupFindings(t, &Startup{Config: cfg}))
 	if warns != 1 || !strings.Contains(text, "dicom[0].accept_unknown_classes = true, but watch[0] de-identifies") {
 		t.Errorf("check: %d warnings:\n%s\nwant one about accept_unknown_classes with deidentify", warns, text)
+	}
+}
+
+// SIGHUP applies a changed allow list to the running listener (adding a
+// scanner must not need a restart that cuts off senders in mid-series):
+// the new caller is admitted, the one taken off is refused, and the same
+// listener keeps running.
+func TestReloadAppliesDICOMAllowList(t *testing.T) {
+	cfg := newDICOMConfig(t, freePort(t)) // allows CT1
+	reload := make(chan *config.Config, 1)
+	up := make(chan Info, 4)
+	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test", Reload: reload, Ready: func(i Info) { up <- i }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitUp := func(what string) {
+		t.Helper()
+		select {
+		case <-up:
+		case err := <-done:
+			t.Fatalf("%s: Run returned %v", what, err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: agent not up after 30s", what)
+		}
+	}
+	echo := func(calling string) error {
+		t.Helper()
+		conn, err := net.DialTimeout("tcp", cfg.DICOM[0].Listen, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return dimse.Echo(ctx, conn, calling, "GCINGEST")
+	}
+	waitUp("start")
+	var rj *dimse.RejectedError
+	if err := echo("CT2"); !errors.As(err, &rj) {
+		t.Fatalf("CT2 before the reload: %v, want refused", err)
+	}
+
+	changed := *cfg
+	changed.DICOM = append(changed.DICOM[:0:0], cfg.DICOM...)
+	changed.DICOM[0].Allow = []config.DICOMCaller{{AE: "CT2"}}
+	reload <- &changed
+	waitUp("reload")
+	if err := echo("CT2"); err != nil {
+		t.Errorf("CT2 after the reload admitted it: %v", err)
+	}
+	if err := echo("CT1"); !errors.As(err, &rj) {
+		t.Errorf("CT1 after the reload took it off: %v, want refused", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel = %v, want nil", err)
 	}
 }

@@ -174,7 +174,7 @@ func (s *Server) negotiate(rq *associate, remote net.Addr, busy bool) (*associat
 		addr = ap.Addr()
 	}
 	allowed := false
-	for _, c := range s.cfg.Allow {
+	for _, c := range *s.allow.Load() {
 		if c.matches(rq.CallingAE, addr) {
 			allowed = true
 			break

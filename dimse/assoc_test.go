@@ -546,3 +546,41 @@ func TestEcho(t *testing.T) {
 		t.Errorf("stats %+v", s)
 	}
 }
+
+// TestSetAllow: a new allow list (a reload) admits a caller it names from
+// the next association on, refuses one it no longer names, and leaves an
+// association established under the old list to finish its work.
+func TestSetAllow(t *testing.T) {
+	ts := startServer(t, nil) // allows SCANNER only
+	old := dialPeer(t, ts.addr)
+	old.associate(associateRQ(16<<10, standardContexts...)) // SCANNER, under the old list
+
+	if err := ts.SetAllow([]Caller{{AETitle: "CT2"}}); err != nil {
+		t.Fatal(err)
+	}
+	ct2 := dialPeer(t, ts.addr)
+	rq := associateRQ(16<<10, standardContexts...)
+	rq.CallingAE = "CT2"
+	ct2.associate(rq)
+	ct2.release()
+
+	again := dialPeer(t, ts.addr)
+	again.send(associateRQ(16<<10, standardContexts...))
+	want := associateRJ{rjPermanent, rjSourceUser, rjUserCallingAENotAllowed}
+	if got := again.waitClosed(); len(got) != 1 || *got[0].(*associateRJ) != want {
+		t.Fatalf("SCANNER after the new list: got %+v, want %+v", got, want)
+	}
+
+	old.sendCommand(3, request{Field: cEchoRQ, MessageID: 1, SOPClassUID: VerificationSOPClass})
+	if field, status, _ := old.response(); field != cEchoRSP || status != StatusSuccess {
+		t.Errorf("the association from before the change: C-ECHO answered 0x%04x status 0x%04x", field, status)
+	}
+	old.release()
+
+	if err := ts.SetAllow([]Caller{{}}); err == nil {
+		t.Error("SetAllow took an entry naming neither an AE title nor a network")
+	}
+	ct2 = dialPeer(t, ts.addr)
+	ct2.associate(rq) // the refused list left CT2's in force
+	ct2.release()
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,6 +193,10 @@ type Server struct {
 	storage  map[string]bool // accepted abstract syntaxes for C-STORE
 	syntaxes map[string]bool // accepted transfer syntaxes for C-STORE
 
+	// allow is the allow list in force: cfg.Allow at start, replaced by
+	// SetAllow (a reload) for associations requested after it.
+	allow atomic.Pointer[[]Caller]
+
 	current, total, refused, instances, bytes atomic.Int64
 
 	// byCaller holds the same counters per calling AE title, for status
@@ -201,6 +206,21 @@ type Server struct {
 	// counted in the totals only.
 	mu       sync.Mutex
 	byCaller map[string]*Stats
+}
+
+// SetAllow replaces the allow list (Config.Allow) for the associations
+// requested from now on; those established go on, as a sender in
+// mid-series must not be cut off by a change of list. It refuses, keeping
+// the list in force, a list Validate would refuse.
+func (s *Server) SetAllow(allow []Caller) error {
+	c := s.cfg
+	c.Allow = allow
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("dicom listener: %w", err)
+	}
+	allow = slices.Clone(allow)
+	s.allow.Store(&allow)
+	return nil
 }
 
 // maxCallers bounds the calling AE titles Stats are kept for.
@@ -230,6 +250,8 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, storage: map[string]bool{}, syntaxes: map[string]bool{}, byCaller: map[string]*Stats{}}
+	allow := slices.Clone(cfg.Allow)
+	s.allow.Store(&allow)
 	for _, c := range StorageSOPClasses {
 		s.storage[c.UID] = true
 	}
