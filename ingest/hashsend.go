@@ -62,10 +62,14 @@ func (h *runningHash) stop() {
 
 // finishHash completes the plan of an image whose file j was hashed while
 // it was sent, before its upload is completed: it waits for the hash,
-// checks the file is still the one whose parts went, commits the hash and
-// the title it gives, and then looks for the content in the archive, as
-// alreadyInArchive does before a hashed file's first byte. Content found
-// there marks the image a duplicate and returns errInArchive.
+// checks the file is still the one whose parts went, and looks for the
+// content in the archive, as alreadyInArchive does before a hashed file's
+// first byte. Content found there marks the image a duplicate and returns
+// errInArchive. The hash and the title it gives go with the image's next
+// commit (the duplicate mark, or the item intent), as a hashed file's
+// plan goes with its upload's pk: a crash before it hashes the file again
+// on resume and looks again, so no commit can leave the hash known and
+// the look not made.
 func (ul *uploader) finishHash(ctx context.Context, img *state.Image, j int, h *runningHash) error {
 	sum, err := h.wait(ctx)
 	if err != nil {
@@ -88,16 +92,14 @@ func (ul *uploader) finishHash(ctx context.Context, img *state.Image, j int, h *
 		return err
 	}
 	path := files[j].Path
-	if err := ul.save(img, func(r *state.Image) {
+	ul.saveLater(img, func(r *state.Image) {
 		for k := range r.Files {
 			if r.Files[k].Path == path {
 				r.Files[k].SHA256 = sum
 			}
 		}
 		r.Title = title
-	}); err != nil {
-		return err
-	}
+	})
 	held, err := ul.inArchive(ctx, img)
 	if err != nil {
 		return err
