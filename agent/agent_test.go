@@ -147,28 +147,8 @@ func TestNewNeedsConfigAndLogger(t *testing.T) {
 func TestRunAppliesAReloadedWatchList(t *testing.T) {
 	srv := newServer(t)
 	cfg := newConfig(t, srv, "")
-	reload := make(chan *config.Config, 1)
-	up := make(chan Info, 4)
-	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test",
-		Reload: reload, Ready: func(i Info) { up <- i }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	waitUp := func(what string) {
-		t.Helper()
-		select {
-		case <-up:
-		case err := <-done:
-			t.Fatalf("%s: Run returned %v", what, err)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s: agent not up after 30s", what)
-		}
-	}
-	waitUp("start")
+	r := runReloading(t, cfg)
+	reload := r.reload
 
 	bad := *cfg
 	bad.Watch = append([]watch.Spec{}, cfg.Watch...)
@@ -183,7 +163,7 @@ func TestRunAppliesAReloadedWatchList(t *testing.T) {
 	next.Watch = []watch.Spec{cfg.Watch[0]}
 	next.Watch[0].Path = second
 	reload <- &next // taken once the refused one was checked
-	waitUp("reload")
+	r.waitUp("reload")
 
 	if err := os.WriteFile(filepath.Join(second, "ct.mha"), gcapitest.SampleMHA(1, 4, 4, 2), 0o644); err != nil {
 		t.Fatal(err)
@@ -195,14 +175,68 @@ func TestRunAppliesAReloadedWatchList(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	select {
-	case <-up:
+	if r.restarted() {
 		t.Fatal("the agent restarted twice: the config naming a missing folder was applied")
-	default:
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run after cancel = %v, want nil", err)
+	r.stop()
+}
+
+// reloading is an agent running with a Reload channel, for the reload
+// tests: up hears each start of a generation.
+type reloading struct {
+	t      *testing.T
+	reload chan *config.Config
+	up     chan Info
+	done   chan error
+	cancel context.CancelFunc
+}
+
+// runReloading runs the agent of cfg until the test ends, and returns once
+// it is up.
+func runReloading(t *testing.T, cfg *config.Config) *reloading {
+	t.Helper()
+	r := &reloading{t: t, reload: make(chan *config.Config, 1), up: make(chan Info, 4), done: make(chan error, 1)}
+	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test",
+		Reload: r.reload, Ready: func(i Info) { r.up <- i }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	t.Cleanup(cancel)
+	go func() { r.done <- a.Run(ctx) }()
+	r.waitUp("start")
+	return r
+}
+
+// waitUp waits for the next start of a generation.
+func (r *reloading) waitUp(what string) {
+	r.t.Helper()
+	select {
+	case <-r.up:
+	case err := <-r.done:
+		r.t.Fatalf("%s: Run returned %v", what, err)
+	case <-time.After(30 * time.Second):
+		r.t.Fatalf("%s: agent not up after 30s", what)
+	}
+}
+
+// restarted reports whether a generation started that no waitUp took.
+func (r *reloading) restarted() bool {
+	select {
+	case <-r.up:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop cancels the agent and checks Run returned nil.
+func (r *reloading) stop() {
+	r.t.Helper()
+	r.cancel()
+	if err := <-r.done; err != nil {
+		r.t.Errorf("Run after cancel = %v, want nil", err)
 	}
 }
 

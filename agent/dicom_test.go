@@ -316,28 +316,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 // refused.
 func TestReloadKeepsDICOMListeners(t *testing.T) {
 	cfg := newDICOMConfig(t, freePort(t))
-	reload := make(chan *config.Config, 1)
-	up := make(chan Info, 4)
-	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test", Reload: reload, Ready: func(i Info) { up <- i }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	waitUp := func(what string) {
-		t.Helper()
-		select {
-		case <-up:
-		case err := <-done:
-			t.Fatalf("%s: Run returned %v", what, err)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s: agent not up after 30s", what)
-		}
-	}
-	waitUp("start")
-
+	r := runReloading(t, cfg)
 	other := filepath.Join(t.TempDir(), "other")
 	if err := os.Mkdir(other, 0o755); err != nil {
 		t.Fatal(err)
@@ -347,25 +326,20 @@ func TestReloadKeepsDICOMListeners(t *testing.T) {
 	unspooled.Watch[0].Path = other
 	unspooled.DICOM = append(unspooled.DICOM[:0:0], cfg.DICOM...)
 	unspooled.DICOM[0].Spool = other
-	reload <- &unspooled
+	r.reload <- &unspooled
 
 	changed := *cfg
 	changed.DICOM = append(changed.DICOM[:0:0], cfg.DICOM...)
 	changed.DICOM[0].AETitle = "OTHER"
-	reload <- &changed // taken once the refused one was checked
-	waitUp("reload")
-	select {
-	case <-up:
+	r.reload <- &changed // taken once the refused one was checked
+	r.waitUp("reload")
+	if r.restarted() {
 		t.Fatal("the agent restarted twice: the watch list without the spool was applied")
-	default:
 	}
 	if _, err := EchoListener(context.Background(), cfg.DICOM[0]); err != nil {
 		t.Errorf("after the reload the listener does not answer as GCINGEST: %v", err)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run after cancel = %v, want nil", err)
-	}
+	r.stop()
 }
 
 // The receiver's journal lives beside the state file, whose folder the
@@ -427,26 +401,7 @@ func TestDICOMAcceptUnknownClasses(t *testing.T) {
 // listener keeps running.
 func TestReloadAppliesDICOMAllowList(t *testing.T) {
 	cfg := newDICOMConfig(t, freePort(t)) // allows CT1
-	reload := make(chan *config.Config, 1)
-	up := make(chan Info, 4)
-	a, err := New(Options{Config: cfg, Token: "good-token", Logger: slog.New(slog.DiscardHandler), Version: "test", Reload: reload, Ready: func(i Info) { up <- i }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	waitUp := func(what string) {
-		t.Helper()
-		select {
-		case <-up:
-		case err := <-done:
-			t.Fatalf("%s: Run returned %v", what, err)
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s: agent not up after 30s", what)
-		}
-	}
+	r := runReloading(t, cfg)
 	echo := func(calling string) error {
 		t.Helper()
 		conn, err := net.DialTimeout("tcp", cfg.DICOM[0].Listen, 5*time.Second)
@@ -458,7 +413,6 @@ func TestReloadAppliesDICOMAllowList(t *testing.T) {
 		defer cancel()
 		return dimse.Echo(ctx, conn, calling, "GCINGEST")
 	}
-	waitUp("start")
 	var rj *dimse.RejectedError
 	if err := echo("CT2"); !errors.As(err, &rj) {
 		t.Fatalf("CT2 before the reload: %v, want refused", err)
@@ -467,16 +421,13 @@ func TestReloadAppliesDICOMAllowList(t *testing.T) {
 	changed := *cfg
 	changed.DICOM = append(changed.DICOM[:0:0], cfg.DICOM...)
 	changed.DICOM[0].Allow = []config.DICOMCaller{{AE: "CT2"}}
-	reload <- &changed
-	waitUp("reload")
+	r.reload <- &changed
+	r.waitUp("reload")
 	if err := echo("CT2"); err != nil {
 		t.Errorf("CT2 after the reload admitted it: %v", err)
 	}
 	if err := echo("CT1"); !errors.As(err, &rj) {
 		t.Errorf("CT1 after the reload took it off: %v, want refused", err)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run after cancel = %v, want nil", err)
-	}
+	r.stop()
 }
