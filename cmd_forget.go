@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/printable"
-	"github.com/gcingest/gcingest/status"
 )
 
 const helpForget = `Dismisses failed images for good: each image with the given ID (the first
@@ -53,17 +51,7 @@ func (c *cli) forget(ctx context.Context, cmd, cfgPath string, ids []string) err
 	if err != nil {
 		return err
 	}
-	var forgotten []string
-	err = status.ErrNotRunning
-	if cfg.Status.Listen != "" {
-		forgotten, err = status.PostForget(ctx, cfg.Status.Listen, ids)
-	}
-	if errors.Is(err, status.ErrNotRunning) {
-		forgotten, err = agent.ForgetInState(cfg.State.Path, ids)
-		// Its errors quote the state file's name; the running agent's
-		// answer is escaped already (status.PostForget).
-		err = printable.Error(err)
-	}
+	forgotten, err := agent.Forget(ctx, cfg, ids)
 	if len(forgotten) > 0 {
 		fmt.Fprintf(c.stdout, "dismissed %d: %s (gcingest status ID still tells each one's story)\n",
 			len(forgotten), printable.String(strings.Join(forgotten, " ")))

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/gcingest/gcingest/agent"
 	"github.com/gcingest/gcingest/printable"
-	"github.com/gcingest/gcingest/status"
 )
 
 const helpRetry = `Sends failed images through the pipeline again: the images with the given
@@ -46,17 +44,7 @@ func (c *cli) cmdRetry(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var queued []string
-	err = status.ErrNotRunning
-	if cfg.Status.Listen != "" {
-		queued, err = status.PostRetry(ctx, cfg.Status.Listen, status.RetryRequest{IDs: ids, Failed: *failed})
-	}
-	if errors.Is(err, status.ErrNotRunning) {
-		queued, err = agent.RetryInState(ctx, cfg.State.Path, ids, *failed)
-		// Its errors quote file names (moving files back from failed_dir);
-		// the running agent's answer is escaped already (status.PostRetry).
-		err = printable.Error(err)
-	}
+	queued, err := agent.Retry(ctx, cfg, ids, *failed)
 	if err != nil {
 		return fmt.Errorf("retry: %w", err)
 	}
