@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
 	"github.com/gcingest/gcingest/state"
 	"github.com/gcingest/gcingest/watch"
@@ -40,18 +39,8 @@ func BenchmarkBacklog(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
 		dir := b.TempDir()
-		srv := gcapitest.NewServer(gcapitest.Options{StoreDir: filepath.Join(dir, "fake"), QuotaBytes: 1 << 40,
-			ImportDelay: 50 * time.Millisecond, MaxUploads: 1 << 30})
-		srv.AddArchive(testArchive, "Scans")
-		srv.AddInterface(testIface, "Image")
-		api, err := gcapi.New(srv.URL, srv.Token(), gcapi.WithHTTPClient(srv.Client()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		srv, api, store := benchSetup(b, gcapitest.Options{StoreDir: filepath.Join(dir, "fake"),
+			ImportDelay: 50 * time.Millisecond, MaxUploads: 1 << 30}, filepath.Join(dir, "state.db"))
 		w := Watch{Spec: watch.Spec{Path: filepath.Join(dir, "drop"), Archive: testArchive, Interface: testIface,
 			AfterUpload: watch.AfterUpload(cmp.Or(os.Getenv("GCINGEST_BENCH_AFTER"), "keep"))}}
 		sample := gcapitest.SampleMHA(1, 64, 128, 1) // 8 KiB of voxels

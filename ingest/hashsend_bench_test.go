@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gcingest/gcingest/gcapi"
 	"github.com/gcingest/gcingest/gcapi/gcapitest"
-	"github.com/gcingest/gcingest/state"
 	"github.com/gcingest/gcingest/watch"
 )
 
@@ -49,17 +47,7 @@ func BenchmarkBigFileFirstPart(b *testing.B) {
 		hashed += time.Since(t0)
 		f.Close()
 
-		srv := gcapitest.NewServer(gcapitest.Options{StoreDir: filepath.Join(dir, "fake"+strconv.Itoa(i)), QuotaBytes: 1 << 40})
-		srv.AddArchive(testArchive, "Scans")
-		srv.AddInterface(testIface, "Image")
-		c, err := gcapi.New(srv.URL, srv.Token(), gcapi.WithHTTPClient(srv.Client()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		store, err := state.Open(filepath.Join(dir, "state"+strconv.Itoa(i)+".db"), state.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		srv, c, store := benchSetup(b, gcapitest.Options{StoreDir: filepath.Join(dir, "fake"+strconv.Itoa(i))}, filepath.Join(dir, "state"+strconv.Itoa(i)+".db"))
 		api := partSeen{API: c, once: &sync.Once{}, seen: make(chan struct{})}
 		pl := NewPipeline(PipelineConfig{Watches: []Watch{w}, SpoolDir: filepath.Join(dir, "spool"), Concurrency: 1}, store, api, nil)
 		ctx, cancel := context.WithCancel(context.Background())

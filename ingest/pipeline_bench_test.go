@@ -48,17 +48,7 @@ func BenchmarkPipeline(b *testing.B) {
 			fakeDir = d
 			defer os.RemoveAll(d)
 		}
-		srv := gcapitest.NewServer(gcapitest.Options{StoreDir: fakeDir, QuotaBytes: 1 << 40})
-		srv.AddArchive(testArchive, "Scans")
-		srv.AddInterface(testIface, "Image")
-		api, err := gcapi.New(srv.URL, srv.Token(), gcapi.WithHTTPClient(srv.Client()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		srv, api, store := benchSetup(b, gcapitest.Options{StoreDir: fakeDir}, filepath.Join(dir, "state.db"))
 		w := Watch{Spec: watch.Spec{Path: filepath.Join(dir, "drop"), Archive: testArchive, Interface: testIface,
 			AfterUpload: watch.AfterUpload(cmp.Or(os.Getenv("GCINGEST_BENCH_AFTER"), "move")), DoneDir: filepath.Join(dir, "done")}}
 		// A whole image, as the hash step's completeness proof and the
@@ -115,4 +105,25 @@ func BenchmarkPipeline(b *testing.B) {
 		srv.Close()
 	}
 	b.ReportMetric(float64(n*b.N)/total.Seconds(), "images/s")
+}
+
+// benchSetup starts a fake server holding the test archive and interface
+// (opts, with a byte quota no benchmark reaches) and opens a state file at
+// statePath: what each pipeline benchmark runs against. The caller closes
+// both.
+func benchSetup(b *testing.B, opts gcapitest.Options, statePath string) (*gcapitest.Server, *gcapi.Client, *state.Store) {
+	b.Helper()
+	opts.QuotaBytes = 1 << 40
+	srv := gcapitest.NewServer(opts)
+	srv.AddArchive(testArchive, "Scans")
+	srv.AddInterface(testIface, "Image")
+	api, err := gcapi.New(srv.URL, srv.Token(), gcapi.WithHTTPClient(srv.Client()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := state.Open(statePath, state.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv, api, store
 }
